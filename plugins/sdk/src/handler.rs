@@ -1,0 +1,73 @@
+//! The [`Handler`] role and [`export_handler!`](crate::export_handler).
+
+use crate::{Config, Error, Event};
+
+/// A plugin that filters, transforms or fans out events.
+///
+/// `handle` returns the events that go on: none drops the event, one passes or transforms it,
+/// several fan it out. An `Err` is handled by the plugin's failure policy in the router config.
+pub trait Handler: Sized + 'static {
+    /// Builds the handler from its config; an error refuses the plugin at load.
+    fn init(config: Config) -> Result<Self, Error>;
+
+    /// Handles one event.
+    fn handle(&mut self, event: Event) -> Result<Vec<Event>, Error>;
+
+    /// Handles a batch, one result per event in order. The default calls [`Handler::handle`] for each.
+    fn handle_batch(&mut self, events: Vec<Event>) -> Vec<Result<Vec<Event>, Error>> {
+        events.into_iter().map(|event| self.handle(event)).collect()
+    }
+}
+
+/// Exports a [`Handler`] type as the plugin's `handler` world.
+///
+/// ```ignore
+/// eventyard_sdk::export_handler!(MyHandler);
+/// ```
+#[macro_export]
+macro_rules! export_handler {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::__private::handler_world::exports::eventyard::plugin::event_handler as __wit;
+
+            ::std::thread_local! {
+                static __STATE: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct __Export;
+
+            impl __wit::Guest for __Export {
+                fn init(config: $crate::wit::types::Config) -> ::std::result::Result<(), $crate::Error> {
+                    let handler = <$ty as $crate::Handler>::init($crate::Config::new(config))?;
+                    __STATE.with_borrow_mut(|state| *state = ::std::option::Option::Some(handler));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn handle(event: $crate::Event) -> ::std::result::Result<::std::vec::Vec<$crate::Event>, $crate::Error> {
+                    __STATE.with_borrow_mut(|state| match state {
+                        ::std::option::Option::Some(handler) => $crate::Handler::handle(handler, event),
+                        ::std::option::Option::None => {
+                            ::std::result::Result::Err($crate::Error::permanent($crate::__private::NOT_INITIALISED))
+                        }
+                    })
+                }
+
+                fn handle_batch(
+                    events: ::std::vec::Vec<$crate::Event>,
+                ) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<$crate::Event>, $crate::Error>> {
+                    __STATE.with_borrow_mut(|state| match state {
+                        ::std::option::Option::Some(handler) => $crate::Handler::handle_batch(handler, events),
+                        ::std::option::Option::None => events
+                            .iter()
+                            .map(|_| ::std::result::Result::Err($crate::Error::permanent($crate::__private::NOT_INITIALISED)))
+                            .collect(),
+                    })
+                }
+            }
+
+            $crate::__private::handler_world::__export_handler_world!(__Export with_types_in $crate::__private::handler_world);
+            $crate::__record_sdk_version!();
+        };
+    };
+}
