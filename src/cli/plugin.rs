@@ -1,0 +1,376 @@
+//! `eventyard plugin ...`: scaffold (`new`), build, inspect and test plugins.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use super::Failure;
+use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
+use crate::event::{Event, EventJson};
+use crate::plugin::{Grants, Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
+use crate::route::Handler;
+use crate::sink::Sink;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginCommand {
+    /// Scaffold a plugin crate that builds with `cargo build --release --target wasm32-wasip2`.
+    New {
+        /// The plugin's role.
+        #[arg(value_enum)]
+        kind: Kind,
+        /// Crate name (kebab-case); also the directory created.
+        name: String,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the eventyard-sdk crate (default: the SDK next to this build of eventyard).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin crate in DIR for wasm32-wasip2 and copy the component to --out.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Copy the built .wasm here (for example the router's plugin directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a component's world, WIT version, imports, capabilities, size and content hash.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a plugin on events from a file and print what it returns.
+    Test {
+        file: PathBuf,
+        /// A JSON event or array of events (an auth request for an auth policy).
+        #[arg(long)]
+        event: PathBuf,
+        /// A config setting passed to the plugin's init, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// Hand events to a handler in one batch call instead of one call each.
+        #[arg(long)]
+        batch: bool,
+        /// Per-call time limit.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Memory limit in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory_mib: usize,
+        /// Grant this directory (visible to the plugin at /data).
+        #[arg(long)]
+        grant_dir: Option<PathBuf>,
+        /// Grant outbound HTTP to this host (repeatable).
+        #[arg(long)]
+        grant_http: Vec<String>,
+    },
+}
+
+/// Plugin roles as the command line names them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Kind {
+    Handler,
+    Sink,
+    Auth,
+}
+
+fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{arg}`"))
+}
+
+pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
+    match command {
+        PluginCommand::New { kind, name, dir, sdk } => new(kind, &name, &dir, sdk),
+        PluginCommand::Build { dir, out } => build(&dir, out.as_deref()).await,
+        PluginCommand::Inspect { file, json } => inspect(&file, json).await,
+        PluginCommand::Test { file, event, config, batch, timeout_ms, memory_mib, grant_dir, grant_http } => {
+            let mut spec = PluginSpec::new(file.display().to_string(), &file, Role::Handler);
+            spec.config = config;
+            spec.limits.timeout = Duration::from_millis(timeout_ms);
+            spec.limits.memory_limit = memory_mib << 20;
+            spec.grants = Grants {
+                directory: grant_dir,
+                http_hosts: (!grant_http.is_empty()).then_some(grant_http),
+                ..Grants::default()
+            };
+            test(spec, &event, batch).await
+        }
+    }
+}
+
+/// The SDK next to the sources this binary was built from.
+fn default_sdk_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk")
+}
+
+fn new(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), Failure> {
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        return Err(Failure::input(format!("plugin name `{name}`: use lowercase letters, digits and dashes")));
+    }
+    let sdk = sdk.unwrap_or_else(default_sdk_path);
+    let sdk = sdk
+        .canonicalize()
+        .map_err(|err| Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display())))?;
+    let root = dir.join(name);
+    if root.exists() {
+        return Err(Failure::input(format!("{} already exists", root.display())));
+    }
+    let type_name: String = name
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect();
+    let source = match kind {
+        Kind::Handler => include_str!("../../plugins/templates/handler.rs.tmpl"),
+        Kind::Sink => include_str!("../../plugins/templates/sink.rs.tmpl"),
+        Kind::Auth => include_str!("../../plugins/templates/auth.rs.tmpl"),
+    };
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{file}}", &name.replace('-', "_"))
+            .replace("{{type}}", &type_name)
+            .replace("{{sdk_path}}", &sdk.display().to_string())
+    };
+    let write = |path: PathBuf, contents: String| {
+        std::fs::write(&path, contents).map_err(|err| Failure::input(format!("cannot write {}: {err}", path.display())))
+    };
+    std::fs::create_dir_all(root.join("src"))
+        .map_err(|err| Failure::input(format!("cannot create {}: {err}", root.display())))?;
+    write(root.join("Cargo.toml"), fill(include_str!("../../plugins/templates/Cargo.toml.tmpl")))?;
+    write(root.join("src/lib.rs"), fill(source))?;
+    println!("created {}", root.display());
+    println!("next: cd {} && cargo build --release --target wasm32-wasip2", root.display());
+    Ok(())
+}
+
+async fn build(dir: &Path, out: Option<&Path>) -> Result<(), Failure> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(Failure::input(format!("no Cargo.toml in {}", dir.display())));
+    }
+    let output = tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .map_err(|err| Failure::input(format!("cannot run cargo: {err}")))?;
+    if !output.status.success() {
+        return Err(Failure::plugin(format!("cargo build failed in {}", dir.display())));
+    }
+    let built: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().filter(|f| f.ends_with(".wasm")).map(PathBuf::from))
+        .collect();
+    if built.is_empty() {
+        return Err(Failure::plugin("cargo built no .wasm component; is the crate a cdylib?"));
+    }
+    for wasm in built {
+        let shown = match out {
+            Some(out) => {
+                let target = out.join(wasm.file_name().unwrap_or_default());
+                copy_atomically(&wasm, &target)
+                    .await
+                    .map_err(|err| Failure::input(format!("cannot copy to {}: {err}", target.display())))?;
+                target
+            }
+            None => wasm,
+        };
+        println!("{}", shown.display());
+    }
+    Ok(())
+}
+
+/// Copies through a temporary file and a rename, so a watcher never sees half a plugin.
+async fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let tmp = to.with_extension("wasm.partial");
+    tokio::fs::copy(from, &tmp).await?;
+    tokio::fs::rename(&tmp, to).await
+}
+
+fn runtime() -> Result<PluginRuntime, Failure> {
+    PluginRuntime::new(RuntimeOptions { pool_instances: 8, ..RuntimeOptions::default() })
+        .map_err(|err| Failure::plugin(format!("{err:#}")))
+}
+
+async fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
+    if !file.is_file() {
+        return Err(Failure::input(format!("{}: no such file", file.display())));
+    }
+    let info = runtime()?.inspect(file).await.map_err(Failure::plugin)?;
+    if json {
+        let text = serde_json::to_string_pretty(&info).map_err(Failure::plugin)?;
+        println!("{text}");
+        return Ok(());
+    }
+    let none = || "none".to_string();
+    let capabilities: Vec<String> = info.capabilities.iter().map(|c| c.to_string()).collect();
+    println!("file:         {}", file.display());
+    println!("world:        {}", info.world.clone().unwrap_or_else(|| "none (not an Eventyard plugin)".into()));
+    println!("wit version:  {}", info.wit_version.clone().unwrap_or_else(none));
+    println!("sdk version:  {}", info.sdk_version.clone().unwrap_or_else(none));
+    println!("size:         {} bytes", info.size);
+    println!("sha256:       {}", info.sha256);
+    println!("capabilities: {}", if capabilities.is_empty() { none() } else { capabilities.join(", ") });
+    println!("exports:");
+    for export in &info.exports {
+        println!("  {export}");
+    }
+    println!("imports:");
+    for import in &info.imports {
+        println!("  {import}");
+    }
+    Ok(())
+}
+
+/// An auth request as `plugin test` reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRequestJson {
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    tls_subject: Option<String>,
+    #[serde(default)]
+    tls_sans: Vec<String>,
+    #[serde(default)]
+    remote_addr: Option<String>,
+}
+
+async fn test(mut spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Failure> {
+    if !spec.path.is_file() {
+        return Err(Failure::input(format!("{}: no such file", spec.path.display())));
+    }
+    let text = tokio::fs::read_to_string(input)
+        .await
+        .map_err(|err| Failure::input(format!("cannot read {}: {err}", input.display())))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|err| Failure::input(format!("{}: not JSON: {err}", input.display())))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    let runtime = runtime()?;
+    // The role comes from the component itself; the load then checks everything else.
+    let info = runtime.inspect(&spec.path).await.map_err(Failure::plugin)?;
+    let Some(world) = info.world.as_deref() else {
+        return Err(Failure::plugin(format!("{} exports no Eventyard world", spec.path.display())));
+    };
+    spec.role = match world {
+        "sink" => Role::Sink,
+        "auth-policy" => Role::AuthPolicy,
+        _ => Role::Handler,
+    };
+    let plugin = runtime.load(spec).await.map_err(Failure::plugin)?;
+    match plugin {
+        Plugin::Handler(handler) => test_handler(handler.as_ref(), parse_events(items, input)?, batch).await,
+        Plugin::Sink(sink) => {
+            let events = parse_events(items, input)?;
+            sink.deliver(&events).await.map_err(Failure::plugin)?;
+            println!("delivered {} event(s)", events.len());
+            Ok(())
+        }
+        Plugin::AuthPolicy(policy) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let request = parse_auth_request(item).map_err(|err| Failure::input(format!("{}: request {i}: {err}", input.display())))?;
+                let decision = match policy.authorize(&request).await {
+                    Decision::Allow(grant) => serde_json::json!({
+                        "allow": {
+                            "account": grant.account,
+                            "publish": {"allow": grant.publish.allow, "deny": grant.publish.deny},
+                            "subscribe": {"allow": grant.subscribe.allow, "deny": grant.subscribe.deny},
+                        }
+                    }),
+                    Decision::Deny(reason) => serde_json::json!({ "deny": reason }),
+                };
+                println!("{decision}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_events(items: Vec<serde_json::Value>, input: &Path) -> Result<Vec<Event>, Failure> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bad = |err: String| Failure::input(format!("{}: event {i}: {err}", input.display()));
+            let json: EventJson = serde_json::from_value(item).map_err(|err| bad(err.to_string()))?;
+            json.into_event(|| format!("test-{i}")).map_err(|err| bad(err.to_string()))
+        })
+        .collect()
+}
+
+fn parse_auth_request(item: serde_json::Value) -> Result<AuthRequest, String> {
+    let json: AuthRequestJson = serde_json::from_value(item).map_err(|err| err.to_string())?;
+    let protocol = match json.protocol.as_deref() {
+        None | Some("nats") => Protocol::Nats,
+        Some("http") => Protocol::Http,
+        Some(other) => return Err(format!("unknown protocol `{other}` (nats or http)")),
+    };
+    Ok(AuthRequest {
+        protocol,
+        client_name: json.client_name,
+        user: json.user,
+        token: json.token,
+        password: json.password,
+        tls_subject: json.tls_subject,
+        tls_sans: json.tls_sans,
+        remote_addr: json.remote_addr.unwrap_or_else(|| "127.0.0.1:0".into()),
+    })
+}
+
+async fn test_handler(handler: &dyn Handler, events: Vec<Event>, batch: bool) -> Result<(), Failure> {
+    let count = events.len();
+    let results = if batch {
+        handler.handle_batch(events).await
+    } else {
+        let mut results = Vec::with_capacity(count);
+        for event in events {
+            results.push(handler.handle(event).await);
+        }
+        results
+    };
+    let mut failures = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(events) => {
+                for event in &events {
+                    let line = serde_json::to_string(&EventJson::from_event(event)).map_err(Failure::plugin)?;
+                    println!("{line}");
+                }
+            }
+            Err(err) => failures.push(format!("event {i}: {err}")),
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(Failure::plugin(failures.join("\n"))) }
+}

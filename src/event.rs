@@ -1,0 +1,187 @@
+//! The [`Event`]: CloudEvents 1.0 context, extensions, the routing subject and the payload.
+//!
+//! Owns the in-memory shape of one event and its JSON form for tools. Knows nothing of routes,
+//! transports or Wasm; `plugin` converts to and from the WIT record at its boundary.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// CloudEvents 1.0 context attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub specversion: String,
+    /// The CloudEvents `subject` attribute (what the event is about), not the routing subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+}
+
+/// One event as it travels through the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Routing address, a NATS-style dotted subject.
+    pub subject: String,
+    pub context: Context,
+    /// CloudEvents extension attributes, in arrival order.
+    pub extensions: Vec<(String, String)>,
+    pub data: Bytes,
+}
+
+impl Event {
+    /// The value of extension `name`, if set.
+    pub fn extension(&self, name: &str) -> Option<&str> {
+        self.extensions.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The JSON form of an event used by the CLI and fixture files: CloudEvents structured JSON with
+/// `subject` as the routing subject, `ce_subject` for the CloudEvents subject, extensions in
+/// `extensions`, and data as JSON (`data`), text (`data_text`) or base64 (`data_base64`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventJson {
+    pub subject: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(rename = "type", default)]
+    pub ty: Option<String>,
+    #[serde(default)]
+    pub specversion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+}
+
+/// Why an [`EventJson`] could not become an [`Event`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventJsonError {
+    #[error("event has more than one of `data`, `data_text`, `data_base64`")]
+    AmbiguousData,
+    #[error("event field `data_base64` is not valid base64")]
+    BadBase64,
+    #[error("event field `subject` is empty")]
+    EmptySubject,
+}
+
+impl EventJson {
+    /// Builds the event, filling a missing `id` with `default_id`, `source` with `eventyard`,
+    /// `type` with `eventyard.raw` and `specversion` with `1.0`.
+    pub fn into_event(self, default_id: impl FnOnce() -> String) -> Result<Event, EventJsonError> {
+        if self.subject.is_empty() {
+            return Err(EventJsonError::EmptySubject);
+        }
+        let given = [self.data.is_some(), self.data_text.is_some(), self.data_base64.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(EventJsonError::AmbiguousData);
+        }
+        let mut datacontenttype = self.datacontenttype;
+        let data = if let Some(value) = self.data {
+            datacontenttype.get_or_insert_with(|| "application/json".into());
+            Bytes::from(value.to_string())
+        } else if let Some(text) = self.data_text {
+            Bytes::from(text)
+        } else if let Some(b64) = self.data_base64 {
+            Bytes::from(BASE64.decode(b64.as_bytes()).map_err(|_| EventJsonError::BadBase64)?)
+        } else {
+            Bytes::new()
+        };
+        Ok(Event {
+            subject: self.subject,
+            context: Context {
+                id: self.id.unwrap_or_else(default_id),
+                source: self.source.unwrap_or_else(|| "eventyard".into()),
+                ty: self.ty.unwrap_or_else(|| "eventyard.raw".into()),
+                specversion: self.specversion.unwrap_or_else(|| "1.0".into()),
+                subject: self.ce_subject,
+                time: self.time,
+                datacontenttype,
+                dataschema: self.dataschema,
+            },
+            extensions: self.extensions,
+            data,
+        })
+    }
+
+    /// The JSON form of `event`; data is JSON when its content type says so and it parses,
+    /// text when it is UTF-8, base64 otherwise.
+    pub fn from_event(event: &Event) -> EventJson {
+        let is_json = event.context.datacontenttype.as_deref().is_some_and(|t| t.contains("json"));
+        let (mut data, mut data_text, mut data_base64) = (None, None, None);
+        if !event.data.is_empty() {
+            match (is_json, std::str::from_utf8(&event.data)) {
+                (true, Ok(text)) => match serde_json::from_str(text) {
+                    Ok(value) => data = Some(value),
+                    Err(_) => data_text = Some(text.to_owned()),
+                },
+                (false, Ok(text)) => data_text = Some(text.to_owned()),
+                (_, Err(_)) => data_base64 = Some(BASE64.encode(&event.data)),
+            }
+        }
+        let c = &event.context;
+        EventJson {
+            subject: event.subject.clone(),
+            id: Some(c.id.clone()),
+            source: Some(c.source.clone()),
+            ty: Some(c.ty.clone()),
+            specversion: Some(c.specversion.clone()),
+            ce_subject: c.subject.clone(),
+            time: c.time.clone(),
+            datacontenttype: c.datacontenttype.clone(),
+            dataschema: c.dataschema.clone(),
+            extensions: event.extensions.clone(),
+            data,
+            data_text,
+            data_base64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_round_trips_and_fills_defaults() {
+        let json: EventJson = serde_json::from_str(r#"{"subject":"a.b","data":{"x":1}}"#).unwrap();
+        let event = json.into_event(|| "id-1".into()).unwrap();
+        assert_eq!(event.context.id, "id-1");
+        assert_eq!(event.context.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(&event.data[..], br#"{"x":1}"#);
+        let back = EventJson::from_event(&event);
+        assert_eq!(back.data, Some(serde_json::json!({"x": 1})));
+        assert_eq!(back.into_event(|| unreachable!()).unwrap(), event);
+    }
+
+    #[test]
+    fn json_form_rejects_ambiguous_data_and_unknown_fields() {
+        let both: EventJson = serde_json::from_str(r#"{"subject":"a","data":1,"data_text":"x"}"#).unwrap();
+        assert_eq!(both.into_event(String::new), Err(EventJsonError::AmbiguousData));
+        assert!(serde_json::from_str::<EventJson>(r#"{"subject":"a","bogus":1}"#).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The store's data ([`HostState`]) and the host side of every WIT import: log, clock, metrics, the
+//! Kafka and NATS capabilities, and WASI (filesystem limited to the granted directory, outbound HTTP
+//! limited to the granted hosts). WASI starts from nothing: no environment, no sockets, no files.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::bindings::handler::eventyard::plugin::{clock, log, metrics};
+use super::bindings::sink::eventyard::plugin::{kafka_producer, nats_publisher};
+use super::bindings::wit;
+use super::spec::{GUEST_DIR, Grants};
+use crate::capability::{CapabilityError, KafkaRecord};
+
+/// What every instance of one plugin version shares: its identity, grants and the metrics it writes.
+pub(crate) struct PluginShared {
+    pub name: String,
+    pub grants: Grants,
+    pub metrics: GuestMetrics,
+    /// A fixed wall-clock time in nanoseconds, for reproducible `plugin test` runs.
+    pub frozen_clock: Option<u64>,
+}
+
+/// Counters and histograms a plugin records through the `metrics` import, keyed by
+/// `name{label="value",...}`. Histograms keep a count and a sum.
+#[derive(Default)]
+pub struct GuestMetrics {
+    values: Mutex<BTreeMap<String, MetricValue>>,
+}
+
+/// One guest metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    Counter(u64),
+    Histogram { count: u64, sum: f64 },
+}
+
+impl GuestMetrics {
+    /// Every metric recorded so far.
+    pub fn snapshot(&self) -> BTreeMap<String, MetricValue> {
+        self.values.lock().map(|values| values.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, key: String, apply: impl FnOnce(Option<MetricValue>) -> MetricValue) {
+        if let Ok(mut values) = self.values.lock() {
+            let next = apply(values.get(&key).copied());
+            values.insert(key, next);
+        }
+    }
+}
+
+/// `name{a="1",b="2"}` with labels sorted, the metric's identity.
+fn metric_key(name: &str, mut labels: Vec<(String, String)>) -> String {
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    labels.sort();
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// Caps linear memory and remembers whether the cap was hit, so a trap can be told apart from
+/// running out of memory.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded (wanted {desired})", self.limit);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Lets outbound HTTP through only to the granted hosts.
+struct HttpAllowList {
+    hosts: Arc<[String]>,
+}
+
+impl HttpAllowList {
+    fn allows(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        self.hosts.iter().any(|allowed| match allowed.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => allowed == authority || allowed == host,
+        })
+    }
+}
+
+impl WasiHttpHooks for HttpAllowList {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let allowed = request.uri().authority().is_some_and(|a| self.allows(a.as_str()));
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            if !allowed {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// The data of one plugin instance's store.
+pub(crate) struct HostState {
+    pub shared: Arc<PluginShared>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: HttpAllowList,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    /// When the current call must end; checked at every epoch tick.
+    pub deadline: Instant,
+}
+
+impl HostState {
+    pub fn new(shared: Arc<PluginShared>, memory_limit: usize) -> wasmtime::Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        if let Some(dir) = &shared.grants.directory {
+            wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)?;
+        }
+        let hosts = shared.grants.http_hosts.clone().unwrap_or_default();
+        Ok(HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpAllowList { hosts: hosts.into() },
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { limit: memory_limit, exceeded: false },
+            deadline: Instant::now(),
+            shared,
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+        let plugin = self.shared.name.as_str();
+        let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let fields = fields.join(" ");
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, fields, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, fields, "{message}"),
+            log::Level::Info => tracing::info!(plugin, fields, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, fields, "{message}"),
+            log::Level::Error => tracing::error!(plugin, fields, "{message}"),
+        }
+    }
+}
+
+impl clock::Host for HostState {
+    fn now(&mut self) -> u64 {
+        self.shared.frozen_clock.unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        })
+    }
+
+    fn monotonic(&mut self) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) {
+        self.shared.metrics.update(metric_key(&name, labels), |old| match old {
+            Some(MetricValue::Counter(n)) => MetricValue::Counter(n.saturating_add(value)),
+            _ => MetricValue::Counter(value),
+        });
+    }
+
+    fn histogram_record(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
+        self.shared.metrics.update(metric_key(&name, labels), |old| match old {
+            Some(MetricValue::Histogram { count, sum }) => MetricValue::Histogram { count: count + 1, sum: sum + value },
+            _ => MetricValue::Histogram { count: 1, sum: value },
+        });
+    }
+}
+
+fn not_connected(capability: &str) -> wit::Error {
+    wit::Error { message: format!("capability {capability} is granted but no connection is configured"), retryable: false }
+}
+
+fn to_wit(err: CapabilityError) -> wit::Error {
+    wit::Error { message: err.message, retryable: err.retryable }
+}
+
+impl kafka_producer::Host for HostState {
+    async fn send(&mut self, records: Vec<kafka_producer::KafkaRecord>) -> Result<(), wit::Error> {
+        // The loader refuses plugins that import this without the grant; the check here is the backstop.
+        let Some(Some(producer)) = self.shared.grants.kafka.clone() else {
+            return Err(not_connected("kafka-producer"));
+        };
+        let records = records
+            .into_iter()
+            .map(|r| KafkaRecord { topic: r.topic, key: r.key, value: r.value, headers: r.headers })
+            .collect();
+        producer.send(records).await.map_err(to_wit)
+    }
+}
+
+impl nats_publisher::Host for HostState {
+    async fn publish(&mut self, subject: String, headers: Vec<(String, String)>, payload: Vec<u8>) -> Result<(), wit::Error> {
+        let Some(Some(publisher)) = self.shared.grants.nats.clone() else {
+            return Err(not_connected("nats-publisher"));
+        };
+        publisher.publish(subject, headers, payload).await.map_err(to_wit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_allow_list_matches_hosts_ports_and_subdomains() {
+        let list = HttpAllowList { hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into(), "*.corp.net".into()].into() };
+        assert!(list.allows("api.example.com"));
+        assert!(list.allows("api.example.com:443"));
+        assert!(list.allows("127.0.0.1:8080"));
+        assert!(!list.allows("127.0.0.1:9090"));
+        assert!(list.allows("a.corp.net"));
+        assert!(!list.allows("corp.net"));
+        assert!(!list.allows("evil.com"));
+        assert!(!list.allows("api.example.com.evil.com"));
+    }
+
+    #[test]
+    fn metric_keys_sort_labels() {
+        let key = metric_key("hits", vec![("b".into(), "2".into()), ("a".into(), "1".into())]);
+        assert_eq!(key, r#"hits{a="1",b="2"}"#);
+    }
+}

@@ -1,0 +1,277 @@
+//! [`InstancePool`]: the live instances of one plugin version and the rules of calling them.
+//!
+//! An instance is reused call after call; a call runs under the plugin's memory cap, an epoch-driven
+//! deadline (yielding to the executor each tick, so a looping guest never holds a worker thread)
+//! and optional fuel. A call that faults poisons its store, so that instance is dropped and the next
+//! call gets a fresh one from the `InstancePre`. Repeated faults quarantine the plugin with a
+//! doubling backoff; its callers then get [`Fault::Quarantined`] at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::component::InstancePre;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{auth, handler, sink, wit};
+use super::engine::PluginEngine;
+use super::host::{HostState, PluginShared};
+use super::spec::Limits;
+use crate::fault::Fault;
+
+/// The generated bindings of one world, as the pool needs them.
+pub(crate) trait World: Sized + Send + Sync + 'static {
+    type Pre: Send + Sync + 'static;
+
+    fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+
+    #[expect(clippy::ptr_arg, reason = "the generated bindings take the WIT list as &Vec")]
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &Vec<(String, String)>,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), wit::Error>>> + Send;
+}
+
+macro_rules! impl_world {
+    ($world:ty, $pre:ty, $iface:ident) => {
+        impl World for $world {
+            type Pre = $pre;
+
+            fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                <$pre>::new(pre)
+            }
+
+            async fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+                pre.instantiate_async(store).await
+            }
+
+            async fn init(
+                &self,
+                store: &mut Store<HostState>,
+                config: &Vec<(String, String)>,
+            ) -> wasmtime::Result<Result<(), wit::Error>> {
+                self.$iface().call_init(store, config).await
+            }
+        }
+    };
+}
+
+impl_world!(handler::Handler, handler::HandlerPre<HostState>, eventyard_plugin_event_handler);
+impl_world!(sink::Sink, sink::SinkPre<HostState>, eventyard_plugin_event_sink);
+impl_world!(auth::AuthPolicy, auth::AuthPolicyPre<HostState>, eventyard_plugin_authorizer);
+
+/// One instance and the store it lives in.
+pub(crate) struct Slot<W> {
+    pub store: Store<HostState>,
+    pub bindings: W,
+}
+
+/// Why a new instance could not be made ready.
+pub(crate) enum InitFailure {
+    /// The guest's `init` returned an error.
+    Guest(wit::Error),
+    Fault(Fault),
+}
+
+/// Call counts for one plugin version.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub calls: AtomicU64,
+    /// Calls the guest answered with an error value.
+    pub errors: AtomicU64,
+    /// Calls that faulted (trap, timeout, memory, fuel).
+    pub faults: AtomicU64,
+    /// Times the plugin was put in quarantine.
+    pub quarantines: AtomicU64,
+    /// Instances created (the first one, then one after every fault).
+    pub instances: AtomicU64,
+    /// Total time spent in calls, in nanoseconds.
+    pub busy_nanos: AtomicU64,
+}
+
+/// Consecutive faults and quarantine state.
+struct Health {
+    consecutive_faults: u32,
+    quarantined_until: Option<Instant>,
+    backoff: Duration,
+}
+
+pub(crate) struct InstancePool<W: World> {
+    engine: Arc<PluginEngine>,
+    pre: W::Pre,
+    shared: Arc<PluginShared>,
+    config: Vec<(String, String)>,
+    limits: Limits,
+    idle: Mutex<Vec<Slot<W>>>,
+    permits: Semaphore,
+    health: Mutex<Health>,
+    pub stats: CallStats,
+}
+
+/// A checked-out instance; hand it back through [`InstancePool::finish`].
+pub(crate) struct Lease<'a, W> {
+    slot: Slot<W>,
+    started: Instant,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl<W> Lease<'_, W> {
+    /// The bindings and the store, to make one call with.
+    pub fn parts(&mut self) -> (&W, &mut Store<HostState>) {
+        (&self.slot.bindings, &mut self.slot.store)
+    }
+}
+
+impl<W: World> InstancePool<W> {
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        pre: W::Pre,
+        shared: Arc<PluginShared>,
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Self {
+        InstancePool {
+            permits: Semaphore::new(limits.max_instances.max(1)),
+            health: Mutex::new(Health { consecutive_faults: 0, quarantined_until: None, backoff: limits.quarantine_backoff }),
+            idle: Mutex::new(Vec::new()),
+            stats: CallStats::default(),
+            engine,
+            pre,
+            shared,
+            config,
+            limits,
+        }
+    }
+
+    /// Makes the first instance and keeps it; its `init` failing refuses the plugin.
+    pub async fn warm_up(&self) -> Result<(), InitFailure> {
+        let slot = self.new_slot().await?;
+        self.idle.lock().map_err(|_| InitFailure::Fault(poisoned()))?.push(slot);
+        Ok(())
+    }
+
+    /// Takes an idle instance, or makes one, waiting while `max_instances` calls are running.
+    pub async fn checkout(&self) -> Result<Lease<'_, W>, Fault> {
+        self.check_quarantine()?;
+        let permit = self.permits.acquire().await.map_err(|_| Fault::Unavailable("plugin is shutting down".into()))?;
+        let idle = self.idle.lock().map_err(|_| poisoned())?.pop();
+        let slot = match idle {
+            Some(slot) => slot,
+            None => self.new_slot().await.map_err(|failure| match failure {
+                InitFailure::Guest(err) => Fault::Unavailable(format!("a new instance failed init: {}", err.message)),
+                InitFailure::Fault(fault) => fault,
+            })?,
+        };
+        let mut lease = Lease { slot, started: Instant::now(), _permit: permit };
+        self.arm(&mut lease.slot.store);
+        Ok(lease)
+    }
+
+    /// Ends a call: returns the instance to the pool if the call finished, or drops it and records
+    /// the fault if the call trapped.
+    pub fn finish<T>(&self, lease: Lease<'_, W>, result: wasmtime::Result<T>) -> Result<T, Fault> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.busy_nanos.fetch_add(lease.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(value) => {
+                self.record_success();
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push(lease.slot);
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                let fault = self.classify(&lease.slot.store, &err);
+                self.record_fault(&fault, &err);
+                Err(fault)
+            }
+        }
+    }
+
+    /// Counts a call the guest answered with an error value.
+    pub fn record_guest_error(&self) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn new_slot(&self) -> Result<Slot<W>, InitFailure> {
+        self.stats.instances.fetch_add(1, Ordering::Relaxed);
+        let state = HostState::new(self.shared.clone(), self.limits.memory_limit)
+            .map_err(|err| InitFailure::Fault(Fault::Unavailable(format!("{err:#}"))))?;
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        self.arm(&mut store);
+        let bindings = match W::instantiate(&self.pre, &mut store).await {
+            Ok(bindings) => bindings,
+            Err(err) => return Err(InitFailure::Fault(self.classify(&store, &err))),
+        };
+        match bindings.init(&mut store, &self.config).await {
+            Ok(Ok(())) => Ok(Slot { store, bindings }),
+            Ok(Err(err)) => Err(InitFailure::Guest(err)),
+            Err(err) => Err(InitFailure::Fault(self.classify(&store, &err))),
+        }
+    }
+
+    /// Sets the deadline and fuel for the next call.
+    fn arm(&self, store: &mut Store<HostState>) {
+        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        // One tick ahead: the callback then checks the wall-clock deadline at every tick.
+        store.set_epoch_deadline(1);
+        if self.engine.options.consume_fuel {
+            // Cannot fail: fuel metering is on for this engine.
+            let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+        }
+    }
+
+    fn classify(&self, store: &Store<HostState>, err: &wasmtime::Error) -> Fault {
+        if store.data().limiter.exceeded {
+            return Fault::OutOfMemory(self.limits.memory_limit);
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Timeout(self.limits.timeout),
+            Some(Trap::OutOfFuel) => Fault::OutOfFuel(self.limits.fuel.unwrap_or(u64::MAX)),
+            _ => Fault::Trap(err.root_cause().to_string()),
+        }
+    }
+
+    fn check_quarantine(&self) -> Result<(), Fault> {
+        let health = self.health.lock().map_err(|_| poisoned())?;
+        match health.quarantined_until {
+            Some(until) if until > Instant::now() => Err(Fault::Quarantined(until - Instant::now())),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_success(&self) {
+        if let Ok(mut health) = self.health.lock() {
+            health.consecutive_faults = 0;
+            health.quarantined_until = None;
+            health.backoff = self.limits.quarantine_backoff;
+        }
+    }
+
+    fn record_fault(&self, fault: &Fault, err: &wasmtime::Error) {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        let plugin = self.shared.name.as_str();
+        tracing::warn!(plugin, %fault, detail = format!("{err:?}"), "plugin call faulted, its instance is replaced");
+        let Ok(mut health) = self.health.lock() else { return };
+        health.consecutive_faults += 1;
+        if health.consecutive_faults >= self.limits.quarantine_after {
+            let backoff = health.backoff;
+            health.quarantined_until = Some(Instant::now() + backoff);
+            health.backoff = (backoff * 2).min(self.limits.quarantine_max);
+            self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin, faults = health.consecutive_faults, backoff_ms = backoff.as_millis() as u64, "plugin quarantined");
+        }
+    }
+}
+
+fn poisoned() -> Fault {
+    Fault::Unavailable("plugin state lock poisoned".into())
+}

@@ -1,0 +1,135 @@
+//! [`PluginSpec`]: everything the runtime needs to load one plugin — where it is, which world it
+//! must export, its settings, its limits and the capabilities it is granted.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::capability::{KafkaProducer, NatsPublisher};
+
+/// The three plugin roles, one WIT world each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Handler,
+    Sink,
+    AuthPolicy,
+}
+
+impl Role {
+    /// The WIT world name.
+    pub fn world(self) -> &'static str {
+        match self {
+            Role::Handler => "handler",
+            Role::Sink => "sink",
+            Role::AuthPolicy => "auth-policy",
+        }
+    }
+
+    /// The interface the world exports, which identifies it in a component.
+    pub(crate) fn export_interface(self) -> &'static str {
+        match self {
+            Role::Handler => "event-handler",
+            Role::Sink => "event-sink",
+            Role::AuthPolicy => "authorizer",
+        }
+    }
+
+    pub(crate) fn from_export_interface(name: &str) -> Option<Role> {
+        [Role::Handler, Role::Sink, Role::AuthPolicy].into_iter().find(|role| role.export_interface() == name)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.world())
+    }
+}
+
+/// Per-plugin resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory an instance may grow to, in bytes.
+    pub memory_limit: usize,
+    /// Longest one call may run before it is interrupted.
+    pub timeout: Duration,
+    /// Fuel per call, when the runtime meters fuel; `None` for unmetered.
+    pub fuel: Option<u64>,
+    /// How many instances may run calls at once (each is a separate copy of the plugin's state).
+    pub max_instances: usize,
+    /// Consecutive faults after which the plugin is quarantined.
+    pub quarantine_after: u32,
+    /// First quarantine period; it doubles on each repeat up to `quarantine_max`.
+    pub quarantine_backoff: Duration,
+    pub quarantine_max: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_limit: 64 << 20,
+            timeout: Duration::from_millis(500),
+            fuel: None,
+            max_instances: 4,
+            quarantine_after: 5,
+            quarantine_backoff: Duration::from_secs(1),
+            quarantine_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Capabilities a plugin's config grants. Nothing is granted by default.
+#[derive(Clone, Default)]
+pub struct Grants {
+    /// Outbound HTTP through `wasi:http`, only to these hosts (`host` or `host:port`; `*.example.com`
+    /// matches subdomains).
+    pub http_hosts: Option<Vec<String>>,
+    /// One host directory, visible to the plugin at [`GUEST_DIR`].
+    pub directory: Option<PathBuf>,
+    /// The Kafka producer; `Some(None)` grants it with no connection configured (calls fail).
+    pub kafka: Option<Option<Arc<dyn KafkaProducer>>>,
+    /// The NATS publisher; `Some(None)` grants it with no connection configured (calls fail).
+    pub nats: Option<Option<Arc<dyn NatsPublisher>>>,
+}
+
+impl fmt::Debug for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grants")
+            .field("http_hosts", &self.http_hosts)
+            .field("directory", &self.directory)
+            .field("kafka", &self.kafka.is_some())
+            .field("nats", &self.nats.is_some())
+            .finish()
+    }
+}
+
+/// Where a granted directory appears inside the plugin.
+pub const GUEST_DIR: &str = "/data";
+
+/// One plugin to load.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The name routes and logs use.
+    pub name: String,
+    pub path: PathBuf,
+    /// The world the plugin must export.
+    pub role: Role,
+    /// Passed to the plugin's `init`.
+    pub config: Vec<(String, String)>,
+    pub limits: Limits,
+    pub grants: Grants,
+}
+
+impl PluginSpec {
+    /// A spec with default limits and no grants.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, role: Role) -> Self {
+        PluginSpec {
+            name: name.into(),
+            path: path.into(),
+            role,
+            config: Vec::new(),
+            limits: Limits::default(),
+            grants: Grants::default(),
+        }
+    }
+}

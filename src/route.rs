@@ -1,0 +1,109 @@
+//! Routes: the [`Handler`] role and what a route does when a handler fails ([`FailurePolicy`]).
+//!
+//! A route holds `Arc<dyn Handler>` and never knows whether a native type or a Wasm plugin is
+//! behind it. This module decides what happens to an event; it never delivers or retries.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::event::Event;
+use crate::fault::Fault;
+
+/// Why a handler gave no events for an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The handler answered with an error for this event.
+    #[error("handler rejected the event: {message}")]
+    Rejected { message: String, retryable: bool },
+    /// The handler could not answer at all.
+    #[error("handler {0}")]
+    Fault(#[from] Fault),
+}
+
+/// Filters, transforms or fans out events: no events drops the input, one passes or transforms it,
+/// several fan it out.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Handles one event.
+    async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError>;
+
+    /// Handles a batch, one result per input in order. Implementations with a per-call cost
+    /// (Wasm) override this to pay it once per batch.
+    async fn handle_batch(&self, events: Vec<Event>) -> Vec<Result<Vec<Event>, HandlerError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.handle(event).await);
+        }
+        results
+    }
+}
+
+/// What a route does with an event its handler failed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Pass the event on unchanged, as if the handler were not there.
+    FailOpen,
+    /// Drop the event and count it.
+    #[default]
+    FailClosed,
+    /// Send the event to the route's dead letters with the reason.
+    DeadLetter,
+}
+
+/// The fate of one input event after a handler and its failure policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// These events go on down the chain (none: dropped by the handler itself).
+    Forward(Vec<Event>),
+    /// The handler failed and the policy drops the event.
+    Drop { reason: String },
+    /// The handler failed and the policy dead-letters the event.
+    DeadLetter { event: Event, reason: String },
+}
+
+impl FailurePolicy {
+    /// Whether the route must keep a copy of the input to apply this policy after a failure.
+    pub fn needs_input(self) -> bool {
+        !matches!(self, FailurePolicy::FailClosed)
+    }
+
+    /// Decides the fate of `input` given the handler's `result`. `input` is needed (see
+    /// [`FailurePolicy::needs_input`]) only when the handler failed and the policy keeps the event.
+    pub fn apply(self, input: Option<Event>, result: Result<Vec<Event>, HandlerError>) -> Disposition {
+        let error = match result {
+            Ok(events) => return Disposition::Forward(events),
+            Err(error) => error.to_string(),
+        };
+        match (self, input) {
+            (FailurePolicy::FailOpen, Some(event)) => Disposition::Forward(vec![event]),
+            (FailurePolicy::DeadLetter, Some(event)) => Disposition::DeadLetter { event, reason: error },
+            _ => Disposition::Drop { reason: error },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventJson;
+
+    fn event() -> Event {
+        serde_json::from_str::<EventJson>(r#"{"subject":"a.b","data_text":"x"}"#)
+            .unwrap()
+            .into_event(|| "1".into())
+            .unwrap()
+    }
+
+    #[test]
+    fn policies_decide_the_fate_of_a_failed_event() {
+        let failed = || Err(HandlerError::Fault(Fault::Trap("boom".into())));
+        assert_eq!(FailurePolicy::FailOpen.apply(Some(event()), failed()), Disposition::Forward(vec![event()]));
+        assert!(matches!(FailurePolicy::FailClosed.apply(None, failed()), Disposition::Drop { reason } if reason.contains("boom")));
+        assert!(matches!(
+            FailurePolicy::DeadLetter.apply(Some(event()), failed()),
+            Disposition::DeadLetter { event: e, reason } if e == event() && reason.contains("trapped")
+        ));
+        assert_eq!(FailurePolicy::FailClosed.apply(None, Ok(vec![])), Disposition::Forward(vec![]));
+    }
+}
