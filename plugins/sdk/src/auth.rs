@@ -40,6 +40,7 @@ impl Permissions {
 /// ```ignore
 /// eventyard_sdk::export_auth_policy!(MyPolicy);
 /// ```
+#[rustfmt::skip] // rustfmt mis-indents bodies holding the `with_types_in` syntax
 #[macro_export]
 macro_rules! export_auth_policy {
     ($ty:ty) => {

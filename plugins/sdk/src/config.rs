@@ -29,13 +29,16 @@ impl Config {
     }
 
     /// The value of `key` read as JSON into `T`. A bare string value is tried as a JSON string too,
-    /// so `name = "x"` reads as `"x"`.
+    /// so `name = "x"` reads as `"x"`. The error names the key and where parsing failed, never the
+    /// value, which may be a secret.
     pub fn json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let Some(raw) = self.get(key) else { return Ok(None) };
-        serde_json::from_str(raw)
-            .or_else(|_| serde_json::from_value(serde_json::Value::String(raw.to_owned())))
-            .map(Some)
-            .map_err(|err| Error::permanent(format!("config: key `{key}`: {err}")))
+        match serde_json::from_str(raw) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) => serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+                .map(Some)
+                .map_err(|_| Error::permanent(format!("config: key `{key}` does not have the expected form: {err}"))),
+        }
     }
 
     /// The value of `key` as a list of strings: a JSON array, or a comma-separated string.
@@ -47,6 +50,17 @@ impl Config {
                 .map_err(|err| Error::permanent(format!("config: key `{key}` is not a list of strings: {err}")));
         }
         Ok(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// Refuses keys other than `known`, so a misspelt setting fails at load instead of being
+    /// ignored; the error names the first unknown key and lists the known ones.
+    pub fn deny_unknown(&self, known: &[&str]) -> Result<(), Error> {
+        match self.entries.iter().find(|(key, _)| !known.contains(&key.as_str())) {
+            Some((key, _)) => {
+                Err(Error::permanent(format!("config: unknown key `{key}` (known keys: {})", known.join(", "))))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Every key/value pair, in the order given.
@@ -78,5 +92,20 @@ mod tests {
         assert_eq!(c.json::<String>("s").unwrap().as_deref(), Some("plain"));
         assert!(c.json::<u32>("bad").unwrap_err().message.contains("`bad`"));
         assert!(c.require("nope").unwrap_err().message.contains("`nope`"));
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_value() {
+        let c = config(&[("tokens", "s3cret-not-json")]);
+        let err = c.json::<Vec<String>>("tokens").unwrap_err().message;
+        assert!(err.contains("`tokens`") && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let c = config(&[("allow", "a"), ("alow", "b")]);
+        assert!(c.deny_unknown(&["allow", "alow"]).is_ok());
+        let err = c.deny_unknown(&["allow", "deny"]).unwrap_err();
+        assert_eq!(err.message, "config: unknown key `alow` (known keys: allow, deny)");
     }
 }

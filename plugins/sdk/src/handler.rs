@@ -24,6 +24,7 @@ pub trait Handler: Sized + 'static {
 /// ```ignore
 /// eventyard_sdk::export_handler!(MyHandler);
 /// ```
+#[rustfmt::skip] // rustfmt mis-indents bodies holding the `with_types_in` syntax
 #[macro_export]
 macro_rules! export_handler {
     ($ty:ty) => {

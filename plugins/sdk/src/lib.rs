@@ -63,21 +63,14 @@ pub const WIT_VERSION: &str = "0.1.0";
 impl Error {
     /// A failure that will not go away by retrying the same input.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            retryable: false,
-        }
+        Error { message: message.into(), retryable: false }
     }
 
     /// A failure that may go away if the same input is tried again later.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            retryable: true,
-        }
+        Error { message: message.into(), retryable: true }
     }
 }
-
 
 /// Used by the export macros; not part of the API.
 #[doc(hidden)]

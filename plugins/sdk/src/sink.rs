@@ -18,11 +18,7 @@ pub trait Sink: Sized + 'static {
 
 impl From<Error> for DeliveryError {
     fn from(err: Error) -> Self {
-        if err.retryable {
-            DeliveryError::Retryable(err.message)
-        } else {
-            DeliveryError::Permanent(err.message)
-        }
+        if err.retryable { DeliveryError::Retryable(err.message) } else { DeliveryError::Permanent(err.message) }
     }
 }
 
@@ -31,6 +27,7 @@ impl From<Error> for DeliveryError {
 /// ```ignore
 /// eventyard_sdk::export_sink!(MySink);
 /// ```
+#[rustfmt::skip] // rustfmt mis-indents bodies holding the `with_types_in` syntax
 #[macro_export]
 macro_rules! export_sink {
     ($ty:ty) => {

@@ -1,0 +1,145 @@
+//! `severity-map`: a handler that turns a risk level in JSON data into an OCM Service Log severity,
+//! as the CCX notification service does before posting to `/api/service_logs/v1/cluster_logs`.
+//!
+//! Config:
+//! - `field`: the top-level string field to read; default `severity`.
+//! - `target`: the top-level field to write; default the same as `field` (mapped in place).
+//!
+//! Mapping: `Critical` -> `Critical`, `Important` -> `Major`, `Moderate` -> `Warning`,
+//! `Low` -> `Info`, matched exactly. Any other value, a missing or non-string field, or data that is
+//! not a JSON object is a permanent error naming the value and the event. Other fields are kept;
+//! output object keys come out sorted.
+
+use eventyard_sdk::{Config, Error, Event, Handler};
+use serde_json::Value;
+
+/// The config keys this plugin reads.
+const KEYS: [&str; 2] = ["field", "target"];
+
+/// The field read (and written) when config names none.
+const DEFAULT_FIELD: &str = "severity";
+
+/// Risk level -> Service Log severity.
+const MAPPING: [(&str, &str); 4] =
+    [("Critical", "Critical"), ("Important", "Major"), ("Moderate", "Warning"), ("Low", "Info")];
+
+struct SeverityMap {
+    field: String,
+    target: String,
+}
+
+impl SeverityMap {
+    /// Maps the `field` of `data` into `target`, or says why it cannot.
+    fn map(&self, data: &mut serde_json::Map<String, Value>) -> Result<(), String> {
+        let field = &self.field;
+        let level = match data.get(field) {
+            Some(Value::String(level)) => level,
+            Some(other) => return Err(format!("field \"{field}\" is {other}, not a string")),
+            None => return Err(format!("field \"{field}\" is missing")),
+        };
+        let Some((_, severity)) = MAPPING.iter().find(|(from, _)| from == level) else {
+            return Err(format!(
+                "field \"{field}\": unknown level \"{level}\" (expected Critical, Important, Moderate or Low)"
+            ));
+        };
+        data.insert(self.target.clone(), Value::String((*severity).to_owned()));
+        Ok(())
+    }
+}
+
+/// Reads a field name from `key`; it must not be empty.
+fn field_name(config: &Config, key: &str) -> Result<Option<String>, Error> {
+    match config.get(key) {
+        Some("") => Err(Error::permanent(format!("config: key `{key}` is empty"))),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+impl Handler for SeverityMap {
+    fn init(config: Config) -> Result<Self, Error> {
+        config.deny_unknown(&KEYS)?;
+        let field = field_name(&config, "field")?.unwrap_or_else(|| DEFAULT_FIELD.to_owned());
+        let target = field_name(&config, "target")?.unwrap_or_else(|| field.clone());
+        Ok(SeverityMap { field, target })
+    }
+
+    fn handle(&mut self, mut event: Event) -> Result<Vec<Event>, Error> {
+        let id = &event.context.id;
+        let mut data = match serde_json::from_slice::<Value>(&event.data) {
+            Ok(Value::Object(data)) => data,
+            Ok(_) => return Err(Error::permanent(format!("event \"{id}\": data is not a JSON object"))),
+            Err(err) => return Err(Error::permanent(format!("event \"{id}\": data is not JSON: {err}"))),
+        };
+        self.map(&mut data).map_err(|reason| Error::permanent(format!("event \"{id}\": {reason}")))?;
+        event.data = serde_json::to_vec(&Value::Object(data)).map_err(|err| {
+            Error::permanent(format!("event \"{}\": cannot encode JSON data: {err}", event.context.id))
+        })?;
+        event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
+        Ok(vec![event])
+    }
+}
+
+eventyard_sdk::export_handler!(SeverityMap);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn handler(pairs: &[(&str, &str)]) -> SeverityMap {
+        SeverityMap::init(Config::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())).unwrap()
+    }
+
+    fn event(data: Value) -> Event {
+        Event {
+            subject: "ccx.report".into(),
+            context: eventyard_sdk::Context {
+                id: "e-1".into(),
+                source: "/ccx".into(),
+                type_: "t".into(),
+                specversion: "1.0".into(),
+                subject: None,
+                time: None,
+                datacontenttype: Some("application/json".into()),
+                dataschema: None,
+            },
+            extensions: Vec::new(),
+            data: serde_json::to_vec(&data).unwrap(),
+        }
+    }
+
+    fn data(out: &[Event]) -> Value {
+        serde_json::from_slice(&out[0].data).unwrap()
+    }
+
+    #[test]
+    fn maps_every_level_in_place() {
+        let mut h = handler(&[]);
+        for (from, to) in MAPPING {
+            let out = h.handle(event(json!({"severity": from, "summary": "s"}))).unwrap();
+            assert_eq!(data(&out), json!({"severity": to, "summary": "s"}));
+        }
+    }
+
+    #[test]
+    fn reads_field_and_writes_target() {
+        let mut h = handler(&[("field", "total_risk"), ("target", "severity")]);
+        let out = h.handle(event(json!({"total_risk": "Important"}))).unwrap();
+        assert_eq!(data(&out), json!({"total_risk": "Important", "severity": "Major"}));
+    }
+
+    #[test]
+    fn bad_values_name_the_value_and_the_event() {
+        let mut h = handler(&[]);
+        let err = h.handle(event(json!({"severity": "Info"}))).unwrap_err();
+        assert!(err.message.contains("\"Info\"") && err.message.contains("\"e-1\""), "{}", err.message);
+        assert!(!err.retryable);
+        let err = h.handle(event(json!({"severity": 3}))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": field \"severity\" is 3, not a string");
+        let err = h.handle(event(json!({}))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": field \"severity\" is missing");
+        let err = h.handle(event(json!("Low"))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": data is not a JSON object");
+    }
+}
