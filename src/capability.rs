@@ -30,5 +30,10 @@ pub trait KafkaProducer: Send + Sync {
 /// Publishes messages on NATS subjects.
 #[async_trait]
 pub trait NatsPublisher: Send + Sync {
-    async fn publish(&self, subject: String, headers: Vec<(String, String)>, payload: Vec<u8>) -> Result<(), CapabilityError>;
+    async fn publish(
+        &self,
+        subject: String,
+        headers: Vec<(String, String)>,
+        payload: Vec<u8>,
+    ) -> Result<(), CapabilityError>;
 }

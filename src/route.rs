@@ -99,7 +99,9 @@ mod tests {
     fn policies_decide_the_fate_of_a_failed_event() {
         let failed = || Err(HandlerError::Fault(Fault::Trap("boom".into())));
         assert_eq!(FailurePolicy::FailOpen.apply(Some(event()), failed()), Disposition::Forward(vec![event()]));
-        assert!(matches!(FailurePolicy::FailClosed.apply(None, failed()), Disposition::Drop { reason } if reason.contains("boom")));
+        assert!(
+            matches!(FailurePolicy::FailClosed.apply(None, failed()), Disposition::Drop { reason } if reason.contains("boom"))
+        );
         assert!(matches!(
             FailurePolicy::DeadLetter.apply(Some(event()), failed()),
             Disposition::DeadLetter { event: e, reason } if e == event() && reason.contains("trapped")

@@ -118,9 +118,9 @@ fn new(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), F
         return Err(Failure::input(format!("plugin name `{name}`: use lowercase letters, digits and dashes")));
     }
     let sdk = sdk.unwrap_or_else(default_sdk_path);
-    let sdk = sdk
-        .canonicalize()
-        .map_err(|err| Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display())))?;
+    let sdk = sdk.canonicalize().map_err(|err| {
+        Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display()))
+    })?;
     let root = dir.join(name);
     if root.exists() {
         return Err(Failure::input(format!("{} already exists", root.display())));
@@ -300,7 +300,8 @@ async fn test(mut spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Fai
         }
         Plugin::AuthPolicy(policy) => {
             for (i, item) in items.into_iter().enumerate() {
-                let request = parse_auth_request(item).map_err(|err| Failure::input(format!("{}: request {i}: {err}", input.display())))?;
+                let request = parse_auth_request(item)
+                    .map_err(|err| Failure::input(format!("{}: request {i}: {err}", input.display())))?;
                 let decision = match policy.authorize(&request).await {
                     Decision::Allow(grant) => serde_json::json!({
                         "allow": {

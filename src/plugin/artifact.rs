@@ -36,7 +36,9 @@ impl ArtifactCache {
             // wasmtime still checks the header and refuses an artifact from another configuration.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(err) => tracing::warn!(path = %path.display(), error = format!("{err:#}"), "ignoring unreadable compiled plugin"),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = format!("{err:#}"), "ignoring unreadable compiled plugin")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;

@@ -91,7 +91,10 @@ pub(crate) fn check_is_component(spec: &PluginSpec, bytes: &[u8]) -> Result<(), 
         "it is a core wasm module; build plugins for the wasm32-wasip2 target".to_owned()
     } else {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("no component header (file starts with {})", if head.is_empty() { "nothing".into() } else { head.join(" ") })
+        format!(
+            "no component header (file starts with {})",
+            if head.is_empty() { "nothing".into() } else { head.join(" ") }
+        )
     };
     Err(PluginError::NotAComponent { name: spec.name.clone(), path: spec.path.clone(), reason })
 }

@@ -52,8 +52,13 @@ impl PluginEngine {
         let engine = match Engine::new(&config(&options, true)) {
             Ok(engine) => engine,
             Err(err) => {
-                tracing::warn!(error = format!("{err:#}"), "pooling allocator unavailable, allocating instances on demand");
-                Engine::new(&config(&options, false)).map_err(anyhow::Error::from).context("creating the wasmtime engine")?
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "pooling allocator unavailable, allocating instances on demand"
+                );
+                Engine::new(&config(&options, false))
+                    .map_err(anyhow::Error::from)
+                    .context("creating the wasmtime engine")?
             }
         };
         let ticker = Ticker::start(engine.clone(), options.epoch_tick)?;

@@ -13,11 +13,15 @@ pub enum PluginError {
     NotAComponent { name: String, path: PathBuf, reason: String },
     #[error("plugin `{name}`: {} is not a valid component: {reason}", path.display())]
     Invalid { name: String, path: PathBuf, reason: String },
-    #[error("plugin `{name}` exports no Eventyard world (expected `eventyard:plugin/{expected}`); its exports: {exports}")]
+    #[error(
+        "plugin `{name}` exports no Eventyard world (expected `eventyard:plugin/{expected}`); its exports: {exports}"
+    )]
     NoWorld { name: String, expected: String, exports: String },
     #[error("plugin `{name}` is a {found} plugin (it exports `{export}`) but is configured as a {expected}")]
     WrongWorld { name: String, found: String, expected: String, export: String },
-    #[error("plugin `{name}` was built against WIT eventyard:plugin@{found}; this host supports eventyard:plugin@{supported}")]
+    #[error(
+        "plugin `{name}` was built against WIT eventyard:plugin@{found}; this host supports eventyard:plugin@{supported}"
+    )]
     WitVersion { name: String, found: String, supported: String },
     #[error("plugin `{name}` imports capability `{capability}` (`{import}`) which its config does not grant")]
     CapabilityNotGranted { name: String, capability: String, import: String },

@@ -189,9 +189,9 @@ impl log::Host for HostState {
 
 impl clock::Host for HostState {
     fn now(&mut self) -> u64 {
-        self.shared.frozen_clock.unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-        })
+        self.shared
+            .frozen_clock
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
     }
 
     fn monotonic(&mut self) -> u64 {
@@ -210,14 +210,19 @@ impl metrics::Host for HostState {
 
     fn histogram_record(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
         self.shared.metrics.update(metric_key(&name, labels), |old| match old {
-            Some(MetricValue::Histogram { count, sum }) => MetricValue::Histogram { count: count + 1, sum: sum + value },
+            Some(MetricValue::Histogram { count, sum }) => {
+                MetricValue::Histogram { count: count + 1, sum: sum + value }
+            }
             _ => MetricValue::Histogram { count: 1, sum: value },
         });
     }
 }
 
 fn not_connected(capability: &str) -> wit::Error {
-    wit::Error { message: format!("capability {capability} is granted but no connection is configured"), retryable: false }
+    wit::Error {
+        message: format!("capability {capability} is granted but no connection is configured"),
+        retryable: false,
+    }
 }
 
 fn to_wit(err: CapabilityError) -> wit::Error {
@@ -239,7 +244,12 @@ impl kafka_producer::Host for HostState {
 }
 
 impl nats_publisher::Host for HostState {
-    async fn publish(&mut self, subject: String, headers: Vec<(String, String)>, payload: Vec<u8>) -> Result<(), wit::Error> {
+    async fn publish(
+        &mut self,
+        subject: String,
+        headers: Vec<(String, String)>,
+        payload: Vec<u8>,
+    ) -> Result<(), wit::Error> {
         let Some(Some(publisher)) = self.shared.grants.nats.clone() else {
             return Err(not_connected("nats-publisher"));
         };
@@ -253,7 +263,9 @@ mod tests {
 
     #[test]
     fn http_allow_list_matches_hosts_ports_and_subdomains() {
-        let list = HttpAllowList { hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into(), "*.corp.net".into()].into() };
+        let list = HttpAllowList {
+            hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into(), "*.corp.net".into()].into(),
+        };
         assert!(list.allows("api.example.com"));
         assert!(list.allows("api.example.com:443"));
         assert!(list.allows("127.0.0.1:8080"));

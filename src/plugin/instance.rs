@@ -26,7 +26,10 @@ pub(crate) trait World: Sized + Send + Sync + 'static {
 
     fn prepare(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
 
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
 
     #[expect(clippy::ptr_arg, reason = "the generated bindings take the WIT list as &Vec")]
     fn init(
@@ -136,7 +139,11 @@ impl<W: World> InstancePool<W> {
     ) -> Self {
         InstancePool {
             permits: Semaphore::new(limits.max_instances.max(1)),
-            health: Mutex::new(Health { consecutive_faults: 0, quarantined_until: None, backoff: limits.quarantine_backoff }),
+            health: Mutex::new(Health {
+                consecutive_faults: 0,
+                quarantined_until: None,
+                backoff: limits.quarantine_backoff,
+            }),
             idle: Mutex::new(Vec::new()),
             stats: CallStats::default(),
             engine,
@@ -267,7 +274,12 @@ impl<W: World> InstancePool<W> {
             health.quarantined_until = Some(Instant::now() + backoff);
             health.backoff = (backoff * 2).min(self.limits.quarantine_max);
             self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(plugin, faults = health.consecutive_faults, backoff_ms = backoff.as_millis() as u64, "plugin quarantined");
+            tracing::error!(
+                plugin,
+                faults = health.consecutive_faults,
+                backoff_ms = backoff.as_millis() as u64,
+                "plugin quarantined"
+            );
         }
     }
 }

@@ -114,7 +114,8 @@ impl PluginRuntime {
         }
         let (component, info) = self.compile(&spec).await?;
         component::check(&spec, &info)?;
-        let link_error = |err: wasmtime::Error| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") };
+        let link_error =
+            |err: wasmtime::Error| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
         let shared = Arc::new(PluginShared {
             name: spec.name.clone(),
@@ -124,7 +125,9 @@ impl PluginRuntime {
         });
         let meta = PluginMeta { name: spec.name.clone(), info, shared: shared.clone() };
         Ok(match spec.role {
-            Role::Handler => Plugin::Handler(Arc::new(WasmHandler { pool: self.pool(&spec, pre, shared).await?, meta })),
+            Role::Handler => {
+                Plugin::Handler(Arc::new(WasmHandler { pool: self.pool(&spec, pre, shared).await?, meta }))
+            }
             Role::Sink => Plugin::Sink(Arc::new(WasmSink { pool: self.pool(&spec, pre, shared).await?, meta })),
             Role::AuthPolicy => {
                 Plugin::AuthPolicy(Arc::new(WasmAuthPolicy { pool: self.pool(&spec, pre, shared).await?, meta }))
@@ -152,7 +155,8 @@ impl PluginRuntime {
             Ok((component, info))
         })
         .await;
-        let invalid = |reason: String| PluginError::Invalid { name: spec.name.clone(), path: spec.path.clone(), reason };
+        let invalid =
+            |reason: String| PluginError::Invalid { name: spec.name.clone(), path: spec.path.clone(), reason };
         match compiled {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(err)) => Err(invalid(format!("{err:#}"))),
@@ -166,7 +170,8 @@ impl PluginRuntime {
         pre: wasmtime::component::InstancePre<HostState>,
         shared: Arc<PluginShared>,
     ) -> Result<InstancePool<W>, PluginError> {
-        let pre = W::prepare(pre).map_err(|err| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") })?;
+        let pre =
+            W::prepare(pre).map_err(|err| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") })?;
         let pool = InstancePool::new(self.engine.clone(), pre, shared, spec.config.clone(), spec.limits.clone());
         match pool.warm_up().await {
             Ok(()) => Ok(pool),
