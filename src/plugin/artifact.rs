@@ -30,11 +30,13 @@ impl ArtifactCache {
     /// A cache that cannot be read or written only costs a compile; it never fails the load.
     pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
         let path = self.path(sha256);
-        if path.exists() {
+        // Read into memory rather than `deserialize_file`: that maps the file, and anyone truncating
+        // it while the plugin runs (clearing the cache, say) would crash the host with SIGBUS.
+        if let Ok(artifact) = std::fs::read(&path) {
             // SAFETY: the file was written by `store` below from `Component::serialize` of an engine
             // with the same compatibility hash (it is in the file name), in a directory the host owns.
             // wasmtime still checks the header and refuses an artifact from another configuration.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(component) => return Ok(component),
                 Err(err) => {
                     tracing::warn!(path = %path.display(), error = format!("{err:#}"), "ignoring unreadable compiled plugin")

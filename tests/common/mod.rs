@@ -1,0 +1,80 @@
+//! Shared helpers for the end-to-end tests: building the plugin components once per test process,
+//! temporary directories, events, and running the `eventyard` binary.
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use eventyard::event::{Event, EventJson};
+
+/// Every plugin crate the tests use, first-party and fixtures.
+const PLUGIN_CRATES: &[&str] = &[
+    "passthrough",
+    "subject-filter",
+    "json-transform",
+    "severity-map",
+    "token-auth",
+    "file-sink",
+    "misbehave",
+    "kafka-probe",
+    "future-wit",
+];
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built component of plugin crate `name`, building every plugin crate first (once per process;
+/// cargo makes it a no-op when nothing changed).
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.current_dir(repo_root()).args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
+        for krate in PLUGIN_CRATES {
+            cargo.args(["-p", krate]);
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the plugin components failed; is the target installed? `rustup target add wasm32-wasip2`"
+        );
+    });
+    let path = repo_root().join("target/wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// An event from its JSON form (see `EventJson`).
+pub fn event(json: serde_json::Value) -> Event {
+    serde_json::from_value::<EventJson>(json)
+        .expect("valid event JSON")
+        .into_event(|| "test-id".into())
+        .expect("valid event")
+}
+
+/// The JSON data of an event.
+pub fn data(event: &Event) -> serde_json::Value {
+    serde_json::from_slice(&event.data).expect("event data is JSON")
+}
+
+/// A fresh temporary directory, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// The `eventyard` binary built for these tests.
+pub fn eventyard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eventyard"))
+}
+
+/// Runs `eventyard` with `args`; returns (exit code, stdout, stderr).
+pub fn run_eventyard(args: &[&str]) -> (i32, String, String) {
+    let output = eventyard().args(args).output().expect("eventyard runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
