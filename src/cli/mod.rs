@@ -8,29 +8,47 @@ mod plugin;
 
 use std::process::ExitCode;
 
+use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand};
 
+use crate::config::Config;
+use crate::plugin::PluginRuntime;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(name = "eventyard", version, about = "A WebAssembly-extensible event router")]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Log level (or set RUST_LOG).
-    #[arg(long, global = true, default_value = "warn")]
-    log_level: String,
+    /// Log format on stderr (default: the config's `[log] format`, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log level or filter (default: the config's `[log] level`, else warn; RUST_LOG overrides).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the router.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Parse and validate the config and load every plugin it names; list every error.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Write, build, inspect and test plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }
+
+const DEFAULT_CONFIG: &str = "config/eventyard.toml";
 
 /// A command's failure: its exit code and what to tell the user.
 pub(crate) struct Failure {
@@ -59,7 +77,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
         }
     };
-    telemetry::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -67,9 +84,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let log = |config: Option<&Config>| {
+        let format = cli.log_format.or(config.map(|c| c.log_format)).unwrap_or_default();
+        let level = cli.log_level.clone().or(config.map(|c| c.log_level.clone())).unwrap_or_else(|| "warn".into());
+        telemetry::init(format, &level);
+    };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Plugin(command) => plugin::run(command).await,
+            Command::Serve { ref config } => {
+                let config = load_config(config)?;
+                log(Some(&config));
+                crate::server::serve(config).await.map_err(|err| Failure::plugin(format!("{err:#}")))
+            }
+            Command::Check { ref config } => {
+                log(None);
+                check(config).await
+            }
+            Command::Plugin(command) => {
+                log(None);
+                plugin::run(command).await
+            }
         }
     });
     match result {
@@ -78,5 +112,28 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::from_file(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("{}: {e}", path.display())).collect();
+        Failure::input(format!("invalid config:\n  {}", lines.join("\n  ")))
+    })
+}
+
+async fn check(path: &Path) -> Result<(), Failure> {
+    let config = load_config(path)?;
+    let runtime = PluginRuntime::new(config.runtime.clone()).map_err(|err| Failure::plugin(format!("{err:#}")))?;
+    let (plugins, errors) = crate::server::load_plugins(&config, &runtime).await;
+    for (name, loaded) in &plugins {
+        let world = loaded.plugin.meta().info.world.clone().unwrap_or_default();
+        println!("ok  plugin {name} ({world})");
+    }
+    if errors.is_empty() {
+        println!("{}: valid, {} plugin(s)", path.display(), plugins.len());
+        Ok(())
+    } else {
+        Err(Failure::plugin(format!("{} plugin(s) failed to load:\n  {}", errors.len(), errors.join("\n  "))))
     }
 }

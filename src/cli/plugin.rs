@@ -278,18 +278,9 @@ async fn test(mut spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Fai
         serde_json::Value::Array(items) => items,
         other => vec![other],
     };
-    let runtime = runtime()?;
-    // The role comes from the component itself; the load then checks everything else.
-    let info = runtime.inspect(&spec.path).await.map_err(Failure::plugin)?;
-    let Some(world) = info.world.as_deref() else {
-        return Err(Failure::plugin(format!("{} exports no Eventyard world", spec.path.display())));
-    };
-    spec.role = match world {
-        "sink" => Role::Sink,
-        "auth-policy" => Role::AuthPolicy,
-        _ => Role::Handler,
-    };
-    let plugin = runtime.load(spec).await.map_err(Failure::plugin)?;
+    // The role comes from the component itself.
+    spec.role = None;
+    let plugin = runtime()?.load(spec).await.map_err(Failure::plugin)?;
     match plugin {
         Plugin::Handler(handler) => test_handler(handler.as_ref(), parse_events(items, input)?, batch).await,
         Plugin::Sink(sink) => {

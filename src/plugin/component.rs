@@ -151,13 +151,17 @@ fn sdk_version(bytes: &[u8]) -> Option<String> {
 }
 
 /// Checks the component against what its spec says: the right world, this host's WIT version, and
-/// a grant for every capability it imports.
-pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<(), PluginError> {
+/// a grant for every capability it imports. Returns the component's role.
+pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, PluginError> {
     let name = || spec.name.clone();
     let Some(role) = info.role else {
+        let expected = match spec.role {
+            Some(role) => format!("{WIT_PACKAGE}/{}@{WIT_VERSION}", role.export_interface()),
+            None => format!("one of {WIT_PACKAGE}/{{event-handler,event-sink,authorizer}}@{WIT_VERSION}"),
+        };
         return Err(PluginError::NoWorld {
             name: name(),
-            expected: format!("{}@{WIT_VERSION}", spec.role.export_interface()),
+            expected,
             exports: if info.exports.is_empty() { "nothing".into() } else { info.exports.join(", ") },
         });
     };
@@ -165,11 +169,13 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<(), Plugi
     if found_version != WIT_VERSION {
         return Err(PluginError::WitVersion { name: name(), found: found_version, supported: WIT_VERSION.into() });
     }
-    if role != spec.role {
+    if let Some(expected) = spec.role
+        && role != expected
+    {
         return Err(PluginError::WrongWorld {
             name: name(),
             found: role.world().into(),
-            expected: spec.role.world().into(),
+            expected: expected.world().into(),
             export: format!("{WIT_PACKAGE}/{}@{found_version}", role.export_interface()),
         });
     }
@@ -201,7 +207,7 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<(), Plugi
             });
         }
     }
-    Ok(())
+    Ok(role)
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ fn config(options: &RuntimeOptions, pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // On by default in wasmtime 48 and costly on every call (25-43 % measured); only the
+    // component-model async ABI needs it, and no world of ours uses that.
+    config.concurrency_support(false);
     config.consume_fuel(options.consume_fuel);
     if pooling {
         let instances = options.pool_instances;

@@ -14,10 +14,10 @@ pub enum PluginError {
     #[error("plugin `{name}`: {} is not a valid component: {reason}", path.display())]
     Invalid { name: String, path: PathBuf, reason: String },
     #[error(
-        "plugin `{name}` exports no Eventyard world (expected `eventyard:plugin/{expected}`); its exports: {exports}"
+        "plugin `{name}` exports no Eventyard world (expected {expected}); its exports: {exports}"
     )]
     NoWorld { name: String, expected: String, exports: String },
-    #[error("plugin `{name}` is a {found} plugin (it exports `{export}`) but is configured as a {expected}")]
+    #[error("plugin `{name}` exports the {found} world (`{export}`) but its config asks for the {expected} world")]
     WrongWorld { name: String, found: String, expected: String, export: String },
     #[error(
         "plugin `{name}` was built against WIT eventyard:plugin@{found}; this host supports eventyard:plugin@{supported}"

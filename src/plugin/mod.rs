@@ -113,7 +113,7 @@ impl PluginRuntime {
             });
         }
         let (component, info) = self.compile(&spec).await?;
-        component::check(&spec, &info)?;
+        let role = component::check(&spec, &info)?;
         let link_error =
             |err: wasmtime::Error| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
@@ -124,7 +124,7 @@ impl PluginRuntime {
             frozen_clock: self.engine.options.frozen_clock,
         });
         let meta = PluginMeta { name: spec.name.clone(), info, shared: shared.clone() };
-        Ok(match spec.role {
+        Ok(match role {
             Role::Handler => {
                 Plugin::Handler(Arc::new(WasmHandler { pool: self.pool(&spec, pre, shared).await?, meta }))
             }

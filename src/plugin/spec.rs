@@ -112,8 +112,8 @@ pub struct PluginSpec {
     /// The name routes and logs use.
     pub name: String,
     pub path: PathBuf,
-    /// The world the plugin must export.
-    pub role: Role,
+    /// The world the plugin must export; `None` accepts whichever world it exports.
+    pub role: Option<Role>,
     /// Passed to the plugin's `init`.
     pub config: Vec<(String, String)>,
     pub limits: Limits,
@@ -126,7 +126,7 @@ impl PluginSpec {
         PluginSpec {
             name: name.into(),
             path: path.into(),
-            role,
+            role: Some(role),
             config: Vec::new(),
             limits: Limits::default(),
             grants: Grants::default(),

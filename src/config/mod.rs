@@ -1,0 +1,195 @@
+//! Configuration: parse the TOML file ([`model`]), validate it into a [`Config`] ([`validate`]), all
+//! errors at once, each naming its key and line. Never opens sockets, spawns tasks or loads plugins;
+//! `server` does that with the result.
+//!
+//! Relative paths in the file are relative to the working directory.
+
+pub mod model;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
+use crate::route::FailurePolicy;
+use crate::telemetry::LogFormat;
+
+/// One problem with the config: the dotted key, its line (0 when it has none) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub key: String,
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), self.line) {
+            (true, 0) => write!(f, "{}", self.reason),
+            (true, line) => write!(f, "line {line}: {}", self.reason),
+            (false, 0) => write!(f, "{}: {}", self.key, self.reason),
+            (false, line) => write!(f, "line {line}: {}: {}", self.key, self.reason),
+        }
+    }
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// The drop-in plugin directory.
+    pub plugin_dir: PathBuf,
+    pub runtime: RuntimeOptions,
+    /// Failure policy of plugins that set none.
+    pub failure_policy: FailurePolicy,
+    /// Limits of plugins that set none.
+    pub default_limits: Limits,
+    /// Plugins with a `[plugin.NAME]` section, by name.
+    pub plugins: BTreeMap<String, PluginPlan>,
+}
+
+/// How to load one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginPlan {
+    pub name: String,
+    pub file: PathBuf,
+    /// The role the config requires, if it names one; otherwise the component's own world.
+    pub role: Option<Role>,
+    pub failure_policy: FailurePolicy,
+    pub limits: Limits,
+    pub config: Vec<(String, String)>,
+    pub grants: Grants,
+    /// False for a file found in the plugin directory with no `[plugin.NAME]` section.
+    pub configured: bool,
+}
+
+impl PluginPlan {
+    /// A plan for a dropped-in file with no section: defaults, no config, nothing granted.
+    pub fn drop_in(name: String, file: PathBuf, config: &Config) -> Self {
+        PluginPlan {
+            name,
+            file,
+            role: None,
+            failure_policy: config.failure_policy,
+            limits: config.default_limits.clone(),
+            config: Vec::new(),
+            grants: Grants::default(),
+            configured: false,
+        }
+    }
+
+    /// The runtime's spec for this plan.
+    pub fn spec(&self) -> PluginSpec {
+        PluginSpec {
+            name: self.name.clone(),
+            path: self.file.clone(),
+            role: self.role,
+            config: self.config.clone(),
+            limits: self.limits.clone(),
+            grants: self.grants.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates `text`.
+    pub fn from_toml(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let file: model::ConfigFile = toml::from_str(text).map_err(|err| {
+            let line = err.span().map_or(0, |span| validate::Lines(text).of(span));
+            vec![ConfigError { key: String::new(), line, reason: err.message().trim().to_owned() }]
+        })?;
+        validate::validate(&file, text)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            vec![ConfigError { key: String::new(), line: 0, reason: format!("cannot read {}: {err}", path.display()) }]
+        })?;
+        Config::from_toml(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.plugin_dir, PathBuf::from("run/plugins"));
+        assert_eq!(config.default_limits, Limits::default());
+        assert_eq!(config.runtime.cache_dir.as_deref(), Some(Path::new("run/cache")));
+    }
+
+    #[test]
+    fn plugin_sections_resolve_limits_config_and_grants() {
+        let config = Config::from_toml(
+            r#"
+[plugins]
+dir = "p"
+failure_policy = "fail_open"
+[plugins.defaults]
+timeout_ms = 100
+
+[plugin.severity-map]
+world = "handler"
+failure_policy = "dead_letter"
+config = { field = "level", strict = true, list = ["a", "b"] }
+[plugin.severity-map.limits]
+memory_limit = "16MiB"
+
+[plugin.file-sink.capabilities]
+directory = "/tmp/x"
+http = ["api.example.com"]
+kafka = true
+"#,
+        )
+        .unwrap();
+        let map = &config.plugins["severity-map"];
+        assert_eq!(map.file, PathBuf::from("p/severity_map.wasm"));
+        assert_eq!(map.role, Some(Role::Handler));
+        assert_eq!(map.failure_policy, FailurePolicy::DeadLetter);
+        assert_eq!(map.limits.memory_limit, 16 << 20);
+        assert_eq!(map.limits.timeout, std::time::Duration::from_millis(100));
+        assert_eq!(
+            map.config,
+            [("field".into(), "level".into()), ("list".into(), r#"["a","b"]"#.into()), ("strict".into(), "true".into())]
+        );
+        let sink = &config.plugins["file-sink"];
+        assert_eq!(sink.failure_policy, FailurePolicy::FailOpen);
+        assert_eq!(sink.grants.http_hosts.as_deref(), Some(&["api.example.com".to_string()][..]));
+        assert!(sink.grants.kafka.is_some() && sink.grants.nats.is_none());
+    }
+
+    #[test]
+    fn every_error_names_its_key_and_line() {
+        let errors = Config::from_toml(
+            "[plugins]\npool_instances = 0\n\n[plugin.a.limits]\ntimeout_ms = 0\nfuel = 5\n\n[plugin.b]\nfile = \"../x.wasm\"\n",
+        )
+        .unwrap_err();
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "line 2: plugins.pool_instances: must be between 1 and 10000, got 0",
+                "line 5: plugin.a.limits.timeout_ms: must be between 1 and 60000, got 0",
+                "line 6: plugin.a.limits.fuel: needs `consume_fuel = true` in [plugins]",
+                "line 8: plugin.b.file: `../x.wasm` must be a .wasm file name inside [plugins] dir",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_their_line() {
+        let errors = Config::from_toml("[plugins]\ndir = \"p\"\ncache = 3\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 3);
+        assert!(errors[0].reason.contains("unknown field `cache`"), "{}", errors[0]);
+        let errors = Config::from_toml("[plugin.a]\nfailure_policy = \"sometimes\"\n").unwrap_err();
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].reason.contains("sometimes"), "{}", errors[0]);
+    }
+}

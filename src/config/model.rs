@@ -1,0 +1,208 @@
+//! The config file as serde reads it: every struct denies unknown keys, every default comes from a
+//! named function, and `config/eventyard.toml` documents the same values. Reading only: checks
+//! beyond types live in `validate`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::route::FailurePolicy;
+use crate::telemetry::LogFormat;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Per-plugin settings by plugin name.
+    #[serde(default)]
+    pub plugin: BTreeMap<String, Spanned<PluginConfig>>,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub level: Spanned<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), level: default_log_level() }
+    }
+}
+
+fn default_log_level() -> Spanned<String> {
+    unspanned("info".into())
+}
+
+/// A default value: it has no place in the file (validation reports it with no line).
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// `[plugins]`: the drop-in directory and what applies to every plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Every `*.wasm` file here is a plugin, named after its file (`_` read as `-`).
+    #[serde(default = "default_plugin_dir")]
+    pub dir: PathBuf,
+    /// Compiled plugins, cached by content hash; `""` turns the cache off.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Meter fuel so plugins can have a `fuel` limit (slows every plugin a little).
+    #[serde(default)]
+    pub consume_fuel: bool,
+    /// Instances the pooling allocator reserves room for, across all plugins.
+    #[serde(default = "default_pool_instances")]
+    pub pool_instances: Spanned<u32>,
+    /// What a route does with an event a plugin failed on, unless the plugin says otherwise.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Limits for every plugin, unless the plugin says otherwise.
+    #[serde(default)]
+    pub defaults: LimitsConfig,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: default_plugin_dir(),
+            cache_dir: default_cache_dir(),
+            consume_fuel: false,
+            pool_instances: default_pool_instances(),
+            failure_policy: FailurePolicy::default(),
+            defaults: LimitsConfig::default(),
+        }
+    }
+}
+
+fn default_plugin_dir() -> PathBuf {
+    "run/plugins".into()
+}
+
+fn default_cache_dir() -> PathBuf {
+    "run/cache".into()
+}
+
+fn default_pool_instances() -> Spanned<u32> {
+    unspanned(128)
+}
+
+/// Resource limits; unset keys fall back to `[plugins.defaults]`, then to the built-in defaults.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory cap: bytes, or a string such as `"64MiB"`.
+    pub memory_limit: Option<Spanned<ByteSize>>,
+    /// Longest one call may run.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Fuel per call (needs `[plugins] consume_fuel = true`).
+    pub fuel: Option<Spanned<u64>>,
+    /// Instances that may run calls at once.
+    pub max_instances: Option<Spanned<usize>>,
+    /// Consecutive faults before quarantine.
+    pub quarantine_after: Option<Spanned<u32>>,
+    /// First quarantine period; doubles on each repeat.
+    pub quarantine_backoff_ms: Option<Spanned<u64>>,
+}
+
+/// The role a plugin must have, as config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorldName {
+    Handler,
+    Sink,
+    AuthPolicy,
+}
+
+/// `[plugin.NAME]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component file in the plugin directory (default: the name with `-` as `_`, plus `.wasm`).
+    pub file: Option<String>,
+    /// The world the component must export; refused at load if it exports another.
+    pub world: Option<WorldName>,
+    pub failure_policy: Option<FailurePolicy>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Settings passed to the plugin's `init`; non-string values arrive as JSON text.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default)]
+    pub capabilities: CapabilitiesConfig,
+}
+
+/// `[plugin.NAME.capabilities]`: nothing is granted unless listed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesConfig {
+    /// A host directory the plugin sees at `/data`.
+    pub directory: Option<PathBuf>,
+    /// Hosts (`host`, `host:port`, `*.domain`) the plugin may send HTTP requests to.
+    pub http: Option<Vec<String>>,
+    /// Grants the Kafka producer.
+    #[serde(default)]
+    pub kafka: bool,
+    /// Grants the NATS publisher.
+    #[serde(default)]
+    pub nats: bool,
+}
+
+/// A size in bytes, written as an integer or a string with a unit: `"512KiB"`, `"64MiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(n) => usize::try_from(n).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::Text(text) => parse_size(&text).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits.parse().map_err(|_| format!("invalid size `{text}`: expected e.g. 64MiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("invalid size unit `{other}` in `{text}`: use B, KiB, MiB or GiB")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("size `{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("64MB").unwrap_err().contains("unit `MB`"));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! The `eventyard plugin` commands as a plugin author runs them: the real binary, real components,
+//! exit codes 0 (success), 1 (the plugin failed) and 2 (bad input).
+
+mod common;
+
+use common::{plugin, run_eventyard, tempdir};
+
+fn write(dir: &std::path::Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn inspect_shows_world_versions_capabilities_size_and_hash() {
+    let wasm = plugin("kafka-probe");
+    let (code, out, err) = run_eventyard(&["plugin", "inspect", wasm.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("world:        sink"), "{out}");
+    assert!(out.contains("wit version:  0.1.0"), "{out}");
+    assert!(out.contains("sdk version:  0.1.0"), "{out}");
+    assert!(out.contains("capabilities: kafka"), "{out}");
+    let size = std::fs::metadata(&wasm).unwrap().len();
+    assert!(out.contains(&format!("size:         {size} bytes")), "{out}");
+    let hash = eventyard::plugin::content_hash(&std::fs::read(&wasm).unwrap());
+    assert!(out.contains(&hash), "{out}");
+
+    let (code, out, _) = run_eventyard(&["plugin", "inspect", "--json", plugin("future-wit").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["world"], "handler");
+    assert_eq!(info["wit_version"], "0.2.0");
+    assert_eq!(info["sdk_version"], serde_json::Value::Null);
+}
+
+#[test]
+fn inspect_refuses_files_that_are_not_components() {
+    let dir = tempdir();
+    let garbage = write(dir.path(), "garbage.wasm", "not wasm at all");
+    let (code, _, err) = run_eventyard(&["plugin", "inspect", &garbage]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+    let (code, _, err) = run_eventyard(&["plugin", "inspect", "/nonexistent/x.wasm"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn test_prints_resulting_events_as_json_lines() {
+    let dir = tempdir();
+    let events = write(
+        dir.path(),
+        "events.json",
+        r#"[{"subject":"insights.report","id":"e1","data":{"severity":"Moderate"}},
+            {"subject":"insights.report","id":"e2","data":{"severity":"Low"}}]"#,
+    );
+    let wasm = plugin("severity-map");
+    let (code, out, err) = run_eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", &events]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["id"], "e1");
+    assert_eq!(lines[0]["data"]["severity"], "Warning");
+    assert_eq!(lines[1]["data"]["severity"], "Info");
+
+    // The same through one batch call, with config from the command line.
+    let (code, out, err) = run_eventyard(&[
+        "plugin", "test", wasm.to_str().unwrap(), "--event", &events, "--batch", "--config", "target=level",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().all(|l| l.contains(r#""level":"#)), "{out}");
+}
+
+#[test]
+fn test_exits_1_on_a_plugin_error_and_2_on_bad_input() {
+    let dir = tempdir();
+    let wasm = plugin("misbehave");
+    let wasm = wasm.to_str().unwrap();
+    let error = write(dir.path(), "error.json", r#"{"subject":"a","type":"error"}"#);
+    let (code, _, err) = run_eventyard(&["plugin", "test", wasm, "--event", &error]);
+    assert_eq!(code, 1);
+    assert!(err.contains("event 0") && err.contains("rejected"), "{err}");
+
+    let trap = write(dir.path(), "trap.json", r#"{"subject":"a","type":"trap"}"#);
+    let (code, _, err) = run_eventyard(&["plugin", "test", wasm, "--event", &trap]);
+    assert_eq!(code, 1);
+    assert!(err.contains("trapped"), "{err}");
+
+    let not_json = write(dir.path(), "bad.json", "{nope");
+    let (code, _, err) = run_eventyard(&["plugin", "test", wasm, "--event", &not_json]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not JSON"), "{err}");
+
+    let unknown_field = write(dir.path(), "field.json", r#"{"subject":"a","sujbect":"b"}"#);
+    let (code, _, err) = run_eventyard(&["plugin", "test", wasm, "--event", &unknown_field]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sujbect"), "{err}");
+
+    let (code, _, _) = run_eventyard(&["plugin", "test", wasm, "--event", &error, "--config", "novalue"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn test_runs_sinks_and_auth_policies_too() {
+    let dir = tempdir();
+    let out_dir = tempdir();
+    let events = write(dir.path(), "e.json", r#"{"subject":"audit","time":"2024-01-02T03:04:05Z","data_text":"hi"}"#);
+    let sink = plugin("file-sink");
+    let (code, out, err) = run_eventyard(&[
+        "plugin", "test", sink.to_str().unwrap(), "--event", &events, "--grant-dir", out_dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("delivered 1 event"), "{out}");
+    assert!(out_dir.path().join("audit/_/2024/01/02/03/events.jsonl").is_file());
+
+    let request = write(dir.path(), "req.json", r#"[{"token":"t1"},{"token":"nope"}]"#);
+    let auth = plugin("token-auth");
+    let (code, out, err) = run_eventyard(&[
+        "plugin", "test", auth.to_str().unwrap(), "--event", &request, "--config", r#"tokens=[{"token":"t1"}]"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains(r#""allow""#) && lines[1].contains("unknown token"), "{out}");
+}
+
+#[test]
+fn new_scaffolds_a_plugin_that_builds_and_runs() {
+    let dir = tempdir();
+    let (code, out, err) = run_eventyard(&["plugin", "new", "handler", "tag-it", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tag-it"), "{out}");
+    let crate_dir = dir.path().join("tag-it");
+    let plugin_dir = dir.path().join("plugins");
+
+    // `plugin build` runs cargo for wasm32-wasip2 and drops the component into the plugin directory.
+    // Sharing the workspace's target directory reuses the SDK's compiled dependencies.
+    let output = common::eventyard()
+        .args(["plugin", "build", crate_dir.to_str().unwrap(), "--out", plugin_dir.to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", common::repo_root().join("target/scaffold"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let wasm = plugin_dir.join("tag_it.wasm");
+    assert!(wasm.is_file(), "{}", String::from_utf8_lossy(&output.stdout));
+
+    let events = write(dir.path(), "e.json", r#"{"subject":"a.b"}"#);
+    let (code, out, err) =
+        run_eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", &events, "--config", "tag=blue"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#"["tag","blue"]"#), "{out}");
+
+    let (code, _, err) = run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("Bad_Name"), "{err}");
+}
+
+#[test]
+fn check_validates_the_config_and_loads_every_plugin() {
+    let dir = tempdir();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("passthrough"), plugins.join("passthrough.wasm")).unwrap();
+    std::fs::copy(plugin("token-auth"), plugins.join("gate.wasm")).unwrap();
+    let config = write(
+        dir.path(),
+        "ok.toml",
+        &format!(
+            "[plugins]\ndir = {:?}\ncache_dir = \"\"\n\n[plugin.gate]\nworld = \"auth-policy\"\nconfig = {{ tokens = [{{ token = \"t\" }}] }}\n",
+            plugins.display().to_string()
+        ),
+    );
+    let (code, out, err) = run_eventyard(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok  plugin gate (auth-policy)") && out.contains("ok  plugin passthrough (handler)"), "{out}");
+
+    // Every validation error at once, each with its line.
+    let invalid = write(dir.path(), "bad.toml", "[plugins]\npool_instances = 0\n\n[plugin.x.limits]\ntimeout_ms = 0\n");
+    let (code, _, err) = run_eventyard(&["check", "--config", &invalid]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 2: plugins.pool_instances") && err.contains("line 5: plugin.x.limits.timeout_ms"), "{err}");
+
+    // A plugin of the wrong world is refused by name.
+    let wrong = write(
+        dir.path(),
+        "wrong.toml",
+        &format!("[plugins]\ndir = {:?}\ncache_dir = \"\"\n\n[plugin.gate]\nworld = \"handler\"\n", plugins.display().to_string()),
+    );
+    let (code, out, err) = run_eventyard(&["check", "--config", &wrong]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("plugin `gate` exports the auth-policy world"), "{err}");
+}
