@@ -18,6 +18,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "file-sink",
     "misbehave",
     "kafka-probe",
+    "http-probe",
     "future-wit",
 ];
 
