@@ -3,7 +3,8 @@
 //! and in batches of 64. Variants run interleaved, several rounds, and the median is printed, since
 //! timings on a shared 2-core machine vary by tens of percent from run to run.
 //!
-//! Run: `cargo bench --bench passthrough`
+//! Run: `cargo bench --bench passthrough`; `BENCH_ONLY=1024:batch` (payload bytes, `one` or `batch`)
+//! runs a single case, for profiling.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -67,7 +68,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
@@ -79,7 +84,8 @@ async fn main() {
     let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("runtime");
 
     let started = Instant::now();
-    let Ok(Plugin::Handler(wasm)) = runtime.load(PluginSpec::new("passthrough", &wasm_path, Role::Handler)).await else {
+    let Ok(Plugin::Handler(wasm)) = runtime.load(PluginSpec::new("passthrough", &wasm_path, Role::Handler)).await
+    else {
         panic!("passthrough did not load as a handler");
     };
     let cold_load = started.elapsed();
@@ -88,9 +94,14 @@ async fn main() {
     println!("passthrough handler, Wasm plugin vs native, ns per event (median of {ROUNDS} rounds)");
     println!("machine: {}", machine());
     println!("{:<9} {:<14} {:>10} {:>10} {:>12} {:>7}", "payload", "mode", "native", "wasm", "overhead", "ratio");
+    let only = std::env::var("BENCH_ONLY").ok();
     for payload in [64, 1024, 64 * 1024] {
         let event = sample_event(payload);
         for batched in [false, true] {
+            let case = format!("{payload}:{}", if batched { "batch" } else { "one" });
+            if only.as_ref().is_some_and(|only| *only != case) {
+                continue;
+            }
             let (mut native_ns, mut wasm_ns) = (Vec::new(), Vec::new());
             round(wasm.as_ref(), &event, batched).await; // warm-up
             for _ in 0..ROUNDS {

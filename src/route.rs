@@ -59,7 +59,7 @@ pub enum Disposition {
     /// The handler failed and the policy drops the event.
     Drop { reason: String },
     /// The handler failed and the policy dead-letters the event.
-    DeadLetter { event: Event, reason: String },
+    DeadLetter { event: Box<Event>, reason: String },
 }
 
 impl FailurePolicy {
@@ -77,7 +77,9 @@ impl FailurePolicy {
         };
         match (self, input) {
             (FailurePolicy::FailOpen, Some(event)) => Disposition::Forward(vec![event]),
-            (FailurePolicy::DeadLetter, Some(event)) => Disposition::DeadLetter { event, reason: error },
+            (FailurePolicy::DeadLetter, Some(event)) => {
+                Disposition::DeadLetter { event: Box::new(event), reason: error }
+            }
             _ => Disposition::Drop { reason: error },
         }
     }
@@ -104,7 +106,7 @@ mod tests {
         );
         assert!(matches!(
             FailurePolicy::DeadLetter.apply(Some(event()), failed()),
-            Disposition::DeadLetter { event: e, reason } if e == event() && reason.contains("trapped")
+            Disposition::DeadLetter { event: e, reason } if *e == event() && reason.contains("trapped")
         ));
         assert_eq!(FailurePolicy::FailClosed.apply(None, Ok(vec![])), Disposition::Forward(vec![]));
     }

@@ -22,12 +22,13 @@ pub struct LoadedPlugin {
 /// no configured plugin claims (named after its file, `_` read as `-`).
 pub async fn plugin_plans(config: &Config) -> Result<Vec<PluginPlan>, String> {
     let dir = &config.plugin_dir;
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|err| format!("plugin directory {}: {err}", dir.display()))?;
+    let mut entries =
+        tokio::fs::read_dir(dir).await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))?;
     let mut plans: Vec<PluginPlan> = config.plugins.values().cloned().collect();
     let mut found = Vec::new();
-    while let Some(entry) = entries.next_entry().await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))? {
+    while let Some(entry) =
+        entries.next_entry().await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))?
+    {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
             found.push(path);

@@ -7,7 +7,7 @@ use common::{plugin, run_eventyard, tempdir};
 
 fn write(dir: &std::path::Path, name: &str, contents: &str) -> String {
     let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
+    std::fs::write(&path, contents).expect("test file is written");
     path.display().to_string()
 }
 
@@ -64,7 +64,14 @@ fn test_prints_resulting_events_as_json_lines() {
 
     // The same through one batch call, with config from the command line.
     let (code, out, err) = run_eventyard(&[
-        "plugin", "test", wasm.to_str().unwrap(), "--event", &events, "--batch", "--config", "target=level",
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--event",
+        &events,
+        "--batch",
+        "--config",
+        "target=level",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().all(|l| l.contains(r#""level":"#)), "{out}");
@@ -106,7 +113,13 @@ fn test_runs_sinks_and_auth_policies_too() {
     let events = write(dir.path(), "e.json", r#"{"subject":"audit","time":"2024-01-02T03:04:05Z","data_text":"hi"}"#);
     let sink = plugin("file-sink");
     let (code, out, err) = run_eventyard(&[
-        "plugin", "test", sink.to_str().unwrap(), "--event", &events, "--grant-dir", out_dir.path().to_str().unwrap(),
+        "plugin",
+        "test",
+        sink.to_str().unwrap(),
+        "--event",
+        &events,
+        "--grant-dir",
+        out_dir.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("delivered 1 event"), "{out}");
@@ -115,7 +128,13 @@ fn test_runs_sinks_and_auth_policies_too() {
     let request = write(dir.path(), "req.json", r#"[{"token":"t1"},{"token":"nope"}]"#);
     let auth = plugin("token-auth");
     let (code, out, err) = run_eventyard(&[
-        "plugin", "test", auth.to_str().unwrap(), "--event", &request, "--config", r#"tokens=[{"token":"t1"}]"#,
+        "plugin",
+        "test",
+        auth.to_str().unwrap(),
+        "--event",
+        &request,
+        "--config",
+        r#"tokens=[{"token":"t1"}]"#,
     ]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -125,7 +144,8 @@ fn test_runs_sinks_and_auth_policies_too() {
 #[test]
 fn new_scaffolds_a_plugin_that_builds_and_runs() {
     let dir = tempdir();
-    let (code, out, err) = run_eventyard(&["plugin", "new", "handler", "tag-it", "--dir", dir.path().to_str().unwrap()]);
+    let (code, out, err) =
+        run_eventyard(&["plugin", "new", "handler", "tag-it", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tag-it"), "{out}");
     let crate_dir = dir.path().join("tag-it");
@@ -148,7 +168,8 @@ fn new_scaffolds_a_plugin_that_builds_and_runs() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"["tag","blue"]"#), "{out}");
 
-    let (code, _, err) = run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
+    let (code, _, err) =
+        run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("Bad_Name"), "{err}");
 }
@@ -176,13 +197,19 @@ fn check_validates_the_config_and_loads_every_plugin() {
     let invalid = write(dir.path(), "bad.toml", "[plugins]\npool_instances = 0\n\n[plugin.x.limits]\ntimeout_ms = 0\n");
     let (code, _, err) = run_eventyard(&["check", "--config", &invalid]);
     assert_eq!(code, 2);
-    assert!(err.contains("line 2: plugins.pool_instances") && err.contains("line 5: plugin.x.limits.timeout_ms"), "{err}");
+    assert!(
+        err.contains("line 2: plugins.pool_instances") && err.contains("line 5: plugin.x.limits.timeout_ms"),
+        "{err}"
+    );
 
     // A plugin of the wrong world is refused by name.
     let wrong = write(
         dir.path(),
         "wrong.toml",
-        &format!("[plugins]\ndir = {:?}\ncache_dir = \"\"\n\n[plugin.gate]\nworld = \"handler\"\n", plugins.display().to_string()),
+        &format!(
+            "[plugins]\ndir = {:?}\ncache_dir = \"\"\n\n[plugin.gate]\nworld = \"handler\"\n",
+            plugins.display().to_string()
+        ),
     );
     let (code, out, err) = run_eventyard(&["check", "--config", &wrong]);
     assert_eq!(code, 1, "{out}");

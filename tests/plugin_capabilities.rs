@@ -38,6 +38,8 @@ struct Received {
 /// What the test server answers and what it has received so far.
 struct Recorder {
     status: StatusCode,
+    /// How long to wait before answering.
+    delay: Duration,
     received: Mutex<Vec<Received>>,
 }
 
@@ -52,12 +54,17 @@ struct TestServer {
 impl TestServer {
     /// Binds the listener before spawning the server, so the server is ready once this returns.
     async fn start(status: StatusCode) -> TestServer {
+        TestServer::start_slow(status, Duration::ZERO).await
+    }
+
+    /// A server that waits `delay` before answering each request.
+    async fn start_slow(status: StatusCode, delay: Duration) -> TestServer {
         let listener = tokio::time::timeout(NETWORK_TIMEOUT, TcpListener::bind("127.0.0.1:0"))
             .await
             .expect("binding the test server timed out")
             .expect("test server binds 127.0.0.1:0");
         let addr = listener.local_addr().expect("test server has a local address");
-        let recorder = Arc::new(Recorder { status, received: Mutex::new(Vec::new()) });
+        let recorder = Arc::new(Recorder { status, delay, received: Mutex::new(Vec::new()) });
         let app = Router::new().route(EVENTS_PATH, post(record)).with_state(recorder.clone());
         let mut tasks = JoinSet::new();
         tasks.spawn(async move { axum::serve(listener, app).await.expect("test server runs") });
@@ -82,6 +89,7 @@ impl TestServer {
 async fn record(State(recorder): State<Arc<Recorder>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     recorder.received.lock().expect("recorder lock is never poisoned").push(Received { content_type, body });
+    tokio::time::sleep(recorder.delay).await;
     recorder.status
 }
 
@@ -194,4 +202,20 @@ async fn server_errors_are_retryable_and_client_errors_permanent() {
         }
         assert_eq!(server.received().len(), 1, "status {code}: the request reached the server once");
     }
+}
+
+#[tokio::test]
+async fn a_slow_destination_cannot_hold_a_call_past_the_plugin_timeout() {
+    let server = TestServer::start_slow(StatusCode::OK, Duration::from_secs(5)).await;
+    let runtime = runtime();
+    let mut spec = probe(&server.url(), Some(vec![server.authority()]));
+    spec.limits.timeout = Duration::from_millis(300);
+    let sink = sink(&runtime, spec).await;
+    let started = std::time::Instant::now();
+    let err = deliver(&sink, &[order(0)]).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(err, DeliveryError::Fault(eventyard::fault::Fault::Timeout(_))), "{err}");
+    assert!(elapsed < Duration::from_secs(2), "the call waited {elapsed:?}");
+    // A timeout is a retryable fault: nothing is known to be delivered.
+    assert!(err.is_retryable());
 }

@@ -291,7 +291,10 @@ async fn a_plugin_of_the_wrong_world_is_refused_by_name() {
     let err = load_err(&runtime(), spec("file-sink", Role::Handler, &[])).await;
     let text = err.to_string();
     assert!(matches!(err, PluginError::WrongWorld { .. }), "{text}");
-    assert!(text.contains("exports the sink world") && text.contains("its config asks for the handler world"), "{text}");
+    assert!(
+        text.contains("exports the sink world") && text.contains("its config asks for the handler world"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

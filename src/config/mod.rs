@@ -156,7 +156,11 @@ kafka = true
         assert_eq!(map.limits.timeout, std::time::Duration::from_millis(100));
         assert_eq!(
             map.config,
-            [("field".into(), "level".into()), ("list".into(), r#"["a","b"]"#.into()), ("strict".into(), "true".into())]
+            [
+                ("field".into(), "level".into()),
+                ("list".into(), r#"["a","b"]"#.into()),
+                ("strict".into(), "true".into())
+            ]
         );
         let sink = &config.plugins["file-sink"];
         assert_eq!(sink.failure_policy, FailurePolicy::FailOpen);

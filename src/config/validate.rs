@@ -89,7 +89,11 @@ impl Checker<'_> {
         }
         let file = plugin.file.clone().unwrap_or_else(|| format!("{}.wasm", name.replace('-', "_")));
         if file.contains('/') || !file.ends_with(".wasm") {
-            self.error(format!("{key}.file"), span.clone(), format!("`{file}` must be a .wasm file name inside [plugins] dir"));
+            self.error(
+                format!("{key}.file"),
+                span.clone(),
+                format!("`{file}` must be a .wasm file name inside [plugins] dir"),
+            );
         }
         let caps = &plugin.capabilities;
         let grants = Grants {
@@ -98,8 +102,15 @@ impl Checker<'_> {
             kafka: caps.kafka.then_some(None),
             nats: caps.nats.then_some(None),
         };
+        if caps.http.as_ref().is_some_and(Vec::is_empty) {
+            self.error(
+                format!("{key}.capabilities.http"),
+                span.clone(),
+                "lists no hosts; leave it out to grant no HTTP",
+            );
+        }
         if let Some(hosts) = &caps.http
-            && let Some(bad) = hosts.iter().find(|h| h.is_empty() || h.contains('/'))
+            && let Some(bad) = hosts.iter().find(|h| h.is_empty() || h.contains('/') || h.contains('@'))
         {
             self.error(format!("{key}.capabilities.http"), span.clone(), format!("`{bad}` is not a host or host:port"));
         }
@@ -112,7 +123,12 @@ impl Checker<'_> {
                 WorldName::AuthPolicy => Role::AuthPolicy,
             }),
             failure_policy: plugin.failure_policy.unwrap_or(config.failure_policy),
-            limits: self.limits(&format!("{key}.limits"), &plugin.limits, &config.default_limits, config.runtime.consume_fuel),
+            limits: self.limits(
+                &format!("{key}.limits"),
+                &plugin.limits,
+                &config.default_limits,
+                config.runtime.consume_fuel,
+            ),
             config: plugin.config.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
             grants,
             configured: true,
@@ -153,7 +169,8 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         default_limits: Limits::default(),
         plugins: BTreeMap::new(),
     };
-    config.default_limits = check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);
+    config.default_limits =
+        check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);
     for (name, plugin) in &file.plugin {
         let plan = check.plugin(name, plugin.span(), plugin.get_ref(), &config);
         config.plugins.insert(name.clone(), plan);
@@ -163,7 +180,11 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         if files[..i].contains(file_path) {
             let name = config.plugins.values().nth(i).map(|p| p.name.clone()).unwrap_or_default();
             let span = file.plugin.get(&name).map(|p| p.span()).unwrap_or(0..0);
-            check.error(format!("plugin.{name}.file"), span, format!("{} is used by another plugin too", file_path.display()));
+            check.error(
+                format!("plugin.{name}.file"),
+                span,
+                format!("{} is used by another plugin too", file_path.display()),
+            );
         }
     }
     if check.errors.is_empty() { Ok(config) } else { Err(check.errors) }

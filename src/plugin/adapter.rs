@@ -92,7 +92,8 @@ impl Handler for WasmHandler {
     async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
         let mut lease = self.pool.checkout().await?;
         let (bindings, store) = lease.parts();
-        let result = bindings.eventyard_plugin_event_handler().call_handle(store, &to_wit(event)).await;
+        let result =
+            self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(store, &to_wit(event))).await;
         let answer = self.pool.finish(lease, result)?;
         if answer.is_err() {
             self.pool.record_guest_error();
@@ -106,7 +107,8 @@ impl Handler for WasmHandler {
         let outcome = async {
             let mut lease = self.pool.checkout().await?;
             let (bindings, store) = lease.parts();
-            let result = bindings.eventyard_plugin_event_handler().call_handle_batch(store, &batch).await;
+            let result =
+                self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(store, &batch)).await;
             self.pool.finish(lease, result)
         }
         .await;
@@ -147,7 +149,7 @@ impl Sink for WasmSink {
         let events: Vec<wit::Event> = batch.iter().cloned().map(to_wit).collect();
         let mut lease = self.pool.checkout().await?;
         let (bindings, store) = lease.parts();
-        let result = bindings.eventyard_plugin_event_sink().call_deliver(store, &events).await;
+        let result = self.pool.bounded(bindings.eventyard_plugin_event_sink().call_deliver(store, &events)).await;
         let answer = self.pool.finish(lease, result)?;
         answer.map_err(|err| {
             self.pool.record_guest_error();
@@ -200,7 +202,8 @@ impl AuthPolicy for WasmAuthPolicy {
         let outcome = async {
             let mut lease = self.pool.checkout().await?;
             let (bindings, store) = lease.parts();
-            let result = bindings.eventyard_plugin_authorizer().call_authorize(store, &request).await;
+            let result =
+                self.pool.bounded(bindings.eventyard_plugin_authorizer().call_authorize(store, &request)).await;
             self.pool.finish(lease, result)
         }
         .await;

@@ -194,7 +194,7 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, Plu
             return Err(PluginError::UnknownImport { name: name(), import: import.clone() });
         }
         let granted = match capability_of(import) {
-            Some(Capability::Http) => spec.grants.http_hosts.is_some(),
+            Some(Capability::Http) => spec.grants.http_hosts.as_ref().is_some_and(|hosts| !hosts.is_empty()),
             Some(Capability::Kafka) => spec.grants.kafka.is_some(),
             Some(Capability::Nats) => spec.grants.nats.is_some(),
             Some(Capability::Filesystem) | None => true,

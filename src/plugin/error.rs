@@ -13,9 +13,7 @@ pub enum PluginError {
     NotAComponent { name: String, path: PathBuf, reason: String },
     #[error("plugin `{name}`: {} is not a valid component: {reason}", path.display())]
     Invalid { name: String, path: PathBuf, reason: String },
-    #[error(
-        "plugin `{name}` exports no Eventyard world (expected {expected}); its exports: {exports}"
-    )]
+    #[error("plugin `{name}` exports no Eventyard world (expected {expected}); its exports: {exports}")]
     NoWorld { name: String, expected: String, exports: String },
     #[error("plugin `{name}` exports the {found} world (`{export}`) but its config asks for the {expected} world")]
     WrongWorld { name: String, found: String, expected: String, export: String },

@@ -86,17 +86,37 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Lets outbound HTTP through only to the granted hosts.
+/// Lets outbound HTTP through only to the granted hosts, and bounds how long a request may wait.
 struct HttpAllowList {
     hosts: Arc<[String]>,
+    /// Used for connect, first-byte and between-bytes timeouts the plugin leaves unset.
+    timeout: std::time::Duration,
 }
 
 impl HttpAllowList {
-    fn allows(&self, authority: &str) -> bool {
-        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-        self.hosts.iter().any(|allowed| match allowed.strip_prefix("*.") {
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => allowed == authority || allowed == host,
+    /// Whether `uri` may be requested: its host (and port, when the grant names one) must match a
+    /// grant. URIs with user info (`user@host`) are refused outright.
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else { return false };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 };
+        let port = uri.port_u16().unwrap_or(default_port);
+        self.hosts.iter().any(|grant| {
+            let (grant_host, grant_port) = match grant.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, p.parse::<u16>().ok()),
+                _ => (grant.as_str(), None),
+            };
+            let host_matches = match grant_host.strip_prefix("*.") {
+                Some(domain) => {
+                    host.len() > domain.len() + 1
+                        && host.ends_with(domain)
+                        && host[..host.len() - domain.len()].ends_with('.')
+                }
+                None => host.eq_ignore_ascii_case(grant_host),
+            };
+            host_matches && grant_port.is_none_or(|p| p == port)
         })
     }
 }
@@ -115,13 +135,17 @@ impl WasiHttpHooks for HttpAllowList {
                 )>,
             > + Send,
     > {
-        let allowed = request.uri().authority().is_some_and(|a| self.allows(a.as_str()));
+        let allowed = self.allows(request.uri());
+        let mut options = options.unwrap_or_default();
+        options.connect_timeout.get_or_insert(self.timeout);
+        options.first_byte_timeout.get_or_insert(self.timeout);
+        options.between_bytes_timeout.get_or_insert(self.timeout);
         Box::new(async move {
             use http_body_util::BodyExt;
             if !allowed {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
@@ -140,7 +164,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn new(shared: Arc<PluginShared>, memory_limit: usize) -> wasmtime::Result<Self> {
+    pub fn new(shared: Arc<PluginShared>, memory_limit: usize, timeout: std::time::Duration) -> wasmtime::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         if let Some(dir) = &shared.grants.directory {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)?;
@@ -149,7 +173,7 @@ impl HostState {
         Ok(HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            http_hooks: HttpAllowList { hosts: hosts.into() },
+            http_hooks: HttpAllowList { hosts: hosts.into(), timeout },
             table: ResourceTable::new(),
             limiter: MemoryLimiter { limit: memory_limit, exceeded: false },
             deadline: Instant::now(),
@@ -265,15 +289,22 @@ mod tests {
     fn http_allow_list_matches_hosts_ports_and_subdomains() {
         let list = HttpAllowList {
             hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into(), "*.corp.net".into()].into(),
+            timeout: std::time::Duration::from_secs(1),
         };
-        assert!(list.allows("api.example.com"));
-        assert!(list.allows("api.example.com:443"));
-        assert!(list.allows("127.0.0.1:8080"));
-        assert!(!list.allows("127.0.0.1:9090"));
-        assert!(list.allows("a.corp.net"));
-        assert!(!list.allows("corp.net"));
-        assert!(!list.allows("evil.com"));
-        assert!(!list.allows("api.example.com.evil.com"));
+        let allows = |uri: &str| list.allows(&uri.parse().unwrap());
+        assert!(allows("https://api.example.com/v1"));
+        assert!(allows("https://API.example.com:8443/v1"));
+        assert!(allows("http://127.0.0.1:8080/x"));
+        assert!(!allows("http://127.0.0.1:9090/x"));
+        assert!(!allows("http://127.0.0.1/x"));
+        assert!(allows("https://a.corp.net/"));
+        assert!(!allows("https://corp.net/"));
+        assert!(!allows("https://xcorp.net/"));
+        assert!(!allows("https://evil.com/"));
+        assert!(!allows("https://api.example.com.evil.com/"));
+        // User info must not smuggle another host past the check.
+        assert!(!allows("http://127.0.0.1:8080@evil.com/x"));
+        assert!(!allows("http://user@api.example.com/x"));
     }
 
     #[test]

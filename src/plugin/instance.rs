@@ -199,6 +199,18 @@ impl<W: World> InstancePool<W> {
         }
     }
 
+    /// Runs one call into the guest under the plugin's timeout. The epoch deadline stops guest code
+    /// that runs too long; this stops a call that waits too long in a host import (an HTTP request,
+    /// a Kafka send). Either way the call fails as a timeout and its instance is dropped.
+    pub async fn bounded<T>(&self, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+        // A little past the epoch deadline, so guest code is stopped by the epoch when it can be.
+        let limit = self.limits.timeout + self.limits.timeout / 10 + std::time::Duration::from_millis(10);
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
+        }
+    }
+
     /// Counts a call the guest answered with an error value.
     pub fn record_guest_error(&self) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +218,7 @@ impl<W: World> InstancePool<W> {
 
     async fn new_slot(&self) -> Result<Slot<W>, InitFailure> {
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
-        let state = HostState::new(self.shared.clone(), self.limits.memory_limit)
+        let state = HostState::new(self.shared.clone(), self.limits.memory_limit, self.limits.timeout)
             .map_err(|err| InitFailure::Fault(Fault::Unavailable(format!("{err:#}"))))?;
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -214,11 +226,11 @@ impl<W: World> InstancePool<W> {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         self.arm(&mut store);
-        let bindings = match W::instantiate(&self.pre, &mut store).await {
+        let bindings = match self.bounded(W::instantiate(&self.pre, &mut store)).await {
             Ok(bindings) => bindings,
             Err(err) => return Err(InitFailure::Fault(self.classify(&store, &err))),
         };
-        match bindings.init(&mut store, &self.config).await {
+        match self.bounded(bindings.init(&mut store, &self.config)).await {
             Ok(Ok(())) => Ok(Slot { store, bindings }),
             Ok(Err(err)) => Err(InitFailure::Guest(err)),
             Err(err) => Err(InitFailure::Fault(self.classify(&store, &err))),
