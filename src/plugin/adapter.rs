@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::bindings::auth::exports::eventyard::plugin::authorizer as wit_auth;
+use super::bindings::handler::exports::eventyard::plugin::event_handler::Outcome;
 use super::bindings::{auth, handler, sink, wit};
 use super::component::ComponentInfo;
 use super::host::PluginShared;
@@ -69,10 +70,14 @@ fn from_wit(event: wit::Event) -> Event {
     }
 }
 
-fn handler_result(result: Result<Vec<wit::Event>, wit::Error>) -> Result<Vec<Event>, HandlerError> {
-    result
-        .map(|events| events.into_iter().map(from_wit).collect())
-        .map_err(|err| HandlerError::Rejected { message: err.message, retryable: err.retryable })
+/// The events a handler's answer sends on. `input` is the event as the host lowered it: the call
+/// borrowed it, so `keep` hands it back without copying anything out of the guest.
+fn handler_result(input: wit::Event, result: Result<Outcome, wit::Error>) -> Result<Vec<Event>, HandlerError> {
+    match result {
+        Ok(Outcome::Keep) => Ok(vec![from_wit(input)]),
+        Ok(Outcome::Emit(events)) => Ok(events.into_iter().map(from_wit).collect()),
+        Err(err) => Err(HandlerError::Rejected { message: err.message, retryable: err.retryable }),
+    }
 }
 
 /// A handler plugin.
@@ -90,15 +95,15 @@ impl WasmHandler {
 #[async_trait]
 impl Handler for WasmHandler {
     async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
+        let input = to_wit(event);
         let mut lease = self.pool.checkout().await?;
         let (bindings, store) = lease.parts();
-        let result =
-            self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(store, &to_wit(event))).await;
+        let result = self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(store, &input)).await;
         let answer = self.pool.finish(lease, result)?;
         if answer.is_err() {
             self.pool.record_guest_error();
         }
-        handler_result(answer)
+        handler_result(input, answer)
     }
 
     async fn handle_batch(&self, events: Vec<Event>) -> Vec<Result<Vec<Event>, HandlerError>> {
@@ -113,13 +118,14 @@ impl Handler for WasmHandler {
         }
         .await;
         match outcome {
-            Ok(results) if results.len() == count => results
+            Ok(results) if results.len() == count => batch
                 .into_iter()
-                .map(|result| {
+                .zip(results)
+                .map(|(input, result)| {
                     if result.is_err() {
                         self.pool.record_guest_error();
                     }
-                    handler_result(result)
+                    handler_result(input, result)
                 })
                 .collect(),
             Ok(results) => {

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use eventyard_sdk::{Config, Error, Event, Handler};
+use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 use serde_json::{Map, Value};
 
 /// The config keys this plugin reads.
@@ -119,7 +119,7 @@ impl Handler for JsonTransform {
         Ok(JsonTransform { rename, set, remove })
     }
 
-    fn handle(&mut self, mut event: Event) -> Result<Vec<Event>, Error> {
+    fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
         let id = &event.context.id;
         let mut data = match serde_json::from_slice::<Value>(&event.data) {
             Ok(Value::Object(data)) => data,
@@ -131,7 +131,7 @@ impl Handler for JsonTransform {
             Error::permanent(format!("event \"{}\": cannot encode JSON data: {err}", event.context.id))
         })?;
         event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
-        Ok(vec![event])
+        Ok(event.into())
     }
 }
 
@@ -166,7 +166,8 @@ mod tests {
     }
 
     fn run(t: &mut JsonTransform, data: Value) -> Result<Value, Error> {
-        let out = t.handle(event(&serde_json::to_vec(&data).unwrap()))?;
+        let input = event(&serde_json::to_vec(&data).unwrap());
+        let out = t.handle(input.clone())?.into_events(input);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].context.datacontenttype.as_deref(), Some("application/json"));
         Ok(serde_json::from_slice(&out[0].data).unwrap())
@@ -190,8 +191,8 @@ mod tests {
     #[test]
     fn output_is_deterministic() {
         let mut t = transform(&[("set", r#"{"b": 1, "a": 2}"#)]).unwrap();
-        let a = t.handle(event(br#"{"z": 0, "y": 0}"#)).unwrap();
-        let b = t.handle(event(br#"{"y": 0, "z": 0}"#)).unwrap();
+        let a = t.handle(event(br#"{"z": 0, "y": 0}"#)).unwrap().into_events(event(b""));
+        let b = t.handle(event(br#"{"y": 0, "z": 0}"#)).unwrap().into_events(event(b""));
         assert_eq!(a[0].data, b[0].data);
         assert_eq!(a[0].data, br#"{"a":2,"b":1,"y":0,"z":0}"#);
     }

@@ -1,7 +1,7 @@
 //! `passthrough`: a handler that passes every event on unchanged. The smallest plugin there is,
 //! and the baseline the benchmarks measure the Wasm boundary with.
 
-use eventyard_sdk::{Config, Error, Event, Handler};
+use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 
 struct Passthrough;
 
@@ -10,8 +10,8 @@ impl Handler for Passthrough {
         Ok(Passthrough)
     }
 
-    fn handle(&mut self, event: Event) -> Result<Vec<Event>, Error> {
-        Ok(vec![event])
+    fn handle(&mut self, _event: Event) -> Result<Outcome, Error> {
+        Ok(Outcome::Keep)
     }
 }
 

@@ -6,7 +6,7 @@
 //! plugin directory.
 //!
 //! ```ignore
-//! use eventyard_sdk::{Config, Error, Event, Handler};
+//! use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 //!
 //! struct Upper;
 //!
@@ -15,9 +15,9 @@
 //!         Ok(Upper)
 //!     }
 //!
-//!     fn handle(&mut self, mut event: Event) -> Result<Vec<Event>, Error> {
+//!     fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
 //!         event.data = event.data.to_ascii_uppercase();
-//!         Ok(vec![event])
+//!         Ok(event.into())
 //!     }
 //! }
 //!
@@ -49,7 +49,7 @@ pub mod wit;
 pub use auth::{AuthPolicy, AuthRequest, Decision, Grant, Permissions, Protocol};
 pub use config::Config;
 pub use event::{Context, Event};
-pub use handler::Handler;
+pub use handler::{Handler, Outcome};
 pub use host::{clock, kafka, log, metrics, nats};
 pub use sink::{DeliveryError, EventFailure, Sink};
 pub use wit::types::Error;

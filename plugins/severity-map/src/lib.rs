@@ -10,7 +10,7 @@
 //! not a JSON object is a permanent error naming the value and the event. Other fields are kept;
 //! output object keys come out sorted.
 
-use eventyard_sdk::{Config, Error, Event, Handler};
+use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 use serde_json::Value;
 
 /// The config keys this plugin reads.
@@ -63,7 +63,7 @@ impl Handler for SeverityMap {
         Ok(SeverityMap { field, target })
     }
 
-    fn handle(&mut self, mut event: Event) -> Result<Vec<Event>, Error> {
+    fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
         let id = &event.context.id;
         let mut data = match serde_json::from_slice::<Value>(&event.data) {
             Ok(Value::Object(data)) => data,
@@ -75,7 +75,7 @@ impl Handler for SeverityMap {
             Error::permanent(format!("event \"{}\": cannot encode JSON data: {err}", event.context.id))
         })?;
         event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
-        Ok(vec![event])
+        Ok(event.into())
     }
 }
 
@@ -117,7 +117,7 @@ mod tests {
     fn maps_every_level_in_place() {
         let mut h = handler(&[]);
         for (from, to) in MAPPING {
-            let out = h.handle(event(json!({"severity": from, "summary": "s"}))).unwrap();
+            let out = h.handle(event(json!({"severity": from, "summary": "s"}))).unwrap().into_events(event(json!({})));
             assert_eq!(data(&out), json!({"severity": to, "summary": "s"}));
         }
     }
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn reads_field_and_writes_target() {
         let mut h = handler(&[("field", "total_risk"), ("target", "severity")]);
-        let out = h.handle(event(json!({"total_risk": "Important"}))).unwrap();
+        let out = h.handle(event(json!({"total_risk": "Important"}))).unwrap().into_events(event(json!({})));
         assert_eq!(data(&out), json!({"total_risk": "Important", "severity": "Major"}));
     }
 
