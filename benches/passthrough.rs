@@ -17,6 +17,10 @@ use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::route::{Handler, HandlerError};
 
+// The allocator the `eventyard` binary uses, so the figures match the router's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The native twin of the `passthrough` plugin.
 struct NativePassthrough;
 

@@ -6,8 +6,9 @@
 //! call gets a fresh one from the `InstancePre`. Repeated faults quarantine the plugin with a
 //! doubling backoff; its callers then get [`Fault::Quarantined`] at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -112,6 +113,8 @@ pub(crate) struct InstancePool<W: World> {
     idle: Mutex<Vec<Slot<W>>>,
     permits: Semaphore,
     health: Mutex<Health>,
+    /// True while `health` holds faults or a quarantine: the healthy path skips the lock.
+    unhealthy: AtomicBool,
     pub stats: CallStats,
 }
 
@@ -144,6 +147,7 @@ impl<W: World> InstancePool<W> {
                 quarantined_until: None,
                 backoff: limits.quarantine_backoff,
             }),
+            unhealthy: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             stats: CallStats::default(),
             engine,
@@ -174,7 +178,7 @@ impl<W: World> InstancePool<W> {
             })?,
         };
         let mut lease = Lease { slot, started: Instant::now(), _permit: permit };
-        self.arm(&mut lease.slot.store);
+        self.arm(&mut lease.slot.store, lease.started);
         Ok(lease)
     }
 
@@ -203,6 +207,11 @@ impl<W: World> InstancePool<W> {
     /// that runs too long; this stops a call that waits too long in a host import (an HTTP request,
     /// a Kafka send). Either way the call fails as a timeout and its instance is dropped.
     pub async fn bounded<T>(&self, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+        let mut call = std::pin::pin!(call);
+        // Most calls finish on their first poll, without waiting: they need no timer.
+        if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            return result;
+        }
         // A little past the epoch deadline, so guest code is stopped by the epoch when it can be.
         let limit = self.limits.timeout + self.limits.timeout / 10 + std::time::Duration::from_millis(10);
         match tokio::time::timeout(limit, call).await {
@@ -225,7 +234,7 @@ impl<W: World> InstancePool<W> {
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        self.arm(&mut store);
+        self.arm(&mut store, Instant::now());
         let bindings = match self.bounded(W::instantiate(&self.pre, &mut store)).await {
             Ok(bindings) => bindings,
             Err(err) => return Err(InitFailure::Fault(self.classify(&store, &err))),
@@ -237,9 +246,9 @@ impl<W: World> InstancePool<W> {
         }
     }
 
-    /// Sets the deadline and fuel for the next call.
-    fn arm(&self, store: &mut Store<HostState>) {
-        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+    /// Sets the deadline and fuel for a call starting at `now`.
+    fn arm(&self, store: &mut Store<HostState>, now: Instant) {
+        store.data_mut().deadline = now + self.limits.timeout;
         // One tick ahead: the callback then checks the wall-clock deadline at every tick.
         store.set_epoch_deadline(1);
         if self.engine.options.consume_fuel {
@@ -260,6 +269,9 @@ impl<W: World> InstancePool<W> {
     }
 
     fn check_quarantine(&self) -> Result<(), Fault> {
+        if !self.unhealthy.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let health = self.health.lock().map_err(|_| poisoned())?;
         match health.quarantined_until {
             Some(until) if until > Instant::now() => Err(Fault::Quarantined(until - Instant::now())),
@@ -268,7 +280,11 @@ impl<W: World> InstancePool<W> {
     }
 
     fn record_success(&self) {
+        if !self.unhealthy.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut health) = self.health.lock() {
+            self.unhealthy.store(false, Ordering::Release);
             health.consecutive_faults = 0;
             health.quarantined_until = None;
             health.backoff = self.limits.quarantine_backoff;
@@ -280,6 +296,7 @@ impl<W: World> InstancePool<W> {
         let plugin = self.shared.name.as_str();
         tracing::warn!(plugin, %fault, detail = format!("{err:?}"), "plugin call faulted, its instance is replaced");
         let Ok(mut health) = self.health.lock() else { return };
+        self.unhealthy.store(true, Ordering::Release);
         health.consecutive_faults += 1;
         if health.consecutive_faults >= self.limits.quarantine_after {
             let backoff = health.backoff;
