@@ -141,35 +141,50 @@ fn test_runs_sinks_and_auth_policies_too() {
     assert!(lines[0].contains(r#""allow""#) && lines[1].contains("unknown token"), "{out}");
 }
 
-#[test]
-fn new_scaffolds_a_plugin_that_builds_and_runs() {
-    let dir = tempdir();
-    let (code, out, err) =
-        run_eventyard(&["plugin", "new", "handler", "tag-it", "--dir", dir.path().to_str().unwrap()]);
+/// Scaffolds `kind` as `name` in `dir`, builds it with `plugin build` into `dir/plugins`, and
+/// returns the component.
+fn scaffold_and_build(dir: &std::path::Path, kind: &str, name: &str) -> std::path::PathBuf {
+    let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("tag-it"), "{out}");
-    let crate_dir = dir.path().join("tag-it");
-    let plugin_dir = dir.path().join("plugins");
-
+    assert!(out.contains(name), "{out}");
     // `plugin build` runs cargo for wasm32-wasip2 and drops the component into the plugin directory.
-    // Sharing the workspace's target directory reuses the SDK's compiled dependencies.
+    // Sharing one target directory reuses the SDK's compiled dependencies across scaffolds.
+    let plugin_dir = dir.join("plugins");
     let output = common::eventyard()
-        .args(["plugin", "build", crate_dir.to_str().unwrap(), "--out", plugin_dir.to_str().unwrap()])
+        .args(["plugin", "build", dir.join(name).to_str().unwrap(), "--out", plugin_dir.to_str().unwrap()])
         .env("CARGO_TARGET_DIR", common::repo_root().join("target/scaffold"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let wasm = plugin_dir.join("tag_it.wasm");
+    let wasm = plugin_dir.join(format!("{}.wasm", name.replace('-', "_")));
     assert!(wasm.is_file(), "{}", String::from_utf8_lossy(&output.stdout));
+    wasm
+}
 
+#[test]
+fn new_scaffolds_plugins_of_every_kind_that_build_and_run() {
+    let dir = tempdir();
     let events = write(dir.path(), "e.json", r#"{"subject":"a.b"}"#);
+
+    let handler = scaffold_and_build(dir.path(), "handler", "tag-it");
     let (code, out, err) =
-        run_eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", &events, "--config", "tag=blue"]);
+        run_eventyard(&["plugin", "test", handler.to_str().unwrap(), "--event", &events, "--config", "tag=blue"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"["tag","blue"]"#), "{out}");
 
-    let (code, _, err) =
-        run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
+    let sink = scaffold_and_build(dir.path(), "sink", "log-it");
+    let (code, out, err) = run_eventyard(&["plugin", "test", sink.to_str().unwrap(), "--event", &events]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("delivered 1 event"), "{out}");
+
+    let auth = scaffold_and_build(dir.path(), "auth", "let-in");
+    let requests = write(dir.path(), "r.json", r#"[{"token":"sesame"},{"token":"wrong"}]"#);
+    let (code, out, err) =
+        run_eventyard(&["plugin", "test", auth.to_str().unwrap(), "--event", &requests, "--config", "token=sesame"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().next().is_some_and(|l| l.contains("allow")) && out.contains("unknown token"), "{out}");
+
+    let (code, _, err) = run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("Bad_Name"), "{err}");
 }

@@ -5,23 +5,84 @@
 //! `cargo build --release --target wasm32-wasip2` and drop the `.wasm` file into the router's
 //! plugin directory.
 //!
-//! ```ignore
+//! The examples below compile as doc tests (on the host target their exports are never called).
+//!
+//! ## A handler: filter, transform, fan out
+//!
+//! ```no_run
 //! use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 //!
-//! struct Upper;
+//! /// Drops events without data and upper-cases the rest.
+//! struct Shout;
 //!
-//! impl Handler for Upper {
+//! impl Handler for Shout {
 //!     fn init(_config: Config) -> Result<Self, Error> {
-//!         Ok(Upper)
+//!         Ok(Shout)
 //!     }
 //!
 //!     fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
+//!         if event.data.is_empty() {
+//!             return Ok(Outcome::DROP);
+//!         }
 //!         event.data = event.data.to_ascii_uppercase();
 //!         Ok(event.into())
 //!     }
 //! }
 //!
-//! eventyard_sdk::export_handler!(Upper);
+//! eventyard_sdk::export_handler!(Shout);
+//! # fn main() {}
+//! ```
+//!
+//! ## A sink: deliver batches
+//!
+//! ```no_run
+//! use eventyard_sdk::{Config, DeliveryError, Error, Event, EventFailure, Sink};
+//!
+//! /// Accepts events whose data is JSON; reports the others as failed.
+//! struct JsonOnly;
+//!
+//! impl Sink for JsonOnly {
+//!     fn init(_config: Config) -> Result<Self, Error> {
+//!         Ok(JsonOnly)
+//!     }
+//!
+//!     fn deliver(&mut self, batch: Vec<Event>) -> Result<(), DeliveryError> {
+//!         let failed: Vec<EventFailure> = batch
+//!             .iter()
+//!             .enumerate()
+//!             .filter(|(_, event)| event.json::<serde_json::Value>().is_err())
+//!             .map(|(i, _)| EventFailure { index: i as u32, message: "not JSON".into(), retryable: false })
+//!             .collect();
+//!         if failed.is_empty() { Ok(()) } else { Err(DeliveryError::Partial(failed)) }
+//!     }
+//! }
+//!
+//! eventyard_sdk::export_sink!(JsonOnly);
+//! # fn main() {}
+//! ```
+//!
+//! ## An auth policy: admit clients and scope them
+//!
+//! ```no_run
+//! use eventyard_sdk::{AuthPolicy, AuthRequest, Config, Decision, Error, Grant, Permissions};
+//!
+//! /// Admits anyone with a user name into their own subject space.
+//! struct PerUser;
+//!
+//! impl AuthPolicy for PerUser {
+//!     fn init(_config: Config) -> Result<Self, Error> {
+//!         Ok(PerUser)
+//!     }
+//!
+//!     fn authorize(&mut self, request: AuthRequest) -> Decision {
+//!         let Some(user) = request.user else { return Decision::Deny("no user name".into()) };
+//!         let own = Permissions { allow: vec![format!("users.{user}.>")], deny: vec![] };
+//!         Decision::Allow(Grant { account: "USERS".into(), publish: own.clone(), subscribe: own })
+//!     }
+//! }
+//!
+//! eventyard_sdk::export_auth_policy!(PerUser);
+//! # fn main() {}
 //! ```
 //!
 //! Layout:
