@@ -2,9 +2,15 @@
 //!
 //! Layout, in the order an event crosses it (see ARCHITECTURE.md for the whole map):
 //! - [`event`]: the event type (CloudEvents context, extensions, routing subject, data).
+//! - [`ingest`]: events in: the CloudEvents HTTP decoder (structured, batch, binary, raw bodies).
+//! - [`broker`]: subjects, patterns, the subscription index, the [`broker::Broker`] trait and the
+//!   embedded broker.
 //! - [`route`]: the [`route::Handler`] role and failure policies.
-//! - [`sink`]: the [`sink::Sink`] role and delivery errors.
+//! - [`queue`]: bounded per-sink queues with overflow policies.
+//! - [`sink`]: the [`sink::Sink`] role, delivery errors, the sink worker (batching, retries, dead
+//!   letters) and built-in sinks.
 //! - [`auth`]: the [`auth::AuthPolicy`] role, requests and grants.
+//! - [`dead_letter`]: republishing what could not be handled or delivered on `$DLQ.<name>`.
 //! - [`fault`]: how a call into any role can fail without answering.
 //! - [`capability`]: the Kafka and NATS services the host lends to sinks.
 //! - [`plugin`]: the only wasmtime user: loads components and adapts them to the role traits.
@@ -15,12 +21,16 @@
 #![deny(clippy::print_stdout)]
 
 pub mod auth;
+pub mod broker;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod event;
 pub mod fault;
+pub mod ingest;
 pub mod plugin;
+pub mod queue;
 pub mod route;
 pub mod server;
 pub mod sink;

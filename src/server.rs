@@ -1,15 +1,29 @@
-//! Turns a validated [`Config`] into running parts and runs them until shutdown. Today that is the
-//! plugin set: every configured plugin plus every file dropped into the plugin directory, loaded and
-//! checked. Holds no protocol or routing logic.
+//! Turns a validated [`Config`] into running parts — plugins, sink queues and workers, routes on
+//! the broker, HTTP ingest — and shuts them down in order: stop taking events, drain the queues
+//! (up to `drain_timeout`), report what was left. Holds no protocol or routing logic.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, PluginPlan};
-use crate::plugin::{Plugin, PluginRuntime};
-use crate::route::FailurePolicy;
+use crate::auth::AuthPolicy;
+use crate::broker::{Broker, EmbeddedBroker};
+use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
+use crate::ingest::http::{HttpAuth, IngestState};
+use crate::plugin::{CallStats, Plugin, PluginRuntime};
+use crate::queue::SinkQueue;
+use crate::route::{ChainStep, FailurePolicy, Handler, KeyFilter, Route, RouteStats};
+use crate::sink::Sink;
+use crate::sink::builtin::{FileSink, HttpSink, StdoutSink};
+use crate::sink::worker::{SinkStats, SinkWorker};
+use crate::telemetry::metrics::MetricsText;
 
 /// A loaded plugin with the settings it was loaded with.
 pub struct LoadedPlugin {
@@ -22,9 +36,13 @@ pub struct LoadedPlugin {
 /// no configured plugin claims (named after its file, `_` read as `-`).
 pub async fn plugin_plans(config: &Config) -> Result<Vec<PluginPlan>, String> {
     let dir = &config.plugin_dir;
-    let mut entries =
-        tokio::fs::read_dir(dir).await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))?;
     let mut plans: Vec<PluginPlan> = config.plugins.values().cloned().collect();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        // No directory, no drop-ins; configured plugins then report their missing files.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(plans),
+        Err(err) => return Err(format!("plugin directory {}: {err}", dir.display())),
+    };
     let mut found = Vec::new();
     while let Some(entry) =
         entries.next_entry().await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))?
@@ -71,8 +89,51 @@ pub async fn load_plugins(config: &Config, runtime: &PluginRuntime) -> (BTreeMap
     (loaded, errors)
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// A running router: what `start` built, until `shutdown`.
+pub struct Running {
+    /// Where HTTP ingest listens (useful when the config asked for port 0).
+    pub http_addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    queues: Vec<Arc<SinkQueue>>,
+    sink_stats: Vec<(String, Arc<SinkStats>)>,
+    workers: TaskTracker,
+    stop_workers: CancellationToken,
+    stop_http: CancellationToken,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    drain_timeout: Duration,
+    /// Kept alive for the routes' and sinks' sake.
+    _plugins: BTreeMap<String, LoadedPlugin>,
+}
+
+/// What shutdown left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Events still queued or in flight when the drain timeout ended them.
+    pub abandoned: u64,
+}
+
+/// A named plugin of the wanted role, or an error naming what is there instead.
+fn plugin_as<'a, T>(
+    plugins: &'a BTreeMap<String, LoadedPlugin>,
+    name: &str,
+    wanted: &str,
+    pick: impl Fn(&'a Plugin) -> Option<T>,
+) -> anyhow::Result<T> {
+    let Some(loaded) = plugins.get(name) else {
+        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "no plugin `{name}` is loaded (loaded: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        );
+    };
+    pick(&loaded.plugin).ok_or_else(|| {
+        let world = loaded.plugin.meta().info.world.clone().unwrap_or_default();
+        anyhow::anyhow!("plugin `{name}` is a {world} plugin, not a {wanted}")
+    })
+}
+
+/// Builds every part the config describes and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let runtime = PluginRuntime::new(config.runtime.clone()).context("starting the plugin runtime")?;
     let (plugins, errors) = load_plugins(&config, &runtime).await;
     if !errors.is_empty() {
@@ -80,17 +141,248 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     for (name, loaded) in &plugins {
         let info = &loaded.plugin.meta().info;
-        tracing::info!(
-            plugin = %name,
-            world = info.world.as_deref().unwrap_or("none"),
-            sha256 = %info.sha256,
-            configured = loaded.configured,
-            "plugin loaded"
-        );
+        let world = info.world.as_deref().unwrap_or("none");
+        tracing::info!(plugin = %name, world, sha256 = %info.sha256, configured = loaded.configured, "plugin loaded");
     }
-    tracing::info!(plugins = plugins.len(), dir = %config.plugin_dir.display(), "eventyard running");
+    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
+    let workers = TaskTracker::new();
+    let stop_workers = CancellationToken::new();
+    let mut queues = BTreeMap::new();
+    let mut sink_stats = Vec::new();
+    for (name, plan) in &config.sinks {
+        let context = || format!("sink `{name}`");
+        let sink: Arc<dyn Sink> = match &plan.kind {
+            SinkKindPlan::File(c) => {
+                tokio::fs::create_dir_all(&c.root)
+                    .await
+                    .with_context(|| format!("sink `{name}`: creating its root {}", c.root.display()))?;
+                Arc::new(FileSink::new(name, c.clone()).with_context(context)?)
+            }
+            SinkKindPlan::Stdout(c) => Arc::new(StdoutSink::new(name, c.clone()).with_context(context)?),
+            SinkKindPlan::Http(c) => Arc::new(HttpSink::new(name, c.clone()).with_context(context)?),
+            SinkKindPlan::Plugin(plugin) => plugin_as(&plugins, plugin, "sink", |p| match p {
+                Plugin::Sink(sink) => Some(sink.clone() as Arc<dyn Sink>),
+                _ => None,
+            })
+            .with_context(context)?,
+        };
+        let queue = Arc::new(SinkQueue::new(name.clone(), plan.queue_size, plan.overflow, plan.block_timeout));
+        let stats = Arc::new(SinkStats::default());
+        let worker = SinkWorker {
+            name: name.clone(),
+            sink,
+            queue: queue.clone(),
+            batch_size: plan.batch_size,
+            linger: plan.linger,
+            retry: plan.retry.clone(),
+            broker: broker.clone(),
+            stats: stats.clone(),
+        };
+        workers.spawn(worker.run(stop_workers.clone()));
+        queues.insert(name.clone(), queue);
+        sink_stats.push((name.clone(), stats));
+    }
+    let mut routes = Vec::new();
+    for plan in &config.routes {
+        let context = || format!("route `{}`", plan.name);
+        let mut chain = Vec::new();
+        for handler in &plan.handlers {
+            let wasm = plugin_as(&plugins, handler, "handler", |p| match p {
+                Plugin::Handler(h) => Some(h.clone() as Arc<dyn Handler>),
+                _ => None,
+            })
+            .with_context(context)?;
+            let policy = plugins.get(handler).map(|p| p.failure_policy).unwrap_or_default();
+            chain.push(ChainStep { name: handler.clone(), handler: wasm, policy });
+        }
+        let sinks = plan.sinks.iter().filter_map(|s| queues.get(s).cloned()).collect();
+        let route = Arc::new(Route {
+            name: plan.name.clone(),
+            subject: plan.subject.clone(),
+            routing_key: plan.routing_key.clone().map(KeyFilter::new),
+            chain,
+            sinks,
+            broker: broker.clone(),
+            stats: RouteStats::default(),
+        });
+        broker.subscribe(plan.subject.clone(), None, route.clone());
+        routes.push(route);
+    }
+    let auth = match &config.http.auth {
+        HttpAuthPlan::Open => HttpAuth::Open,
+        HttpAuthPlan::Tokens(tokens) => HttpAuth::Tokens(tokens.clone().into()),
+        HttpAuthPlan::Policy(name) => HttpAuth::Policy(
+            plugin_as(&plugins, name, "auth-policy", |p| match p {
+                Plugin::AuthPolicy(a) => Some(a.clone() as Arc<dyn AuthPolicy>),
+                _ => None,
+            })
+            .context("[http.auth] policy")?,
+        ),
+    };
+    let queues: Vec<Arc<SinkQueue>> = queues.into_values().collect();
+    let metrics = {
+        let (routes, queues, sink_stats) = (routes.clone(), queues.clone(), sink_stats.clone());
+        let plugin_stats: Vec<(String, Plugin)> =
+            plugins.iter().map(|(name, loaded)| (name.clone(), loaded.plugin.clone())).collect();
+        Arc::new(move || render_metrics(&routes, &queues, &sink_stats, &plugin_stats))
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = IngestState { broker: broker.clone(), auth, ready: ready.clone(), metrics };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP ingest to {}", config.http.listen))?;
+    let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
+    let stop_http = CancellationToken::new();
+    let app = crate::ingest::http::app(state, config.http.max_body);
+    let shutdown = stop_http.clone().cancelled_owned();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    ready.store(true, Ordering::Release);
+    tracing::info!(%http_addr, routes = routes.len(), sinks = queues.len(), plugins = plugins.len(), "eventyard running");
+    Ok(Running {
+        http_addr,
+        ready,
+        queues,
+        sink_stats,
+        workers,
+        stop_workers,
+        stop_http,
+        http,
+        drain_timeout: config.service.drain_timeout,
+        _plugins: plugins,
+    })
+}
+
+impl Running {
+    /// Stops taking events, lets in-flight requests finish, drains the queues for up to the drain
+    /// timeout, and reports what was left.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.ready.store(false, Ordering::Release);
+        self.stop_http.cancel();
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "HTTP ingest stopped with an error"),
+            Err(err) => tracing::error!(error = %err, "HTTP ingest task failed"),
+        }
+        for queue in &self.queues {
+            queue.close();
+        }
+        self.workers.close();
+        if tokio::time::timeout(self.drain_timeout, self.workers.wait()).await.is_err() {
+            tracing::warn!(timeout_ms = self.drain_timeout.as_millis() as u64, "drain timeout reached, stopping sinks");
+            self.stop_workers.cancel();
+            self.workers.wait().await;
+        }
+        let abandoned = self.sink_stats.iter().map(|(_, s)| s.abandoned.load(Ordering::Relaxed)).sum();
+        if abandoned > 0 {
+            tracing::error!(abandoned, "shut down with undelivered events");
+        } else {
+            tracing::info!("shut down, every queued event delivered or dead-lettered");
+        }
+        ShutdownReport { abandoned }
+    }
+}
+
+/// The Prometheus text of every route, queue, sink and plugin.
+fn render_metrics(
+    routes: &[Arc<Route>],
+    queues: &[Arc<SinkQueue>],
+    sinks: &[(String, Arc<SinkStats>)],
+    plugins: &[(String, Plugin)],
+) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut text = MetricsText::default();
+    let route_counter =
+        |text: &mut MetricsText, name: &str, help: &str, pick: fn(&RouteStats) -> &std::sync::atomic::AtomicU64| {
+            text.counter(name, help, routes.iter().map(|r| (vec![("route", r.name.as_str())], load(pick(&r.stats)))));
+        };
+    route_counter(&mut text, "eventyard_route_matched_total", "Events that matched the route.", |s| &s.matched);
+    route_counter(&mut text, "eventyard_route_forwarded_total", "Events put on the route's sink queues.", |s| {
+        &s.forwarded
+    });
+    route_counter(&mut text, "eventyard_route_filtered_total", "Events a handler dropped.", |s| &s.filtered);
+    route_counter(&mut text, "eventyard_route_handler_failures_total", "Handler errors, traps and timeouts.", |s| {
+        &s.handler_failures
+    });
+    route_counter(&mut text, "eventyard_route_failed_closed_total", "Events dropped by fail_closed.", |s| {
+        &s.failed_closed
+    });
+    route_counter(&mut text, "eventyard_route_dead_lettered_total", "Events dead-lettered by a handler policy.", |s| {
+        &s.dead_lettered
+    });
+    text.gauge(
+        "eventyard_queue_depth_events",
+        "Events waiting in a sink queue.",
+        queues.iter().map(|q| (vec![("sink", q.name())], q.len() as u64)),
+    );
+    text.gauge(
+        "eventyard_queue_capacity_events",
+        "Bound of a sink queue.",
+        queues.iter().map(|q| (vec![("sink", q.name())], q.capacity() as u64)),
+    );
+    text.counter(
+        "eventyard_queue_dropped_total",
+        "Events dropped by a full queue's policy.",
+        queues.iter().flat_map(|q| {
+            [
+                (vec![("sink", q.name()), ("policy", "drop_oldest")], load(&q.stats.dropped_oldest)),
+                (vec![("sink", q.name()), ("policy", "drop_newest")], load(&q.stats.dropped_newest)),
+            ]
+        }),
+    );
+    text.counter(
+        "eventyard_queue_refused_total",
+        "Events refused by a full queue.",
+        queues.iter().map(|q| (vec![("sink", q.name())], load(&q.stats.refused))),
+    );
+    let sink_counter =
+        |text: &mut MetricsText, name: &str, help: &str, pick: fn(&SinkStats) -> &std::sync::atomic::AtomicU64| {
+            text.counter(name, help, sinks.iter().map(|(n, s)| (vec![("sink", n.as_str())], load(pick(s)))));
+        };
+    sink_counter(&mut text, "eventyard_sink_delivered_total", "Events delivered.", |s| &s.delivered);
+    sink_counter(&mut text, "eventyard_sink_failed_attempts_total", "Delivery attempts that failed.", |s| {
+        &s.failed_attempts
+    });
+    sink_counter(&mut text, "eventyard_sink_dead_lettered_total", "Events dead-lettered.", |s| &s.dead_lettered);
+    sink_counter(&mut text, "eventyard_sink_dead_letters_lost_total", "Dead letters no route took.", |s| {
+        &s.dead_letters_lost
+    });
+    text.histogram(
+        "eventyard_sink_delivery_seconds",
+        "Time per delivery attempt.",
+        sinks.iter().map(|(n, s)| (vec![("sink", n.as_str())], &s.delivery_seconds)),
+    );
+    let plugin_counter = |text: &mut MetricsText,
+                          name: &str,
+                          help: &str,
+                          pick: fn(&CallStats) -> &std::sync::atomic::AtomicU64| {
+        text.counter(name, help, plugins.iter().map(|(n, p)| (vec![("plugin", n.as_str())], load(pick(p.stats())))));
+    };
+    plugin_counter(&mut text, "eventyard_plugin_calls_total", "Calls into the plugin.", |s| &s.calls);
+    plugin_counter(&mut text, "eventyard_plugin_errors_total", "Calls the plugin answered with an error.", |s| {
+        &s.errors
+    });
+    plugin_counter(
+        &mut text,
+        "eventyard_plugin_faults_total",
+        "Calls that trapped, timed out or ran out of memory.",
+        |s| &s.faults,
+    );
+    plugin_counter(&mut text, "eventyard_plugin_quarantines_total", "Times the plugin was quarantined.", |s| {
+        &s.quarantines
+    });
+    text.finish()
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
+    running.shutdown().await;
     Ok(())
 }
 

@@ -144,17 +144,22 @@ fn test_runs_sinks_and_auth_policies_too() {
 /// Scaffolds `kind` as `name` in `dir`, builds it with `plugin build` into `dir/plugins`, and
 /// returns the component.
 fn scaffold_and_build(dir: &std::path::Path, kind: &str, name: &str) -> std::path::PathBuf {
-    let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--dir", dir.to_str().unwrap()]);
+    let dir_arg = dir.to_str().expect("temp paths are UTF-8");
+    let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--dir", dir_arg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(name), "{out}");
     // `plugin build` runs cargo for wasm32-wasip2 and drops the component into the plugin directory.
     // Sharing one target directory reuses the SDK's compiled dependencies across scaffolds.
     let plugin_dir = dir.join("plugins");
     let output = common::eventyard()
-        .args(["plugin", "build", dir.join(name).to_str().unwrap(), "--out", plugin_dir.to_str().unwrap()])
+        .arg("plugin")
+        .arg("build")
+        .arg(dir.join(name))
+        .arg("--out")
+        .arg(&plugin_dir)
         .env("CARGO_TARGET_DIR", common::repo_root().join("target/scaffold"))
         .output()
-        .unwrap();
+        .expect("eventyard runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let wasm = plugin_dir.join(format!("{}.wasm", name.replace('-', "_")));
     assert!(wasm.is_file(), "{}", String::from_utf8_lossy(&output.stdout));
@@ -184,7 +189,8 @@ fn new_scaffolds_plugins_of_every_kind_that_build_and_run() {
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().next().is_some_and(|l| l.contains("allow")) && out.contains("unknown token"), "{out}");
 
-    let (code, _, err) = run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
+    let (code, _, err) =
+        run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("Bad_Name"), "{err}");
 }

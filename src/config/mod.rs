@@ -9,10 +9,16 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::broker::Pattern;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
+use crate::queue::OverflowPolicy;
 use crate::route::FailurePolicy;
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
+use crate::sink::worker::RetryPolicy;
 use crate::telemetry::LogFormat;
 
 /// One problem with the config: the dotted key, its line (0 when it has none) and why.
@@ -48,6 +54,79 @@ pub struct Config {
     pub default_limits: Limits,
     /// Plugins with a `[plugin.NAME]` section, by name.
     pub plugins: BTreeMap<String, PluginPlan>,
+    pub service: ServiceSettings,
+    pub http: HttpSettings,
+    pub tls: Option<TlsSettings>,
+    pub routes: Vec<RoutePlan>,
+    pub sinks: BTreeMap<String, SinkPlan>,
+}
+
+/// `[service]`, checked.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub host: String,
+    pub port: u16,
+    pub event_limit: usize,
+    pub listener_limit: usize,
+    pub drain_timeout: Duration,
+}
+
+/// `[http]`, checked.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub max_body: usize,
+    pub auth: HttpAuthPlan,
+}
+
+/// Who may publish over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAuthPlan {
+    Open,
+    Tokens(Vec<String>),
+    /// An auth-policy plugin, by name.
+    Policy(String),
+}
+
+/// `[tls]`, checked.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub root_ca_path: Option<PathBuf>,
+}
+
+/// One `[[route]]`, checked.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub name: String,
+    pub subject: Pattern,
+    pub routing_key: Option<Vec<String>>,
+    pub handlers: Vec<String>,
+    pub sinks: Vec<String>,
+}
+
+/// One `[sinks.NAME]`, checked.
+#[derive(Debug, Clone)]
+pub struct SinkPlan {
+    pub name: String,
+    pub kind: SinkKindPlan,
+    pub queue_size: usize,
+    pub overflow: OverflowPolicy,
+    pub block_timeout: Duration,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// What a sink is, with its kind's own settings.
+#[derive(Debug, Clone)]
+pub enum SinkKindPlan {
+    File(FileSinkConfig),
+    Stdout(StdoutSinkConfig),
+    Http(HttpSinkConfig),
+    /// A sink plugin, by name.
+    Plugin(String),
 }
 
 /// How to load one plugin.

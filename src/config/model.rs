@@ -22,6 +22,190 @@ pub struct ConfigFile {
     /// Per-plugin settings by plugin name.
     #[serde(default)]
     pub plugin: BTreeMap<String, Spanned<PluginConfig>>,
+    #[serde(default)]
+    pub service: ServiceConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub tls: Option<Spanned<TlsConfig>>,
+    /// `[[route]]`, in order.
+    #[serde(default)]
+    pub route: Vec<Spanned<RouteConfig>>,
+    /// `[sinks.NAME]`
+    #[serde(default)]
+    pub sinks: BTreeMap<String, Spanned<SinkConfig>>,
+}
+
+/// `[service]`, with the meaning seed 000 gives these keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address of the NATS-protocol gateway.
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The most events a queue holds: the default `queue_size` of every sink.
+    #[serde(default = "default_event_limit")]
+    pub event_limit: Spanned<usize>,
+    /// The most concurrent client connections.
+    #[serde(default = "default_listener_limit")]
+    pub listener_limit: Spanned<usize>,
+    /// How long shutdown waits for queues to drain.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: Spanned<u64>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            host: default_host(),
+            port: default_port(),
+            event_limit: default_event_limit(),
+            listener_limit: default_listener_limit(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    10132
+}
+
+fn default_event_limit() -> Spanned<usize> {
+    unspanned(100_000)
+}
+
+fn default_listener_limit() -> Spanned<usize> {
+    unspanned(10_000)
+}
+
+fn default_drain_timeout_ms() -> Spanned<u64> {
+    unspanned(10_000)
+}
+
+/// `[http]`: CloudEvents ingest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: Spanned<String>,
+    /// Largest request body; bigger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: Spanned<ByteSize>,
+    pub auth: Option<Spanned<HttpAuthConfig>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen(), max_body: default_max_body(), auth: None }
+    }
+}
+
+fn default_http_listen() -> Spanned<String> {
+    unspanned("127.0.0.1:10133".into())
+}
+
+fn default_max_body() -> Spanned<ByteSize> {
+    unspanned(ByteSize(4 << 20))
+}
+
+/// `[http.auth]`: bearer tokens, or an auth-policy plugin; exactly one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuthConfig {
+    pub tokens: Option<Vec<String>>,
+    /// The name of an auth-policy plugin.
+    pub policy: Option<String>,
+}
+
+/// `[tls]`: certificates for the gateway (paths as seed 000 names them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// CA that client certificates must chain to (mutual TLS).
+    pub root_ca_path: Option<PathBuf>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Subject pattern (`*` one token, `>` the rest).
+    pub subject: String,
+    /// Routing keys taken (globs, `*` any run of characters); absent: all events.
+    pub routing_key: Option<OneOrMany>,
+    /// Handler plugins, in order.
+    #[serde(default)]
+    pub handlers: Vec<String>,
+    /// Sinks every resulting event goes to.
+    pub sinks: Vec<String>,
+}
+
+/// What a sink is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    File,
+    Stdout,
+    Http,
+    Plugin,
+}
+
+/// `[sinks.NAME]`. Not `deny_unknown_fields`: keys this struct does not know are collected in
+/// `options` and read by the kind's own config, which refuses unknown ones.
+#[derive(Debug, Deserialize)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// For `kind = "plugin"`: the sink plugin's name.
+    pub plugin: Option<String>,
+    /// Queue bound (default: `[service] event_limit`).
+    pub queue_size: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub overflow: crate::queue::OverflowPolicy,
+    /// How long `overflow = "block"` makes a publisher wait.
+    pub block_timeout_ms: Option<Spanned<u64>>,
+    /// Most events per delivery.
+    pub batch_size: Option<Spanned<usize>>,
+    /// How long a batch waits to fill.
+    pub linger_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+/// `[sinks.NAME.retry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: Option<Spanned<u32>>,
+    pub initial_backoff_ms: Option<Spanned<u64>>,
+    pub max_backoff_ms: Option<Spanned<u64>>,
+    pub max_elapsed_ms: Option<Spanned<u64>>,
 }
 
 /// `[log]`

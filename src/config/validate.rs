@@ -9,9 +9,17 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::model::{ConfigFile, LimitsConfig, PluginConfig, WorldName};
-use super::{Config, ConfigError, PluginPlan};
+use super::model::{ConfigFile, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, SinkConfig, SinkKind, WorldName};
+use super::{
+    Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
+    TlsSettings,
+};
+use std::net::SocketAddr;
+
+use crate::broker::Pattern;
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
+use crate::sink::worker::RetryPolicy;
 
 /// Largest `memory_limit` a plugin may have.
 pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
@@ -83,8 +91,7 @@ impl Checker<'_> {
 
     fn plugin(&mut self, name: &str, span: Range<usize>, plugin: &PluginConfig, config: &Config) -> PluginPlan {
         let key = format!("plugin.{name}");
-        let valid_name = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if name.is_empty() || !valid_name {
+        if !valid_name(name) {
             self.error(&key, span.clone(), "plugin names use lowercase letters, digits, `-` and `_`");
         }
         let file = plugin.file.clone().unwrap_or_else(|| format!("{}.wasm", name.replace('-', "_")));
@@ -168,6 +175,21 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         failure_policy: plugins.failure_policy,
         default_limits: Limits::default(),
         plugins: BTreeMap::new(),
+        service: ServiceSettings {
+            host: String::new(),
+            port: 0,
+            event_limit: 0,
+            listener_limit: 0,
+            drain_timeout: Duration::ZERO,
+        },
+        http: HttpSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 10133)),
+            max_body: 0,
+            auth: HttpAuthPlan::Open,
+        },
+        tls: None,
+        routes: Vec::new(),
+        sinks: BTreeMap::new(),
     };
     config.default_limits =
         check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);
@@ -187,5 +209,207 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             );
         }
     }
+    check.service(file, &mut config);
+    check.http(file, &mut config);
+    if let Some(tls) = &file.tls {
+        let t = tls.get_ref();
+        config.tls = Some(TlsSettings {
+            cert_path: t.cert_path.clone(),
+            key_path: t.key_path.clone(),
+            root_ca_path: t.root_ca_path.clone(),
+        });
+    }
+    for (name, sink) in &file.sinks {
+        if let Some(plan) = check.sink(name, sink.span(), sink.get_ref(), config.service.event_limit) {
+            config.sinks.insert(name.clone(), plan);
+        }
+    }
+    for route in &file.route {
+        if let Some(plan) = check.route(route.span(), route.get_ref(), &config) {
+            config.routes.push(plan);
+        }
+    }
     if check.errors.is_empty() { Ok(config) } else { Err(check.errors) }
+}
+
+impl Checker<'_> {
+    fn service(&mut self, file: &ConfigFile, config: &mut Config) {
+        let s = &file.service;
+        self.range("service.event_limit", &s.event_limit, 1, 100_000_000);
+        self.range("service.listener_limit", &s.listener_limit, 1, 1_000_000);
+        self.range("service.drain_timeout_ms", &s.drain_timeout_ms, 0, 3_600_000);
+        config.service = ServiceSettings {
+            host: s.host.clone(),
+            port: s.port,
+            event_limit: *s.event_limit.get_ref(),
+            listener_limit: *s.listener_limit.get_ref(),
+            drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
+        };
+    }
+
+    fn http(&mut self, file: &ConfigFile, config: &mut Config) {
+        let h = &file.http;
+        match h.listen.get_ref().parse::<SocketAddr>() {
+            Ok(listen) => config.http.listen = listen,
+            Err(_) => self.error(
+                "http.listen",
+                h.listen.span(),
+                format!("`{}` is not an address such as 127.0.0.1:10133", h.listen.get_ref()),
+            ),
+        }
+        let max_body = Spanned::new(h.max_body.span(), h.max_body.get_ref().0);
+        self.range("http.max_body", &max_body, 1, 1 << 30);
+        config.http.max_body = *max_body.get_ref();
+        if let Some(auth) = &h.auth {
+            let a = auth.get_ref();
+            config.http.auth = match (&a.tokens, &a.policy) {
+                (Some(tokens), None) if !tokens.is_empty() && tokens.iter().all(|t| !t.is_empty()) => {
+                    HttpAuthPlan::Tokens(tokens.clone())
+                }
+                (Some(_), None) => {
+                    self.error("http.auth.tokens", auth.span(), "lists no tokens, or an empty one");
+                    HttpAuthPlan::Open
+                }
+                (None, Some(policy)) => HttpAuthPlan::Policy(policy.clone()),
+                _ => {
+                    self.error("http.auth", auth.span(), "set exactly one of `tokens` and `policy`");
+                    HttpAuthPlan::Open
+                }
+            };
+        }
+    }
+
+    fn sink(&mut self, name: &str, span: Range<usize>, sink: &SinkConfig, event_limit: usize) -> Option<SinkPlan> {
+        let key = format!("sinks.{name}");
+        if !valid_name(name) {
+            self.error(&key, span.clone(), "sink names use lowercase letters, digits, `-` and `_`");
+        }
+        let options = toml::Value::Table(sink.options.clone());
+        let parse_error = |err: toml::de::Error| err.message().trim().to_owned();
+        let kind = match sink.kind {
+            SinkKind::Plugin => {
+                if let Some(extra) = sink.options.keys().next() {
+                    self.error(
+                        format!("{key}.{extra}"),
+                        span.clone(),
+                        "a plugin sink's settings go in its [plugin.NAME] section",
+                    );
+                }
+                match &sink.plugin {
+                    Some(plugin) => SinkKindPlan::Plugin(plugin.clone()),
+                    None => {
+                        self.error(
+                            format!("{key}.plugin"),
+                            span.clone(),
+                            "`kind = \"plugin\"` needs `plugin = \"NAME\"`",
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ if sink.plugin.is_some() => {
+                self.error(format!("{key}.plugin"), span.clone(), "only `kind = \"plugin\"` sinks name a plugin");
+                return None;
+            }
+            SinkKind::File => match options.try_into::<FileSinkConfig>() {
+                Ok(c) => SinkKindPlan::File(c),
+                Err(err) => return self.skip(&key, span, parse_error(err)),
+            },
+            SinkKind::Stdout => match options.try_into::<StdoutSinkConfig>() {
+                Ok(c) => SinkKindPlan::Stdout(c),
+                Err(err) => return self.skip(&key, span, parse_error(err)),
+            },
+            SinkKind::Http => match options.try_into::<HttpSinkConfig>() {
+                Ok(c) => SinkKindPlan::Http(c),
+                Err(err) => return self.skip(&key, span, parse_error(err)),
+            },
+        };
+        let mut plan = SinkPlan {
+            name: name.to_owned(),
+            kind,
+            queue_size: event_limit,
+            overflow: sink.overflow,
+            block_timeout: Duration::from_secs(1),
+            batch_size: 100,
+            linger: Duration::from_millis(5),
+            retry: RetryPolicy::default(),
+        };
+        if let Some(size) = &sink.queue_size {
+            self.range(&format!("{key}.queue_size"), size, 1, 100_000_000);
+            plan.queue_size = *size.get_ref();
+        }
+        if let Some(ms) = &sink.block_timeout_ms {
+            self.range(&format!("{key}.block_timeout_ms"), ms, 0, 600_000);
+            plan.block_timeout = Duration::from_millis(*ms.get_ref());
+        }
+        if let Some(size) = &sink.batch_size {
+            self.range(&format!("{key}.batch_size"), size, 1, 100_000);
+            plan.batch_size = *size.get_ref();
+        }
+        if let Some(ms) = &sink.linger_ms {
+            self.range(&format!("{key}.linger_ms"), ms, 0, 60_000);
+            plan.linger = Duration::from_millis(*ms.get_ref());
+        }
+        let r = &sink.retry;
+        if let Some(n) = &r.max_attempts {
+            self.range(&format!("{key}.retry.max_attempts"), n, 1, 1000);
+            plan.retry.max_attempts = *n.get_ref();
+        }
+        for (field, value, target) in [
+            ("initial_backoff_ms", &r.initial_backoff_ms, &mut plan.retry.initial_backoff),
+            ("max_backoff_ms", &r.max_backoff_ms, &mut plan.retry.max_backoff),
+            ("max_elapsed_ms", &r.max_elapsed_ms, &mut plan.retry.max_elapsed),
+        ] {
+            if let Some(ms) = value {
+                self.range(&format!("{key}.retry.{field}"), ms, 1, 86_400_000);
+                *target = Duration::from_millis(*ms.get_ref());
+            }
+        }
+        Some(plan)
+    }
+
+    fn skip<T>(&mut self, key: &str, span: Range<usize>, reason: String) -> Option<T> {
+        self.error(key, span, reason);
+        None
+    }
+
+    fn route(&mut self, span: Range<usize>, route: &RouteConfig, config: &Config) -> Option<RoutePlan> {
+        let key = format!("route.{}", route.name);
+        if !valid_name(&route.name) {
+            self.error(&key, span.clone(), "route names use lowercase letters, digits, `-` and `_`");
+        }
+        if config.routes.iter().any(|r| r.name == route.name) {
+            self.error(&key, span.clone(), "another route has this name");
+        }
+        if config.sinks.contains_key(&route.name) {
+            self.error(&key, span.clone(), "a sink has this name too; dead letters of both would share $DLQ.<name>");
+        }
+        if route.sinks.is_empty() {
+            self.error(format!("{key}.sinks"), span.clone(), "names no sink");
+        }
+        for sink in &route.sinks {
+            if !config.sinks.contains_key(sink) {
+                self.error(format!("{key}.sinks"), span.clone(), format!("no sink `{sink}` in [sinks]"));
+            }
+        }
+        let subject = match Pattern::new(route.subject.as_str()) {
+            Ok(subject) => subject,
+            Err(err) => return self.skip(&format!("{key}.subject"), span, err.to_string()),
+        };
+        let routing_key = route.routing_key.clone().map(OneOrMany::into_vec);
+        if routing_key.as_ref().is_some_and(|keys| keys.is_empty() || keys.iter().any(String::is_empty)) {
+            self.error(format!("{key}.routing_key"), span.clone(), "lists no key, or an empty one");
+        }
+        Some(RoutePlan {
+            name: route.name.clone(),
+            subject,
+            routing_key,
+            handlers: route.handlers.clone(),
+            sinks: route.sinks.clone(),
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }

@@ -38,6 +38,7 @@ use host::{HostState, PluginShared};
 use instance::{InitFailure, InstancePool, World};
 
 /// A loaded plugin, by role.
+#[derive(Clone)]
 pub enum Plugin {
     Handler(Arc<WasmHandler>),
     Sink(Arc<WasmSink>),

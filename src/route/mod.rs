@@ -1,10 +1,15 @@
-//! Routes: the [`Handler`] role and what a route does when a handler fails ([`FailurePolicy`]).
+//! Routes: the [`Handler`] role, what a route does when a handler fails ([`FailurePolicy`]), and the
+//! running [`Route`] that ties a subject to a handler chain and sink queues.
 //!
 //! A route holds `Arc<dyn Handler>` and never knows whether a native type or a Wasm plugin is
 //! behind it. This module decides what happens to an event; it never delivers or retries.
 
+mod chain;
+
 use async_trait::async_trait;
 use serde::Deserialize;
+
+pub use chain::{ChainStep, KeyFilter, Route, RouteStats};
 
 use crate::event::Event;
 use crate::fault::Fault;

@@ -3,6 +3,9 @@
 //! Native sinks and Wasm sinks implement the same trait. This module classifies failures so the
 //! sink worker knows what to retry; it never chooses routes.
 
+pub mod builtin;
+pub mod worker;
+
 use async_trait::async_trait;
 
 use crate::event::Event;

@@ -1,5 +1,7 @@
-//! Logging setup: `tracing` to stderr as text or JSON, filtered by level (or `RUST_LOG`).
-//! Decides nothing about events.
+//! Telemetry: logging setup (`tracing` to stderr as text or JSON, filtered by level or `RUST_LOG`)
+//! and [`metrics`] for `/metrics`. Decides nothing about events.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

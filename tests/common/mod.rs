@@ -8,6 +8,9 @@ use std::sync::OnceLock;
 
 use eventyard::event::{Event, EventJson};
 
+pub mod http_server;
+pub mod router;
+
 /// Every plugin crate the tests use, first-party and fixtures.
 const PLUGIN_CRATES: &[&str] = &[
     "passthrough",
@@ -78,4 +81,46 @@ pub fn run_eventyard(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A plugin runtime for tests: the default options with room for 16 instances per plugin.
+pub fn plugin_runtime() -> eventyard::plugin::PluginRuntime {
+    use eventyard::plugin::{PluginRuntime, RuntimeOptions};
+    PluginRuntime::new(RuntimeOptions { pool_instances: 16, ..RuntimeOptions::default() }).expect("runtime starts")
+}
+
+/// The first-party Wasm `file-sink` loaded through `runtime`, granted `dir` (its `/data`), with
+/// config `pairs`.
+pub async fn wasm_file_sink(
+    runtime: &eventyard::plugin::PluginRuntime,
+    dir: &Path,
+    pairs: &[(&str, &str)],
+) -> std::sync::Arc<eventyard::plugin::WasmSink> {
+    use eventyard::plugin::{Grants, Plugin, PluginSpec, Role};
+    let mut spec = PluginSpec::new("file-sink", plugin("file-sink"), Role::Sink);
+    spec.config = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    spec.grants = Grants { directory: Some(dir.to_path_buf()), ..Grants::default() };
+    match runtime.load(spec).await {
+        Ok(Plugin::Sink(sink)) => sink,
+        Ok(_) => panic!("file-sink loaded as another role"),
+        Err(err) => panic!("loading file-sink failed: {err}"),
+    }
+}
+
+/// Every regular file under `dir`, by path relative to `dir`, with its bytes. Blocking: for tests.
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("directory is readable") {
+            let path = entry.expect("directory entry is readable").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let relative = path.strip_prefix(root).expect("a walked path is under its root").to_path_buf();
+                out.insert(relative, std::fs::read(&path).expect("file is readable"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }

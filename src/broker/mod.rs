@@ -1,0 +1,80 @@
+//! The broker: who receives an event published on a subject. One trait, [`Broker`], with NATS's
+//! verbs; the embedded, in-process implementation is [`EmbeddedBroker`], and the NATS/JetStream
+//! cluster backend will be a second implementation of the same trait.
+//!
+//! A subscriber is anything that accepts events ([`Subscriber`]): a route, a NATS client
+//! connection, a dead-letter watcher. A publish returns once every matching subscription has
+//! accepted the event (or one of them refused it), so an acknowledgement to a client means the
+//! event is on every queue it belongs to. The broker knows nothing of Wasm, HTTP or sinks.
+
+mod embedded;
+mod index;
+pub mod subject;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use embedded::EmbeddedBroker;
+pub use index::SubscriptionIndex;
+pub use subject::{Pattern, Subject, SubjectError};
+
+use crate::event::Event;
+
+/// Identifies one subscription for [`Broker::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(pub u64);
+
+/// Why a subscriber did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Its queue is full; the publisher may try again after `retry_after`.
+    #[error("{what} is full")]
+    Full { what: String, retry_after: Duration },
+    /// It is shutting down and takes no more events.
+    #[error("{0} is closed")]
+    Closed(String),
+}
+
+/// Takes events from the broker.
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// Accepts `event`; returns only once the event is safely queued (or refused).
+    async fn deliver(&self, event: &Event) -> Result<(), Refusal>;
+}
+
+/// What a successful publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishAck {
+    /// How many subscriptions accepted the event.
+    pub delivered: usize,
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A subscription refused the event. Subscriptions before it may have accepted it, so a
+    /// publisher that retries delivers those again: at least once, never lost.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+/// Publishes events to subscriptions by subject.
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Delivers `event` to every subscription whose pattern matches `event.subject` (one member of
+    /// each queue group) and returns once all of them have accepted it.
+    async fn publish(&self, event: Event) -> Result<PublishAck, PublishError>;
+
+    /// Subscribes `subscriber` to `pattern`; with a `queue_group`, each event goes to one member.
+    fn subscribe(
+        &self,
+        pattern: Pattern,
+        queue_group: Option<String>,
+        subscriber: Arc<dyn Subscriber>,
+    ) -> SubscriptionId;
+
+    /// Ends a subscription; events published afterwards no longer reach it.
+    fn unsubscribe(&self, id: SubscriptionId);
+}

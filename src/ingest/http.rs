@@ -1,0 +1,192 @@
+//! HTTP ingest: `POST /v1/events/{subject}` takes CloudEvents (structured, batched, binary) or any
+//! other body as raw data, and answers 202 only once every event is on every queue it belongs to.
+//! Also `GET /healthz`, `/readyz` and `/metrics`. Status codes are decided here and nowhere else:
+//! 400 (bad event, naming the field), 401/403 (auth), 413 (over `max_body`), 429 or 503 with
+//! `Retry-After` (a queue is full, or the router is draining). Never runs handlers or buffers
+//! events itself: it publishes to the broker and waits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::cloudevents;
+use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
+use crate::broker::{Broker, Pattern, PublishError, Refusal};
+
+/// Who may publish over HTTP.
+#[derive(Clone)]
+pub enum HttpAuth {
+    /// Anyone.
+    Open,
+    /// A bearer token from this list.
+    Tokens(Arc<[String]>),
+    /// Whatever this auth policy decides; its grant's publish permissions apply per subject.
+    Policy(Arc<dyn AuthPolicy>),
+}
+
+/// What the ingest handlers share.
+#[derive(Clone)]
+pub struct IngestState {
+    pub broker: Arc<dyn Broker>,
+    pub auth: HttpAuth,
+    /// False while starting and while draining: `/readyz` says 503 and publishes get 503.
+    pub ready: Arc<AtomicBool>,
+    /// Renders `/metrics` in the Prometheus text format.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The ingest router; `max_body` bounds a request body (413 beyond it).
+pub fn app(state: IngestState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/events/{subject}", post(publish))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<IngestState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<IngestState>) -> Response {
+    let body = (state.metrics)();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, message: impl Into<String>, field: Option<String>) -> Response {
+    let mut body = json!({ "error": message.into() });
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn retry_after(status: StatusCode, message: String, seconds: u64, accepted: usize) -> Response {
+    let mut response = (status, axum::Json(json!({ "error": message, "accepted": accepted }))).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// `Authorization: Bearer <token>`, if given.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Checks the caller may publish on `subject`; the error is the answer to send.
+async fn authorize(
+    state: &IngestState,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+    subject: &str,
+) -> Result<(), Response> {
+    match &state.auth {
+        HttpAuth::Open => Ok(()),
+        HttpAuth::Tokens(tokens) => match bearer(headers) {
+            None => Err(error(StatusCode::UNAUTHORIZED, "a bearer token is required", None)),
+            Some(given) if tokens.iter().any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) => Ok(()),
+            Some(_) => Err(error(StatusCode::FORBIDDEN, "token not accepted", None)),
+        },
+        HttpAuth::Policy(policy) => {
+            let request = AuthRequest {
+                protocol: Protocol::Http,
+                client_name: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+                user: None,
+                token: bearer(headers).map(str::to_owned),
+                password: None,
+                tls_subject: None,
+                tls_sans: Vec::new(),
+                remote_addr: remote.to_string(),
+            };
+            match policy.authorize(&request).await {
+                Decision::Deny(reason) if request.token.is_none() => {
+                    tracing::debug!(%remote, reason, "http publish denied");
+                    Err(error(StatusCode::UNAUTHORIZED, "credentials are required", None))
+                }
+                Decision::Deny(reason) => {
+                    tracing::debug!(%remote, reason, "http publish denied");
+                    Err(error(StatusCode::FORBIDDEN, "not allowed", None))
+                }
+                Decision::Allow(grant) => {
+                    let matches = |patterns: &[String]| {
+                        patterns.iter().any(|p| Pattern::new(p.as_str()).is_ok_and(|p| p.matches(subject)))
+                    };
+                    if matches(&grant.publish.allow) && !matches(&grant.publish.deny) {
+                        Ok(())
+                    } else {
+                        Err(error(StatusCode::FORBIDDEN, format!("not allowed to publish to \"{subject}\""), None))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn publish(
+    State(state): State<IngestState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return retry_after(StatusCode::SERVICE_UNAVAILABLE, "the router is not accepting events".into(), 1, 0);
+    }
+    if let Err(denied) = authorize(&state, &headers, remote, &subject).await {
+        return denied;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let mut ce_headers = Vec::new();
+    for (name, value) in headers.iter().filter(|(name, _)| name.as_str().starts_with("ce-")) {
+        let Ok(value) = value.to_str() else {
+            return error(StatusCode::BAD_REQUEST, format!("header {name} is not visible ASCII"), None);
+        };
+        ce_headers.push((name.as_str().to_owned(), value.to_owned()));
+    }
+    let events = match cloudevents::decode(&subject, content_type, &ce_headers, body, SystemTime::now()) {
+        Ok(events) => events,
+        Err(err @ cloudevents::DecodeError::UnsupportedFormat { .. }) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string(), None);
+        }
+        Err(err @ cloudevents::DecodeError::HostClock { .. }) => {
+            tracing::error!(error = %err, "cannot timestamp a raw event");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "the server clock is out of range", None);
+        }
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string(), err.field()),
+    };
+    let count = events.len();
+    for (accepted, event) in events.into_iter().enumerate() {
+        match state.broker.publish(event).await {
+            Ok(_) => {}
+            Err(PublishError::Refused(Refusal::Full { what, retry_after: wait })) => {
+                let message = format!("{what}; {accepted} of {count} event(s) accepted");
+                return retry_after(StatusCode::TOO_MANY_REQUESTS, message, wait.as_secs(), accepted);
+            }
+            Err(PublishError::Refused(Refusal::Closed(what))) => {
+                let message = format!("{what}; {accepted} of {count} event(s) accepted");
+                return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);
+            }
+        }
+    }
+    (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": count }))).into_response()
+}

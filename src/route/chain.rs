@@ -1,0 +1,257 @@
+//! [`Route`]: one `[[route]]` of the config at run time, a broker [`Subscriber`]. For each event on
+//! its subject (and routing key, when it filters on one) it runs the handler chain, applying each
+//! handler's failure policy, then puts every resulting event on every sink's queue. It returns only
+//! once all of them are queued, so the publisher's acknowledgement means "on every queue".
+//! It never delivers or retries: sink workers do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{Disposition, FailurePolicy, Handler};
+use crate::broker::{Broker, Pattern, Refusal, Subscriber};
+use crate::dead_letter;
+use crate::event::Event;
+use crate::queue::SinkQueue;
+
+/// One handler of a chain, with what to do when it fails.
+#[derive(Clone)]
+pub struct ChainStep {
+    pub name: String,
+    pub handler: Arc<dyn Handler>,
+    pub policy: FailurePolicy,
+}
+
+/// Routing keys a route takes: globs where `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFilter(Vec<String>);
+
+impl KeyFilter {
+    pub fn new(globs: Vec<String>) -> Self {
+        KeyFilter(globs)
+    }
+
+    /// True when `key` matches one glob. An event without a routing key matches none.
+    pub fn matches(&self, key: Option<&str>) -> bool {
+        key.is_some_and(|key| self.0.iter().any(|glob| glob_matches(glob, key)))
+    }
+}
+
+fn glob_matches(glob: &str, text: &str) -> bool {
+    let mut parts = glob.split('*');
+    let Some(first) = parts.next() else { return text.is_empty() };
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Counters of one route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Events that matched the route (subject and routing key).
+    pub matched: AtomicU64,
+    /// Events put on sink queues (after fan-out; counted once per event, not per sink).
+    pub forwarded: AtomicU64,
+    /// Events a handler chose to drop.
+    pub filtered: AtomicU64,
+    /// Handler failures (errors, traps, timeouts), whatever the policy did next.
+    pub handler_failures: AtomicU64,
+    /// Events dropped by a `fail_closed` policy.
+    pub failed_closed: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub dead_letters_lost: AtomicU64,
+}
+
+/// A route at run time.
+pub struct Route {
+    pub name: String,
+    pub subject: Pattern,
+    pub routing_key: Option<KeyFilter>,
+    pub chain: Vec<ChainStep>,
+    pub sinks: Vec<Arc<SinkQueue>>,
+    /// Where handler failures under `dead_letter` go.
+    pub broker: Arc<dyn Broker>,
+    pub stats: RouteStats,
+}
+
+impl Route {
+    /// Runs the chain on `event`; returns what goes on to the sinks.
+    async fn run_chain(&self, event: Event) -> Vec<Event> {
+        let mut current = vec![event];
+        for step in &self.chain {
+            let mut next = Vec::with_capacity(current.len());
+            for event in current {
+                let input = step.policy.needs_input().then(|| event.clone());
+                let result = step.handler.handle(event).await;
+                if result.is_err() {
+                    self.stats.handler_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                match step.policy.apply(input, result) {
+                    Disposition::Forward(events) if events.is_empty() => {
+                        self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Disposition::Forward(events) => next.extend(events),
+                    Disposition::Drop { reason } => {
+                        self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(route = %self.name, handler = %step.name, reason, "handler failed, event dropped");
+                    }
+                    Disposition::DeadLetter { event, reason } => {
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        let reason = format!("handler `{}`: {reason}", step.name);
+                        let lost = &self.stats.dead_letters_lost;
+                        dead_letter::publish(self.broker.as_ref(), *event, &self.name, &reason, 1, lost).await;
+                    }
+                }
+            }
+            if next.is_empty() {
+                return next;
+            }
+            current = next;
+        }
+        current
+    }
+}
+
+#[async_trait]
+impl Subscriber for Route {
+    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        if let Some(filter) = &self.routing_key
+            && !filter.matches(event.extension("routingkey"))
+        {
+            return Ok(());
+        }
+        self.stats.matched.fetch_add(1, Ordering::Relaxed);
+        let outputs = if self.chain.is_empty() { vec![event.clone()] } else { self.run_chain(event.clone()).await };
+        for output in outputs {
+            if let Some((last, others)) = self.sinks.split_last() {
+                for sink in others {
+                    sink.push(output.clone()).await?;
+                }
+                last.push(output).await?;
+            }
+            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::broker::EmbeddedBroker;
+    use crate::event::EventJson;
+    use crate::fault::Fault;
+    use crate::queue::OverflowPolicy;
+    use crate::route::HandlerError;
+
+    #[test]
+    fn globs_match_routing_keys() {
+        assert!(glob_matches("node-*", "node-1"));
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_matches("a*b*c", "a-x-c"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(!glob_matches("*x", ""));
+        assert!(!KeyFilter::new(vec!["*".into()]).matches(None));
+    }
+
+    /// Doubles events of type "split", fails on "bad", passes the rest.
+    struct Splitter;
+
+    #[async_trait]
+    impl Handler for Splitter {
+        async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
+            match event.context.ty.as_str() {
+                "split" => Ok(vec![event.clone(), event]),
+                "bad" => Err(HandlerError::Fault(Fault::Trap("boom".into()))),
+                "drop" => Ok(vec![]),
+                _ => Ok(vec![event]),
+            }
+        }
+    }
+
+    fn event(ty: &str, key: Option<&str>) -> Event {
+        let mut json = serde_json::json!({"subject": "orders.x", "type": ty});
+        if let Some(key) = key {
+            json["extensions"] = serde_json::json!([["routingkey", key]]);
+        }
+        serde_json::from_value::<EventJson>(json).unwrap().into_event(|| "id".into()).unwrap()
+    }
+
+    fn route(policy: FailurePolicy, broker: Arc<dyn Broker>, sinks: Vec<Arc<SinkQueue>>) -> Route {
+        Route {
+            name: "r".into(),
+            subject: Pattern::new("orders.>").unwrap(),
+            routing_key: Some(KeyFilter::new(vec!["node-*".into()])),
+            chain: vec![ChainStep { name: "splitter".into(), handler: Arc::new(Splitter), policy }],
+            sinks,
+            broker,
+            stats: RouteStats::default(),
+        }
+    }
+
+    fn queue(name: &str) -> Arc<SinkQueue> {
+        Arc::new(SinkQueue::new(name, 100, OverflowPolicy::Reject, Duration::ZERO))
+    }
+
+    #[tokio::test]
+    async fn chain_output_fans_out_to_every_sink() {
+        let (a, b) = (queue("a"), queue("b"));
+        let route = route(FailurePolicy::FailClosed, Arc::new(EmbeddedBroker::new()), vec![a.clone(), b.clone()]);
+        route.deliver(&event("split", Some("node-1"))).await.unwrap();
+        route.deliver(&event("plain", Some("node-2"))).await.unwrap();
+        route.deliver(&event("plain", Some("other"))).await.unwrap();
+        route.deliver(&event("plain", None)).await.unwrap();
+        route.deliver(&event("drop", Some("node-1"))).await.unwrap();
+        route.deliver(&event("bad", Some("node-1"))).await.unwrap();
+        assert_eq!((a.len(), b.len()), (3, 3));
+        assert_eq!(route.stats.matched.load(Ordering::Relaxed), 4);
+        assert_eq!(route.stats.filtered.load(Ordering::Relaxed), 1);
+        assert_eq!(route.stats.failed_closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn failure_policies_pass_or_dead_letter_the_failed_event() {
+        let open_sink = queue("open");
+        let open = route(FailurePolicy::FailOpen, Arc::new(EmbeddedBroker::new()), vec![open_sink.clone()]);
+        open.deliver(&event("bad", Some("node-1"))).await.unwrap();
+        assert_eq!(open_sink.len(), 1, "fail_open passes the event on unchanged");
+
+        let broker = Arc::new(EmbeddedBroker::new());
+        let dead = queue("dead");
+        let dead_route = Route {
+            name: "dlq".into(),
+            subject: Pattern::new("$DLQ.>").unwrap(),
+            routing_key: None,
+            chain: vec![],
+            sinks: vec![dead.clone()],
+            broker: broker.clone(),
+            stats: RouteStats::default(),
+        };
+        broker.subscribe(dead_route.subject.clone(), None, Arc::new(dead_route));
+        let letter = route(FailurePolicy::DeadLetter, broker, vec![queue("x")]);
+        letter.deliver(&event("bad", Some("node-1"))).await.unwrap();
+        let got = dead.pop_batch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got[0].subject, "$DLQ.r");
+        assert!(got[0].extension("deadletterreason").unwrap().contains("handler `splitter`"));
+    }
+
+    #[tokio::test]
+    async fn a_full_sink_refuses_the_event() {
+        let tiny = Arc::new(SinkQueue::new("tiny", 1, OverflowPolicy::Reject, Duration::ZERO));
+        let route = route(FailurePolicy::FailClosed, Arc::new(EmbeddedBroker::new()), vec![tiny]);
+        route.deliver(&event("plain", Some("node-1"))).await.unwrap();
+        assert!(matches!(route.deliver(&event("plain", Some("node-1"))).await, Err(Refusal::Full { .. })));
+    }
+}

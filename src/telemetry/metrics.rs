@@ -1,0 +1,133 @@
+//! Metrics: a lock-free latency [`Histogram`] and [`MetricsText`], which writes the Prometheus text
+//! format. Components keep their own atomic counters; `/metrics` reads them all through one
+//! function the server assembles. Names follow `eventyard_<area>_<what>_<unit>[_total]`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let at = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
+        self.counts[at].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// One Prometheus text exposition being written.
+#[derive(Default)]
+pub struct MetricsText {
+    out: String,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+impl MetricsText {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A counter family; `samples` are label sets with values.
+    pub fn counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+    ) {
+        self.header(name, "counter", help);
+        for (pairs, value) in samples {
+            let _ = writeln!(self.out, "{name}{} {value}", labels(&pairs));
+        }
+    }
+
+    /// A gauge family.
+    pub fn gauge<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+    ) {
+        self.header(name, "gauge", help);
+        for (pairs, value) in samples {
+            let _ = writeln!(self.out, "{name}{} {value}", labels(&pairs));
+        }
+    }
+
+    /// A histogram family (seconds).
+    pub fn histogram<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, &'a Histogram)>,
+    ) {
+        self.header(name, "histogram", help);
+        for (pairs, histogram) in samples {
+            let mut cumulative = 0;
+            for (i, count) in histogram.counts.iter().enumerate() {
+                cumulative += count.load(Ordering::Relaxed);
+                let le = BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+                let mut with_le = pairs.clone();
+                with_le.push(("le", &le));
+                let _ = writeln!(self.out, "{name}_bucket{} {cumulative}", labels(&with_le));
+            }
+            let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(self.out, "{name}_sum{} {sum}", labels(&pairs));
+            let _ = writeln!(self.out, "{name}_count{} {cumulative}", labels(&pairs));
+        }
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_prometheus_text() {
+        let histogram = Histogram::default();
+        histogram.record(Duration::from_millis(3));
+        histogram.record(Duration::from_secs(20));
+        let mut text = MetricsText::default();
+        text.counter("eventyard_sink_delivered_total", "Events delivered.", [(vec![("sink", "a\"b")], 5)]);
+        text.histogram("eventyard_sink_delivery_seconds", "Delivery latency.", [(vec![("sink", "a")], &histogram)]);
+        let out = text.finish();
+        assert!(
+            out.contains(
+                "# TYPE eventyard_sink_delivered_total counter\neventyard_sink_delivered_total{sink=\"a\\\"b\"} 5\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("eventyard_sink_delivery_seconds_bucket{sink=\"a\",le=\"0.0025\"} 0\n"), "{out}");
+        assert!(out.contains("eventyard_sink_delivery_seconds_bucket{sink=\"a\",le=\"0.005\"} 1\n"), "{out}");
+        assert!(out.contains("eventyard_sink_delivery_seconds_bucket{sink=\"a\",le=\"+Inf\"} 2\n"), "{out}");
+        assert!(out.contains("eventyard_sink_delivery_seconds_count{sink=\"a\"} 2\n"), "{out}");
+    }
+}

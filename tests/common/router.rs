@@ -1,0 +1,159 @@
+//! A real `eventyard serve` process for end-to-end tests: started on a config written to a temp
+//! dir with HTTP on port 0, its address read from its JSON log, stopped with SIGTERM (or killed on
+//! drop). Every wait has a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a router may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running router process.
+pub struct RouterProcess {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    /// Log lines (JSON) the router printed so far, collected by a reader thread.
+    logs: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl RouterProcess {
+    /// Writes `config` (with `{dir}` replaced by the temp dir) and starts `eventyard serve` on it.
+    pub fn start(config: &str) -> RouterProcess {
+        let dir = super::tempdir();
+        let config = config.replace("{dir}", &dir.path().display().to_string());
+        let path = dir.path().join("eventyard.toml");
+        std::fs::write(&path, config).expect("config is written");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+            .args(["serve", "--log-format", "json", "--log-level", "info", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("eventyard starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (send, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut router = RouterProcess {
+            child: Some(child),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+            seen: Vec::new(),
+            dir,
+        };
+        let line = router.wait_for_log("eventyard running", START_TIMEOUT);
+        let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        router.http =
+            json["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("the log names http_addr");
+        router
+    }
+
+    /// Waits for a log line containing `needle`; panics with every line seen when it does not come.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub async fn terminate(&mut self, timeout: Duration) -> i32 {
+        let mut child = self.child.take().expect("the router is running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("the router's status can be read") {
+                while let Ok(line) = self.logs.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the router did not exit within {timeout:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every log line seen so far.
+    pub fn logs(&self) -> &[String] {
+        &self.seen
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every JSON line of every file under `root`, keyed by path relative to `root`.
+pub fn json_lines_under(root: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+                for line in text.lines().filter(|l| !l.is_empty()) {
+                    out.push((relative.clone(), serde_json::from_str(line).expect("sink lines are JSON")));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
