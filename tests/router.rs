@@ -163,6 +163,8 @@ root = "{dir}/files"
     bad(400, "")(send(&router, "a", BATCH, ce("x", None, json!(1)).to_string()).await);
     bad(400, "")(send(&router, "a..b", STRUCTURED, ce("x", None, json!(1)).to_string()).await);
     bad(400, "/routingkey")(send(&router, "a", STRUCTURED, ce("x", Some("../etc"), json!(1)).to_string()).await);
+    bad(400, "")(send(&router, "a%2Fetc", STRUCTURED, ce("x", None, json!(1)).to_string()).await);
+    bad(415, "")(send(&router, "a", "application/cloudevents+xml", "<event/>".into()).await);
     let (code, _) = send(&router, "a", STRUCTURED, ce("x", None, json!("y".repeat(2048))).to_string()).await;
     assert_eq!(code, 413);
 
@@ -342,4 +344,96 @@ root = "{dir}/files"
         acknowledged.len(),
         &lost[..lost.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_guard_http_ingest() {
+    let router = RouterProcess::start(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[http.auth]
+tokens = ["s3cret"]
+[[route]]
+name = "all"
+subject = ">"
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{dir}/files"
+"#,
+    );
+    let send = |token: Option<&'static str>| {
+        let mut request = client()
+            .post(router.url("/v1/events/a"))
+            .header("content-type", STRUCTURED)
+            .body(ce("t1", None, json!(1)).to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(None).await, 401);
+    assert_eq!(send(Some("wrong")).await, 403);
+    assert_eq!(send(Some("s3cret")).await, 202);
+    assert!(router.logs().iter().all(|l| !l.contains("s3cret")), "the token never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_auth_policy_decides_who_publishes_where_and_handlers_run_in_the_chain() {
+    let plugins = common::tempdir();
+    std::fs::copy(common::plugin("token-auth"), plugins.path().join("token_auth.wasm")).unwrap();
+    std::fs::copy(common::plugin("severity-map"), plugins.path().join("severity_map.wasm")).unwrap();
+    let router = RouterProcess::start(&format!(
+        r#"
+[plugins]
+dir = "{plugins}"
+cache_dir = ""
+[plugin.token-auth]
+config = {{ tokens = [{{ token = "feed", account = "FEED", publish = {{ allow = ["feed.>"] }} }}] }}
+[http]
+listen = "127.0.0.1:0"
+[http.auth]
+policy = "token-auth"
+[[route]]
+name = "feed"
+subject = "feed.>"
+handlers = ["severity-map"]
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+"#,
+        plugins = plugins.path().display()
+    ));
+    let send = |subject: &'static str, token: Option<&'static str>| {
+        let mut request = client()
+            .post(router.url(&format!("/v1/events/{subject}")))
+            .header("content-type", STRUCTURED)
+            .body(ce("s1", None, json!({"severity": "Important"})).to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send("feed.reports", None).await, 401);
+    assert_eq!(send("feed.reports", Some("nope")).await, 403);
+    assert_eq!(send("admin.reports", Some("feed")).await, 403, "the grant allows feed.> only");
+    assert_eq!(send("feed.reports", Some("feed")).await, 202);
+
+    let files = router.path("files");
+    let lines = eventually("the mapped event", WAIT, || Some(json_lines_under(&files)).filter(|l| !l.is_empty())).await;
+    assert_eq!(lines[0].1["data"], json!({"severity": "Major"}), "severity-map ran in the route's chain");
+
+    let metrics = client().get(router.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for expected in [
+        "eventyard_route_matched_total{route=\"feed\"} 1",
+        "eventyard_plugin_calls_total{plugin=\"severity-map\"} 1",
+        "eventyard_sink_delivered_total{sink=\"files\"} 1",
+        "eventyard_queue_depth_events{sink=\"files\"} 0",
+        "eventyard_sink_delivery_seconds_count{sink=\"files\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from:\n{metrics}");
+    }
+    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 200);
 }

@@ -742,6 +742,9 @@ fn validate_subject(subject: &str) -> Result<(), DecodeError> {
         Some(format!("contains whitespace or control character {c:?}"))
     } else if subject.split('.').any(str::is_empty) {
         Some("empty token".to_owned())
+    } else if let Some(c) = subject.chars().find(|c| matches!(c, '/' | '\\')) {
+        // The subject becomes the topic directory of file sinks (seed 002): one path segment only.
+        Some(format!("contains {c:?}; subjects are dot-separated, not paths"))
     } else {
         subject
             .split('.')

@@ -124,3 +124,9 @@ pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// 1 KiB of data, base64-encoded (for `data_base64`).
+pub fn base64_kib() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([b'x'; 1024])
+}
