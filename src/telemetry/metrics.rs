@@ -59,10 +59,7 @@ impl MetricsText {
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
     ) {
-        self.header(name, "counter", help);
-        for (pairs, value) in samples {
-            let _ = writeln!(self.out, "{name}{} {value}", labels(&pairs));
-        }
+        self.scalar(name, "counter", help, samples);
     }
 
     /// A gauge family.
@@ -72,7 +69,17 @@ impl MetricsText {
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
     ) {
-        self.header(name, "gauge", help);
+        self.scalar(name, "gauge", help, samples);
+    }
+
+    fn scalar<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+    ) {
+        self.header(name, kind, help);
         for (pairs, value) in samples {
             let _ = writeln!(self.out, "{name}{} {value}", labels(&pairs));
         }
