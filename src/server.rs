@@ -17,7 +17,7 @@ use crate::auth::AuthPolicy;
 use crate::broker::{Broker, EmbeddedBroker};
 use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
 use crate::ingest::http::{HttpAuth, IngestState};
-use crate::plugin::{CallStats, Plugin, PluginRuntime};
+use crate::plugin::{CallStats, Plugin, PluginRuntime, Role};
 use crate::queue::SinkQueue;
 use crate::route::{ChainStep, FailurePolicy, Handler, KeyFilter, Route, RouteStats};
 use crate::sink::Sink;
@@ -89,6 +89,32 @@ pub async fn load_plugins(config: &Config, runtime: &PluginRuntime) -> (BTreeMap
     (loaded, errors)
 }
 
+/// Checks every plugin the config names — route handlers, plugin sinks, the HTTP auth policy —
+/// against the loaded plugins: each must be there and have the right role. Returns every problem.
+pub fn check_references(config: &Config, plugins: &BTreeMap<String, LoadedPlugin>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut want = |what: String, name: &str, role: Role| match plugins.get(name) {
+        None => errors.push(format!("{what}: no plugin `{name}` is loaded")),
+        Some(loaded) if loaded.plugin.role() != role => errors
+            .push(format!("{what}: plugin `{name}` exports the {} world, not the {role} world", loaded.plugin.role())),
+        Some(_) => {}
+    };
+    for route in &config.routes {
+        for handler in &route.handlers {
+            want(format!("route `{}`", route.name), handler, Role::Handler);
+        }
+    }
+    for (name, sink) in &config.sinks {
+        if let SinkKindPlan::Plugin(plugin) = &sink.kind {
+            want(format!("sink `{name}`"), plugin, Role::Sink);
+        }
+    }
+    if let HttpAuthPlan::Policy(policy) = &config.http.auth {
+        want("[http.auth] policy".into(), policy, Role::AuthPolicy);
+    }
+    errors
+}
+
 /// A running router: what `start` built, until `shutdown`.
 pub struct Running {
     /// Where HTTP ingest listens (useful when the config asked for port 0).
@@ -112,32 +138,24 @@ pub struct ShutdownReport {
     pub abandoned: u64,
 }
 
-/// A named plugin of the wanted role, or an error naming what is there instead.
+/// The plugin `name` in the role `pick` selects. `check_references` has already vouched for every
+/// name the config uses, so the error is a backstop.
 fn plugin_as<'a, T>(
     plugins: &'a BTreeMap<String, LoadedPlugin>,
     name: &str,
     wanted: &str,
     pick: impl Fn(&'a Plugin) -> Option<T>,
 ) -> anyhow::Result<T> {
-    let Some(loaded) = plugins.get(name) else {
-        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
-        anyhow::bail!(
-            "no plugin `{name}` is loaded (loaded: {})",
-            if known.is_empty() { "none".into() } else { known.join(", ") }
-        );
-    };
-    pick(&loaded.plugin).ok_or_else(|| {
-        let world = loaded.plugin.meta().info.world.clone().unwrap_or_default();
-        anyhow::anyhow!("plugin `{name}` is a {world} plugin, not a {wanted}")
-    })
+    plugins.get(name).and_then(|loaded| pick(&loaded.plugin)).with_context(|| format!("no {wanted} plugin `{name}`"))
 }
 
 /// Builds every part the config describes and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let runtime = PluginRuntime::new(config.runtime.clone()).context("starting the plugin runtime")?;
-    let (plugins, errors) = load_plugins(&config, &runtime).await;
+    let (plugins, mut errors) = load_plugins(&config, &runtime).await;
+    errors.extend(check_references(&config, &plugins));
     if !errors.is_empty() {
-        anyhow::bail!("{} plugin(s) failed to load:\n  {}", errors.len(), errors.join("\n  "));
+        anyhow::bail!("{} problem(s) with plugins:\n  {}", errors.len(), errors.join("\n  "));
     }
     for (name, loaded) in &plugins {
         let info = &loaded.plugin.meta().info;

@@ -223,6 +223,25 @@ fn check_validates_the_config_and_loads_every_plugin() {
         "{err}"
     );
 
+    // Routes, plugin sinks and the auth policy must name loaded plugins of the right role.
+    let dangling = write(
+        dir.path(),
+        "dangling.toml",
+        &format!(
+            "[plugins]\ndir = {:?}\ncache_dir = \"\"\n[plugin.gate]\nconfig = {{ tokens = [{{ token = \"t\" }}] }}\n[http.auth]\npolicy = \"passthrough\"\n[[route]]\nname = \"r\"\nsubject = \">\"\nhandlers = [\"nope\", \"gate\"]\nsinks = [\"out\"]\n[sinks.out]\nkind = \"stdout\"\n",
+            plugins.display().to_string()
+        ),
+    );
+    let (code, _, err) = run_eventyard(&["check", "--config", &dangling]);
+    assert_eq!(code, 1);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(err.contains("route `r`: no plugin `nope` is loaded"), "{err}");
+    assert!(err.contains("route `r`: plugin `gate` exports the auth-policy world, not the handler world"), "{err}");
+    assert!(
+        err.contains("[http.auth] policy: plugin `passthrough` exports the handler world, not the auth-policy world"),
+        "{err}"
+    );
+
     // A plugin of the wrong world is refused by name.
     let wrong = write(
         dir.path(),

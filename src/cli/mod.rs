@@ -125,7 +125,8 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 async fn check(path: &Path) -> Result<(), Failure> {
     let config = load_config(path)?;
     let runtime = PluginRuntime::new(config.runtime.clone()).map_err(|err| Failure::plugin(format!("{err:#}")))?;
-    let (plugins, errors) = crate::server::load_plugins(&config, &runtime).await;
+    let (plugins, mut errors) = crate::server::load_plugins(&config, &runtime).await;
+    errors.extend(crate::server::check_references(&config, &plugins));
     for (name, loaded) in &plugins {
         let world = loaded.plugin.meta().info.world.clone().unwrap_or_default();
         println!("ok  plugin {name} ({world})");
@@ -134,6 +135,6 @@ async fn check(path: &Path) -> Result<(), Failure> {
         println!("{}: valid, {} plugin(s)", path.display(), plugins.len());
         Ok(())
     } else {
-        Err(Failure::plugin(format!("{} plugin(s) failed to load:\n  {}", errors.len(), errors.join("\n  "))))
+        Err(Failure::plugin(format!("{} problem(s) with plugins:\n  {}", errors.len(), errors.join("\n  "))))
     }
 }

@@ -54,6 +54,14 @@ impl Plugin {
         }
     }
 
+    pub fn role(&self) -> Role {
+        match self {
+            Plugin::Handler(_) => Role::Handler,
+            Plugin::Sink(_) => Role::Sink,
+            Plugin::AuthPolicy(_) => Role::AuthPolicy,
+        }
+    }
+
     pub fn stats(&self) -> &CallStats {
         match self {
             Plugin::Handler(p) => p.stats(),
