@@ -16,6 +16,7 @@
 //! - [`plugin`]: the only wasmtime user: loads components and adapts them to the role traits.
 //! - [`config`]: the TOML config: parse, validate (every error with key and line).
 //! - [`server`]: turns a validated config into running parts (today: the plugin set).
+//! - [`reload`]: hot reload: plugins in swappable slots, reloaded on SIGHUP or `/v1/admin/reload`.
 //! - [`cli`]: the `eventyard` command line.
 //! - [`telemetry`]: logging setup.
 #![deny(clippy::print_stdout)]
@@ -31,6 +32,7 @@ pub mod fault;
 pub mod ingest;
 pub mod plugin;
 pub mod queue;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sink;

@@ -19,7 +19,8 @@ use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
 use crate::ingest::http::{HttpAuth, IngestState};
 use crate::plugin::{CallStats, Plugin, PluginRuntime, Role};
 use crate::queue::SinkQueue;
-use crate::route::{ChainStep, FailurePolicy, Handler, KeyFilter, Route, RouteStats};
+use crate::reload::{LivePlugin, Reloader, RoleSlot};
+use crate::route::{ChainStep, Handler, KeyFilter, Route, RouteStats};
 use crate::sink::Sink;
 use crate::sink::builtin::{FileSink, HttpSink, StdoutSink};
 use crate::sink::worker::{SinkStats, SinkWorker};
@@ -28,8 +29,8 @@ use crate::telemetry::metrics::MetricsText;
 /// A loaded plugin with the settings it was loaded with.
 pub struct LoadedPlugin {
     pub plugin: Plugin,
-    pub failure_policy: FailurePolicy,
-    pub configured: bool,
+    /// What it was loaded from, kept for reloading it.
+    pub plan: PluginPlan,
 }
 
 /// Every plan to load: the configured plugins, then each `*.wasm` file in the plugin directory that
@@ -80,8 +81,7 @@ pub async fn load_plugins(config: &Config, runtime: &PluginRuntime) -> (BTreeMap
         }
         match runtime.load(plan.spec()).await {
             Ok(plugin) => {
-                let entry = LoadedPlugin { plugin, failure_policy: plan.failure_policy, configured: plan.configured };
-                loaded.insert(plan.name, entry);
+                loaded.insert(plan.name.clone(), LoadedPlugin { plugin, plan });
             }
             Err(err) => errors.push(err.to_string()),
         }
@@ -127,8 +127,7 @@ pub struct Running {
     stop_http: CancellationToken,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     drain_timeout: Duration,
-    /// Kept alive for the routes' and sinks' sake.
-    _plugins: BTreeMap<String, LoadedPlugin>,
+    reloader: Arc<Reloader>,
 }
 
 /// What shutdown left behind.
@@ -138,15 +137,15 @@ pub struct ShutdownReport {
     pub abandoned: u64,
 }
 
-/// The plugin `name` in the role `pick` selects. `check_references` has already vouched for every
-/// name the config uses, so the error is a backstop.
-fn plugin_as<'a, T>(
-    plugins: &'a BTreeMap<String, LoadedPlugin>,
+/// The slot of plugin `name` in the role `pick` selects. `check_references` has already vouched
+/// for every name the config uses, so the error is a backstop.
+fn slot_as<T>(
+    live: &BTreeMap<String, LivePlugin>,
     name: &str,
     wanted: &str,
-    pick: impl Fn(&'a Plugin) -> Option<T>,
+    pick: impl Fn(&RoleSlot) -> Option<T>,
 ) -> anyhow::Result<T> {
-    plugins.get(name).and_then(|loaded| pick(&loaded.plugin)).with_context(|| format!("no {wanted} plugin `{name}`"))
+    live.get(name).and_then(|plugin| pick(&plugin.slot)).with_context(|| format!("no {wanted} plugin `{name}`"))
 }
 
 /// Builds every part the config describes and starts serving.
@@ -160,9 +159,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for (name, loaded) in &plugins {
         let info = &loaded.plugin.meta().info;
         let world = info.world.as_deref().unwrap_or("none");
-        tracing::info!(plugin = %name, world, sha256 = %info.sha256, configured = loaded.configured, "plugin loaded");
+        tracing::info!(plugin = %name, world, sha256 = %info.sha256, configured = loaded.plan.configured, "plugin loaded");
     }
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
+    let live: BTreeMap<String, LivePlugin> =
+        plugins.into_iter().map(|(name, loaded)| (name, LivePlugin::new(loaded.plan, loaded.plugin))).collect();
     let workers = TaskTracker::new();
     let stop_workers = CancellationToken::new();
     let mut queues = BTreeMap::new();
@@ -178,8 +179,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
             SinkKindPlan::Stdout(c) => Arc::new(StdoutSink::new(name, c.clone()).with_context(context)?),
             SinkKindPlan::Http(c) => Arc::new(HttpSink::new(name, c.clone()).with_context(context)?),
-            SinkKindPlan::Plugin(plugin) => plugin_as(&plugins, plugin, "sink", |p| match p {
-                Plugin::Sink(sink) => Some(sink.clone() as Arc<dyn Sink>),
+            SinkKindPlan::Plugin(plugin) => slot_as(&live, plugin, "sink", |slot| match slot {
+                RoleSlot::Sink(sink) => Some(sink.clone() as Arc<dyn Sink>),
                 _ => None,
             })
             .with_context(context)?,
@@ -205,13 +206,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let context = || format!("route `{}`", plan.name);
         let mut chain = Vec::new();
         for handler in &plan.handlers {
-            let wasm = plugin_as(&plugins, handler, "handler", |p| match p {
-                Plugin::Handler(h) => Some(h.clone() as Arc<dyn Handler>),
+            let slot = slot_as(&live, handler, "handler", |slot| match slot {
+                RoleSlot::Handler(h) => Some(h.clone() as Arc<dyn Handler>),
                 _ => None,
             })
             .with_context(context)?;
-            let policy = plugins.get(handler).map(|p| p.failure_policy).unwrap_or_default();
-            chain.push(ChainStep { name: handler.clone(), handler: wasm, policy });
+            let policy = live.get(handler).map(|p| p.plan.failure_policy).unwrap_or_default();
+            chain.push(ChainStep { name: handler.clone(), handler: slot, policy });
         }
         let sinks = plan.sinks.iter().filter_map(|s| queues.get(s).cloned()).collect();
         let route = Arc::new(Route {
@@ -230,22 +231,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         HttpAuthPlan::Open => HttpAuth::Open,
         HttpAuthPlan::Tokens(tokens) => HttpAuth::Tokens(tokens.clone().into()),
         HttpAuthPlan::Policy(name) => HttpAuth::Policy(
-            plugin_as(&plugins, name, "auth-policy", |p| match p {
-                Plugin::AuthPolicy(a) => Some(a.clone() as Arc<dyn AuthPolicy>),
+            slot_as(&live, name, "auth-policy", |slot| match slot {
+                RoleSlot::AuthPolicy(a) => Some(a.clone() as Arc<dyn AuthPolicy>),
                 _ => None,
             })
             .context("[http.auth] policy")?,
         ),
     };
     let queues: Vec<Arc<SinkQueue>> = queues.into_values().collect();
+    let plugin_count = live.len();
+    let reloader = Arc::new(Reloader::new(runtime, live, broker.clone()));
     let metrics = {
-        let (routes, queues, sink_stats) = (routes.clone(), queues.clone(), sink_stats.clone());
-        let plugin_stats: Vec<(String, Plugin)> =
-            plugins.iter().map(|(name, loaded)| (name.clone(), loaded.plugin.clone())).collect();
-        Arc::new(move || render_metrics(&routes, &queues, &sink_stats, &plugin_stats))
+        let (routes, queues, sink_stats, reloader) =
+            (routes.clone(), queues.clone(), sink_stats.clone(), reloader.clone());
+        Arc::new(move || {
+            let plugins: Vec<(String, Plugin)> =
+                reloader.plugins().iter().map(|(name, live)| (name.clone(), live.current())).collect();
+            render_metrics(&routes, &queues, &sink_stats, &plugins)
+        })
+    };
+    let reload: crate::ingest::http::ReloadFn = {
+        let reloader = reloader.clone();
+        Arc::new(move || {
+            let reloader = reloader.clone();
+            Box::pin(async move { reloader.reload_plugins().await })
+        })
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let state = IngestState { broker: broker.clone(), auth, ready: ready.clone(), metrics };
+    let state = IngestState { broker: broker.clone(), auth, ready: ready.clone(), metrics, reload: Some(reload) };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP ingest to {}", config.http.listen))?;
@@ -259,7 +272,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
     });
     ready.store(true, Ordering::Release);
-    tracing::info!(%http_addr, routes = routes.len(), sinks = queues.len(), plugins = plugins.len(), "eventyard running");
+    tracing::info!(%http_addr, routes = routes.len(), sinks = queues.len(), plugins = plugin_count, "eventyard running");
     Ok(Running {
         http_addr,
         ready,
@@ -270,11 +283,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop_http,
         http,
         drain_timeout: config.service.drain_timeout,
-        _plugins: plugins,
+        reloader,
     })
 }
 
 impl Running {
+    /// Reloads every plugin whose file changed; returns the reports it published.
+    pub async fn reload(&self) -> Vec<serde_json::Value> {
+        self.reloader.reload_plugins().await
+    }
+
     /// Stops taking events, lets in-flight requests finish, drains the queues for up to the drain
     /// timeout, and reports what was left.
     pub async fn shutdown(self) -> ShutdownReport {
@@ -398,10 +416,38 @@ fn render_metrics(
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
-    shutdown_signal().await;
+    let mut hangups = hangup_signals();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = hangups.recv() => {
+                tracing::info!("SIGHUP: reloading plugins");
+                running.reload().await;
+            }
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// A message per SIGHUP; nothing if the signal cannot be watched.
+fn hangup_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (send, receive) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // A reload already pending covers this one too.
+                let _ = send.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(send);
+    receive
 }
 
 /// Completes on SIGINT or SIGTERM.

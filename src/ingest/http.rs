@@ -42,7 +42,13 @@ pub struct IngestState {
     pub ready: Arc<AtomicBool>,
     /// Renders `/metrics` in the Prometheus text format.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Reloads changed plugins and returns the reports (`POST /v1/admin/reload`).
+    pub reload: Option<ReloadFn>,
 }
+
+/// Runs a reload; the future yields one report per plugin that changed.
+pub type ReloadFn =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Vec<serde_json::Value>> + Send>> + Send + Sync>;
 
 /// The ingest router; `max_body` bounds a request body (413 beyond it).
 pub fn app(state: IngestState, max_body: usize) -> Router {
@@ -51,6 +57,7 @@ pub fn app(state: IngestState, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/admin/reload", post(reload))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -66,6 +73,21 @@ async fn readyz(State(state): State<IngestState>) -> Response {
 async fn metrics(State(state): State<IngestState>) -> Response {
     let body = (state.metrics)();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Reloads changed plugins. Allowed to whoever may publish on `$SYS.EVENTYARD.RELOAD`.
+async fn reload(
+    State(state): State<IngestState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers, remote, crate::reload::RELOAD_SUBJECT).await {
+        return denied;
+    }
+    match &state.reload {
+        Some(reload) => (StatusCode::OK, axum::Json(json!({ "reports": reload().await }))).into_response(),
+        None => error(StatusCode::NOT_FOUND, "reload is not available", None),
+    }
 }
 
 /// A JSON error answer.
