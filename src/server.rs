@@ -128,6 +128,8 @@ pub struct Running {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     drain_timeout: Duration,
     reloader: Arc<Reloader>,
+    /// Watches the plugin directory while it lives.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// What shutdown left behind.
@@ -271,6 +273,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_graceful_shutdown(shutdown)
             .await
     });
+    let watcher = if config.watch_plugins && config.plugin_dir.is_dir() {
+        match crate::reload::watch::watch_plugins(&config.plugin_dir, reloader.clone(), &workers, stop_http.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                tracing::warn!(dir = %config.plugin_dir.display(), error = %err, "cannot watch the plugin directory; reload with SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
     ready.store(true, Ordering::Release);
     tracing::info!(%http_addr, routes = routes.len(), sinks = queues.len(), plugins = plugin_count, "eventyard running");
     Ok(Running {
@@ -284,6 +297,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         drain_timeout: config.service.drain_timeout,
         reloader,
+        _watcher: watcher,
     })
 }
 

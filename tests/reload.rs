@@ -21,12 +21,14 @@ fn replace_file(source: &Path, target: &Path) {
     std::fs::rename(&aside, target).expect("rename");
 }
 
-fn start(plugins: &Path) -> RouterProcess {
+/// A router whose `stage` handler plugin lives in `plugins`; `watch` turns the directory watcher on.
+fn start(plugins: &Path, watch: bool) -> RouterProcess {
     RouterProcess::start(&format!(
         r#"
 [plugins]
 dir = "{plugins}"
 cache_dir = ""
+watch = {watch}
 [plugin.stage]
 world = "handler"
 config = {{ set = {{ stage = "b" }} }}
@@ -63,7 +65,7 @@ async fn swapping_a_handler_under_load_changes_the_output_from_one_event_to_the_
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("passthrough"), &stage).unwrap();
-    let router = start(plugins.path());
+    let router = start(plugins.path(), false);
 
     // One publisher, one event per request, numbered: the order on disk is the order sent.
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,9 +134,49 @@ async fn sighup_reloads_changed_plugins() {
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("passthrough"), &stage).unwrap();
-    let mut router = start(plugins.path());
+    let mut router = start(plugins.path(), false);
     replace_file(&common::plugin("json-transform"), &stage);
     let pid = router.pid();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
     router.wait_for_log("plugin reloaded", WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_cp_over_a_plugin_is_picked_up_and_never_loaded_half_written() {
+    use std::io::Write as _;
+
+    let plugins = common::tempdir();
+    let stage = plugins.path().join("stage.wasm");
+    std::fs::copy(common::plugin("passthrough"), &stage).unwrap();
+    let mut router = start(plugins.path(), true);
+
+    // Overwrite in place, the way `cp` does, slowly: 16 KiB at a time with pauses shorter than the
+    // watcher's quiet time, so a reload that did not wait would see a truncated component.
+    let bytes = std::fs::read(common::plugin("json-transform")).unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&stage).unwrap();
+    for chunk in bytes.chunks(16 << 10) {
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    drop(file);
+
+    router.wait_for_log("plugin reloaded", WAIT);
+    assert!(
+        router.logs().iter().all(|line| !line.contains("plugin reload failed")),
+        "a half-written file was loaded:\n{}",
+        router.logs().join("\n")
+    );
+    let response = reqwest::Client::new()
+        .post(router.url("/v1/events/numbers"))
+        .header("content-type", "application/cloudevents+json")
+        .body(json!({"specversion": "1.0", "id": "after", "source": "/t", "type": "n", "data": {"n": 1}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let files = router.path("files");
+    let lines =
+        eventually("the event on disk", WAIT, || Some(json_lines_under(&files)).filter(|l| !l.is_empty())).await;
+    assert_eq!(lines[0].1["data"]["stage"], "b", "the new generation handled it");
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub log_level: String,
     /// The drop-in plugin directory.
     pub plugin_dir: PathBuf,
+    /// Reload plugins when files in `plugin_dir` change.
+    pub watch_plugins: bool,
     pub runtime: RuntimeOptions,
     /// Failure policy of plugins that set none.
     pub failure_policy: FailurePolicy,

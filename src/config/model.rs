@@ -246,6 +246,9 @@ pub struct PluginsConfig {
     /// Meter fuel so plugins can have a `fuel` limit (slows every plugin a little).
     #[serde(default)]
     pub consume_fuel: bool,
+    /// Reload plugins when files in `dir` change (SIGHUP and the admin call work either way).
+    #[serde(default = "default_watch")]
+    pub watch: bool,
     /// Instances the pooling allocator reserves room for, across all plugins.
     #[serde(default = "default_pool_instances")]
     pub pool_instances: Spanned<u32>,
@@ -263,6 +266,7 @@ impl Default for PluginsConfig {
             dir: default_plugin_dir(),
             cache_dir: default_cache_dir(),
             consume_fuel: false,
+            watch: default_watch(),
             pool_instances: default_pool_instances(),
             failure_policy: FailurePolicy::default(),
             defaults: LimitsConfig::default(),
@@ -276,6 +280,10 @@ fn default_plugin_dir() -> PathBuf {
 
 fn default_cache_dir() -> PathBuf {
     "run/cache".into()
+}
+
+fn default_watch() -> bool {
+    true
 }
 
 fn default_pool_instances() -> Spanned<u32> {

@@ -165,6 +165,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         log_format: file.log.format,
         log_level: level.clone(),
         plugin_dir: plugins.dir.clone(),
+        watch_plugins: plugins.watch,
         runtime: RuntimeOptions {
             pool_instances: *plugins.pool_instances.get_ref(),
             max_memory_limit: MAX_MEMORY_LIMIT,

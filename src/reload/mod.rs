@@ -4,9 +4,11 @@
 //! a report on `$SYS.EVENTYARD.RELOAD` and is logged. Never changes the running system piece by
 //! piece: one plugin swaps atomically or not at all.
 //!
-//! Triggers: SIGHUP and `POST /v1/admin/reload` (the file watcher and config reload come next).
+//! Triggers: a change in the plugin directory ([`watch`]), SIGHUP and `POST /v1/admin/reload`
+//! (config reload comes next).
 
 pub mod slot;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
