@@ -21,9 +21,10 @@ use eventyard::config::Config;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::queue::{OverflowPolicy, SinkQueue};
-use eventyard::route::{ChainStep, FailurePolicy, Route, RouteStats};
-use eventyard::sink::worker::{RetryPolicy, SinkStats, SinkWorker};
+use eventyard::route::{ChainStep, FailurePolicy, Route};
+use eventyard::sink::worker::{Delivery, RetryPolicy, SinkStats, SinkWorker};
 use eventyard::sink::{DeliveryError, Sink};
+use eventyard::slot::Slot;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -154,13 +155,16 @@ async fn broker_with_wasm_handler() {
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
     let queue = Arc::new(SinkQueue::new("count", 1_000_000, OverflowPolicy::Block, Duration::from_secs(10)));
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
-    let worker = SinkWorker {
-        name: "count".into(),
+    let delivery = Delivery {
         sink: sink.clone(),
-        queue: queue.clone(),
         batch_size: 1000,
         linger: Duration::from_millis(1),
         retry: RetryPolicy::default(),
+    };
+    let worker = SinkWorker {
+        name: "count".into(),
+        delivery: Arc::new(Slot::new(Arc::new(delivery))),
+        queue: queue.clone(),
         broker: broker.clone(),
         stats: Arc::new(SinkStats::default()),
     };
@@ -176,7 +180,7 @@ async fn broker_with_wasm_handler() {
         }],
         sinks: vec![queue.clone()],
         broker: broker.clone(),
-        stats: RouteStats::default(),
+        stats: Default::default(),
     });
     broker.subscribe(route.subject.clone(), None, route);
     let mut event =

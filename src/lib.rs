@@ -15,12 +15,17 @@
 //! - [`capability`]: the Kafka and NATS services the host lends to sinks.
 //! - [`plugin`]: the only wasmtime user: loads components and adapts them to the role traits.
 //! - [`config`]: the TOML config: parse, validate (every error with key and line).
-//! - [`server`]: turns a validated config into running parts (today: the plugin set).
-//! - [`reload`]: hot reload: plugins in swappable slots, reloaded on SIGHUP or `/v1/admin/reload`.
+//! - [`slot`]: a replaceable role implementation with generations (what hot swaps go through).
+//! - [`pipeline`]: the running sinks and routes, and how a config becomes them.
+//! - [`reload`]: hot reload: the plugins and the pipeline, reapplied from the config file and the
+//!   plugin directory on a file change, SIGHUP or `/v1/admin/reload`.
+//! - [`admin`]: `/metrics` and the admin endpoints.
+//! - [`server`]: starts the router from a validated config, serves until a signal, shuts down.
 //! - [`cli`]: the `eventyard` command line.
 //! - [`telemetry`]: logging setup.
 #![deny(clippy::print_stdout)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod capability;
@@ -30,10 +35,12 @@ pub mod dead_letter;
 pub mod event;
 pub mod fault;
 pub mod ingest;
+pub mod pipeline;
 pub mod plugin;
 pub mod queue;
 pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sink;
+pub mod slot;
 pub mod telemetry;

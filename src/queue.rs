@@ -42,14 +42,21 @@ pub struct QueueStats {
 #[derive(Debug)]
 pub struct SinkQueue {
     name: String,
-    capacity: usize,
-    policy: OverflowPolicy,
-    block_timeout: Duration,
-    items: Mutex<VecDeque<Event>>,
+    state: Mutex<State>,
     not_empty: Notify,
     not_full: Notify,
     closed: AtomicBool,
     pub stats: QueueStats,
+}
+
+/// The queued events and the limits that apply to them; the limits can change while the queue
+/// runs (a config reload), the events stay.
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Event>,
+    capacity: usize,
+    policy: OverflowPolicy,
+    block_timeout: Duration,
 }
 
 /// How long a refused publisher is told to wait.
@@ -59,10 +66,7 @@ impl SinkQueue {
     pub fn new(name: impl Into<String>, capacity: usize, policy: OverflowPolicy, block_timeout: Duration) -> Self {
         SinkQueue {
             name: name.into(),
-            capacity: capacity.max(1),
-            policy,
-            block_timeout,
-            items: Mutex::new(VecDeque::new()),
+            state: Mutex::new(State { items: VecDeque::new(), capacity: capacity.max(1), policy, block_timeout }),
             not_empty: Notify::new(),
             not_full: Notify::new(),
             closed: AtomicBool::new(false),
@@ -70,17 +74,28 @@ impl SinkQueue {
         }
     }
 
+    /// Applies new limits; queued events stay, even beyond a smaller capacity (new ones then wait
+    /// or are refused until there is room again).
+    pub fn set_limits(&self, capacity: usize, policy: OverflowPolicy, block_timeout: Duration) {
+        if let Ok(mut state) = self.state.lock() {
+            state.capacity = capacity.max(1);
+            state.policy = policy;
+            state.block_timeout = block_timeout;
+        }
+        self.not_full.notify_waiters();
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.state.lock().map_or(0, |state| state.capacity)
     }
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.items.lock().map_or(0, |items| items.len())
+        self.state.lock().map_or(0, |state| state.items.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,26 +116,28 @@ impl SinkQueue {
     /// # Cancel safety
     /// Cancel safe: if the future is dropped while blocked, the event was not queued.
     pub async fn push(&self, event: Event) -> Result<(), Refusal> {
-        let deadline = tokio::time::Instant::now() + self.block_timeout;
+        let mut deadline = None;
         let mut event = Some(event);
         loop {
             let room = self.not_full.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             {
-                let mut items = self.items.lock().map_err(|_| self.closed())?;
+                let mut state = self.state.lock().map_err(|_| self.closed())?;
                 if self.closed.load(Ordering::Acquire) {
                     return Err(self.closed());
                 }
-                if items.len() < self.capacity {
-                    items.extend(event.take());
-                    drop(items);
+                if state.items.len() < state.capacity {
+                    state.items.extend(event.take());
+                    drop(state);
                     self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     self.not_empty.notify_one();
                     return Ok(());
                 }
-                match self.policy {
-                    OverflowPolicy::Block => {}
+                match state.policy {
+                    OverflowPolicy::Block => {
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + state.block_timeout);
+                    }
                     OverflowPolicy::Reject => return Err(self.full()),
                     OverflowPolicy::DropNewest => {
                         self.stats.dropped_newest.fetch_add(1, Ordering::Relaxed);
@@ -128,9 +145,9 @@ impl SinkQueue {
                         return Ok(());
                     }
                     OverflowPolicy::DropOldest => {
-                        items.pop_front();
-                        items.extend(event.take());
-                        drop(items);
+                        state.items.pop_front();
+                        state.items.extend(event.take());
+                        drop(state);
                         self.stats.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         warn_dropped(&self.name, "drop_oldest");
@@ -139,7 +156,8 @@ impl SinkQueue {
                     }
                 }
             }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
+            let until = deadline.unwrap_or_else(tokio::time::Instant::now);
+            if tokio::time::timeout_at(until, room).await.is_err() {
                 return Err(self.full());
             }
         }
@@ -149,42 +167,39 @@ impl SinkQueue {
     /// queue is closed and empty.
     ///
     /// # Cancel safety
-    /// Cancel safe: events are removed from the queue only in the poll that returns them.
+    /// Cancel safe: events stay in the queue while the batch fills and leave it only in the poll
+    /// that returns them, so dropping the future loses nothing.
     pub async fn pop_batch(&self, max: usize, linger: Duration) -> Option<Vec<Event>> {
-        let mut batch = Vec::new();
+        let max = max.max(1);
         let mut deadline = None;
         loop {
             let more = self.not_empty.notified();
             tokio::pin!(more);
             more.as_mut().enable();
             {
-                let mut items = self.items.lock().ok()?;
-                let take = max.saturating_sub(batch.len()).min(items.len());
-                batch.extend(items.drain(..take));
-                if take > 0 {
+                let mut state = self.state.lock().ok()?;
+                let closed = self.closed.load(Ordering::Acquire);
+                let lingered = deadline.is_some_and(|until| tokio::time::Instant::now() >= until);
+                let queued = state.items.len();
+                if queued >= max || (queued > 0 && (closed || lingered || linger.is_zero())) {
+                    let batch: Vec<Event> = state.items.drain(..queued.min(max)).collect();
+                    drop(state);
                     self.not_full.notify_waiters();
+                    return Some(batch);
+                }
+                if closed {
+                    return None;
+                }
+                if queued > 0 {
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
                 }
             }
-            let closed = self.closed.load(Ordering::Acquire);
-            if batch.len() >= max || (closed && !batch.is_empty()) {
-                return Some(batch);
-            }
-            if closed {
-                return None;
-            }
-            if batch.is_empty() {
-                more.await;
-                continue;
-            }
-            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
-            if tokio::time::timeout_at(until, more).await.is_err() {
-                // Linger is over; take whatever arrived meanwhile and go.
-                if let Ok(mut items) = self.items.lock() {
-                    let take = max.saturating_sub(batch.len()).min(items.len());
-                    batch.extend(items.drain(..take));
+            match deadline {
+                None => more.await,
+                // Woken by a push or by the end of the linger; either way, look again.
+                Some(until) => {
+                    let _ = tokio::time::timeout_at(until, more).await;
                 }
-                self.not_full.notify_waiters();
-                return Some(batch);
             }
         }
     }
@@ -293,6 +308,33 @@ mod tests {
         assert_eq!(ids(&batch), ["3", "4", "9"]);
         assert_eq!(started.elapsed(), Duration::from_millis(500));
         producer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_limits_apply_to_a_running_queue_and_keep_its_events() {
+        let queue = Arc::new(SinkQueue::new("g", 1, OverflowPolicy::Block, Duration::from_secs(60)));
+        queue.push(event(1)).await.unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(event(2)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        queue.set_limits(2, OverflowPolicy::Reject, Duration::ZERO);
+        waiting.await.unwrap().unwrap();
+        assert!(matches!(queue.push(event(3)).await, Err(Refusal::Full { .. })), "the new policy applies");
+        queue.set_limits(1, OverflowPolicy::Reject, Duration::ZERO);
+        assert_eq!(queue.len(), 2, "a smaller capacity drops nothing already queued");
+        assert_eq!(ids(&queue.pop_batch(10, Duration::ZERO).await.unwrap()), ["1", "2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_dropped_while_it_fills_leaves_its_events_queued() {
+        let queue = SinkQueue::new("d", 10, OverflowPolicy::Block, Duration::ZERO);
+        queue.push(event(1)).await.unwrap();
+        let filling = tokio::time::timeout(Duration::from_millis(100), queue.pop_batch(5, Duration::from_secs(1)));
+        assert!(filling.await.is_err(), "still lingering when dropped");
+        assert_eq!(ids(&queue.pop_batch(5, Duration::ZERO).await.unwrap()), ["1"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,7 @@
 //! [`EmbeddedBroker`]: the in-process broker. Subscriptions live in a [`SubscriptionIndex`] behind a
 //! read-write lock (publishes read, subscribes write); a queue group's member is chosen round-robin.
+//! Each publish holds a token of the current subscription epoch while it delivers, so a
+//! replacement of subscriptions can tell when the last publish that saw the old set is done.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +9,12 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use super::{Broker, Pattern, PublishAck, PublishError, Subscriber, SubscriptionId, SubscriptionIndex};
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::{
+    Broker, NewSubscription, Pattern, PublishAck, PublishError, Settled, Subscriber, SubscriptionId, SubscriptionIndex,
+};
 use crate::event::Event;
 
 struct Entry {
@@ -19,6 +26,8 @@ struct Entry {
 struct State {
     index: SubscriptionIndex<Arc<Entry>>,
     patterns: HashMap<u64, Pattern>,
+    /// Publishes in flight that chose their targets from the current set of subscriptions.
+    epoch: TaskTracker,
 }
 
 /// The in-process broker.
@@ -37,8 +46,9 @@ impl EmbeddedBroker {
 
     /// The subscribers an event on `subject` goes to: every plain subscription, and one member of
     /// each queue group.
-    fn targets(&self, subject: &str) -> Vec<Arc<dyn Subscriber>> {
-        let Ok(state) = self.state.read() else { return Vec::new() };
+    fn targets(&self, subject: &str) -> (Vec<Arc<dyn Subscriber>>, Option<TaskTrackerToken>) {
+        let Ok(state) = self.state.read() else { return (Vec::new(), None) };
+        let in_flight = state.epoch.token();
         let mut plain = Vec::new();
         let mut groups: HashMap<&str, Vec<&Arc<Entry>>> = HashMap::new();
         state.index.for_each_match(subject, |_, entry| match &entry.queue_group {
@@ -51,14 +61,26 @@ impl EmbeddedBroker {
                 plain.push(members[turn % members.len()].subscriber.clone());
             }
         }
-        plain
+        (plain, Some(in_flight))
+    }
+
+    fn insert(state: &mut State, id: u64, subscription: NewSubscription) {
+        let NewSubscription { pattern, queue_group, subscriber } = subscription;
+        state.index.insert(&pattern, id, Arc::new(Entry { queue_group, subscriber }));
+        state.patterns.insert(id, pattern);
+    }
+
+    fn remove(state: &mut State, id: SubscriptionId) {
+        if let Some(pattern) = state.patterns.remove(&id.0) {
+            state.index.remove(&pattern, id.0);
+        }
     }
 }
 
 #[async_trait]
 impl Broker for EmbeddedBroker {
     async fn publish(&self, event: Event) -> Result<PublishAck, PublishError> {
-        let targets = self.targets(&event.subject);
+        let (targets, _in_flight) = self.targets(&event.subject);
         for subscriber in &targets {
             subscriber.deliver(&event).await?;
         }
@@ -73,18 +95,38 @@ impl Broker for EmbeddedBroker {
     ) -> SubscriptionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut state) = self.state.write() {
-            state.index.insert(&pattern, id, Arc::new(Entry { queue_group, subscriber }));
-            state.patterns.insert(id, pattern);
+            Self::insert(&mut state, id, NewSubscription { pattern, queue_group, subscriber });
         }
         SubscriptionId(id)
     }
 
     fn unsubscribe(&self, id: SubscriptionId) {
-        if let Ok(mut state) = self.state.write()
-            && let Some(pattern) = state.patterns.remove(&id.0)
-        {
-            state.index.remove(&pattern, id.0);
+        if let Ok(mut state) = self.state.write() {
+            Self::remove(&mut state, id);
         }
+    }
+
+    fn replace_subscriptions(
+        &self,
+        remove: &[SubscriptionId],
+        add: Vec<NewSubscription>,
+    ) -> (Vec<SubscriptionId>, Settled) {
+        let ids: Vec<u64> = add.iter().map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect();
+        let old_epoch = match self.state.write() {
+            Ok(mut state) => {
+                for id in remove {
+                    Self::remove(&mut state, *id);
+                }
+                for (id, subscription) in ids.iter().zip(add) {
+                    Self::insert(&mut state, *id, subscription);
+                }
+                std::mem::take(&mut state.epoch)
+            }
+            Err(_) => TaskTracker::new(),
+        };
+        old_epoch.close();
+        let settled = Box::pin(async move { old_epoch.wait().await });
+        (ids.into_iter().map(SubscriptionId).collect(), settled)
     }
 }
 
@@ -149,6 +191,42 @@ mod tests {
 
         broker.unsubscribe(sub);
         assert_eq!(broker.publish(event("orders.x")).await.unwrap().delivered, 2);
+    }
+
+    /// Takes events slowly, so a publish is still in flight while subscriptions change.
+    #[derive(Default)]
+    struct Slow(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Subscriber for Slow {
+        async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            self.0.lock().unwrap().push(event.subject.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replaced_subscriptions_switch_at_once_and_settle_after_publishes_in_flight() {
+        let broker = Arc::new(EmbeddedBroker::new());
+        let (old, new) = (Arc::new(Slow::default()), Arc::new(Collect::default()));
+        let old_id = broker.subscribe(Pattern::new("a.>").unwrap(), None, old.clone());
+        let in_flight = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.publish(event("a.1")).await }
+        });
+        tokio::task::yield_now().await;
+        let add = NewSubscription { pattern: Pattern::new("a.>").unwrap(), queue_group: None, subscriber: new.clone() };
+        let (ids, settled) = broker.replace_subscriptions(&[old_id], vec![add]);
+        assert_eq!(ids.len(), 1);
+        assert_eq!(broker.publish(event("a.2")).await.unwrap().delivered, 1);
+        let settled = tokio::spawn(settled);
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished(), "a publish to the old subscription is still in flight");
+        in_flight.await.unwrap().unwrap();
+        settled.await.unwrap();
+        assert_eq!(*old.0.lock().unwrap(), ["a.1"]);
+        assert_eq!(*new.0.lock().unwrap(), ["a.2"]);
     }
 
     #[tokio::test]

@@ -77,4 +77,24 @@ pub trait Broker: Send + Sync {
 
     /// Ends a subscription; events published afterwards no longer reach it.
     fn unsubscribe(&self, id: SubscriptionId);
+
+    /// Ends the `remove` subscriptions and starts the `add` ones in one step: every publish sees
+    /// either all of the old set or all of the new, so an event reaches exactly one of them. Returns
+    /// the new ids (in `add`'s order) and a future that completes once every publish that could
+    /// still reach a removed subscription has finished.
+    fn replace_subscriptions(
+        &self,
+        remove: &[SubscriptionId],
+        add: Vec<NewSubscription>,
+    ) -> (Vec<SubscriptionId>, Settled);
 }
+
+/// A subscription to start: pattern, queue group and subscriber, as [`Broker::subscribe`] takes them.
+pub struct NewSubscription {
+    pub pattern: Pattern,
+    pub queue_group: Option<String>,
+    pub subscriber: Arc<dyn Subscriber>,
+}
+
+/// Completes once the publishes that began before a subscription change have finished.
+pub type Settled = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -125,8 +125,8 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 async fn check(path: &Path) -> Result<(), Failure> {
     let config = load_config(path)?;
     let runtime = PluginRuntime::new(config.runtime.clone()).map_err(|err| Failure::plugin(format!("{err:#}")))?;
-    let (plugins, mut errors) = crate::server::load_plugins(&config, &runtime).await;
-    errors.extend(crate::server::check_references(&config, &plugins));
+    let (plugins, mut errors) = crate::reload::plugins::load_plugins(&config, &runtime).await;
+    errors.extend(crate::reload::plugins::check_references(&config, |name| plugins.get(name).map(|l| l.plugin.role())));
     for (name, loaded) in &plugins {
         let world = loaded.plugin.meta().info.world.clone().unwrap_or_default();
         println!("ok  plugin {name} ({world})");

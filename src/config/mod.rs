@@ -61,6 +61,16 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     pub routes: Vec<RoutePlan>,
     pub sinks: BTreeMap<String, SinkPlan>,
+    /// The file it was read from, for reloading it.
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Of the file's text, to tell whether it changed.
+    pub sha256: String,
 }
 
 /// `[service]`, checked.
@@ -91,7 +101,7 @@ pub enum HttpAuthPlan {
 }
 
 /// `[tls]`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
@@ -99,7 +109,7 @@ pub struct TlsSettings {
 }
 
 /// One `[[route]]`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutePlan {
     pub name: String,
     pub subject: Pattern,
@@ -109,7 +119,7 @@ pub struct RoutePlan {
 }
 
 /// One `[sinks.NAME]`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkPlan {
     pub name: String,
     pub kind: SinkKindPlan,
@@ -122,7 +132,7 @@ pub struct SinkPlan {
 }
 
 /// What a sink is, with its kind's own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKindPlan {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
@@ -132,7 +142,7 @@ pub enum SinkKindPlan {
 }
 
 /// How to load one plugin.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginPlan {
     pub name: String,
     pub file: PathBuf,
@@ -189,7 +199,47 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|err| {
             vec![ConfigError { key: String::new(), line: 0, reason: format!("cannot read {}: {err}", path.display()) }]
         })?;
-        Config::from_toml(&text)
+        let mut config = Config::from_toml(&text)?;
+        config.source =
+            Some(ConfigSource { path: path.to_owned(), sha256: crate::plugin::content_hash(text.as_bytes()) });
+        Ok(config)
+    }
+
+    /// Puts back the settings of `running` that only a restart can change, and names each one
+    /// that differed: a reload applies the rest and reports these as needing a restart.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        let mut keep = |key: &'static str, same: bool| {
+            if !same {
+                differ.push(key);
+            }
+        };
+        keep("log.format", self.log_format == running.log_format);
+        keep("log.level", self.log_level == running.log_level);
+        keep("plugins.dir", self.plugin_dir == running.plugin_dir);
+        keep("plugins.watch", self.watch_plugins == running.watch_plugins);
+        keep("plugins.cache_dir", self.runtime.cache_dir == running.runtime.cache_dir);
+        keep("plugins.consume_fuel", self.runtime.consume_fuel == running.runtime.consume_fuel);
+        keep("plugins.pool_instances", self.runtime.pool_instances == running.runtime.pool_instances);
+        keep("service.host", self.service.host == running.service.host);
+        keep("service.port", self.service.port == running.service.port);
+        keep("http.listen", self.http.listen == running.http.listen);
+        keep("tls", self.tls == running.tls);
+        self.log_format = running.log_format;
+        self.log_level = running.log_level.clone();
+        for plan in self.plugins.values_mut() {
+            if let Ok(file) = plan.file.strip_prefix(&self.plugin_dir) {
+                plan.file = running.plugin_dir.join(file);
+            }
+        }
+        self.plugin_dir = running.plugin_dir.clone();
+        self.watch_plugins = running.watch_plugins;
+        self.runtime = running.runtime.clone();
+        self.service.host = running.service.host.clone();
+        self.service.port = running.service.port;
+        self.http.listen = running.http.listen;
+        self.tls = running.tls.clone();
+        differ
     }
 }
 
@@ -247,6 +297,20 @@ kafka = true
         assert_eq!(sink.failure_policy, FailurePolicy::FailOpen);
         assert_eq!(sink.grants.http_hosts.as_deref(), Some(&["api.example.com".to_string()][..]));
         assert!(sink.grants.kafka.is_some() && sink.grants.nats.is_none());
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_kept() {
+        let running = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n[service]\nevent_limit = 5\n").unwrap();
+        let mut next = Config::from_toml(
+            "[http]\nlisten = \"127.0.0.1:2\"\n[service]\nevent_limit = 6\nport = 4222\n[plugins]\nconsume_fuel = true\n",
+        )
+        .unwrap();
+        assert_eq!(next.keep_restart_only(&running), ["plugins.consume_fuel", "service.port", "http.listen"]);
+        assert_eq!(next.http.listen, running.http.listen);
+        assert_eq!(next.service.port, running.service.port);
+        assert!(!next.runtime.consume_fuel);
+        assert_eq!(next.service.event_limit, 6, "live settings keep their new value");
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         tls: None,
         routes: Vec::new(),
         sinks: BTreeMap::new(),
+        source: None,
     };
     config.default_limits =
         check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);

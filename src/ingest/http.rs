@@ -7,11 +7,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use serde_json::json;
 use super::cloudevents;
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::broker::{Broker, Pattern, PublishError, Refusal};
+use crate::slot::Slot;
 
 /// Who may publish over HTTP.
 #[derive(Clone)]
@@ -37,28 +38,40 @@ pub enum HttpAuth {
 #[derive(Clone)]
 pub struct IngestState {
     pub broker: Arc<dyn Broker>,
-    pub auth: HttpAuth,
+    /// Who may publish; a config reload replaces it.
+    pub auth: Arc<Slot<HttpAuth>>,
+    /// Largest request body (413 beyond it); a config reload changes it.
+    pub max_body: Arc<AtomicUsize>,
     /// False while starting and while draining: `/readyz` says 503 and publishes get 503.
     pub ready: Arc<AtomicBool>,
-    /// Renders `/metrics` in the Prometheus text format.
-    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
-    /// Reloads changed plugins and returns the reports (`POST /v1/admin/reload`).
-    pub reload: Option<ReloadFn>,
+    pub admin: Arc<dyn Admin>,
 }
 
-/// Runs a reload; the future yields one report per plugin that changed.
-pub type ReloadFn =
-    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Vec<serde_json::Value>> + Send>> + Send + Sync>;
+/// What the admin and metrics endpoints show and do.
+#[async_trait::async_trait]
+pub trait Admin: Send + Sync {
+    /// `/metrics`, in the Prometheus text format.
+    fn metrics(&self) -> String;
+    /// `GET /v1/admin/plugins`: the loaded plugins.
+    fn plugins(&self) -> serde_json::Value;
+    /// `POST /v1/admin/reload`: reloads and returns the reports.
+    async fn reload(&self) -> Vec<serde_json::Value>;
+}
 
-/// The ingest router; `max_body` bounds a request body (413 beyond it).
-pub fn app(state: IngestState, max_body: usize) -> Router {
+/// Subject a caller must be allowed to publish on to list the plugins.
+pub const PLUGINS_SUBJECT: &str = "$SYS.EVENTYARD.PLUGINS";
+
+/// The ingest router.
+pub fn app(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events/{subject}", post(publish))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/admin/reload", post(reload))
-        .layer(DefaultBodyLimit::max(max_body))
+        .route("/v1/admin/plugins", get(plugins))
+        // Bodies are bounded by `max_body` as they are read, so the limit can change live.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -71,11 +84,11 @@ async fn readyz(State(state): State<IngestState>) -> Response {
 }
 
 async fn metrics(State(state): State<IngestState>) -> Response {
-    let body = (state.metrics)();
+    let body = state.admin.metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Reloads changed plugins. Allowed to whoever may publish on `$SYS.EVENTYARD.RELOAD`.
+/// Reloads the config and plugins. Allowed to whoever may publish on `$SYS.EVENTYARD.RELOAD`.
 async fn reload(
     State(state): State<IngestState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -84,10 +97,19 @@ async fn reload(
     if let Err(denied) = authorize(&state, &headers, remote, crate::reload::RELOAD_SUBJECT).await {
         return denied;
     }
-    match &state.reload {
-        Some(reload) => (StatusCode::OK, axum::Json(json!({ "reports": reload().await }))).into_response(),
-        None => error(StatusCode::NOT_FOUND, "reload is not available", None),
+    (StatusCode::OK, axum::Json(json!({ "reports": state.admin.reload().await }))).into_response()
+}
+
+/// Lists the loaded plugins. Allowed to whoever may publish on [`PLUGINS_SUBJECT`].
+async fn plugins(
+    State(state): State<IngestState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers, remote, PLUGINS_SUBJECT).await {
+        return denied;
     }
+    (StatusCode::OK, axum::Json(state.admin.plugins())).into_response()
 }
 
 /// A JSON error answer.
@@ -117,7 +139,8 @@ async fn authorize(
     remote: SocketAddr,
     subject: &str,
 ) -> Result<(), Response> {
-    match &state.auth {
+    let (_, auth) = state.auth.current();
+    match auth.as_ref() {
         HttpAuth::Open => Ok(()),
         HttpAuth::Tokens(tokens) => match bearer(headers) {
             None => Err(error(StatusCode::UNAUTHORIZED, "a bearer token is required", None)),
@@ -169,7 +192,7 @@ async fn publish(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(subject): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return retry_after(StatusCode::SERVICE_UNAVAILABLE, "the router is not accepting events".into(), 1, 0);
@@ -177,6 +200,17 @@ async fn publish(
     if let Err(denied) = authorize(&state, &headers, remote, &subject).await {
         return denied;
     }
+    let limit = state.max_body.load(Ordering::Relaxed);
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(err) => {
+            return if err.into_inner().is::<http_body_util::LengthLimitError>() {
+                error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes"), None)
+            } else {
+                error(StatusCode::BAD_REQUEST, "the body could not be read", None)
+            };
+        }
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let mut ce_headers = Vec::new();
     for (name, value) in headers.iter().filter(|(name, _)| name.as_str().starts_with("ce-")) {

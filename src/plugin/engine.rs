@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Engine-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeOptions {
     /// Component instances the pooling allocator reserves room for, across all plugins.
     pub pool_instances: u32,

@@ -103,6 +103,24 @@ impl fmt::Debug for Grants {
     }
 }
 
+/// Equal when they grant the same: hosts, directory, and the same capabilities with the same
+/// connections.
+impl PartialEq for Grants {
+    fn eq(&self, other: &Self) -> bool {
+        fn same<T: ?Sized>(a: &Option<Option<Arc<T>>>, b: &Option<Option<Arc<T>>>) -> bool {
+            match (a, b) {
+                (None, None) | (Some(None), Some(None)) => true,
+                (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
+        self.http_hosts == other.http_hosts
+            && self.directory == other.directory
+            && same(&self.kafka, &other.kafka)
+            && same(&self.nats, &other.nats)
+    }
+}
+
 /// Where a granted directory appears inside the plugin.
 pub const GUEST_DIR: &str = "/data";
 

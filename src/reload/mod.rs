@@ -1,185 +1,371 @@
-//! Hot reload of plugins. Every plugin the router uses sits in a [`Slot`]; a reload loads the new
-//! version of each changed file beside the running one (compile, check, `init`) and swaps it in only
-//! if all of that passed, so a broken file leaves the old generation serving. Each change publishes
-//! a report on `$SYS.EVENTYARD.RELOAD` and is logged. Never changes the running system piece by
-//! piece: one plugin swaps atomically or not at all.
+//! Hot reload. The [`Reloader`] owns everything a reload may change — the plugins (each in a
+//! [`LivePlugin`] slot), the [`Pipeline`] of sinks and routes, HTTP auth and limits — and applies
+//! the config file and the plugin directory to them, one reload at a time:
 //!
-//! Triggers: a change in the plugin directory ([`watch`]), SIGHUP and `POST /v1/admin/reload`
-//! (config reload comes next).
+//! 1. Read the config; an invalid one stops the reload, and nothing changes.
+//! 2. Load each new or changed plugin beside the running one (compile, check, `init`).
+//! 3. Stage the pipeline for the new config.
+//! 4. Only if all of that passed, swap it in.
+//!
+//! A plugin whose file alone changed and fails leaves its old generation serving, and the rest of
+//! the reload applies; a failure the new config causes fails the whole reload. A plugin whose
+//! file is deleted unloads only if nothing uses it. Settings only a restart can change keep their
+//! running value and are reported. Every change and failure is logged, counted, and published on
+//! `$SYS.EVENTYARD.RELOAD`.
+//!
+//! Triggers: changes in the plugin directory or the config file ([`watch`]), SIGHUP, and
+//! `POST /v1/admin/reload`.
 
-pub mod slot;
+pub mod plugins;
 pub mod watch;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-pub use slot::Slot;
+pub use plugins::{Generation, LivePlugin, RoleSlot};
 
-use crate::auth::AuthPolicy;
 use crate::broker::Broker;
-use crate::config::PluginPlan;
+use crate::config::{Config, ConfigSource};
 use crate::event::{Context, Event};
-use crate::plugin::{Plugin, PluginRuntime, content_hash};
-use crate::route::Handler;
-use crate::sink::Sink;
+use crate::ingest::http::HttpAuth;
+use crate::pipeline::Pipeline;
+use crate::plugin::{ComponentInfo, Plugin, PluginRuntime, content_hash};
+use crate::slot::Slot;
 
 /// Where reload reports are published.
 pub const RELOAD_SUBJECT: &str = "$SYS.EVENTYARD.RELOAD";
 
-/// The slot a plugin's users call through, by role.
-#[derive(Clone)]
-pub enum RoleSlot {
-    Handler(Arc<Slot<dyn Handler>>),
-    Sink(Arc<Slot<dyn Sink>>),
-    AuthPolicy(Arc<Slot<dyn AuthPolicy>>),
+/// Reloads counted by what they changed and how they ended.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub plugins_ok: AtomicU64,
+    pub plugins_failed: AtomicU64,
+    pub configs_ok: AtomicU64,
+    pub configs_failed: AtomicU64,
 }
 
-impl RoleSlot {
-    fn new(plugin: &Plugin) -> RoleSlot {
-        match plugin {
-            Plugin::Handler(p) => RoleSlot::Handler(Arc::new(Slot::new(p.clone() as Arc<dyn Handler>))),
-            Plugin::Sink(p) => RoleSlot::Sink(Arc::new(Slot::new(p.clone() as Arc<dyn Sink>))),
-            Plugin::AuthPolicy(p) => RoleSlot::AuthPolicy(Arc::new(Slot::new(p.clone() as Arc<dyn AuthPolicy>))),
-        }
-    }
-
-    /// Puts `plugin` in the slot; `None` when it has another role than the slot.
-    fn replace(&self, plugin: &Plugin) -> Option<(u64, u64)> {
-        match (self, plugin) {
-            (RoleSlot::Handler(slot), Plugin::Handler(p)) => Some(slot.replace(p.clone())),
-            (RoleSlot::Sink(slot), Plugin::Sink(p)) => Some(slot.replace(p.clone())),
-            (RoleSlot::AuthPolicy(slot), Plugin::AuthPolicy(p)) => Some(slot.replace(p.clone())),
-            _ => None,
-        }
-    }
+/// The config in force and its generation.
+struct Applied {
+    config: Config,
+    generation: u64,
 }
 
-/// One plugin of the running router.
-pub struct LivePlugin {
-    pub plan: PluginPlan,
-    pub slot: RoleSlot,
-    /// The generation in the slot, for its metadata and statistics.
-    current: Mutex<Plugin>,
-}
-
-impl LivePlugin {
-    pub fn new(plan: PluginPlan, plugin: Plugin) -> Self {
-        LivePlugin { slot: RoleSlot::new(&plugin), current: Mutex::new(plugin), plan }
-    }
-
-    /// The plugin in the slot now.
-    pub fn current(&self) -> Plugin {
-        match self.current.lock() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
-/// Reloads the router's plugins.
+/// The parts of the running router that a reload changes.
 pub struct Reloader {
     runtime: PluginRuntime,
-    plugins: BTreeMap<String, LivePlugin>,
     broker: Arc<dyn Broker>,
-    /// One reload at a time.
-    running: tokio::sync::Mutex<()>,
-    pub reloads: AtomicU64,
-    pub failures: AtomicU64,
+    pipeline: Pipeline,
+    plugins: RwLock<BTreeMap<String, Arc<LivePlugin>>>,
+    /// Who may publish over HTTP.
+    pub http_auth: Arc<Slot<HttpAuth>>,
+    /// Largest HTTP request body.
+    pub max_body: Arc<AtomicUsize>,
+    /// Held for the whole of a reload: one at a time.
+    applied: tokio::sync::Mutex<Applied>,
+    pub stats: ReloadStats,
 }
 
 impl Reloader {
-    pub fn new(runtime: PluginRuntime, plugins: BTreeMap<String, LivePlugin>, broker: Arc<dyn Broker>) -> Self {
-        Reloader {
+    /// Loads every plugin `config` uses and starts its pipeline on `broker`; fails with every
+    /// problem found.
+    pub async fn start(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<Reloader> {
+        let runtime = PluginRuntime::new(config.runtime.clone()).context("starting the plugin runtime")?;
+        let (loaded, mut errors) = plugins::load_plugins(&config, &runtime).await;
+        errors.extend(plugins::check_references(&config, |name| loaded.get(name).map(|l| l.plugin.role())));
+        if !errors.is_empty() {
+            anyhow::bail!("{} problem(s) with plugins:\n  {}", errors.len(), errors.join("\n  "));
+        }
+        for (name, loaded) in &loaded {
+            let info = &loaded.plugin.meta().info;
+            let world = info.world.as_deref().unwrap_or("none");
+            tracing::info!(plugin = %name, world, sha256 = %info.sha256, configured = loaded.plan.configured, "plugin loaded");
+        }
+        let live: BTreeMap<String, Arc<LivePlugin>> = loaded
+            .into_iter()
+            .map(|(name, loaded)| (name, Arc::new(LivePlugin::new(loaded.plan, loaded.plugin))))
+            .collect();
+        let pipeline = Pipeline::new(broker.clone());
+        let staged = pipeline.stage(&config, &live).await.map_err(|errors| anyhow::anyhow!(errors.join("\n  ")))?;
+        pipeline.commit(staged);
+        let auth = plugins::http_auth(&config.http.auth, &live).context("[http.auth] policy is not loaded")?;
+        Ok(Reloader {
             runtime,
-            plugins,
             broker,
-            running: Default::default(),
-            reloads: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-        }
+            pipeline,
+            plugins: RwLock::new(live),
+            http_auth: Arc::new(Slot::new(Arc::new(auth))),
+            max_body: Arc::new(AtomicUsize::new(config.http.max_body)),
+            applied: tokio::sync::Mutex::new(Applied { config, generation: 1 }),
+            stats: ReloadStats::default(),
+        })
     }
 
-    pub fn plugins(&self) -> &BTreeMap<String, LivePlugin> {
-        &self.plugins
+    /// The plugins loaded now, by name.
+    pub fn plugins(&self) -> BTreeMap<String, Arc<LivePlugin>> {
+        self.plugins.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// Reloads every plugin whose file changed; returns one report per plugin that changed.
-    pub async fn reload_plugins(&self) -> Vec<Value> {
-        let _one_at_a_time = self.running.lock().await;
-        let mut reports = Vec::new();
-        for (name, live) in &self.plugins {
-            let old = live.current();
-            let old_info = &old.meta().info;
-            let bytes = match tokio::fs::read(&live.plan.file).await {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    let error = format!(
-                        "cannot read {}: {err}; the running generation keeps serving",
-                        live.plan.file.display()
-                    );
-                    reports.push(self.failed(name, old_info, None, error));
-                    continue;
-                }
-            };
-            let new_sha256 = tokio::task::spawn_blocking(move || content_hash(&bytes)).await.unwrap_or_default();
-            if new_sha256 == old_info.sha256 {
-                continue;
-            }
-            let new = match self.runtime.load(live.plan.spec()).await {
-                Ok(new) => new,
-                Err(err) => {
-                    reports.push(self.failed(name, old_info, Some(&new_sha256), err.to_string()));
-                    continue;
-                }
-            };
-            let Some((old_generation, new_generation)) = live.slot.replace(&new) else {
-                let error = format!("the new file exports the {} world; the plugin is a {}", new.role(), old.role());
-                reports.push(self.failed(name, old_info, Some(&new_sha256), error));
-                continue;
-            };
-            let new_info = new.meta().info.clone();
-            if let Ok(mut current) = live.current.lock() {
-                *current = new;
-            }
-            self.reloads.fetch_add(1, Ordering::Relaxed);
-            let added: Vec<String> = new_info
-                .capabilities
-                .iter()
-                .filter(|c| !old_info.capabilities.contains(c))
-                .map(|c| c.to_string())
-                .collect();
-            let removed: Vec<String> = old_info
-                .capabilities
-                .iter()
-                .filter(|c| !new_info.capabilities.contains(c))
-                .map(|c| c.to_string())
-                .collect();
-            tracing::info!(plugin = %name, old_generation, new_generation, sha256 = %new_info.sha256, "plugin reloaded");
-            reports.push(json!({
-                "kind": "plugin", "plugin": name, "result": "ok",
-                "old_generation": old_generation, "new_generation": new_generation,
-                "old_sha256": old_info.sha256, "new_sha256": new_info.sha256,
-                "capabilities_added": added, "capabilities_removed": removed, "error": null,
-            }));
-        }
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// How long shutdown waits for the queues, as the config in force says.
+    pub async fn drain_timeout(&self) -> Duration {
+        self.applied.lock().await.config.service.drain_timeout
+    }
+
+    /// Applies the config file and the plugin directory as they are now; returns the reports it
+    /// published (none when nothing changed).
+    pub async fn reload(&self) -> Vec<Value> {
+        let mut applied = self.applied.lock().await;
+        let reports = self.reload_locked(&mut applied).await;
         for report in &reports {
+            let ok = report["result"] == "ok";
+            let counter = match (report["kind"].as_str(), ok) {
+                (Some("plugin"), true) => &self.stats.plugins_ok,
+                (Some("plugin"), false) => &self.stats.plugins_failed,
+                (_, true) => &self.stats.configs_ok,
+                (_, false) => &self.stats.configs_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if ok {
+                tracing::info!(report = %report, "reloaded");
+            } else {
+                tracing::error!(report = %report, "reload failed, nothing it covers changed");
+            }
             self.publish(report).await;
         }
         reports
     }
 
-    fn failed(&self, name: &str, old: &crate::plugin::ComponentInfo, new_sha256: Option<&str>, error: String) -> Value {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(plugin = %name, error = %error, "plugin reload failed, the old generation keeps serving");
-        json!({
-            "kind": "plugin", "plugin": name, "result": "failed",
-            "old_sha256": old.sha256, "new_sha256": new_sha256,
-            "capabilities_added": [], "capabilities_removed": [], "error": error,
-        })
+    async fn reload_locked(&self, applied: &mut Applied) -> Vec<Value> {
+        let running = applied.config.clone();
+        let old_generation = applied.generation;
+        let old_sha256 = running.source.as_ref().map(|s| s.sha256.clone());
+        let config_failed = |new_sha256: Option<&str>, errors: &[String]| {
+            vec![json!({
+                "kind": "config", "result": "failed",
+                "old_generation": old_generation, "new_generation": null,
+                "old_sha256": old_sha256, "new_sha256": new_sha256,
+                "error": errors.join("; "),
+            })]
+        };
+
+        // 1. The config.
+        let (mut config, config_changed) = match &running.source {
+            None => (running.clone(), false),
+            Some(source) => match tokio::fs::read_to_string(&source.path).await {
+                Err(err) => return config_failed(None, &[format!("cannot read {}: {err}", source.path.display())]),
+                Ok(text) => {
+                    let sha256 = content_hash(text.as_bytes());
+                    if sha256 == source.sha256 {
+                        (running.clone(), false)
+                    } else {
+                        match Config::from_toml(&text) {
+                            Ok(mut config) => {
+                                config.source = Some(ConfigSource { path: source.path.clone(), sha256 });
+                                (config, true)
+                            }
+                            Err(errors) => {
+                                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                                return config_failed(Some(&sha256), &errors);
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        let restart_required = if config_changed { config.keep_restart_only(&running) } else { Vec::new() };
+        let new_sha256 = config.source.as_ref().map(|s| s.sha256.clone());
+
+        // 2. The plugins.
+        let plans = match plugins::plugin_plans(&config).await {
+            Ok(plans) => plans,
+            Err(err) => return config_failed(new_sha256.as_deref(), &[err]),
+        };
+        let mut users: BTreeMap<String, String> = BTreeMap::new();
+        for reference in plugins::references(&config) {
+            users.entry(reference.plugin).or_insert(reference.user);
+        }
+        let current = self.plugins();
+        let mut next: BTreeMap<String, Arc<LivePlugin>> = BTreeMap::new();
+        let mut swaps: Vec<(Arc<LivePlugin>, crate::config::PluginPlan, Plugin)> = Vec::new();
+        let (mut added, mut unloaded) = (Vec::new(), Vec::new());
+        let mut reports = Vec::new();
+        // Problems that fail the whole reload.
+        let mut fatal = Vec::new();
+        let keep_serving = |name: &str, live: &Arc<LivePlugin>, why: String, reports: &mut Vec<Value>| {
+            let error = format!("{why}; {} uses it, so its running generation keeps serving", users[name]);
+            let old = live.current();
+            reports.push(plugin_report(
+                name,
+                "reload",
+                Some((old.number, &old.plugin.meta().info)),
+                None,
+                None,
+                Some(error),
+            ));
+        };
+        let planned: BTreeSet<String> = plans.iter().map(|plan| plan.name.clone()).collect();
+        for plan in plans {
+            let name = plan.name.clone();
+            let live = current.get(&name);
+            let bytes = match tokio::fs::read(&plan.file).await {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    let why = format!("cannot read {}: {err}", plan.file.display());
+                    match live {
+                        Some(live) if users.contains_key(&name) => {
+                            keep_serving(&name, live, why, &mut reports);
+                            next.insert(name, live.clone());
+                        }
+                        Some(live) => unloaded.push((name, live.current())),
+                        None => fatal.push(format!("plugin `{name}`: {why}")),
+                    }
+                    continue;
+                }
+            };
+            let sha256 = tokio::task::spawn_blocking(move || content_hash(&bytes)).await.unwrap_or_default();
+            let Some(live) = live else {
+                match self.runtime.load(plan.spec()).await {
+                    Ok(plugin) => {
+                        added.push(name.clone());
+                        next.insert(name, Arc::new(LivePlugin::new(plan, plugin)));
+                    }
+                    Err(err) if plan.configured || users.contains_key(&name) => fatal.push(err.to_string()),
+                    Err(err) => {
+                        reports.push(plugin_report(&name, "add", None, None, Some(&sha256), Some(err.to_string())))
+                    }
+                }
+                continue;
+            };
+            next.insert(name.clone(), live.clone());
+            let old = live.current();
+            if old.plan == plan && old.plugin.meta().info.sha256 == sha256 {
+                continue;
+            }
+            let error = match self.runtime.load(plan.spec()).await {
+                Ok(plugin) if plugin.role() == live.role() => {
+                    swaps.push((live.clone(), plan, plugin));
+                    continue;
+                }
+                Ok(plugin) => format!(
+                    "the new file exports the {} world; plugin `{name}` is a {} plugin (rename it to change its world)",
+                    plugin.role(),
+                    live.role()
+                ),
+                Err(err) => err.to_string(),
+            };
+            if old.plan != plan {
+                fatal.push(error);
+            } else {
+                let old_info = &old.plugin.meta().info;
+                reports.push(plugin_report(
+                    &name,
+                    "reload",
+                    Some((old.number, old_info)),
+                    None,
+                    Some(&sha256),
+                    Some(error),
+                ));
+            }
+        }
+        for (name, live) in &current {
+            if planned.contains(name) {
+                continue;
+            }
+            if users.contains_key(name) {
+                let why = "its file is gone".to_owned();
+                keep_serving(name, live, why, &mut reports);
+                next.insert(name.clone(), live.clone());
+            } else {
+                unloaded.push((name.clone(), live.current()));
+            }
+        }
+        fatal.extend(plugins::check_references(&config, |name| next.get(name).map(|live| live.role())));
+
+        // 3. The pipeline and HTTP settings.
+        let auth = plugins::http_auth(&config.http.auth, &next);
+        let staged = if config_changed || !added.is_empty() || !unloaded.is_empty() {
+            match self.pipeline.stage(&config, &next).await {
+                Ok(staged) => Some(staged),
+                Err(errors) => {
+                    fatal.extend(errors);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !fatal.is_empty() {
+            reports.extend(config_failed(new_sha256.as_deref(), &fatal));
+            return reports;
+        }
+
+        // 4. Swap.
+        let mut reloaded = Vec::new();
+        for (live, plan, plugin) in swaps {
+            let old = live.current();
+            let name = plan.name.clone();
+            if let Some((old_generation, new_generation)) = live.replace(plan, plugin.clone()) {
+                let (old_info, new_info) = (&old.plugin.meta().info, &plugin.meta().info);
+                reports.push(plugin_report(
+                    &name,
+                    "reload",
+                    Some((old_generation, old_info)),
+                    Some((new_generation, new_info)),
+                    None,
+                    None,
+                ));
+                reloaded.push(name);
+            }
+        }
+        for name in &added {
+            if let Some(live) = next.get(name) {
+                reports.push(plugin_report(
+                    name,
+                    "add",
+                    None,
+                    Some((1, &live.current().plugin.meta().info)),
+                    None,
+                    None,
+                ));
+            }
+        }
+        for (name, old) in &unloaded {
+            reports.push(plugin_report(name, "unload", Some((old.number, &old.plugin.meta().info)), None, None, None));
+        }
+        *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        let changes = staged.map(|staged| self.pipeline.commit(staged)).unwrap_or_default();
+        if config_changed {
+            if let Some(auth) = auth {
+                self.http_auth.replace(Arc::new(auth));
+            }
+            self.max_body.store(config.http.max_body, Ordering::Relaxed);
+            if !restart_required.is_empty() {
+                tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
+            }
+            applied.generation += 1;
+            reports.push(json!({
+                "kind": "config", "result": "ok",
+                "old_generation": old_generation, "new_generation": applied.generation,
+                "old_sha256": old_sha256, "new_sha256": new_sha256,
+                "changes": changes,
+                "plugins_added": added,
+                "plugins_reloaded": reloaded,
+                "plugins_unloaded": unloaded.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                "restart_required": restart_required,
+                "error": null,
+            }));
+            applied.config = config;
+        }
+        reports
     }
 
     /// Publishes a report on [`RELOAD_SUBJECT`]; nobody listening is fine.
@@ -191,7 +377,7 @@ impl Reloader {
                 source: "/eventyard/reload".into(),
                 ty: "eventyard.reload".into(),
                 specversion: "1.0".into(),
-                subject: report["plugin"].as_str().map(str::to_owned),
+                subject: report["plugin"].as_str().or(report["kind"].as_str()).map(str::to_owned),
                 time: None,
                 datacontenttype: Some("application/json".into()),
                 dataschema: None,
@@ -203,4 +389,39 @@ impl Reloader {
             tracing::warn!(error = %err, "reload report not published");
         }
     }
+}
+
+/// The report of one plugin's change: `change` is `add`, `reload` or `unload`; `old` and `new` are
+/// the generations before and after (a failed change has no `new`, and may know the new file's
+/// hash); `error` makes it a failure.
+fn plugin_report(
+    name: &str,
+    change: &str,
+    old: Option<(u64, &ComponentInfo)>,
+    new: Option<(u64, &ComponentInfo)>,
+    new_sha256: Option<&str>,
+    error: Option<String>,
+) -> Value {
+    let capabilities = |info: Option<(u64, &ComponentInfo)>| -> Vec<String> {
+        info.map(|(_, info)| info.capabilities.iter().map(ToString::to_string).collect()).unwrap_or_default()
+    };
+    let (old_capabilities, new_capabilities) = (capabilities(old), capabilities(new));
+    let (added, removed): (Vec<&String>, Vec<&String>) = if error.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            new_capabilities.iter().filter(|c| !old_capabilities.contains(c)).collect(),
+            old_capabilities.iter().filter(|c| !new_capabilities.contains(c)).collect(),
+        )
+    };
+    json!({
+        "kind": "plugin", "plugin": name, "change": change,
+        "result": if error.is_some() { "failed" } else { "ok" },
+        "old_generation": old.map(|(generation, _)| generation),
+        "new_generation": new.map(|(generation, _)| generation),
+        "old_sha256": old.map(|(_, info)| &info.sha256),
+        "new_sha256": new.map(|(_, info)| info.sha256.as_str()).or(new_sha256),
+        "capabilities_added": added, "capabilities_removed": removed,
+        "error": error,
+    })
 }

@@ -79,7 +79,8 @@ pub struct Route {
     pub sinks: Vec<Arc<SinkQueue>>,
     /// Where handler failures under `dead_letter` go.
     pub broker: Arc<dyn Broker>,
-    pub stats: RouteStats,
+    /// Shared with the route that replaces this one on a config reload, so counters carry on.
+    pub stats: Arc<RouteStats>,
 }
 
 impl Route {
@@ -197,7 +198,7 @@ mod tests {
             chain: vec![ChainStep { name: "splitter".into(), handler: Arc::new(Splitter), policy }],
             sinks,
             broker,
-            stats: RouteStats::default(),
+            stats: Default::default(),
         }
     }
 
@@ -237,7 +238,7 @@ mod tests {
             chain: vec![],
             sinks: vec![dead.clone()],
             broker: broker.clone(),
-            stats: RouteStats::default(),
+            stats: Default::default(),
         };
         broker.subscribe(dead_route.subject.clone(), None, Arc::new(dead_route));
         let letter = route(FailurePolicy::DeadLetter, broker, vec![queue("x")]);

@@ -44,7 +44,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// What a route does with an event its handler failed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Pass the event on unchanged, as if the handler were not there.

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::dead_letter;
 use crate::event::Event;
 use crate::queue::SinkQueue;
+use crate::slot::Slot;
 use crate::telemetry::metrics::Histogram;
 
 /// How a sink retries.
@@ -64,14 +65,20 @@ pub struct SinkStats {
     pub delivery_seconds: Histogram,
 }
 
-/// Drains one sink's queue.
-pub struct SinkWorker {
-    pub name: String,
+/// How a worker delivers: the sink with its batching and retry settings. A config reload replaces
+/// it whole; a batch in hand finishes with the settings it started with.
+pub struct Delivery {
     pub sink: Arc<dyn Sink>,
-    pub queue: Arc<SinkQueue>,
     pub batch_size: usize,
     pub linger: Duration,
     pub retry: RetryPolicy,
+}
+
+/// Drains one sink's queue.
+pub struct SinkWorker {
+    pub name: String,
+    pub delivery: Arc<Slot<Delivery>>,
+    pub queue: Arc<SinkQueue>,
     /// Where dead letters are published.
     pub broker: Arc<dyn Broker>,
     pub stats: Arc<SinkStats>,
@@ -82,13 +89,14 @@ impl SinkWorker {
     /// hand is counted as abandoned).
     pub async fn run(self, stop: CancellationToken) {
         loop {
+            let (_, delivery) = self.delivery.current();
             let batch = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                batch = self.queue.pop_batch(self.batch_size, self.linger) => batch,
+                batch = self.queue.pop_batch(delivery.batch_size, delivery.linger) => batch,
             };
             let Some(batch) = batch else { break };
-            self.deliver(batch, &stop).await;
+            self.deliver(&delivery, batch, &stop).await;
         }
         let left = self.queue.len();
         if left > 0 {
@@ -98,14 +106,14 @@ impl SinkWorker {
     }
 
     /// Delivers one batch, retrying and dead-lettering as the failures say.
-    async fn deliver(&self, batch: Vec<Event>, stop: &CancellationToken) {
+    async fn deliver(&self, delivery: &Delivery, batch: Vec<Event>, stop: &CancellationToken) {
         let started = Instant::now();
         let mut pending = batch;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let call = Instant::now();
-            let result = self.sink.deliver(&pending).await;
+            let result = delivery.sink.deliver(&pending).await;
             self.stats.delivery_seconds.record(call.elapsed());
             let reason = match result {
                 Ok(()) => {
@@ -145,10 +153,10 @@ impl SinkWorker {
                     err.to_string()
                 }
             };
-            if attempt >= self.retry.max_attempts || started.elapsed() >= self.retry.max_elapsed {
+            if attempt >= delivery.retry.max_attempts || started.elapsed() >= delivery.retry.max_elapsed {
                 return self.dead_letter(pending, &reason, attempt).await;
             }
-            let wait = self.retry.backoff(attempt);
+            let wait = delivery.retry.backoff(attempt);
             tracing::warn!(sink = %self.name, attempt, wait_ms = wait.as_millis() as u64, error = %reason, "delivery failed, retrying");
             tokio::select! {
                 biased;
@@ -252,13 +260,11 @@ mod tests {
         }
         queue.close();
         let stats = Arc::new(SinkStats::default());
+        let delivery = Delivery { sink, batch_size: 10, linger: Duration::ZERO, retry };
         let worker = SinkWorker {
             name: "out".into(),
-            sink,
+            delivery: Arc::new(Slot::new(Arc::new(delivery))),
             queue,
-            batch_size: 10,
-            linger: Duration::ZERO,
-            retry,
             broker,
             stats: stats.clone(),
         };

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use eventyard::event::{Event, EventJson};
 
 pub mod http_server;
+pub mod load;
 pub mod router;
 
 /// Every plugin crate the tests use, first-party and fixtures.

@@ -1,0 +1,164 @@
+//! What the admin endpoints show and do for the running router: `/metrics` (every route, queue,
+//! sink and plugin, and reloads), `GET /v1/admin/plugins` (each plugin's generation, hash, world,
+//! limits and call statistics) and `POST /v1/admin/reload`. Reads counters; changes nothing but
+//! through [`Reloader::reload`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::ingest::http::Admin;
+use crate::plugin::{CallStats, Plugin};
+use crate::reload::Reloader;
+use crate::route::RouteStats;
+use crate::sink::worker::SinkStats;
+use crate::telemetry::metrics::MetricsText;
+
+#[async_trait::async_trait]
+impl Admin for Reloader {
+    fn metrics(&self) -> String {
+        render_metrics(self)
+    }
+
+    fn plugins(&self) -> Value {
+        let plugins: Vec<Value> = self
+            .plugins()
+            .iter()
+            .map(|(name, live)| {
+                let generation = live.current();
+                let (plan, info, stats) = (&generation.plan, &generation.plugin.meta().info, generation.plugin.stats());
+                let limits = &plan.limits;
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                json!({
+                    "name": name,
+                    "world": info.world,
+                    "wit_version": info.wit_version,
+                    "generation": generation.number,
+                    "sha256": info.sha256,
+                    "size": info.size,
+                    "file": plan.file,
+                    "configured": plan.configured,
+                    "failure_policy": plan.failure_policy,
+                    "capabilities": info.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "limits": {
+                        "memory_limit": limits.memory_limit,
+                        "timeout_ms": limits.timeout.as_millis() as u64,
+                        "fuel": limits.fuel,
+                        "max_instances": limits.max_instances,
+                        "quarantine_after": limits.quarantine_after,
+                    },
+                    "stats": {
+                        "calls": load(&stats.calls),
+                        "errors": load(&stats.errors),
+                        "faults": load(&stats.faults),
+                        "quarantines": load(&stats.quarantines),
+                        "instances": load(&stats.instances),
+                        "busy_seconds": load(&stats.busy_nanos) as f64 / 1e9,
+                    },
+                })
+            })
+            .collect();
+        json!({ "plugins": plugins })
+    }
+
+    async fn reload(&self) -> Vec<Value> {
+        Reloader::reload(self).await
+    }
+}
+
+/// The Prometheus text of every route, queue, sink and plugin, and of reloads.
+fn render_metrics(reloader: &Reloader) -> String {
+    let routes = reloader.pipeline().routes();
+    let sinks = reloader.pipeline().sinks();
+    let plugins: Vec<(String, Plugin)> =
+        reloader.plugins().iter().map(|(name, live)| (name.clone(), live.current().plugin)).collect();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut text = MetricsText::default();
+    let route_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&RouteStats) -> &AtomicU64| {
+        text.counter(name, help, routes.iter().map(|r| (vec![("route", r.name.as_str())], load(pick(&r.stats)))));
+    };
+    route_counter(&mut text, "eventyard_route_matched_total", "Events that matched the route.", |s| &s.matched);
+    route_counter(&mut text, "eventyard_route_forwarded_total", "Events put on the route's sink queues.", |s| {
+        &s.forwarded
+    });
+    route_counter(&mut text, "eventyard_route_filtered_total", "Events a handler dropped.", |s| &s.filtered);
+    route_counter(&mut text, "eventyard_route_handler_failures_total", "Handler errors, traps and timeouts.", |s| {
+        &s.handler_failures
+    });
+    route_counter(&mut text, "eventyard_route_failed_closed_total", "Events dropped by fail_closed.", |s| {
+        &s.failed_closed
+    });
+    route_counter(&mut text, "eventyard_route_dead_lettered_total", "Events dead-lettered by a handler policy.", |s| {
+        &s.dead_lettered
+    });
+    text.gauge(
+        "eventyard_queue_depth_events",
+        "Events waiting in a sink queue.",
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.len() as u64)),
+    );
+    text.gauge(
+        "eventyard_queue_capacity_events",
+        "Bound of a sink queue.",
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.capacity() as u64)),
+    );
+    text.counter(
+        "eventyard_queue_dropped_total",
+        "Events dropped by a full queue's policy.",
+        sinks.iter().flat_map(|s| {
+            let (name, stats) = (s.name.as_str(), &s.queue.stats);
+            [
+                (vec![("sink", name), ("policy", "drop_oldest")], load(&stats.dropped_oldest)),
+                (vec![("sink", name), ("policy", "drop_newest")], load(&stats.dropped_newest)),
+            ]
+        }),
+    );
+    text.counter(
+        "eventyard_queue_refused_total",
+        "Events refused by a full queue.",
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], load(&s.queue.stats.refused))),
+    );
+    let sink_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&SinkStats) -> &AtomicU64| {
+        text.counter(name, help, sinks.iter().map(|s| (vec![("sink", s.name.as_str())], load(pick(&s.stats)))));
+    };
+    sink_counter(&mut text, "eventyard_sink_delivered_total", "Events delivered.", |s| &s.delivered);
+    sink_counter(&mut text, "eventyard_sink_failed_attempts_total", "Delivery attempts that failed.", |s| {
+        &s.failed_attempts
+    });
+    sink_counter(&mut text, "eventyard_sink_dead_lettered_total", "Events dead-lettered.", |s| &s.dead_lettered);
+    sink_counter(&mut text, "eventyard_sink_dead_letters_lost_total", "Dead letters no route took.", |s| {
+        &s.dead_letters_lost
+    });
+    text.histogram(
+        "eventyard_sink_delivery_seconds",
+        "Time per delivery attempt.",
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], &s.stats.delivery_seconds)),
+    );
+    let plugin_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&CallStats) -> &AtomicU64| {
+        text.counter(name, help, plugins.iter().map(|(n, p)| (vec![("plugin", n.as_str())], load(pick(p.stats())))));
+    };
+    plugin_counter(&mut text, "eventyard_plugin_calls_total", "Calls into the plugin.", |s| &s.calls);
+    plugin_counter(&mut text, "eventyard_plugin_errors_total", "Calls the plugin answered with an error.", |s| {
+        &s.errors
+    });
+    plugin_counter(
+        &mut text,
+        "eventyard_plugin_faults_total",
+        "Calls that trapped, timed out or ran out of memory.",
+        |s| &s.faults,
+    );
+    plugin_counter(&mut text, "eventyard_plugin_quarantines_total", "Times the plugin was quarantined.", |s| {
+        &s.quarantines
+    });
+    let stats = &reloader.stats;
+    text.counter(
+        "eventyard_reloads_total",
+        "Reloads of plugins and of the config, by result.",
+        [
+            (vec![("kind", "plugin"), ("result", "ok")], load(&stats.plugins_ok)),
+            (vec![("kind", "plugin"), ("result", "failed")], load(&stats.plugins_failed)),
+            (vec![("kind", "config"), ("result", "ok")], load(&stats.configs_ok)),
+            (vec![("kind", "config"), ("result", "failed")], load(&stats.configs_failed)),
+        ],
+    );
+    text.finish()
+}

@@ -1,0 +1,224 @@
+//! The router's plugins by name: which files a config asks for ([`plugin_plans`]), loading them
+//! ([`load_plugins`]), what the config uses them for ([`references`]), and [`LivePlugin`], the
+//! slot a plugin's users call through while reloads replace what is in it. Never decides when
+//! to reload.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::auth::AuthPolicy;
+use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
+use crate::ingest::http::HttpAuth;
+use crate::pipeline::PluginSlots;
+use crate::plugin::{Plugin, PluginRuntime, Role};
+use crate::route::{FailurePolicy, Handler};
+use crate::sink::Sink;
+use crate::slot::Slot;
+
+/// A loaded plugin with the settings it was loaded with.
+pub struct LoadedPlugin {
+    pub plugin: Plugin,
+    /// What it was loaded from, kept for reloading it.
+    pub plan: PluginPlan,
+}
+
+/// Every plan to load: the configured plugins, then each `*.wasm` file in the plugin directory that
+/// no configured plugin claims (named after its file, `_` read as `-`).
+pub async fn plugin_plans(config: &Config) -> Result<Vec<PluginPlan>, String> {
+    let dir = &config.plugin_dir;
+    let mut plans: Vec<PluginPlan> = config.plugins.values().cloned().collect();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        // No directory, no drop-ins; configured plugins then report their missing files.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(plans),
+        Err(err) => return Err(format!("plugin directory {}: {err}", dir.display())),
+    };
+    let mut found = Vec::new();
+    while let Some(entry) =
+        entries.next_entry().await.map_err(|err| format!("plugin directory {}: {err}", dir.display()))?
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    for path in found {
+        if plans.iter().any(|plan| plan.file == path) {
+            continue;
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_default();
+        if plans.iter().any(|plan| plan.name == name) {
+            continue;
+        }
+        plans.push(PluginPlan::drop_in(name, path, config));
+    }
+    Ok(plans)
+}
+
+/// Loads every plugin; returns the ones that loaded and one message per one that did not.
+pub async fn load_plugins(config: &Config, runtime: &PluginRuntime) -> (BTreeMap<String, LoadedPlugin>, Vec<String>) {
+    let (mut loaded, mut errors) = (BTreeMap::new(), Vec::new());
+    let plans = match plugin_plans(config).await {
+        Ok(plans) => plans,
+        Err(err) => return (loaded, vec![err]),
+    };
+    for plan in plans {
+        if !Path::new(&plan.file).is_file() {
+            errors.push(format!("plugin `{}`: {} not found", plan.name, plan.file.display()));
+            continue;
+        }
+        match runtime.load(plan.spec()).await {
+            Ok(plugin) => {
+                loaded.insert(plan.name.clone(), LoadedPlugin { plugin, plan });
+            }
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    (loaded, errors)
+}
+
+/// One use of a plugin by the config: who uses it, its name, and the role it must have.
+pub struct Reference {
+    pub user: String,
+    pub plugin: String,
+    pub role: Role,
+}
+
+/// Every plugin the config uses: route handlers, plugin sinks, the HTTP auth policy.
+pub fn references(config: &Config) -> Vec<Reference> {
+    let mut uses = Vec::new();
+    for route in &config.routes {
+        for handler in &route.handlers {
+            uses.push(Reference {
+                user: format!("route `{}`", route.name),
+                plugin: handler.clone(),
+                role: Role::Handler,
+            });
+        }
+    }
+    for (name, sink) in &config.sinks {
+        if let SinkKindPlan::Plugin(plugin) = &sink.kind {
+            uses.push(Reference { user: format!("sink `{name}`"), plugin: plugin.clone(), role: Role::Sink });
+        }
+    }
+    if let HttpAuthPlan::Policy(policy) = &config.http.auth {
+        uses.push(Reference { user: "[http.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
+    }
+    uses
+}
+
+/// Checks every plugin the config uses against `role_of` (the role of each loaded plugin): each
+/// must be there and have the right role. Returns every problem.
+pub fn check_references(config: &Config, role_of: impl Fn(&str) -> Option<Role>) -> Vec<String> {
+    references(config)
+        .into_iter()
+        .filter_map(|Reference { user, plugin, role }| match role_of(&plugin) {
+            None => Some(format!("{user}: no plugin `{plugin}` is loaded")),
+            Some(found) if found != role => {
+                Some(format!("{user}: plugin `{plugin}` exports the {found} world, not the {role} world"))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// The slot a plugin's users call through, by role.
+#[derive(Clone)]
+pub enum RoleSlot {
+    Handler(Arc<Slot<dyn Handler>>),
+    Sink(Arc<Slot<dyn Sink>>),
+    AuthPolicy(Arc<Slot<dyn AuthPolicy>>),
+}
+
+impl RoleSlot {
+    fn new(plugin: &Plugin) -> RoleSlot {
+        match plugin {
+            Plugin::Handler(p) => RoleSlot::Handler(Arc::new(Slot::new(p.clone() as Arc<dyn Handler>))),
+            Plugin::Sink(p) => RoleSlot::Sink(Arc::new(Slot::new(p.clone() as Arc<dyn Sink>))),
+            Plugin::AuthPolicy(p) => RoleSlot::AuthPolicy(Arc::new(Slot::new(p.clone() as Arc<dyn AuthPolicy>))),
+        }
+    }
+
+    /// Puts `plugin` in the slot; `None` when it has another role than the slot.
+    fn replace(&self, plugin: &Plugin) -> Option<(u64, u64)> {
+        match (self, plugin) {
+            (RoleSlot::Handler(slot), Plugin::Handler(p)) => Some(slot.replace(p.clone())),
+            (RoleSlot::Sink(slot), Plugin::Sink(p)) => Some(slot.replace(p.clone())),
+            (RoleSlot::AuthPolicy(slot), Plugin::AuthPolicy(p)) => Some(slot.replace(p.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// What is in a plugin's slot now.
+#[derive(Clone)]
+pub struct Generation {
+    pub number: u64,
+    pub plan: PluginPlan,
+    pub plugin: Plugin,
+}
+
+/// One plugin of the running router.
+pub struct LivePlugin {
+    pub slot: RoleSlot,
+    current: Mutex<Generation>,
+}
+
+impl LivePlugin {
+    pub fn new(plan: PluginPlan, plugin: Plugin) -> Self {
+        LivePlugin { slot: RoleSlot::new(&plugin), current: Mutex::new(Generation { number: 1, plan, plugin }) }
+    }
+
+    /// The generation in the slot now.
+    pub fn current(&self) -> Generation {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn role(&self) -> Role {
+        match self.slot {
+            RoleSlot::Handler(_) => Role::Handler,
+            RoleSlot::Sink(_) => Role::Sink,
+            RoleSlot::AuthPolicy(_) => Role::AuthPolicy,
+        }
+    }
+
+    /// Makes `plugin`, loaded from `plan`, the next generation; returns the old and new numbers,
+    /// or `None` (changing nothing) when it has another role.
+    pub fn replace(&self, plan: PluginPlan, plugin: Plugin) -> Option<(u64, u64)> {
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let generations = self.slot.replace(&plugin)?;
+        *current = Generation { number: generations.1, plan, plugin };
+        Some(generations)
+    }
+}
+
+impl PluginSlots for BTreeMap<String, Arc<LivePlugin>> {
+    fn handler(&self, name: &str) -> Option<(Arc<dyn Handler>, FailurePolicy)> {
+        let live = self.get(name)?;
+        match &live.slot {
+            RoleSlot::Handler(slot) => Some((slot.clone() as Arc<dyn Handler>, live.current().plan.failure_policy)),
+            _ => None,
+        }
+    }
+
+    fn sink(&self, name: &str) -> Option<Arc<dyn Sink>> {
+        match &self.get(name)?.slot {
+            RoleSlot::Sink(slot) => Some(slot.clone() as Arc<dyn Sink>),
+            _ => None,
+        }
+    }
+}
+
+/// Who may publish over HTTP, as `plan` says; `None` when its auth policy plugin is missing.
+pub fn http_auth(plan: &HttpAuthPlan, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<HttpAuth> {
+    Some(match plan {
+        HttpAuthPlan::Open => HttpAuth::Open,
+        HttpAuthPlan::Tokens(tokens) => HttpAuth::Tokens(tokens.clone().into()),
+        HttpAuthPlan::Policy(name) => match &plugins.get(name)?.slot {
+            RoleSlot::AuthPolicy(slot) => HttpAuth::Policy(slot.clone() as Arc<dyn AuthPolicy>),
+            _ => return None,
+        },
+    })
+}
