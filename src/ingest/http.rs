@@ -1,10 +1,10 @@
 //! HTTP ingest: `POST /v1/events/{subject}` takes CloudEvents (structured, batched, binary) or any
 //! other body as raw data, and answers 202 only once every event is on every queue it belongs to.
-//! Also `GET /healthz`, `/readyz` and `/metrics`, and the admin endpoints `POST /v1/admin/reload` and
-//! `GET /v1/admin/plugins`, answered through the [`Admin`] trait. Status codes are decided here and nowhere else:
-//! 400 (bad event, naming the field), 401/403 (auth), 413 (over `max_body`), 429 or 503 with
-//! `Retry-After` (a queue is full, or the router is draining). Never runs handlers or buffers
-//! events itself: it publishes to the broker and waits.
+//! Also `GET /healthz`, `/readyz` and `/metrics`, and the admin endpoints `POST /v1/admin/reload`
+//! and `GET /v1/admin/plugins`, answered through the [`Admin`] trait. Status codes are decided here
+//! and nowhere else: 400 (bad event, naming the field), 401/403 (auth), 413 (over `max_body`), 429
+//! or 503 with `Retry-After` (a queue is full, or the router is draining). Never runs handlers or
+//! buffers events itself: it publishes to the broker and waits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
