@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use crate::gateway::GatewayStats;
 use crate::ingest::http::Admin;
 use crate::plugin::{CallStats, Plugin};
 use crate::reload::Reloader;
@@ -14,14 +17,21 @@ use crate::route::RouteStats;
 use crate::sink::worker::SinkStats;
 use crate::telemetry::metrics::MetricsText;
 
+/// What the admin endpoints read: the reloadable parts and the gateway's counters.
+pub struct RouterAdmin {
+    pub reloader: Arc<Reloader>,
+    pub gateway: Option<Arc<GatewayStats>>,
+}
+
 #[async_trait::async_trait]
-impl Admin for Reloader {
+impl Admin for RouterAdmin {
     fn metrics(&self) -> String {
-        render_metrics(self)
+        render_metrics(&self.reloader, self.gateway.as_deref())
     }
 
     fn plugins(&self) -> Value {
         let plugins: Vec<Value> = self
+            .reloader
             .plugins()
             .iter()
             .map(|(name, live)| {
@@ -62,12 +72,12 @@ impl Admin for Reloader {
     }
 
     async fn reload(&self) -> Vec<Value> {
-        Reloader::reload(self).await
+        self.reloader.reload().await
     }
 }
 
 /// The Prometheus text of every route, queue, sink and plugin, and of reloads.
-fn render_metrics(reloader: &Reloader) -> String {
+fn render_metrics(reloader: &Reloader, gateway: Option<&GatewayStats>) -> String {
     let routes = reloader.pipeline().routes();
     let sinks = reloader.pipeline().sinks();
     let plugins: Vec<(String, Plugin)> =
@@ -160,5 +170,57 @@ fn render_metrics(reloader: &Reloader) -> String {
             (vec![("kind", "config"), ("result", "failed")], load(&stats.configs_failed)),
         ],
     );
+    if let Some(gateway) = gateway {
+        let gauge = |text: &mut MetricsText, name: &str, help: &str, value: usize| {
+            text.gauge(name, help, [(Vec::new(), value as u64)]);
+        };
+        let counter = |text: &mut MetricsText, name: &str, help: &str, value: &AtomicU64| {
+            text.counter(name, help, [(Vec::new(), load(value))]);
+        };
+        gauge(
+            &mut text,
+            "eventyard_gateway_connections",
+            "NATS clients connected.",
+            gateway.connections.load(Ordering::Relaxed),
+        );
+        counter(&mut text, "eventyard_gateway_connections_total", "NATS clients accepted.", &gateway.total_connections);
+        counter(
+            &mut text,
+            "eventyard_gateway_refused_connections_total",
+            "NATS clients over the limit.",
+            &gateway.refused_connections,
+        );
+        counter(&mut text, "eventyard_gateway_in_messages_total", "Messages NATS clients published.", &gateway.in_msgs);
+        counter(
+            &mut text,
+            "eventyard_gateway_in_bytes_total",
+            "Payload bytes NATS clients published.",
+            &gateway.in_bytes,
+        );
+        counter(
+            &mut text,
+            "eventyard_gateway_out_messages_total",
+            "Messages sent to NATS subscribers.",
+            &gateway.out_msgs,
+        );
+        counter(
+            &mut text,
+            "eventyard_gateway_out_bytes_total",
+            "Payload bytes sent to NATS subscribers.",
+            &gateway.out_bytes,
+        );
+        counter(
+            &mut text,
+            "eventyard_gateway_slow_consumers_total",
+            "NATS clients cut off as slow consumers.",
+            &gateway.slow_consumers,
+        );
+        counter(
+            &mut text,
+            "eventyard_gateway_refused_publishes_total",
+            "NATS publishes a queue refused.",
+            &gateway.refused_publishes,
+        );
+    }
     text.finish()
 }

@@ -78,6 +78,11 @@ pub trait AuthPolicy: Send + Sync {
     async fn authorize(&self, request: &AuthRequest) -> Decision;
 }
 
+/// Compares secrets without an early exit, so timing does not reveal how much of one matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

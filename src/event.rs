@@ -5,6 +5,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,20 @@ pub struct Event {
     /// CloudEvents extension attributes, in arrival order.
     pub extensions: Vec<(String, String)>,
     pub data: Bytes,
+    /// The NATS message it arrived as, when a NATS client published it.
+    pub nats: Option<Arc<NatsEnvelope>>,
+}
+
+/// What a NATS message carried besides its subject and payload, kept so NATS subscribers receive
+/// the message as it was sent and can answer requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsEnvelope {
+    /// Where replies go (request/reply through an inbox subject).
+    pub reply: Option<String>,
+    /// The header block as sent (`NATS/1.0\r\n...\r\n\r\n`), if the message had one.
+    pub headers: Option<Bytes>,
+    /// The gateway connection that published it (a connection with `echo: false` skips its own).
+    pub client: u64,
 }
 
 /// The extension that carries an event's routing key (seed 002's second path level).
@@ -197,6 +213,7 @@ impl EventJson {
             },
             extensions: self.extensions,
             data,
+            nats: None,
         })
     }
 
@@ -267,6 +284,7 @@ mod tests {
             },
             extensions: vec![("routingkey".into(), "eu".into()), ("id".into(), "spoofed".into())],
             data: Bytes::copy_from_slice(data),
+            nats: None,
         }
     }
 

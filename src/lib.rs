@@ -3,6 +3,7 @@
 //! Layout, in the order an event crosses it (see ARCHITECTURE.md for the whole map):
 //! - [`event`]: the event type (CloudEvents context, extensions, routing subject, data).
 //! - [`ingest`]: events in: the CloudEvents HTTP decoder (structured, batch, binary, raw bodies).
+//! - [`gateway`]: events in and out over the NATS client protocol.
 //! - [`broker`]: subjects, patterns, the subscription index, the [`broker::Broker`] trait and the
 //!   embedded broker.
 //! - [`route`]: the [`route::Handler`] role and failure policies.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod event;
 pub mod fault;
+pub mod gateway;
 pub mod ingest;
 pub mod pipeline;
 pub mod plugin;

@@ -12,8 +12,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::RouterAdmin;
 use crate::broker::{Broker, EmbeddedBroker};
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::ingest::http::IngestState;
 use crate::reload::Reloader;
 
@@ -21,6 +23,9 @@ use crate::reload::Reloader;
 pub struct Running {
     /// Where HTTP ingest listens (useful when the config asked for port 0).
     pub http_addr: SocketAddr,
+    /// Where the NATS gateway listens, when `[service]` turns it on.
+    pub nats_addr: Option<SocketAddr>,
+    gateway: Option<Gateway>,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -42,18 +47,25 @@ pub struct ShutdownReport {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
     let listen = config.http.listen;
+    let gateway_settings = config.service.gateway.clone();
     let watch = config.watch_plugins;
     let plugin_dir = config.plugin_dir.clone();
     let config_file = config.source.as_ref().map(|source| source.path.clone());
     let (routes, sinks) = (config.routes.len(), config.sinks.len());
     let reloader = Arc::new(Reloader::start(config, broker.clone()).await?);
+    let gateway = match gateway_settings {
+        Some(settings) => Some(Gateway::start(settings, broker.clone(), reloader.gateway_auth.clone()).await?),
+        None => None,
+    };
+    let nats_addr = gateway.as_ref().map(|gateway| gateway.addr);
+    let admin = RouterAdmin { reloader: reloader.clone(), gateway: gateway.as_ref().map(|g| g.stats.clone()) };
     let ready = Arc::new(AtomicBool::new(false));
     let state = IngestState {
-        broker,
+        broker: broker.clone(),
         auth: reloader.http_auth.clone(),
         max_body: reloader.max_body.clone(),
         ready: ready.clone(),
-        admin: reloader.clone(),
+        admin: Arc::new(admin),
     };
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP ingest to {listen}"))?;
@@ -87,8 +99,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     ready.store(true, Ordering::Release);
     let plugins = reloader.plugins().len();
-    tracing::info!(%http_addr, routes, sinks, plugins, "eventyard running");
-    Ok(Running { http_addr, ready, stop_http, http, tasks, reloader, _watcher: watcher })
+    let nats = nats_addr.map(|addr| addr.to_string());
+    tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
+    Ok(Running { http_addr, nats_addr, gateway, ready, stop_http, http, tasks, reloader, _watcher: watcher })
 }
 
 impl Running {
@@ -102,6 +115,9 @@ impl Running {
     pub async fn shutdown(self) -> ShutdownReport {
         self.ready.store(false, Ordering::Release);
         self.stop_http.cancel();
+        if let Some(gateway) = self.gateway {
+            gateway.shutdown().await;
+        }
         match self.http.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(error = %err, "HTTP ingest stopped with an error"),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::Pattern;
+use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
 use crate::route::FailurePolicy;
@@ -76,11 +77,11 @@ pub struct ConfigSource {
 /// `[service]`, checked.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    pub host: String,
-    pub port: u16,
     pub event_limit: usize,
-    pub listener_limit: usize,
     pub drain_timeout: Duration,
+    /// The NATS gateway, on when the config has a `[service]` section.
+    pub gateway: Option<GatewaySettings>,
+    pub gateway_auth: GatewayAuth,
 }
 
 /// `[http]`, checked.
@@ -221,8 +222,7 @@ impl Config {
         keep("plugins.cache_dir", self.runtime.cache_dir == running.runtime.cache_dir);
         keep("plugins.consume_fuel", self.runtime.consume_fuel == running.runtime.consume_fuel);
         keep("plugins.pool_instances", self.runtime.pool_instances == running.runtime.pool_instances);
-        keep("service.host", self.service.host == running.service.host);
-        keep("service.port", self.service.port == running.service.port);
+        keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
         keep("tls", self.tls == running.tls);
         self.log_format = running.log_format;
@@ -235,8 +235,7 @@ impl Config {
         self.plugin_dir = running.plugin_dir.clone();
         self.watch_plugins = running.watch_plugins;
         self.runtime = running.runtime.clone();
-        self.service.host = running.service.host.clone();
-        self.service.port = running.service.port;
+        self.service.gateway = running.service.gateway.clone();
         self.http.listen = running.http.listen;
         self.tls = running.tls.clone();
         differ
@@ -302,13 +301,17 @@ kafka = true
     #[test]
     fn restart_only_settings_are_named_and_kept() {
         let running = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n[service]\nevent_limit = 5\n").unwrap();
+        assert_eq!(running.service.gateway.as_ref().map(|g| g.port), Some(10132));
         let mut next = Config::from_toml(
             "[http]\nlisten = \"127.0.0.1:2\"\n[service]\nevent_limit = 6\nport = 4222\n[plugins]\nconsume_fuel = true\n",
         )
         .unwrap();
-        assert_eq!(next.keep_restart_only(&running), ["plugins.consume_fuel", "service.port", "http.listen"]);
+        assert_eq!(
+            next.keep_restart_only(&running),
+            ["plugins.consume_fuel", "service (gateway address and limits)", "http.listen"]
+        );
         assert_eq!(next.http.listen, running.http.listen);
-        assert_eq!(next.service.port, running.service.port);
+        assert_eq!(next.service.gateway, running.service.gateway);
         assert!(!next.runtime.consume_fuel);
         assert_eq!(next.service.event_limit, 6, "live settings keep their new value");
     }

@@ -22,8 +22,8 @@ pub struct ConfigFile {
     /// Per-plugin settings by plugin name.
     #[serde(default)]
     pub plugin: BTreeMap<String, Spanned<PluginConfig>>,
-    #[serde(default)]
-    pub service: ServiceConfig,
+    /// `[service]`: present, it turns the NATS gateway on.
+    pub service: Option<ServiceConfig>,
     #[serde(default)]
     pub http: HttpConfig,
     pub tls: Option<Spanned<TlsConfig>>,
@@ -53,6 +53,24 @@ pub struct ServiceConfig {
     /// How long shutdown waits for queues to drain.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: Spanned<u64>,
+    /// Largest message a NATS client may publish.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: Spanned<ByteSize>,
+    /// Most bytes waiting to be written to one client before it is disconnected as a slow consumer.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: Spanned<ByteSize>,
+    /// How long a client may take to authenticate.
+    #[serde(default = "default_auth_timeout_ms")]
+    pub auth_timeout_ms: Spanned<u64>,
+    pub auth: Option<GatewayAuthConfig>,
+}
+
+/// `[service.auth]`: how NATS clients authenticate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAuthConfig {
+    /// Tokens a client may give as `auth_token`.
+    pub tokens: Option<Vec<String>>,
 }
 
 impl Default for ServiceConfig {
@@ -63,8 +81,24 @@ impl Default for ServiceConfig {
             event_limit: default_event_limit(),
             listener_limit: default_listener_limit(),
             drain_timeout_ms: default_drain_timeout_ms(),
+            max_payload: default_max_payload(),
+            max_pending: default_max_pending(),
+            auth_timeout_ms: default_auth_timeout_ms(),
+            auth: None,
         }
     }
+}
+
+fn default_max_payload() -> Spanned<ByteSize> {
+    unspanned(ByteSize(1 << 20))
+}
+
+fn default_max_pending() -> Spanned<ByteSize> {
+    unspanned(ByteSize(64 << 20))
+}
+
+fn default_auth_timeout_ms() -> Spanned<u64> {
+    unspanned(2000)
 }
 
 fn default_host() -> String {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::model::{ConfigFile, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, SinkConfig, SinkKind, WorldName};
+use super::model::{
+    ConfigFile, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, ServiceConfig, SinkConfig, SinkKind, WorldName,
+};
 use super::{
     Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
     TlsSettings,
@@ -17,6 +19,7 @@ use super::{
 use std::net::SocketAddr;
 
 use crate::broker::Pattern;
+use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
@@ -177,11 +180,10 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         default_limits: Limits::default(),
         plugins: BTreeMap::new(),
         service: ServiceSettings {
-            host: String::new(),
-            port: 0,
             event_limit: 0,
-            listener_limit: 0,
             drain_timeout: Duration::ZERO,
+            gateway: None,
+            gateway_auth: GatewayAuth::Open,
         },
         http: HttpSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 10133)),
@@ -236,16 +238,32 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
 
 impl Checker<'_> {
     fn service(&mut self, file: &ConfigFile, config: &mut Config) {
-        let s = &file.service;
+        let defaults = ServiceConfig::default();
+        let s = file.service.as_ref().unwrap_or(&defaults);
         self.range("service.event_limit", &s.event_limit, 1, 100_000_000);
         self.range("service.listener_limit", &s.listener_limit, 1, 1_000_000);
         self.range("service.drain_timeout_ms", &s.drain_timeout_ms, 0, 3_600_000);
+        self.range("service.auth_timeout_ms", &s.auth_timeout_ms, 1, 60_000);
+        let max_payload = Spanned::new(s.max_payload.span(), s.max_payload.get_ref().0);
+        self.range("service.max_payload", &max_payload, 1, 64 << 20);
+        let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
+        self.range("service.max_pending", &max_pending, 1, 1 << 34);
+        let gateway_auth = match s.auth.as_ref().and_then(|auth| auth.tokens.clone()) {
+            Some(tokens) => GatewayAuth::Tokens(tokens),
+            None => GatewayAuth::Open,
+        };
         config.service = ServiceSettings {
-            host: s.host.clone(),
-            port: s.port,
             event_limit: *s.event_limit.get_ref(),
-            listener_limit: *s.listener_limit.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
+            gateway: file.service.as_ref().map(|_| GatewaySettings {
+                host: s.host.clone(),
+                port: s.port,
+                listener_limit: *s.listener_limit.get_ref(),
+                max_payload: *max_payload.get_ref(),
+                max_pending: *max_pending.get_ref(),
+                auth_timeout: Duration::from_millis(*s.auth_timeout_ms.get_ref()),
+            }),
+            gateway_auth,
         };
     }
 

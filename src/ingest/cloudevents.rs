@@ -198,12 +198,24 @@ pub fn decode(
     body: Bytes,
     now: SystemTime,
 ) -> Result<Vec<Event>, DecodeError> {
+    decode_from(RAW_SOURCE, subject, content_type, headers, body, now)
+}
+
+/// [`decode`] for another transport: raw events get `raw_source` as their `source`.
+pub fn decode_from(
+    raw_source: &str,
+    subject: &str,
+    content_type: Option<&str>,
+    headers: &[(String, String)],
+    body: Bytes,
+    now: SystemTime,
+) -> Result<Vec<Event>, DecodeError> {
     validate_subject(subject)?;
     match mode(content_type, headers)? {
         Mode::Structured => Ok(vec![decode_structured(subject, &body)?]),
         Mode::Batch => decode_batch(subject, &body),
         Mode::Binary => Ok(vec![decode_binary(subject, content_type, headers, body)?]),
-        Mode::Raw => Ok(vec![decode_raw(subject, content_type, body, now)?]),
+        Mode::Raw => Ok(vec![decode_raw(raw_source, subject, content_type, body, now)?]),
     }
 }
 
@@ -460,7 +472,7 @@ fn decode_object(
     };
 
     let (context, extensions) = build_context(index, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data })
+    Ok(Event { subject: subject.to_owned(), context, extensions, data, nats: None })
 }
 
 fn is_null(value: &RawValue) -> bool {
@@ -573,7 +585,7 @@ fn decode_binary(
     check_specversion(None, attributes.specversion.as_deref())?;
     attributes.datacontenttype = content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
     let (context, extensions) = build_context(None, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data: body })
+    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None })
 }
 
 /// A binary-mode header value as the attribute's string: surrounding whitespace dropped,
@@ -627,7 +639,13 @@ fn hex_digit(byte: u8) -> Option<u8> {
 }
 
 /// The raw-mode event: the body as data, every required attribute filled by the host.
-fn decode_raw(subject: &str, content_type: Option<&str>, body: Bytes, now: SystemTime) -> Result<Event, DecodeError> {
+fn decode_raw(
+    source: &str,
+    subject: &str,
+    content_type: Option<&str>,
+    body: Bytes,
+    now: SystemTime,
+) -> Result<Event, DecodeError> {
     let since_epoch = now
         .duration_since(UNIX_EPOCH)
         .map_err(|err| DecodeError::HostClock { reason: format!("{:?} before 1970", err.duration()) })?;
@@ -641,14 +659,14 @@ fn decode_raw(subject: &str, content_type: Option<&str>, body: Bytes, now: Syste
     let attributes = Attributes {
         specversion: Some(SPEC_VERSION.into()),
         id: Some(id.to_string()),
-        source: Some(RAW_SOURCE.into()),
+        source: Some(source.into()),
         ty: Some(RAW_TYPE.into()),
         time: Some(time),
         datacontenttype: content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned),
         ..Attributes::default()
     };
     let (context, extensions) = build_context(None, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data: body })
+    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None })
 }
 
 fn check_specversion(index: Option<usize>, specversion: Option<&str>) -> Result<(), DecodeError> {
@@ -910,6 +928,7 @@ mod tests {
             },
             extensions: vec![],
             data: Bytes::new(),
+            nats: None,
         };
         assert_eq!(event, expected);
     }

@@ -145,7 +145,9 @@ async fn authorize(
         HttpAuth::Open => Ok(()),
         HttpAuth::Tokens(tokens) => match bearer(headers) {
             None => Err(error(StatusCode::UNAUTHORIZED, "a bearer token is required", None)),
-            Some(given) if tokens.iter().any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) => Ok(()),
+            Some(given) if tokens.iter().any(|t| crate::auth::constant_time_eq(t.as_bytes(), given.as_bytes())) => {
+                Ok(())
+            }
             Some(_) => Err(error(StatusCode::FORBIDDEN, "token not accepted", None)),
         },
         HttpAuth::Policy(policy) => {
@@ -181,11 +183,6 @@ async fn authorize(
             }
         }
     }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn publish(

@@ -67,6 +67,7 @@ fn from_wit(event: wit::Event) -> Event {
         },
         extensions: event.extensions,
         data: event.data.into(),
+        nats: None,
     }
 }
 

@@ -33,6 +33,7 @@ pub use plugins::{Generation, LivePlugin, RoleSlot};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigSource};
 use crate::event::{Context, Event};
+use crate::gateway::GatewayAuth;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
 use crate::plugin::{ComponentInfo, Plugin, PluginRuntime, content_hash};
@@ -66,6 +67,8 @@ pub struct Reloader {
     pub http_auth: Arc<Slot<HttpAuth>>,
     /// Largest HTTP request body.
     pub max_body: Arc<AtomicUsize>,
+    /// How NATS gateway clients authenticate.
+    pub gateway_auth: Arc<Slot<GatewayAuth>>,
     /// Held for the whole of a reload: one at a time.
     applied: tokio::sync::Mutex<Applied>,
     pub stats: ReloadStats,
@@ -101,6 +104,7 @@ impl Reloader {
             plugins: RwLock::new(live),
             http_auth: Arc::new(Slot::new(Arc::new(auth))),
             max_body: Arc::new(AtomicUsize::new(config.http.max_body)),
+            gateway_auth: Arc::new(Slot::new(Arc::new(config.service.gateway_auth.clone()))),
             applied: tokio::sync::Mutex::new(Applied { config, generation: 1 }),
             stats: ReloadStats::default(),
         })
@@ -348,6 +352,7 @@ impl Reloader {
                 self.http_auth.replace(Arc::new(auth));
             }
             self.max_body.store(config.http.max_body, Ordering::Relaxed);
+            self.gateway_auth.replace(Arc::new(config.service.gateway_auth.clone()));
             if !restart_required.is_empty() {
                 tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
             }
@@ -384,6 +389,7 @@ impl Reloader {
             },
             extensions: Vec::new(),
             data: Bytes::from(report.to_string()),
+            nats: None,
         };
         if let Err(err) = self.broker.publish(event).await {
             tracing::warn!(error = %err, "reload report not published");

@@ -10,6 +10,7 @@ use eventyard::event::{Event, EventJson};
 
 pub mod http_server;
 pub mod load;
+pub mod nats;
 pub mod router;
 
 /// Every plugin crate the tests use, first-party and fixtures.

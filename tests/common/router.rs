@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct RouterProcess {
     child: Option<Child>,
     pub http: SocketAddr,
+    /// The NATS gateway's address, when the config has a `[service]` section.
+    pub nats: Option<SocketAddr>,
     /// Log lines (JSON) the router printed so far, collected by a reader thread.
     logs: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -49,6 +51,7 @@ impl RouterProcess {
         let mut router = RouterProcess {
             child: Some(child),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            nats: None,
             logs,
             seen: Vec::new(),
             dir,
@@ -57,6 +60,7 @@ impl RouterProcess {
         let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
         router.http =
             json["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("the log names http_addr");
+        router.nats = json["fields"]["nats_addr"].as_str().and_then(|a| a.parse().ok());
         router
     }
 
@@ -83,6 +87,11 @@ impl RouterProcess {
     /// The router's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the router is running").id()
+    }
+
+    /// `nats://host:port` of the gateway.
+    pub fn nats_url(&self) -> String {
+        format!("nats://{}", self.nats.expect("the config turns the gateway on"))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -158,6 +158,7 @@ mod tests {
             },
             extensions: vec![("routingkey".into(), "leon".into())],
             data: Bytes::copy_from_slice(data),
+            nats: None,
         }
     }
 

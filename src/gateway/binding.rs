@@ -1,0 +1,116 @@
+//! The CloudEvents NATS binding as the gateway applies it. A NATS message becomes an event:
+//! binary mode when it has `ce-` headers, structured or batched when its `Content-Type` says so,
+//! raw otherwise; a single event keeps the message's envelope (reply subject, header block,
+//! publisher). An event becomes what a NATS subscriber gets: the message exactly as a NATS client
+//! sent it, or — for events from elsewhere — the data with the context as `ce-` headers.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::protocol::parse_headers;
+use crate::event::{Event, NatsEnvelope};
+use crate::ingest::cloudevents::{self, DecodeError};
+
+/// `source` of events built from a raw NATS message.
+pub const NATS_SOURCE: &str = "/eventyard/nats";
+
+/// The events a message published by gateway client `client` carries.
+pub fn decode(
+    subject: &str,
+    reply: Option<String>,
+    headers: Option<Bytes>,
+    payload: Bytes,
+    client: u64,
+) -> Result<Vec<Event>, DecodeError> {
+    let pairs = headers.as_deref().map(parse_headers).unwrap_or_default();
+    let content_type =
+        pairs.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-type")).map(|(_, value)| value.as_str());
+    let attributes: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(name, _)| name.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case("ce-")))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect();
+    let mut events =
+        cloudevents::decode_from(NATS_SOURCE, subject, content_type, &attributes, payload, SystemTime::now())?;
+    if let [event] = &mut events[..] {
+        event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
+    }
+    Ok(events)
+}
+
+/// The header block a NATS subscriber gets with `event`; `None` for a plain `MSG`.
+pub fn headers_of(event: &Event) -> Option<Bytes> {
+    if let Some(envelope) = &event.nats {
+        return envelope.headers.clone();
+    }
+    let c = &event.context;
+    let mut block = String::with_capacity(160);
+    block.push_str("NATS/1.0\r\n");
+    let mut header = |name: &str, value: &str| {
+        block.push_str(name);
+        block.push_str(": ");
+        // A value never ends the header line early.
+        block.extend(value.chars().map(|ch| if ch == '\r' || ch == '\n' { ' ' } else { ch }));
+        block.push_str("\r\n");
+    };
+    header("ce-specversion", &c.specversion);
+    header("ce-id", &c.id);
+    header("ce-source", &c.source);
+    header("ce-type", &c.ty);
+    for (name, value) in [("ce-subject", &c.subject), ("ce-time", &c.time), ("ce-dataschema", &c.dataschema)] {
+        if let Some(value) = value {
+            header(name, value);
+        }
+    }
+    if let Some(content_type) = &c.datacontenttype {
+        header("content-type", content_type);
+    }
+    for (name, value) in &event.extensions {
+        header(&format!("ce-{name}"), value);
+    }
+    block.push_str("\r\n");
+    Some(Bytes::from(block))
+}
+
+/// The reply subject of `event`, if it asks for one.
+pub fn reply_of(event: &Event) -> Option<&str> {
+    event.nats.as_ref().and_then(|envelope| envelope.reply.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_message_keeps_its_envelope_and_goes_out_as_it_came() {
+        let headers = Bytes::from_static(b"NATS/1.0\r\nX-Trace: 1\r\n\r\n");
+        let events =
+            decode("orders.new", Some("_INBOX.1".into()), Some(headers.clone()), Bytes::from("hi"), 7).unwrap();
+        let event = &events[0];
+        assert_eq!((event.context.source.as_str(), event.data.as_ref()), (NATS_SOURCE, &b"hi"[..]));
+        assert_eq!(headers_of(event), Some(headers));
+        assert_eq!(reply_of(event), Some("_INBOX.1"));
+        let plain = decode("orders.new", None, None, Bytes::from("hi"), 7).unwrap();
+        assert_eq!(headers_of(&plain[0]), None, "a message without headers goes out as MSG");
+    }
+
+    #[test]
+    fn ce_headers_make_a_binary_mode_event_and_events_from_elsewhere_get_them() {
+        let headers = Bytes::from_static(
+            b"NATS/1.0\r\nce-specversion: 1.0\r\nCe-Id: e1\r\nce-source: /s\r\nce-type: t\r\nce-routingkey: node-1\r\ncontent-type: application/json\r\n\r\n",
+        );
+        let events = decode("a", None, Some(headers), Bytes::from("{}"), 1).unwrap();
+        let mut event = events[0].clone();
+        assert_eq!((event.context.id.as_str(), event.routing_key()), ("e1", Some("node-1")));
+        event.nats = None;
+        let block = headers_of(&event).unwrap();
+        let pairs = parse_headers(&block);
+        assert!(pairs.contains(&("ce-id".into(), "e1".into())));
+        assert!(pairs.contains(&("ce-routingkey".into(), "node-1".into())));
+        assert!(pairs.contains(&("content-type".into(), "application/json".into())));
+        event.context.source = "/a\r\nInjected: yes".into();
+        assert!(!parse_headers(&headers_of(&event).unwrap()).iter().any(|(name, _)| name == "Injected"));
+    }
+}

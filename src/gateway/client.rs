@@ -1,0 +1,428 @@
+//! One gateway client connection: INFO, CONNECT and auth, then its ops — publishes into the
+//! broker, subscriptions as broker subscribers, PING/PONG — until it closes or breaks the
+//! protocol (`-ERR`, then close). Everything it sends goes through one bounded outbound buffer
+//! written by its own task: a client that cannot keep up is disconnected as a slow consumer, and
+//! never makes a publisher wait or the server hold unbounded memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self, ClientOp, Parser};
+use super::{GatewayAuth, Shared, binding};
+use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::event::Event;
+
+/// How long a write to a client may block before the client counts as a slow consumer.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a client asked for in CONNECT.
+#[derive(Debug, Deserialize)]
+struct ConnectOptions {
+    // Keys a client leaves out keep nats-server's defaults: verbose and echo on.
+    #[serde(default = "yes")]
+    verbose: bool,
+    #[serde(default = "yes")]
+    echo: bool,
+    #[serde(default)]
+    headers: bool,
+    #[serde(default)]
+    no_responders: bool,
+    auth_token: Option<String>,
+    name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ConnectOptions {
+    /// Before CONNECT, as nats-server: verbose, echo, no headers.
+    fn default() -> Self {
+        ConnectOptions { verbose: true, echo: true, headers: false, no_responders: false, auth_token: None, name: None }
+    }
+}
+
+/// Bytes waiting to be written to the client, bounded by `max_pending`.
+struct Outbound {
+    pending: Mutex<BytesMut>,
+    wake: Notify,
+    max_pending: usize,
+    /// Cancelled when the connection is to close, by either side.
+    close: CancellationToken,
+    slow: AtomicBool,
+}
+
+impl Outbound {
+    /// Appends what `write` writes. Past `max_pending` the client is a slow consumer: what is
+    /// pending is dropped and the connection closes.
+    fn send(&self, write: impl FnOnce(&mut BytesMut)) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if self.close.is_cancelled() {
+            return;
+        }
+        write(&mut pending);
+        if pending.len() > self.max_pending {
+            pending.clear();
+            self.slow.store(true, Ordering::Release);
+            self.close.cancel();
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// Sends `-ERR 'text'` and closes the connection once it is written.
+    fn fail(&self, text: &str) {
+        self.send(|out| protocol::write_err(out, text));
+        self.close.cancel();
+    }
+
+    fn take(&self, spare: &mut BytesMut) {
+        if let Ok(mut pending) = self.pending.lock() {
+            std::mem::swap(&mut *pending, spare);
+        }
+    }
+}
+
+/// Writes what is pending until the connection closes; a slow consumer gets its `-ERR` last.
+async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, outbound: Arc<Outbound>) {
+    let mut batch = BytesMut::with_capacity(64 << 10);
+    loop {
+        outbound.take(&mut batch);
+        if !batch.is_empty() {
+            let written = tokio::select! {
+                written = tokio::time::timeout(WRITE_DEADLINE, writer.write_all(&batch)) => written,
+                _ = outbound.close.cancelled(), if outbound.slow.load(Ordering::Acquire) => break,
+            };
+            match written {
+                Ok(Ok(())) => batch.clear(),
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    outbound.slow.store(true, Ordering::Release);
+                    break;
+                }
+            }
+            continue;
+        }
+        if outbound.close.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = outbound.wake.notified() => {}
+            _ = outbound.close.cancelled() => {}
+        }
+    }
+    outbound.close.cancel();
+    if outbound.slow.load(Ordering::Acquire) {
+        let mut err = BytesMut::new();
+        protocol::write_err(&mut err, "Slow Consumer");
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&err)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}
+
+/// A client's subscription, as the broker sees it.
+struct ClientSubscription {
+    sid: String,
+    pattern: Pattern,
+    client: u64,
+    echo: bool,
+    headers: bool,
+    outbound: Arc<Outbound>,
+    shared: Arc<Shared>,
+    delivered: AtomicU64,
+    /// Messages left before it ends (`UNSUB sid max`); `u64::MAX` for no limit.
+    remaining: AtomicU64,
+    id: OnceLock<SubscriptionId>,
+}
+
+#[async_trait]
+impl Subscriber for ClientSubscription {
+    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        if !self.echo && event.nats.as_ref().is_some_and(|envelope| envelope.client == self.client) {
+            return Ok(());
+        }
+        let taken = self.remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
+            0 => None,
+            u64::MAX => Some(u64::MAX),
+            left => Some(left - 1),
+        });
+        let Ok(left) = taken else { return Ok(()) };
+        let headers = if self.headers { binding::headers_of(event) } else { None };
+        let reply = binding::reply_of(event);
+        self.outbound
+            .send(|out| protocol::write_msg(out, &event.subject, &self.sid, reply, headers.as_deref(), &event.data));
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.out_msgs.fetch_add(1, Ordering::Relaxed);
+        stats.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
+        if left == 1
+            && let Some(id) = self.id.get()
+        {
+            self.shared.broker.unsubscribe(*id);
+        }
+        // A slow client is disconnected; it never makes the publisher wait or fail.
+        Ok(())
+    }
+}
+
+/// One connection's state.
+struct Client {
+    id: u64,
+    shared: Arc<Shared>,
+    outbound: Arc<Outbound>,
+    options: ConnectOptions,
+    connected: bool,
+    subscriptions: HashMap<String, Arc<ClientSubscription>>,
+}
+
+/// Greets a client over the connection limit with INFO and `-ERR`, then closes.
+pub(super) async fn refuse(shared: &Shared, mut stream: TcpStream, remote: SocketAddr, id: u64, reason: &str) {
+    let mut out = BytesMut::new();
+    protocol::write_info(&mut out, &info(shared, remote, id));
+    protocol::write_err(&mut out, reason);
+    tracing::warn!(%remote, reason, "gateway connection refused");
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
+    let settings = &shared.settings;
+    let (_, auth) = shared.auth.current();
+    json!({
+        "server_id": shared.server_id,
+        "server_name": shared.server_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "proto": 1,
+        "host": settings.host,
+        "port": settings.port,
+        "headers": true,
+        "max_payload": settings.max_payload,
+        "client_id": id,
+        "client_ip": remote.ip().to_string(),
+        "auth_required": *auth != GatewayAuth::Open,
+    })
+}
+
+/// Serves one client until it closes, breaks the protocol or `stop` is cancelled.
+pub(super) async fn serve(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    id: u64,
+    stop: CancellationToken,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let outbound = Arc::new(Outbound {
+        pending: Mutex::new(BytesMut::new()),
+        wake: Notify::new(),
+        max_pending: shared.settings.max_pending,
+        close: stop,
+        slow: AtomicBool::new(false),
+    });
+    let writing = tokio::spawn(write_loop(writer, outbound.clone()));
+    outbound.send(|out| protocol::write_info(out, &info(shared, remote, id)));
+    let (_, auth) = shared.auth.current();
+    let auth_required = *auth != GatewayAuth::Open;
+    let mut client = Client {
+        id,
+        shared: shared.clone(),
+        outbound: outbound.clone(),
+        options: ConnectOptions::default(),
+        connected: false,
+        subscriptions: HashMap::new(),
+    };
+    let parser = Parser { max_payload: shared.settings.max_payload };
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let auth_deadline = tokio::time::sleep(shared.settings.auth_timeout);
+    tokio::pin!(auth_deadline);
+    'read: loop {
+        buf.reserve(32 << 10);
+        let read = tokio::select! {
+            _ = outbound.close.cancelled() => break,
+            _ = &mut auth_deadline, if auth_required && !client.connected => {
+                outbound.fail("Authentication Timeout");
+                break;
+            }
+            read = reader.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match parser.next(&mut buf) {
+                Ok(Some(op)) => {
+                    if auth_required && !client.connected && !matches!(op, ClientOp::Connect(_)) {
+                        outbound.fail("Authorization Violation");
+                        break 'read;
+                    }
+                    if !client.handle(op, &auth).await {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(%remote, client = id, error = %err, "gateway protocol error");
+                    outbound.fail(err.wire_text());
+                    break 'read;
+                }
+            }
+        }
+    }
+    outbound.close.cancel();
+    if outbound.slow.load(Ordering::Acquire) {
+        shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%remote, client = id, "slow consumer disconnected");
+    }
+    client.unsubscribe_all();
+    let _ = writing.await;
+}
+
+impl Client {
+    /// Handles one op; false when the connection is to close.
+    async fn handle(&mut self, op: ClientOp, auth: &GatewayAuth) -> bool {
+        match op {
+            ClientOp::Connect(json) => {
+                let options: ConnectOptions = match serde_json::from_slice(&json) {
+                    Ok(options) => options,
+                    Err(_) => {
+                        self.outbound.fail("Unknown Protocol Operation");
+                        return false;
+                    }
+                };
+                if !authorized(auth, &options) {
+                    tracing::info!(client = self.id, name = ?options.name, "gateway client not authorized");
+                    self.outbound.fail("Authorization Violation");
+                    return false;
+                }
+                self.options = options;
+                self.connected = true;
+                self.ok();
+            }
+            ClientOp::Ping => self.outbound.send(|out| out.put_slice(b"PONG\r\n")),
+            ClientOp::Pong => {}
+            ClientOp::Sub { subject, queue, sid } => {
+                let Ok(pattern) = Pattern::new(subject.as_str()) else {
+                    self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));
+                    return true;
+                };
+                self.unsubscribe(&sid);
+                let subscription = Arc::new(ClientSubscription {
+                    sid: sid.clone(),
+                    pattern: pattern.clone(),
+                    client: self.id,
+                    echo: self.options.echo,
+                    headers: self.options.headers,
+                    outbound: self.outbound.clone(),
+                    shared: self.shared.clone(),
+                    delivered: AtomicU64::new(0),
+                    remaining: AtomicU64::new(u64::MAX),
+                    id: OnceLock::new(),
+                });
+                let id = self.shared.broker.subscribe(pattern, queue, subscription.clone());
+                let _ = subscription.id.set(id);
+                self.subscriptions.insert(sid, subscription);
+                self.ok();
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.ok();
+                match (max, self.subscriptions.get(&sid)) {
+                    (Some(max), Some(subscription)) if subscription.delivered.load(Ordering::Acquire) < max => {
+                        let left = max - subscription.delivered.load(Ordering::Acquire);
+                        subscription.remaining.store(left, Ordering::Release);
+                    }
+                    _ => self.unsubscribe(&sid),
+                }
+            }
+            ClientOp::Pub { subject, reply, headers, payload } => {
+                if headers.is_some() && !self.options.headers {
+                    self.outbound.fail("Headers Not Supported");
+                    return false;
+                }
+                self.ok();
+                let stats = &self.shared.stats;
+                stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+                stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                let events = match binding::decode(&subject, reply.clone(), headers, payload, self.id) {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let text = err.to_string().replace('\'', "\"");
+                        self.outbound.send(|out| protocol::write_err(out, &format!("Invalid Publish: {text}")));
+                        return true;
+                    }
+                };
+                let mut delivered = 0;
+                for event in events {
+                    match self.shared.broker.publish(event).await {
+                        Ok(ack) => delivered += ack.delivered,
+                        Err(PublishError::Refused(refusal)) => {
+                            stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(client = self.id, %subject, error = %refusal, "gateway publish refused");
+                        }
+                    }
+                }
+                if delivered == 0
+                    && let Some(reply) = reply
+                {
+                    self.no_responders(&reply);
+                }
+            }
+        }
+        true
+    }
+
+    fn ok(&self) {
+        if self.options.verbose {
+            self.outbound.send(|out| out.put_slice(b"+OK\r\n"));
+        }
+    }
+
+    /// Tells a requester nobody answered: a 503 status on its own subscription to `reply`, when it
+    /// asked for that with `no_responders` (and headers).
+    fn no_responders(&self, reply: &str) {
+        if !(self.options.no_responders && self.options.headers) {
+            return;
+        }
+        let matching = self.subscriptions.values().find(|subscription| subscription.pattern.matches(reply));
+        if let Some(subscription) = matching {
+            self.outbound.send(|out| {
+                protocol::write_msg(out, reply, &subscription.sid, None, Some(b"NATS/1.0 503\r\n\r\n"), b"")
+            });
+        }
+    }
+
+    fn unsubscribe(&mut self, sid: &str) {
+        if let Some(subscription) = self.subscriptions.remove(sid)
+            && let Some(id) = subscription.id.get()
+        {
+            self.shared.broker.unsubscribe(*id);
+        }
+    }
+
+    fn unsubscribe_all(&mut self) {
+        let sids: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for sid in sids {
+            self.unsubscribe(&sid);
+        }
+    }
+}
+
+fn authorized(auth: &GatewayAuth, options: &ConnectOptions) -> bool {
+    match auth {
+        GatewayAuth::Open => true,
+        GatewayAuth::Tokens(tokens) => options.auth_token.as_deref().is_some_and(|given| {
+            tokens.iter().any(|token| crate::auth::constant_time_eq(token.as_bytes(), given.as_bytes()))
+        }),
+    }
+}

@@ -1,0 +1,80 @@
+//! NATS clients for end-to-end tests: a raw protocol client over a TCP socket (for exact bytes,
+//! misbehaving clients and slow readers), and the real nats-py client running the scenarios of
+//! `tests/clients/nats_py.py`.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A NATS protocol client that sends and reads raw bytes.
+pub struct RawClient {
+    pub stream: TcpStream,
+    seen: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects and reads the server's INFO line.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("the gateway accepts");
+        let mut client = RawClient { stream, seen: Vec::new() };
+        client.read_until("\r\n", Duration::from_secs(5)).await;
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Reads until what arrived since the last call contains `needle`, and returns it all; panics
+    /// with what arrived if it does not come in time or the connection closes first.
+    pub async fn read_until(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(at) = find(&self.seen, needle.as_bytes()) {
+                let rest = self.seen.split_off(at + needle.len());
+                let got = std::mem::replace(&mut self.seen, rest);
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+            let mut chunk = vec![0; 64 << 10];
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => self.seen.extend_from_slice(&chunk[..n]),
+                outcome => panic!(
+                    "no {needle:?} ({outcome:?}); got {:?}",
+                    String::from_utf8_lossy(&self.seen[self.seen.len().saturating_sub(300)..])
+                ),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the last bytes it sent.
+    pub async fn read_to_close(&mut self, timeout: Duration) -> String {
+        let mut rest = Vec::new();
+        tokio::time::timeout(timeout, self.stream.read_to_end(&mut rest)).await.expect("the server closes").ok();
+        self.seen.extend_from_slice(&rest);
+        String::from_utf8_lossy(&self.seen[self.seen.len().saturating_sub(300)..]).into_owned()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// Runs nats-py scenario `scenario` against `url` and returns what it printed.
+pub fn nats_py(url: &str, scenario: &str, token: Option<&str>) -> serde_json::Value {
+    let script = super::repo_root().join("tests/clients/nats_py.py");
+    let mut python = Command::new("python3");
+    python.arg(script).arg(url).arg(scenario);
+    python.args(token);
+    let output = python.output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "nats-py {scenario} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the scenario prints JSON")
+}
