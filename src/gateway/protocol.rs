@@ -73,7 +73,7 @@ impl Parser {
             let window = &buf[..buf.len().min(MAX_CONTROL_LINE + 2)];
             let Some(newline) = window.iter().position(|&b| b == b'\n') else {
                 // Like nats-server, refuse an unknown op as soon as its first bytes show it.
-                let name_so_far = window.split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default();
+                let name_so_far = window.split(|&b| matches!(b, b' ' | b'\t' | b'\r')).next().unwrap_or_default();
                 if !OPS.iter().any(|op| {
                     op.len() >= name_so_far.len()
                         && op.as_bytes()[..name_so_far.len()].eq_ignore_ascii_case(name_so_far)
