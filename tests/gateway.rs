@@ -142,3 +142,62 @@ async fn a_slow_consumer_is_disconnected_and_the_rest_keep_flowing() {
     let metrics = reqwest::get(router.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("eventyard_gateway_slow_consumers_total 1"), "{metrics}");
 }
+
+/// Seed 001's accounts: users `a` (account USERS, may not publish to `secret.>`), `b` (account
+/// OTHER) and `admin` (the system account, bcrypt password `changeit`).
+const ACCOUNTS: &str = r#"statsz_interval_ms = 200
+[service.auth]
+system_account = "SYS"
+[[service.auth.users]]
+user = "a"
+password = "a"
+account = "USERS"
+permissions = { publish = { deny = ["secret.>"] } }
+[[service.auth.users]]
+user = "b"
+password = "b"
+account = "OTHER"
+[[service.auth.users]]
+user = "admin"
+password = "$2b$04$2yvbzhPFjp./whAkBP94qe9FEkduJm1/DICL3RwiGXCCvdvOfbyP."
+account = "SYS"
+"#;
+
+fn with_user(router: &RouterProcess, user: &str) -> String {
+    format!("nats://{user}:{user}@{}", router.nats.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_system_account_sees_connects_disconnects_statsz_and_answers_ping() {
+    let router = router(ACCOUNTS, "");
+    let admin = format!("nats://admin:changeit@{}", router.nats.unwrap());
+    let result = nats_py(&admin, "system_events", Some(&with_user(&router, "a")));
+    let seen = result["seen"].as_array().unwrap();
+    let subjects: Vec<&str> = seen.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    let connect = seen.iter().find(|e| e["subject"] == "$SYS.ACCOUNT.USERS.CONNECT").expect("a CONNECT event");
+    assert_eq!(connect["data"]["type"], "io.nats.server.advisory.v1.client_connect");
+    assert_eq!(connect["data"]["client"]["name"], "seed-001-user");
+    assert_eq!(connect["data"]["client"]["user"], "a");
+    let disconnect = seen.iter().find(|e| e["subject"] == "$SYS.ACCOUNT.USERS.DISCONNECT").expect("a DISCONNECT");
+    assert_eq!(disconnect["data"]["received"]["msgs"], 1, "{disconnect}");
+    assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s.starts_with("$SYS.SERVER.") && s.ends_with(".STATSZ")), "{subjects:?}");
+    assert!(result["ping"]["statsz"]["connections"].as_u64().unwrap() >= 1, "{result}");
+    assert!(!subjects.contains(&"foo"), "application messages stay out of the system account");
+
+    let wrong = nats_py(&format!("nats://a:wrong@{}", router.nats.unwrap()), "connect_only", None);
+    assert_eq!(wrong["connected"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permissions_are_enforced_and_accounts_are_isolated() {
+    let router = router(ACCOUNTS, "");
+    let denied = nats_py(&with_user(&router, "a"), "permissions", None);
+    // nats-py reports server errors in lower case.
+    let errors = denied["errors"].to_string().to_lowercase();
+    assert!(errors.contains(r#"permissions violation for publish to \"secret.plans\""#), "{errors}");
+    assert!(errors.contains(r#"permissions violation for subscription to \"$sys.>\""#), "{errors}");
+
+    let got = nats_py(&with_user(&router, "a"), "isolation", Some(&with_user(&router, "b")));
+    assert_eq!(got, json!({"a": ["from a"], "b": ["from b"]}));
+}

@@ -62,15 +62,58 @@ pub struct ServiceConfig {
     /// How long a client may take to authenticate.
     #[serde(default = "default_auth_timeout_ms")]
     pub auth_timeout_ms: Spanned<u64>,
+    /// How often the system account gets `$SYS.SERVER.<id>.STATSZ`.
+    #[serde(default = "default_statsz_interval_ms")]
+    pub statsz_interval_ms: Spanned<u64>,
     pub auth: Option<GatewayAuthConfig>,
 }
 
-/// `[service.auth]`: how NATS clients authenticate.
+/// `[service.auth]`: how NATS clients authenticate. Nothing set: anyone connects.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayAuthConfig {
-    /// Tokens a client may give as `auth_token`.
-    pub tokens: Option<Vec<String>>,
+    /// Tokens a client may give as `auth_token` (global account, no limits).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// `[[service.auth.users]]`
+    #[serde(default)]
+    pub users: Vec<Spanned<UserConfig>>,
+    /// The account whose users see `$SYS` events (seed 001).
+    pub system_account: Option<String>,
+}
+
+/// One gateway user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub user: String,
+    /// Plain text or a bcrypt hash (`$2a$...`, as `nats server passwd` makes).
+    pub password: String,
+    /// Default: the global account, where routes and HTTP ingest are.
+    pub account: Option<String>,
+    #[serde(default)]
+    pub permissions: PermissionsConfig,
+}
+
+/// What a user may publish and subscribe to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsConfig {
+    pub publish: Option<RuleConfig>,
+    pub subscribe: Option<RuleConfig>,
+}
+
+/// A list of allowed subjects, or `{ allow = [...], deny = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RuleConfig {
+    Allow(Vec<String>),
+    Both {
+        #[serde(default)]
+        allow: Vec<String>,
+        #[serde(default)]
+        deny: Vec<String>,
+    },
 }
 
 impl Default for ServiceConfig {
@@ -84,6 +127,7 @@ impl Default for ServiceConfig {
             max_payload: default_max_payload(),
             max_pending: default_max_pending(),
             auth_timeout_ms: default_auth_timeout_ms(),
+            statsz_interval_ms: default_statsz_interval_ms(),
             auth: None,
         }
     }
@@ -95,6 +139,10 @@ fn default_max_payload() -> Spanned<ByteSize> {
 
 fn default_max_pending() -> Spanned<ByteSize> {
     unspanned(ByteSize(64 << 20))
+}
+
+fn default_statsz_interval_ms() -> Spanned<u64> {
+    unspanned(10_000)
 }
 
 fn default_auth_timeout_ms() -> Spanned<u64> {

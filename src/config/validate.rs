@@ -10,7 +10,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::model::{
-    ConfigFile, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, ServiceConfig, SinkConfig, SinkKind, WorldName,
+    ConfigFile, GatewayAuthConfig, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, RuleConfig, ServiceConfig,
+    SinkConfig, SinkKind, WorldName,
 };
 use super::{
     Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
@@ -18,7 +19,8 @@ use super::{
 };
 use std::net::SocketAddr;
 
-use crate::broker::Pattern;
+use crate::broker::{Pattern, Subject};
+use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser};
 use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
@@ -183,7 +185,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             event_limit: 0,
             drain_timeout: Duration::ZERO,
             gateway: None,
-            gateway_auth: GatewayAuth::Open,
+            gateway_auth: GatewayAuth::default(),
         },
         http: HttpSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 10133)),
@@ -244,14 +246,12 @@ impl Checker<'_> {
         self.range("service.listener_limit", &s.listener_limit, 1, 1_000_000);
         self.range("service.drain_timeout_ms", &s.drain_timeout_ms, 0, 3_600_000);
         self.range("service.auth_timeout_ms", &s.auth_timeout_ms, 1, 60_000);
+        self.range("service.statsz_interval_ms", &s.statsz_interval_ms, 100, 3_600_000);
         let max_payload = Spanned::new(s.max_payload.span(), s.max_payload.get_ref().0);
         self.range("service.max_payload", &max_payload, 1, 64 << 20);
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
         self.range("service.max_pending", &max_pending, 1, 1 << 34);
-        let gateway_auth = match s.auth.as_ref().and_then(|auth| auth.tokens.clone()) {
-            Some(tokens) => GatewayAuth::Tokens(tokens),
-            None => GatewayAuth::Open,
-        };
+        let gateway_auth = s.auth.as_ref().map(|auth| self.gateway_auth(auth)).unwrap_or_default();
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
@@ -262,9 +262,55 @@ impl Checker<'_> {
                 max_payload: *max_payload.get_ref(),
                 max_pending: *max_pending.get_ref(),
                 auth_timeout: Duration::from_millis(*s.auth_timeout_ms.get_ref()),
+                statsz_interval: Duration::from_millis(*s.statsz_interval_ms.get_ref()),
             }),
             gateway_auth,
         };
+    }
+
+    fn gateway_auth(&mut self, auth: &GatewayAuthConfig) -> GatewayAuth {
+        let mut users = Vec::new();
+        for (i, user) in auth.users.iter().enumerate() {
+            let key = format!("service.auth.users[{i}]");
+            let u = user.get_ref();
+            let account = u.account.clone().unwrap_or_else(|| GLOBAL_ACCOUNT.into());
+            if account != GLOBAL_ACCOUNT && Subject::new(account.as_str()).map_or(true, |_| account.contains('.')) {
+                self.error(format!("{key}.account"), user.span(), format!("`{account}` is not one subject token"));
+            }
+            if users.iter().any(|known: &GatewayUser| known.name == u.user) {
+                self.error(format!("{key}.user"), user.span(), format!("user `{}` is defined twice", u.user));
+            }
+            let mut rule = |name: &str, config: &Option<RuleConfig>| -> Rule {
+                let (allow, deny) = match config {
+                    None => (Vec::new(), Vec::new()),
+                    Some(RuleConfig::Allow(allow)) => (allow.clone(), Vec::new()),
+                    Some(RuleConfig::Both { allow, deny }) => (allow.clone(), deny.clone()),
+                };
+                let mut patterns = |texts: Vec<String>| -> Vec<Pattern> {
+                    texts
+                        .into_iter()
+                        .filter_map(|text| match Pattern::new(text.as_str()) {
+                            Ok(pattern) => Some(pattern),
+                            Err(err) => {
+                                self.error(
+                                    format!("{key}.permissions.{name}"),
+                                    user.span(),
+                                    format!("`{text}`: {err}"),
+                                );
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                Rule { allow: patterns(allow), deny: patterns(deny) }
+            };
+            let permissions = Permissions {
+                publish: rule("publish", &u.permissions.publish),
+                subscribe: rule("subscribe", &u.permissions.subscribe),
+            };
+            users.push(GatewayUser { name: u.user.clone(), password: u.password.clone(), account, permissions });
+        }
+        GatewayAuth { tokens: auth.tokens.clone(), users, system_account: auth.system_account.clone() }
     }
 
     fn http(&mut self, file: &ConfigFile, config: &mut Config) {

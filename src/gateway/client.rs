@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{Credentials, GLOBAL_ACCOUNT, Identity, Rule, account_prefix};
 use super::protocol::{self, ClientOp, Parser};
+use super::system::ClientInfo;
 use super::{GatewayAuth, Shared, binding};
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::event::Event;
@@ -40,7 +42,11 @@ struct ConnectOptions {
     #[serde(default)]
     no_responders: bool,
     auth_token: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
     name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -50,7 +56,18 @@ fn yes() -> bool {
 impl Default for ConnectOptions {
     /// Before CONNECT, as nats-server: verbose, echo, no headers.
     fn default() -> Self {
-        ConnectOptions { verbose: true, echo: true, headers: false, no_responders: false, auth_token: None, name: None }
+        ConnectOptions {
+            verbose: true,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            auth_token: None,
+            user: None,
+            pass: None,
+            name: None,
+            lang: None,
+            version: None,
+        }
     }
 }
 
@@ -62,6 +79,9 @@ struct Outbound {
     /// Cancelled when the connection is to close, by either side.
     close: CancellationToken,
     slow: AtomicBool,
+    /// Messages and payload bytes sent to subscriptions (for the disconnect event).
+    sent_msgs: AtomicU64,
+    sent_bytes: AtomicU64,
 }
 
 impl Outbound {
@@ -135,7 +155,10 @@ async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, outbound: Arc<O
 /// A client's subscription, as the broker sees it.
 struct ClientSubscription {
     sid: String,
+    /// In the client's own subject space.
     pattern: Pattern,
+    /// What the client's account puts before its subjects in the broker.
+    prefix: Arc<str>,
     client: u64,
     echo: bool,
     headers: bool,
@@ -161,12 +184,14 @@ impl Subscriber for ClientSubscription {
         let Ok(left) = taken else { return Ok(()) };
         let headers = if self.headers { binding::headers_of(event) } else { None };
         let reply = binding::reply_of(event);
-        self.outbound
-            .send(|out| protocol::write_msg(out, &event.subject, &self.sid, reply, headers.as_deref(), &event.data));
+        let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
+        self.outbound.send(|out| protocol::write_msg(out, subject, &self.sid, reply, headers.as_deref(), &event.data));
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let stats = &self.shared.stats;
         stats.out_msgs.fetch_add(1, Ordering::Relaxed);
         stats.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
+        self.outbound.sent_msgs.fetch_add(1, Ordering::Relaxed);
+        self.outbound.sent_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
         if left == 1
             && let Some(id) = self.id.get()
         {
@@ -184,6 +209,18 @@ struct Client {
     outbound: Arc<Outbound>,
     options: ConnectOptions,
     connected: bool,
+    /// Who it is, once CONNECT is accepted (before: the global account, no limits, when the
+    /// gateway needs no auth).
+    identity: Identity,
+    prefix: Arc<str>,
+    /// True for the system account.
+    system: bool,
+    remote: SocketAddr,
+    started: String,
+    /// Messages and payload bytes it published.
+    received: (u64, u64),
+    /// Why it closed, for the disconnect event.
+    reason: &'static str,
     subscriptions: HashMap<String, Arc<ClientSubscription>>,
 }
 
@@ -210,7 +247,7 @@ fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
         "max_payload": settings.max_payload,
         "client_id": id,
         "client_ip": remote.ip().to_string(),
-        "auth_required": *auth != GatewayAuth::Open,
+        "auth_required": auth.required(),
     })
 }
 
@@ -229,17 +266,28 @@ pub(super) async fn serve(
         max_pending: shared.settings.max_pending,
         close: stop,
         slow: AtomicBool::new(false),
+        sent_msgs: AtomicU64::new(0),
+        sent_bytes: AtomicU64::new(0),
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
     outbound.send(|out| protocol::write_info(out, &info(shared, remote, id)));
     let (_, auth) = shared.auth.current();
-    let auth_required = *auth != GatewayAuth::Open;
+    let auth_required = auth.required();
     let mut client = Client {
         id,
         shared: shared.clone(),
         outbound: outbound.clone(),
         options: ConnectOptions::default(),
         connected: false,
+        identity: Identity { user: None, account: GLOBAL_ACCOUNT.into(), permissions: Default::default() },
+        prefix: Arc::from(""),
+        system: false,
+        remote,
+        started: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        received: (0, 0),
+        reason: "Client Closed",
         subscriptions: HashMap::new(),
     };
     let parser = Parser { max_payload: shared.settings.max_payload };
@@ -252,6 +300,7 @@ pub(super) async fn serve(
             _ = outbound.close.cancelled() => break,
             _ = &mut auth_deadline, if auth_required && !client.connected => {
                 outbound.fail("Authentication Timeout");
+                client.reason = "Authentication Timeout";
                 break;
             }
             read = reader.read_buf(&mut buf) => read,
@@ -265,6 +314,7 @@ pub(super) async fn serve(
                 Ok(Some(op)) => {
                     if auth_required && !client.connected && !matches!(op, ClientOp::Connect(_)) {
                         outbound.fail("Authorization Violation");
+                        shared.system.auth_error(&client.info()).await;
                         break 'read;
                     }
                     if !client.handle(op, &auth).await {
@@ -275,6 +325,7 @@ pub(super) async fn serve(
                 Err(err) => {
                     tracing::debug!(%remote, client = id, error = %err, "gateway protocol error");
                     outbound.fail(err.wire_text());
+                    client.reason = "Protocol Error";
                     break 'read;
                 }
             }
@@ -283,15 +334,20 @@ pub(super) async fn serve(
     outbound.close.cancel();
     if outbound.slow.load(Ordering::Acquire) {
         shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        client.reason = "Slow Consumer";
         tracing::warn!(%remote, client = id, "slow consumer disconnected");
     }
     client.unsubscribe_all();
+    if client.connected {
+        let sent = (outbound.sent_msgs.load(Ordering::Relaxed), outbound.sent_bytes.load(Ordering::Relaxed));
+        shared.system.disconnected(&client.info(), sent, client.received, client.reason).await;
+    }
     let _ = writing.await;
 }
 
 impl Client {
     /// Handles one op; false when the connection is to close.
-    async fn handle(&mut self, op: ClientOp, auth: &GatewayAuth) -> bool {
+    async fn handle(&mut self, op: ClientOp, auth: &Arc<GatewayAuth>) -> bool {
         match op {
             ClientOp::Connect(json) => {
                 let options: ConnectOptions = match serde_json::from_slice(&json) {
@@ -301,14 +357,35 @@ impl Client {
                         return false;
                     }
                 };
-                if !authorized(auth, &options) {
-                    tracing::info!(client = self.id, name = ?options.name, "gateway client not authorized");
+                let checked = {
+                    let (auth, token, user, password) =
+                        (auth.clone(), options.auth_token.clone(), options.user.clone(), options.pass.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let credentials = Credentials {
+                            token: token.as_deref(),
+                            user: user.as_deref(),
+                            password: password.as_deref(),
+                        };
+                        auth.authenticate(&credentials)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                };
+                let Some(identity) = checked else {
+                    tracing::info!(client = self.id, name = ?options.name, user = ?options.user, "gateway client not authorized");
                     self.outbound.fail("Authorization Violation");
+                    self.options = options;
+                    self.shared.system.auth_error(&self.info()).await;
                     return false;
-                }
+                };
+                self.system = auth.system_account.as_deref() == Some(identity.account.as_str());
+                self.prefix = Arc::from(account_prefix(&identity.account));
+                self.identity = identity;
                 self.options = options;
                 self.connected = true;
                 self.ok();
+                self.shared.system.connected(&self.info()).await;
             }
             ClientOp::Ping => self.outbound.send(|out| out.put_slice(b"PONG\r\n")),
             ClientOp::Pong => {}
@@ -317,10 +394,17 @@ impl Client {
                     self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));
                     return true;
                 };
+                if !self.may(&self.identity.permissions.subscribe, &subject) {
+                    let text = format!("Permissions Violation for Subscription to \"{subject}\"");
+                    self.outbound.send(|out| protocol::write_err(out, &text));
+                    return true;
+                }
+                let Ok(internal) = Pattern::new(format!("{}{subject}", self.prefix)) else { return true };
                 self.unsubscribe(&sid);
                 let subscription = Arc::new(ClientSubscription {
                     sid: sid.clone(),
-                    pattern: pattern.clone(),
+                    pattern,
+                    prefix: self.prefix.clone(),
                     client: self.id,
                     echo: self.options.echo,
                     headers: self.options.headers,
@@ -330,7 +414,7 @@ impl Client {
                     remaining: AtomicU64::new(u64::MAX),
                     id: OnceLock::new(),
                 });
-                let id = self.shared.broker.subscribe(pattern, queue, subscription.clone());
+                let id = self.shared.broker.subscribe(internal, queue, subscription.clone());
                 let _ = subscription.id.set(id);
                 self.subscriptions.insert(sid, subscription);
                 self.ok();
@@ -350,11 +434,18 @@ impl Client {
                     self.outbound.fail("Headers Not Supported");
                     return false;
                 }
+                if !self.may(&self.identity.permissions.publish, &subject) {
+                    let text = format!("Permissions Violation for Publish to \"{subject}\"");
+                    self.outbound.send(|out| protocol::write_err(out, &text));
+                    return true;
+                }
                 self.ok();
                 let stats = &self.shared.stats;
                 stats.in_msgs.fetch_add(1, Ordering::Relaxed);
                 stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                let events = match binding::decode(&subject, reply.clone(), headers, payload, self.id) {
+                self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
+                let internal = format!("{}{subject}", self.prefix);
+                let events = match binding::decode(&internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
                     Err(err) => {
                         let text = err.to_string().replace('\'', "\"");
@@ -380,6 +471,26 @@ impl Client {
             }
         }
         true
+    }
+
+    /// True when the client may use `subject` under `rule`; `$SYS` subjects are the system
+    /// account's alone.
+    fn may(&self, rule: &Rule, subject: &str) -> bool {
+        (self.system || !subject.starts_with("$SYS")) && rule.permits(subject)
+    }
+
+    /// The connection as system events describe it.
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            id: self.id,
+            host: self.remote.ip().to_string(),
+            account: self.identity.account.clone(),
+            user: self.identity.user.clone().or_else(|| self.options.user.clone()),
+            name: self.options.name.clone(),
+            lang: self.options.lang.clone(),
+            version: self.options.version.clone(),
+            start: self.started.clone(),
+        }
     }
 
     fn ok(&self) {
@@ -415,14 +526,5 @@ impl Client {
         for sid in sids {
             self.unsubscribe(&sid);
         }
-    }
-}
-
-fn authorized(auth: &GatewayAuth, options: &ConnectOptions) -> bool {
-    match auth {
-        GatewayAuth::Open => true,
-        GatewayAuth::Tokens(tokens) => options.auth_token.as_deref().is_some_and(|given| {
-            tokens.iter().any(|token| crate::auth::constant_time_eq(token.as_bytes(), given.as_bytes()))
-        }),
     }
 }

@@ -5,9 +5,11 @@
 //! and the server's INFO; [`client`] owns one connection, [`protocol`] the wire format and
 //! [`binding`] the mapping between NATS messages and events. Never routes or queues events itself.
 
+pub mod auth;
 pub mod binding;
 mod client;
 pub mod protocol;
+pub mod system;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,17 +20,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auth::GatewayAuth;
+
 use crate::broker::Broker;
 use crate::slot::Slot;
-
-/// How clients prove who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayAuth {
-    /// Anyone may connect.
-    Open,
-    /// `auth_token` in CONNECT must be one of these.
-    Tokens(Vec<String>),
-}
 
 /// The gateway's settings, from `[service]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +39,8 @@ pub struct GatewaySettings {
     pub max_pending: usize,
     /// How long a client may take to send CONNECT when auth is required.
     pub auth_timeout: Duration,
+    /// How often `$SYS.SERVER.<id>.STATSZ` is published.
+    pub statsz_interval: Duration,
 }
 
 /// Counters of the gateway.
@@ -69,6 +66,7 @@ struct Shared {
     server_id: String,
     next_client: AtomicU64,
     stats: Arc<GatewayStats>,
+    system: Arc<system::SystemEvents>,
 }
 
 /// A running gateway.
@@ -77,6 +75,7 @@ pub struct Gateway {
     pub stats: Arc<GatewayStats>,
     stop: CancellationToken,
     connections: TaskTracker,
+    statsz: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -91,22 +90,36 @@ impl Gateway {
             .with_context(|| format!("binding the NATS gateway to {}:{}", settings.host, settings.port))?;
         let addr = listener.local_addr().context("reading the gateway's address")?;
         let stats = Arc::new(GatewayStats::default());
+        let server_id = server_id();
+        let system_account = auth.current().1.system_account.clone();
+        let system = system::SystemEvents::new(
+            broker.clone(),
+            system_account.as_deref(),
+            server_id.clone(),
+            settings.host.clone(),
+            stats.clone(),
+        );
+        let statsz = system.start(settings.statsz_interval);
         let shared = Arc::new(Shared {
             settings,
             broker,
             auth,
-            server_id: server_id(),
+            server_id,
             next_client: AtomicU64::new(1),
             stats: stats.clone(),
+            system,
         });
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         connections.spawn(accept(listener, shared, stop.clone(), connections.clone()));
-        Ok(Gateway { addr, stats, stop, connections })
+        Ok(Gateway { addr, stats, stop, connections, statsz })
     }
 
     /// Stops accepting, closes every connection and waits for them.
     pub async fn shutdown(self) {
+        if let Some(statsz) = &self.statsz {
+            statsz.abort();
+        }
         self.stop.cancel();
         self.connections.close();
         self.connections.wait().await;

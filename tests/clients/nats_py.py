@@ -1,5 +1,5 @@
 """Client scenarios run with nats-py (PyPI) against a NATS server: Eventyard's gateway, or
-nats-server for comparison. Usage: nats_py.py URL SCENARIO [TOKEN]. Prints one JSON object with
+nats-server for comparison. Usage: nats_py.py URL SCENARIO [TOKEN or a second URL]. Prints one JSON object with
 what the client saw; the Rust tests assert on it. Every wait has a timeout."""
 
 import asyncio
@@ -99,7 +99,72 @@ async def max_payload(url, token):
     return {"max_payload": info_max, "raised": raised}
 
 
+async def system_events(admin_url, user_url):
+    """As the system account: watch $SYS.> while a user connects, publishes and leaves, then PING."""
+    sys_nc = await nats.connect(admin_url)
+    seen = []
+
+    async def on_event(msg):
+        seen.append({"subject": msg.subject, "data": json.loads(msg.data)})
+
+    await sys_nc.subscribe("$SYS.>", cb=on_event)
+    await sys_nc.flush()
+    user_nc = await nats.connect(user_url, name="seed-001-user")
+    await user_nc.publish("foo", b"bar")
+    await user_nc.flush()
+    await user_nc.close()
+    ping = await sys_nc.request("$SYS.REQ.SERVER.PING", b"", timeout=TIMEOUT)
+    await asyncio.sleep(0.5)
+    await sys_nc.close()
+    return {"seen": seen, "ping": json.loads(ping.data)}
+
+
+async def permissions(url, _token):
+    """A user denied `secret.>` publishes there and subscribes to $SYS.>: both are refused."""
+    errors = []
+
+    async def on_error(err):
+        errors.append(str(err))
+
+    nc = await nats.connect(url, error_cb=on_error)
+    await nc.publish("secret.plans", b"x")
+    await nc.subscribe("$SYS.>")
+    await nc.flush()
+    await asyncio.sleep(0.3)
+    await nc.close()
+    return {"errors": errors}
+
+
+async def isolation(url_a, url_b):
+    """Clients of two accounts subscribe to `>`; each sees only its own account's messages."""
+    a = await nats.connect(url_a)
+    b = await nats.connect(url_b)
+    got = {"a": [], "b": []}
+
+    def collect(name):
+        async def on_message(msg):
+            got[name].append(msg.data.decode())
+
+        return on_message
+
+    await a.subscribe(">", cb=collect("a"))
+    await b.subscribe(">", cb=collect("b"))
+    await a.flush()
+    await b.flush()
+    await a.publish("shared.subject", b"from a")
+    await b.publish("shared.subject", b"from b")
+    await a.flush()
+    await b.flush()
+    await asyncio.sleep(0.3)
+    await a.close()
+    await b.close()
+    return got
+
+
 SCENARIOS = {
+    "system_events": system_events,
+    "permissions": permissions,
+    "isolation": isolation,
     "pubsub": pubsub,
     "queue_group": queue_group,
     "request_reply": request_reply,
@@ -110,8 +175,8 @@ SCENARIOS = {
 
 def main():
     url, scenario = sys.argv[1], sys.argv[2]
-    token = sys.argv[3] if len(sys.argv) > 3 else None
-    result = asyncio.run(asyncio.wait_for(SCENARIOS[scenario](url, token), 30))
+    extra = sys.argv[3] if len(sys.argv) > 3 else None
+    result = asyncio.run(asyncio.wait_for(SCENARIOS[scenario](url, extra), 30))
     print(json.dumps(result))
 
 
