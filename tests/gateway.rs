@@ -164,7 +164,7 @@ account = "SYS"
 "#;
 
 fn with_user(router: &RouterProcess, user: &str) -> String {
-    format!("nats://{user}:{user}@{}", router.nats.unwrap())
+    format!("nats://{user}:{user}@{}", router.nats.expect("the gateway is on"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
