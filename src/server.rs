@@ -48,13 +48,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
     let listen = config.http.listen;
     let gateway_settings = config.service.gateway.clone();
+    let tls = config.tls.clone();
     let watch = config.watch_plugins;
     let plugin_dir = config.plugin_dir.clone();
     let config_file = config.source.as_ref().map(|source| source.path.clone());
     let (routes, sinks) = (config.routes.len(), config.sinks.len());
     let reloader = Arc::new(Reloader::start(config, broker.clone()).await?);
     let gateway = match gateway_settings {
-        Some(settings) => Some(Gateway::start(settings, broker.clone(), reloader.gateway_auth.clone()).await?),
+        Some(settings) => {
+            let auth = reloader.gateway_auth.clone();
+            Some(Gateway::start(settings, tls.as_ref(), broker.clone(), auth).await?)
+        }
         None => None,
     };
     let nats_addr = gateway.as_ref().map(|gateway| gateway.addr);

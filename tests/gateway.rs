@@ -201,3 +201,31 @@ async fn permissions_are_enforced_and_accounts_are_isolated() {
     let got = nats_py(&with_user(&router, "a"), "isolation", Some(&with_user(&router, "b")));
     assert_eq!(got, json!({"a": ["from a"], "b": ["from b"]}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_admits_certificates_from_the_ca_only() {
+    let certs = common::tempdir();
+    let pki = common::tls::pki(certs.path());
+    let router = router(
+        "",
+        &format!(
+            "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\nroot_ca_path = \"{}\"\n",
+            pki.server.0.display(),
+            pki.server.1.display(),
+            pki.ca.display()
+        ),
+    );
+    let url = format!("tls://127.0.0.1:{}", router.nats.expect("the gateway is on").port());
+    let connect = |(cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
+        let paths = json!({"ca": pki.ca, "cert": cert, "key": key}).to_string();
+        nats_py(&url, "tls_connect", Some(&paths))
+    };
+    assert_eq!(connect(&pki.client), json!({"connected": true, "data": "over tls"}));
+    for refused in [&pki.untrusted, &pki.expired] {
+        let result = connect(refused);
+        assert_eq!(result["connected"], false, "{result}");
+    }
+    let mut plain = RawClient::connect(router.nats.expect("the gateway is on")).await;
+    plain.send(b"CONNECT {}\r\nPING\r\n").await;
+    assert!(!plain.read_to_close(WAIT).await.contains("PONG"), "a client that skips TLS gets nowhere");
+}

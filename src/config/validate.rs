@@ -263,6 +263,7 @@ impl Checker<'_> {
                 max_pending: *max_pending.get_ref(),
                 auth_timeout: Duration::from_millis(*s.auth_timeout_ms.get_ref()),
                 statsz_interval: Duration::from_millis(*s.statsz_interval_ms.get_ref()),
+                tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
             }),
             gateway_auth,
         };

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +116,7 @@ impl Outbound {
 }
 
 /// Writes what is pending until the connection closes; a slow consumer gets its `-ERR` last.
-async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, outbound: Arc<Outbound>) {
+async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>) {
     let mut batch = BytesMut::with_capacity(64 << 10);
     loop {
         outbound.take(&mut batch);
@@ -248,18 +248,55 @@ fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
         "client_id": id,
         "client_ip": remote.ip().to_string(),
         "auth_required": auth.required(),
+        "tls_required": shared.tls.is_some(),
+        "tls_verify": shared.settings.tls_verify,
     })
 }
 
-/// Serves one client until it closes, breaks the protocol or `stop` is cancelled.
+/// Serves one client until it closes, breaks the protocol or `stop` is cancelled: INFO in the
+/// clear, then (with `[tls]`) the TLS handshake, then the protocol.
 pub(super) async fn serve(
     shared: &Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     id: u64,
     stop: CancellationToken,
 ) {
-    let (mut reader, writer) = stream.into_split();
+    let mut greeting = BytesMut::new();
+    protocol::write_info(&mut greeting, &info(shared, remote, id));
+    if stream.write_all(&greeting).await.is_err() {
+        return;
+    }
+    let Some(acceptor) = &shared.tls else { return run(shared, stream, remote, id, stop).await };
+    match tokio::time::timeout(shared.settings.auth_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => run(shared, stream, remote, id, stop).await,
+        Ok(Err(err)) => {
+            tracing::info!(%remote, client = id, error = %err, "gateway TLS handshake failed");
+            let client = ClientInfo {
+                id,
+                host: remote.ip().to_string(),
+                account: GLOBAL_ACCOUNT.into(),
+                user: None,
+                name: None,
+                lang: None,
+                version: None,
+                start: String::new(),
+            };
+            shared.system.auth_error(&client).await;
+        }
+        Err(_) => tracing::info!(%remote, client = id, "gateway TLS handshake timed out"),
+    }
+}
+
+/// The protocol over `stream` (plain TCP or TLS), after INFO.
+async fn run(
+    shared: &Arc<Shared>,
+    stream: impl AsyncRead + AsyncWrite + Send + 'static,
+    remote: SocketAddr,
+    id: u64,
+    stop: CancellationToken,
+) {
+    let (mut reader, writer) = tokio::io::split(stream);
     let outbound = Arc::new(Outbound {
         pending: Mutex::new(BytesMut::new()),
         wake: Notify::new(),
@@ -270,7 +307,6 @@ pub(super) async fn serve(
         sent_bytes: AtomicU64::new(0),
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
-    outbound.send(|out| protocol::write_info(out, &info(shared, remote, id)));
     let (_, auth) = shared.auth.current();
     let auth_required = auth.required();
     let mut client = Client {

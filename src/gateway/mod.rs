@@ -10,6 +10,7 @@ pub mod binding;
 mod client;
 pub mod protocol;
 pub mod system;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct GatewaySettings {
     pub auth_timeout: Duration,
     /// How often `$SYS.SERVER.<id>.STATSZ` is published.
     pub statsz_interval: Duration,
+    /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
+    pub tls_verify: bool,
 }
 
 /// Counters of the gateway.
@@ -67,6 +70,8 @@ struct Shared {
     next_client: AtomicU64,
     stats: Arc<GatewayStats>,
     system: Arc<system::SystemEvents>,
+    /// With `[tls]`: every client upgrades to TLS after INFO.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running gateway.
@@ -82,9 +87,11 @@ impl Gateway {
     /// Binds `[service] host:port` and starts accepting clients.
     pub async fn start(
         settings: GatewaySettings,
+        tls: Option<&crate::config::TlsSettings>,
         broker: Arc<dyn Broker>,
         auth: Arc<Slot<GatewayAuth>>,
     ) -> anyhow::Result<Gateway> {
+        let tls = tls.map(tls::acceptor).transpose().context("[tls]")?;
         let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("binding the NATS gateway to {}:{}", settings.host, settings.port))?;
@@ -108,6 +115,7 @@ impl Gateway {
             next_client: AtomicU64::new(1),
             stats: stats.clone(),
             system,
+            tls,
         });
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();

@@ -161,7 +161,26 @@ async def isolation(url_a, url_b):
     return got
 
 
+async def tls_connect(url, paths):
+    """Connects over TLS trusting `ca` and presenting `cert`/`key`, publishes and reads it back."""
+    import ssl
+
+    paths = json.loads(paths)
+    context = ssl.create_default_context(cafile=paths["ca"])
+    context.load_cert_chain(paths["cert"], paths["key"])
+    try:
+        nc = await nats.connect(url, tls=context, allow_reconnect=False, connect_timeout=TIMEOUT)
+    except Exception as err:  # noqa: BLE001
+        return {"connected": False, "error": f"{type(err).__name__}: {err}"}
+    sub = await nc.subscribe("tls.check")
+    await nc.publish("tls.check", b"over tls")
+    msg = await sub.next_msg(timeout=TIMEOUT)
+    await nc.close()
+    return {"connected": True, "data": msg.data.decode()}
+
+
 SCENARIOS = {
+    "tls_connect": tls_connect,
     "system_events": system_events,
     "permissions": permissions,
     "isolation": isolation,

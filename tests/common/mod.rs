@@ -12,6 +12,7 @@ pub mod http_server;
 pub mod load;
 pub mod nats;
 pub mod router;
+pub mod tls;
 
 /// Every plugin crate the tests use, first-party and fixtures.
 const PLUGIN_CRATES: &[&str] = &[
