@@ -25,6 +25,7 @@ use super::system::ClientInfo;
 use super::{GatewayAuth, Shared, binding};
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::event::Event;
+use crate::ingest::cloudevents::DecodeError;
 
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -475,7 +476,6 @@ impl Client {
                     self.outbound.send(|out| protocol::write_err(out, &text));
                     return true;
                 }
-                self.ok();
                 let stats = &self.shared.stats;
                 stats.in_msgs.fetch_add(1, Ordering::Relaxed);
                 stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -483,12 +483,20 @@ impl Client {
                 let internal = format!("{}{subject}", self.prefix);
                 let events = match binding::decode(&internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
+                    // As nats-server: the error, then the +OK a verbose client counts on.
+                    Err(DecodeError::InvalidSubject { .. }) => {
+                        self.outbound.send(|out| protocol::write_err(out, "Invalid Publish Subject"));
+                        self.ok();
+                        return true;
+                    }
                     Err(err) => {
                         let text = err.to_string().replace('\'', "\"");
                         self.outbound.send(|out| protocol::write_err(out, &format!("Invalid Publish: {text}")));
+                        self.ok();
                         return true;
                     }
                 };
+                self.ok();
                 let mut delivered = 0;
                 for event in events {
                     match self.shared.broker.publish(event).await {

@@ -1,0 +1,34 @@
+//! The gateway against nats-server: `tests/clients/conformance.py` runs the same raw-protocol and
+//! nats-py scenarios against both and lists every difference. This test holds the list to the
+//! differences the README keeps on purpose, so any other one fails it.
+
+mod common;
+
+use std::process::Command;
+
+/// Scenarios where Eventyard answers differently on purpose (README, "Differences from
+/// nats-server"): it explains with `-ERR` what nats-server closes on in silence, and closes at
+/// once after an unknown operation.
+const KEPT: &[&str] =
+    &["pub_missing_size", "sub_missing_sid", "bad_connect_json", "hpub_without_headers_option", "garbage"];
+
+#[test]
+fn the_gateway_answers_like_nats_server_but_for_the_differences_we_keep() {
+    let script = common::repo_root().join("tests/clients/conformance.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_eventyard"))
+        .arg("--json")
+        .output()
+        .expect("python3 runs the conformance script");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let differences = report["differences"].as_array().expect("a list of differences");
+    let names: Vec<&str> = differences.iter().map(|d| d["scenario"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        names,
+        KEPT,
+        "differences from nats-server changed:\n{}",
+        serde_json::to_string_pretty(differences).unwrap_or_default()
+    );
+}
