@@ -1,0 +1,185 @@
+//! The NATS gateway against nats-server, side by side on this machine with the same client
+//! (async-nats): publish → subscribe throughput for 16 B and 1 KiB messages (one publisher
+//! connection, one subscriber connection, until the subscriber has every message), and the
+//! latency of one message at a time from publish to delivery. Both servers run as their own
+//! processes; the client runs here. Prints each figure and the ratio Eventyard / nats-server.
+//!
+//! Run: `cargo bench --bench gateway` (or `scripts/bench`). Needs `nats-server` on PATH
+//! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const LATENCY_SAMPLES: usize = 2000;
+
+/// Prints one row of the project's benchmark table.
+fn row(name: &str, value: f64, unit: &str, note: &str) {
+    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A server process, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Eventyard's gateway port and its HTTP port (for its metrics).
+async fn eventyard(dir: &std::path::Path) -> (Server, u16, u16) {
+    let (port, http) = (free_port(), free_port());
+    let config = dir.join("eventyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\nhost = \"127.0.0.1\"\nport = {port}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[plugins]\ndir = \"{}/plugins\"\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+        .args(["serve", "--log-level", "warn", "--config"])
+        .arg(&config)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("eventyard starts");
+    wait_for(port).await;
+    (Server(child), port, http)
+}
+
+async fn nats_server() -> Option<(Server, u16)> {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for(port).await;
+    Some((Server(child), port))
+}
+
+/// Messages per second from one publisher to one subscriber; `metrics` is Eventyard's HTTP port,
+/// whose gateway counters are printed if a message goes missing.
+async fn throughput(port: u16, metrics: Option<u16>, size: usize, count: usize) -> f64 {
+    let url = format!("nats://127.0.0.1:{port}");
+    // Room for every message: a full client-side buffer drops messages.
+    let subscriber = async_nats::ConnectOptions::new()
+        .subscription_capacity(count + 1024)
+        .connect(&url)
+        .await
+        .expect("subscriber connects");
+    let publisher = async_nats::connect(&url).await.expect("publisher connects");
+    let mut messages = subscriber.subscribe("bench.throughput").await.expect("subscribe");
+    subscriber.flush().await.expect("flush");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    let receiving = tokio::spawn(async move {
+        let mut received = 0;
+        while received < count {
+            match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
+                Ok(Some(_)) => received += 1,
+                _ => break,
+            }
+        }
+        received
+    });
+    for _ in 0..count {
+        publisher.publish("bench.throughput", payload.clone()).await.expect("publish");
+    }
+    publisher.flush().await.expect("flush");
+    let received = receiving.await.expect("receiver");
+    if received != count
+        && let Some(http) = metrics
+        && let Ok(response) = reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await
+    {
+        let text = response.text().await.unwrap_or_default();
+        text.lines().filter(|line| line.starts_with("eventyard_gateway")).for_each(|line| println!("{line}"));
+    }
+    assert_eq!(received, count, "every message arrives (port {port}, {size} B)");
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Publish-to-delivery latency, one message at a time: p50 and p99 in microseconds (a message
+/// that never arrives is reported on stderr and left out).
+async fn latency(port: u16, size: usize) -> (f64, f64) {
+    let url = format!("nats://127.0.0.1:{port}");
+    let subscriber = async_nats::connect(&url).await.expect("subscriber connects");
+    let publisher = async_nats::connect(&url).await.expect("publisher connects");
+    let mut messages = subscriber.subscribe("bench.latency").await.expect("subscribe");
+    subscriber.flush().await.expect("flush");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        let sent = Instant::now();
+        publisher.publish("bench.latency", payload.clone()).await.expect("publish");
+        publisher.flush().await.expect("flush");
+        if tokio::time::timeout(Duration::from_secs(2), messages.next()).await.is_err() {
+            eprintln!("latency: a message to port {port} never arrived");
+            continue;
+        }
+        samples.push(sent.elapsed());
+    }
+    samples.sort_unstable();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_eventyard, eventyard_port, eventyard_http) = eventyard(dir.path()).await;
+        let nats = nats_server().await;
+        if nats.is_none() {
+            println!("| nats-server not found: Eventyard's figures only | | | |");
+        }
+        for (size, count) in [(16, 500_000), (1024, 200_000)] {
+            // Interleave the servers, best of three each, so both see the same machine.
+            let (mut ours, mut theirs) = (0f64, 0f64);
+            for _ in 0..3 {
+                if let Some((_, port)) = &nats {
+                    theirs = theirs.max(throughput(*port, None, size, count).await);
+                }
+                ours = ours.max(throughput(eventyard_port, Some(eventyard_http), size, count).await);
+            }
+            let note = if nats.is_some() {
+                format!("nats-server {theirs:.0} msg/s; ratio {:.2}x", ours / theirs)
+            } else {
+                "no nats-server to compare".into()
+            };
+            row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &note);
+            let (p50, p99) = latency(eventyard_port, size).await;
+            let note = match &nats {
+                Some((_, port)) => {
+                    let (their_p50, their_p99) = latency(*port, size).await;
+                    format!("p99 {p99:.0} µs; nats-server p50 {their_p50:.0} µs, p99 {their_p99:.0} µs")
+                }
+                None => format!("p99 {p99:.0} µs"),
+            };
+            row(&format!("gateway publish -> delivery latency, {size} B"), p50, "µs p50", &note);
+        }
+    });
+}
