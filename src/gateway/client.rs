@@ -268,9 +268,15 @@ pub(super) async fn serve(
     if stream.write_all(&greeting).await.is_err() {
         return;
     }
-    let Some(acceptor) = &shared.tls else { return run(shared, stream, remote, id, stop).await };
+    let Some(acceptor) = &shared.tls else {
+        let (reader, writer) = stream.into_split();
+        return run(shared, reader, writer, remote, id, stop).await;
+    };
     match tokio::time::timeout(shared.settings.auth_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => run(shared, stream, remote, id, stop).await,
+        Ok(Ok(stream)) => {
+            let (reader, writer) = tokio::io::split(stream);
+            run(shared, reader, writer, remote, id, stop).await;
+        }
         Ok(Err(err)) => {
             tracing::info!(%remote, client = id, error = %err, "gateway TLS handshake failed");
             let client = ClientInfo {
@@ -289,15 +295,15 @@ pub(super) async fn serve(
     }
 }
 
-/// The protocol over `stream` (plain TCP or TLS), after INFO.
+/// The protocol over a connection's two halves (plain TCP or TLS), after INFO.
 async fn run(
     shared: &Arc<Shared>,
-    stream: impl AsyncRead + AsyncWrite + Send + 'static,
+    mut reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin + Send + 'static,
     remote: SocketAddr,
     id: u64,
     stop: CancellationToken,
 ) {
-    let (mut reader, writer) = tokio::io::split(stream);
     let outbound = Arc::new(Outbound {
         pending: Mutex::new(BytesMut::new()),
         wake: Notify::new(),
