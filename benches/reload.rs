@@ -13,12 +13,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::http_server::HttpDestination;
 use common::load::NumberedPublisher;
+use common::replace_file;
 use eventyard::config::Config;
 use eventyard::reload::watch::QUIET;
 
@@ -46,13 +46,6 @@ fn arrived(destination: &HttpDestination, parsed: &mut usize, into: &mut Vec<(u6
         }
     }
     *parsed = received.len();
-}
-
-/// Copies `source` aside and renames it over `target`.
-fn replace_file(source: &Path, target: &Path) {
-    let aside = target.with_extension("wasm.new");
-    std::fs::copy(source, &aside).expect("copy");
-    std::fs::rename(&aside, target).expect("rename");
 }
 
 struct Outcome {

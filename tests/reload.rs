@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::load::{NumberedPublisher, by_number};
+use common::replace_file;
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::{Value, json};
 
@@ -45,13 +46,6 @@ root = "{{dir}}/reloads"
 {extra}"#,
         plugins = plugins.display()
     )
-}
-
-/// Replaces `target` with `source` the way a careful deploy does: copy aside, then rename.
-fn replace_file(source: &Path, target: &Path) {
-    let aside = target.with_extension("wasm.new");
-    std::fs::copy(source, &aside).expect("copy");
-    std::fs::rename(&aside, target).expect("rename");
 }
 
 /// A plugin directory holding `passthrough` as `stage.wasm`.

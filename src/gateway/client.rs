@@ -486,7 +486,12 @@ impl Client {
                 stats.in_msgs.fetch_add(1, Ordering::Relaxed);
                 stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                 self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
-                let internal = format!("{}{subject}", self.prefix);
+                // The global account's subjects are the broker's own: no copy on that hot path.
+                let internal = if self.prefix.is_empty() {
+                    std::borrow::Cow::Borrowed(subject.as_str())
+                } else {
+                    std::borrow::Cow::Owned(format!("{}{subject}", self.prefix))
+                };
                 let events = match binding::decode(&internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
                     // As nats-server: the error, then the +OK a verbose client counts on.

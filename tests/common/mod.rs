@@ -133,3 +133,11 @@ pub fn base64_kib() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([b'x'; 1024])
 }
+
+/// Replaces plugin file `target` with `source` the way a careful deploy does: copy aside, then
+/// rename.
+pub fn replace_file(source: &Path, target: &Path) {
+    let aside = target.with_extension("wasm.new");
+    std::fs::copy(source, &aside).expect("copy");
+    std::fs::rename(&aside, target).expect("rename");
+}
