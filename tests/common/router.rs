@@ -150,7 +150,8 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut(
     }
 }
 
-/// Every JSON line of every file under `root`, keyed by path relative to `root`.
+/// Every complete JSON line of every file under `root`, keyed by path relative to `root`.
+/// A line the sink is still writing (no newline yet) is left for the next look.
 pub fn json_lines_under(root: &Path) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -162,7 +163,8 @@ pub fn json_lines_under(root: &Path) -> Vec<(String, serde_json::Value)> {
                 stack.push(path);
             } else if let Ok(text) = std::fs::read_to_string(&path) {
                 let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-                for line in text.lines().filter(|l| !l.is_empty()) {
+                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+                for line in complete.lines().filter(|l| !l.is_empty()) {
                     out.push((relative.clone(), serde_json::from_str(line).expect("sink lines are JSON")));
                 }
             }
