@@ -1,11 +1,11 @@
 //! The NATS gateway end to end: the real binary with `[service]` on, driven by the real nats-py
-//! client and by a raw protocol client over TCP.
+//! and nats.js clients and by a raw protocol client over TCP.
 
 mod common;
 
 use std::time::Duration;
 
-use common::nats::{RawClient, nats_py};
+use common::nats::{Client, RawClient};
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::json;
 
@@ -14,8 +14,14 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A router with the gateway on port 0, `orders.>` routed to file sink `files`; `service` adds keys
 /// to `[service]` and `extra` is appended.
 fn router(service: &str, extra: &str) -> RouterProcess {
-    RouterProcess::start(&format!(
-        r#"
+    router_with_plugins(service, extra, &[])
+}
+
+/// [`router`] with first-party `plugins` in its plugin directory.
+fn router_with_plugins(service: &str, extra: &str, plugins: &[&str]) -> RouterProcess {
+    RouterProcess::start_with_plugins(
+        &format!(
+            r#"
 [service]
 host = "127.0.0.1"
 port = 0
@@ -33,31 +39,36 @@ sinks = ["files"]
 kind = "file"
 root = "{{dir}}/files"
 {extra}"#
-    ))
+        ),
+        plugins,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn nats_py_publishes_subscribes_in_queue_groups_and_makes_requests() {
+async fn real_clients_publish_subscribe_in_queue_groups_and_make_requests() {
     let router = router("", "");
     let url = router.nats_url();
+    for client in Client::BOTH {
+        let pubsub = client.run(&url, "pubsub", None);
+        let got = pubsub["got"].as_array().unwrap();
+        assert_eq!(got.len(), 10, "{client:?}: {pubsub}");
+        assert_eq!(got[0], json!({"subject": "greet.n0", "data": "hello 0", "headers": null}), "{client:?}");
+        assert_eq!(got[9]["headers"], json!({"X-Trace": "abc"}), "{client:?}: headers arrive as sent");
 
-    let pubsub = nats_py(&url, "pubsub", None);
-    let got = pubsub["got"].as_array().unwrap();
-    assert_eq!(got.len(), 10, "{pubsub}");
-    assert_eq!(got[0], json!({"subject": "greet.n0", "data": "hello 0", "headers": null}));
-    assert_eq!(got[9]["headers"], json!({"X-Trace": "abc"}), "headers arrive as sent");
+        let queue = client.run(&url, "queue_group", None);
+        let (a, b) = (queue["a"].as_u64().unwrap(), queue["b"].as_u64().unwrap());
+        assert_eq!(a + b, 100, "{client:?}: each message to one member: {queue}");
+        assert!(a > 0 && b > 0, "{client:?}: both members get work: {queue}");
 
-    let queue = nats_py(&url, "queue_group", None);
-    let (a, b) = (queue["a"].as_u64().unwrap(), queue["b"].as_u64().unwrap());
-    assert_eq!(a + b, 100, "each message to one member: {queue}");
-    assert!(a > 0 && b > 0, "both members get work: {queue}");
+        let request = client.run(&url, "request_reply", None);
+        assert_eq!(request, json!({"reply": "PING", "no_responders": true}), "{client:?}");
 
-    let request = nats_py(&url, "request_reply", None);
-    assert_eq!(request, json!({"reply": "PING", "no_responders": true}));
-
-    let payload = nats_py(&url, "max_payload", None);
-    assert_eq!(payload["max_payload"], 64 * 1024);
-    assert!(payload["raised"].as_str().is_some_and(|e| e.contains("MaxPayload")), "{payload}");
+        // nats-py raises MaxPayloadError, nats.js MAX_PAYLOAD_EXCEEDED.
+        let payload = client.run(&url, "max_payload", None);
+        assert_eq!(payload["max_payload"], 64 * 1024, "{client:?}");
+        let raised = payload["raised"].as_str().unwrap_or_default().to_lowercase().replace('_', "");
+        assert!(raised.contains("maxpayload"), "{client:?}: {payload}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,10 +107,12 @@ async fn nats_messages_enter_routes_and_http_events_reach_nats_subscribers() {
 async fn tokens_the_listener_limit_and_malformed_input() {
     let router = router("listener_limit = 3\n[service.auth]\ntokens = [\"s3cret\"]", "");
     let url = router.nats_url();
-    assert_eq!(nats_py(&url, "connect_only", Some("s3cret"))["connected"], true);
-    let wrong = nats_py(&url, "connect_only", Some("wrong"));
-    assert_eq!(wrong["connected"], false);
-    assert!(wrong.to_string().contains("Authorization Violation"), "{wrong}");
+    for client in Client::BOTH {
+        assert_eq!(client.run(&url, "connect_only", Some("s3cret"))["connected"], true, "{client:?}");
+        let wrong = client.run(&url, "connect_only", Some("wrong"));
+        assert_eq!(wrong["connected"], false, "{client:?}");
+        assert!(wrong.to_string().contains("Authorization Violation"), "{client:?}: {wrong}");
+    }
 
     let addr = router.nats.unwrap();
     let mut first = RawClient::connect(addr).await;
@@ -163,6 +176,16 @@ password = "$2b$04$2yvbzhPFjp./whAkBP94qe9FEkduJm1/DICL3RwiGXCCvdvOfbyP."
 account = "SYS"
 "#;
 
+/// Checks that `client`'s `permissions` scenario was refused both its publish to `secret.plans` and
+/// its subscription to `$SYS.>`. nats-py reports server errors in lower case; nats.js as
+/// `PERMISSIONS_VIOLATION: publish to "..."`.
+fn assert_permission_errors(client: Client, result: &serde_json::Value) {
+    let errors = result["errors"].to_string().to_lowercase().replace('_', " ");
+    assert!(errors.contains("permissions violation"), "{client:?}: {errors}");
+    assert!(errors.contains(r#"publish to \"secret.plans\""#), "{client:?}: {errors}");
+    assert!(errors.contains(r#"subscription to \"$sys.>\""#), "{client:?}: {errors}");
+}
+
 fn with_user(router: &RouterProcess, user: &str) -> String {
     format!("nats://{user}:{user}@{}", router.nats.expect("the gateway is on"))
 }
@@ -171,7 +194,7 @@ fn with_user(router: &RouterProcess, user: &str) -> String {
 async fn the_system_account_sees_connects_disconnects_statsz_and_answers_ping() {
     let router = router(ACCOUNTS, "");
     let admin = format!("nats://admin:changeit@{}", router.nats.unwrap());
-    let result = nats_py(&admin, "system_events", Some(&with_user(&router, "a")));
+    let result = Client::Py.run(&admin, "system_events", Some(&with_user(&router, "a")));
     let seen = result["seen"].as_array().unwrap();
     let subjects: Vec<&str> = seen.iter().map(|e| e["subject"].as_str().unwrap()).collect();
     let connect = seen.iter().find(|e| e["subject"] == "$SYS.ACCOUNT.USERS.CONNECT").expect("a CONNECT event");
@@ -185,47 +208,103 @@ async fn the_system_account_sees_connects_disconnects_statsz_and_answers_ping() 
     assert!(result["ping"]["statsz"]["connections"].as_u64().unwrap() >= 1, "{result}");
     assert!(!subjects.contains(&"foo"), "application messages stay out of the system account");
 
-    let wrong = nats_py(&format!("nats://a:wrong@{}", router.nats.unwrap()), "connect_only", None);
-    assert_eq!(wrong["connected"], false);
+    for client in Client::BOTH {
+        let wrong = client.run(&format!("nats://a:wrong@{}", router.nats.unwrap()), "connect_only", None);
+        assert_eq!(wrong["connected"], false, "{client:?}");
+        let right = client.run(&with_user(&router, "b"), "connect_only", None);
+        assert_eq!(right["connected"], true, "{client:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn permissions_are_enforced_and_accounts_are_isolated() {
     let router = router(ACCOUNTS, "");
-    let denied = nats_py(&with_user(&router, "a"), "permissions", None);
-    // nats-py reports server errors in lower case.
-    let errors = denied["errors"].to_string().to_lowercase();
-    assert!(errors.contains(r#"permissions violation for publish to \"secret.plans\""#), "{errors}");
-    assert!(errors.contains(r#"permissions violation for subscription to \"$sys.>\""#), "{errors}");
+    for client in Client::BOTH {
+        let denied = client.run(&with_user(&router, "a"), "permissions", None);
+        assert_permission_errors(client, &denied);
+    }
 
-    let got = nats_py(&with_user(&router, "a"), "isolation", Some(&with_user(&router, "b")));
+    let got = Client::Py.run(&with_user(&router, "a"), "isolation", Some(&with_user(&router, "b")));
     assert_eq!(got, json!({"a": ["from a"], "b": ["from b"]}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mutual_tls_admits_certificates_from_the_ca_only() {
+async fn mutual_tls_admits_certificates_from_the_ca_only_and_can_name_the_user() {
     let certs = common::tempdir();
     let pki = common::tls::pki(certs.path());
-    let router = router(
-        "",
-        &format!(
-            "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\nroot_ca_path = \"{}\"\n",
+    let tls = |more: &str| {
+        format!(
+            "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\nroot_ca_path = \"{}\"\n{more}",
             pki.server.0.display(),
             pki.server.1.display(),
             pki.ca.display()
-        ),
-    );
-    let url = format!("tls://127.0.0.1:{}", router.nats.expect("the gateway is on").port());
-    let connect = |(cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
-        let paths = json!({"ca": pki.ca, "cert": cert, "key": key}).to_string();
-        nats_py(&url, "tls_connect", Some(&paths))
+        )
     };
-    assert_eq!(connect(&pki.client), json!({"connected": true, "data": "over tls"}));
-    for refused in [&pki.untrusted, &pki.expired] {
-        let result = connect(refused);
-        assert_eq!(result["connected"], false, "{result}");
+    let connect = |router: &RouterProcess, client: Client, (cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
+        let url = format!("tls://127.0.0.1:{}", router.nats.expect("the gateway is on").port());
+        let paths = json!({"ca": pki.ca, "cert": cert, "key": key}).to_string();
+        client.run(&url, "tls_connect", Some(&paths))
+    };
+
+    let verified = router("", &tls(""));
+    for client in Client::BOTH {
+        assert_eq!(
+            connect(&verified, client, &pki.client),
+            json!({"connected": true, "data": "over tls"}),
+            "{client:?}"
+        );
+        for refused in [&pki.untrusted, &pki.expired] {
+            let result = connect(&verified, client, refused);
+            assert_eq!(result["connected"], false, "{client:?}: {result}");
+        }
     }
-    let mut plain = RawClient::connect(router.nats.expect("the gateway is on")).await;
+    let mut plain = RawClient::connect(verified.nats.expect("the gateway is on")).await;
     plain.send(b"CONNECT {}\r\nPING\r\n").await;
     assert!(!plain.read_to_close(WAIT).await.contains("PONG"), "a client that skips TLS gets nowhere");
+
+    // With verify_and_map the certificate's subject names the user; no password is asked.
+    let mut mapped = router(
+        "[service.auth]\n[[service.auth.users]]\nuser = \"CN=client\"\npermissions = { publish = [\"tls.>\"] }\n",
+        &tls("verify_and_map = true\n"),
+    );
+    for client in Client::BOTH {
+        assert_eq!(connect(&mapped, client, &pki.client)["connected"], true, "{client:?}");
+        let stranger = connect(&mapped, client, &pki.stranger);
+        assert_eq!(stranger["connected"], false, "{client:?}: a trusted certificate that names no user: {stranger}");
+    }
+    mapped.wait_for_log("no user is named by the certificate", WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_auth_policy_decides_each_connection_its_account_and_permissions() {
+    let tokens = r#"[
+        { token = "orders", account = "$G", publish = { allow = ["orders.>", "_INBOX.>"] } },
+        { token = "team", account = "TEAM" },
+    ]"#;
+    let policy = format!("[plugin.token-auth]\nconfig = {{ tokens = {tokens} }}\n");
+    let router = router_with_plugins("[service.auth]\npolicy = \"token-auth\"", &policy, &["token-auth"]);
+    let url = router.nats_url();
+    for client in Client::BOTH {
+        assert_eq!(client.run(&url, "connect_only", Some("orders"))["connected"], true, "{client:?}");
+        let wrong = client.run(&url, "connect_only", Some("wrong"));
+        assert_eq!(wrong["connected"], false, "{client:?}: {wrong}");
+    }
+
+    let addr = router.nats.unwrap();
+    let mut team = RawClient::connect(addr).await;
+    team.send(b"CONNECT {\"verbose\":false,\"auth_token\":\"team\"}\r\nSUB orders.> 1\r\nPING\r\n").await;
+    team.read_until("PONG\r\n", WAIT).await;
+    let mut orders = RawClient::connect(addr).await;
+    orders.send(b"CONNECT {\"verbose\":false,\"auth_token\":\"orders\"}\r\nPUB secret.x 1\r\nx\r\n").await;
+    orders.read_until("-ERR 'Permissions Violation for Publish to \"secret.x\"'\r\n", WAIT).await;
+    orders.send(b"PUB orders.eu 5\r\nhello\r\nPING\r\n").await;
+    orders.read_until("PONG\r\n", WAIT).await;
+    let files = router.path("files");
+    let lines =
+        eventually("the order on disk", WAIT, || Some(json_lines_under(&files)).filter(|l| !l.is_empty())).await;
+    assert!(lines[0].0.starts_with("orders.eu/"), "the global account's publish reaches the route: {lines:?}");
+    // The TEAM account is isolated: its subscription to orders.> saw nothing.
+    team.send(b"PING\r\n").await;
+    let seen = team.read_until("PONG\r\n", WAIT).await;
+    assert!(!seen.contains("MSG"), "{seen}");
 }

@@ -348,7 +348,7 @@ root = "{dir}/files"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_tokens_guard_http_ingest() {
-    let router = RouterProcess::start(
+    let mut router = RouterProcess::start(
         r#"
 [http]
 listen = "127.0.0.1:0"

@@ -107,6 +107,7 @@ pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub root_ca_path: Option<PathBuf>,
+    pub verify_and_map: bool,
 }
 
 /// One `[[route]]`, checked.
@@ -225,6 +226,8 @@ impl Config {
         keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
         keep("tls", self.tls == running.tls);
+        let system_account = &running.service.gateway_auth.system_account;
+        keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
         self.log_format = running.log_format;
         self.log_level = running.log_level.clone();
         for plan in self.plugins.values_mut() {
@@ -238,6 +241,7 @@ impl Config {
         self.service.gateway = running.service.gateway.clone();
         self.http.listen = running.http.listen;
         self.tls = running.tls.clone();
+        self.service.gateway_auth.system_account = system_account.clone();
         differ
     }
 }

@@ -65,7 +65,7 @@ pub struct ServiceConfig {
     /// How often the system account gets `$SYS.SERVER.<id>.STATSZ`.
     #[serde(default = "default_statsz_interval_ms")]
     pub statsz_interval_ms: Spanned<u64>,
-    pub auth: Option<GatewayAuthConfig>,
+    pub auth: Option<Spanned<GatewayAuthConfig>>,
 }
 
 /// `[service.auth]`: how NATS clients authenticate. Nothing set: anyone connects.
@@ -80,6 +80,8 @@ pub struct GatewayAuthConfig {
     pub users: Vec<Spanned<UserConfig>>,
     /// The account whose users see `$SYS` events (seed 001).
     pub system_account: Option<String>,
+    /// An auth-policy plugin that decides instead of `tokens` and `users`.
+    pub policy: Option<String>,
 }
 
 /// One gateway user.
@@ -87,8 +89,9 @@ pub struct GatewayAuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub user: String,
-    /// Plain text or a bcrypt hash (`$2a$...`, as `nats server passwd` makes).
-    pub password: String,
+    /// Plain text or a bcrypt hash (`$2a$...`, as `nats server passwd` makes). Without one, the
+    /// user is reached only through a client certificate (`[tls] verify_and_map`).
+    pub password: Option<String>,
     /// Default: the global account, where routes and HTTP ingest are.
     pub account: Option<String>,
     #[serde(default)]
@@ -109,8 +112,8 @@ pub struct PermissionsConfig {
 pub enum RuleConfig {
     Allow(Vec<String>),
     Both {
-        #[serde(default)]
-        allow: Vec<String>,
+        /// Missing: every subject.
+        allow: Option<Vec<String>>,
         #[serde(default)]
         deny: Vec<String>,
     },
@@ -212,6 +215,10 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
     /// CA that client certificates must chain to (mutual TLS).
     pub root_ca_path: Option<PathBuf>,
+    /// The client certificate names the user (a SAN or the subject DN equals `user`), as
+    /// nats-server's `verify_and_map`; no password is asked.
+    #[serde(default)]
+    pub verify_and_map: bool,
 }
 
 /// A string or a list of strings.

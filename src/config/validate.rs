@@ -19,8 +19,8 @@ use super::{
 };
 use std::net::SocketAddr;
 
-use crate::broker::{Pattern, Subject};
-use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser};
+use crate::broker::Pattern;
+use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser, is_account_name};
 use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
@@ -223,7 +223,15 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             cert_path: t.cert_path.clone(),
             key_path: t.key_path.clone(),
             root_ca_path: t.root_ca_path.clone(),
+            verify_and_map: t.verify_and_map,
         });
+        if t.verify_and_map && t.root_ca_path.is_none() {
+            check.error(
+                "tls.verify_and_map",
+                tls.span(),
+                "needs `root_ca_path`: only a verified certificate names a user",
+            );
+        }
     }
     for (name, sink) in &file.sinks {
         if let Some(plan) = check.sink(name, sink.span(), sink.get_ref(), config.service.event_limit) {
@@ -251,7 +259,8 @@ impl Checker<'_> {
         self.range("service.max_payload", &max_payload, 1, 64 << 20);
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
         self.range("service.max_pending", &max_pending, 1, 1 << 34);
-        let gateway_auth = s.auth.as_ref().map(|auth| self.gateway_auth(auth)).unwrap_or_default();
+        let gateway_auth =
+            s.auth.as_ref().map(|auth| self.gateway_auth(auth.get_ref(), auth.span())).unwrap_or_default();
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
@@ -264,18 +273,19 @@ impl Checker<'_> {
                 auth_timeout: Duration::from_millis(*s.auth_timeout_ms.get_ref()),
                 statsz_interval: Duration::from_millis(*s.statsz_interval_ms.get_ref()),
                 tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
+                tls_map: file.tls.as_ref().is_some_and(|tls| tls.get_ref().verify_and_map),
             }),
             gateway_auth,
         };
     }
 
-    fn gateway_auth(&mut self, auth: &GatewayAuthConfig) -> GatewayAuth {
+    fn gateway_auth(&mut self, auth: &GatewayAuthConfig, auth_span: Range<usize>) -> GatewayAuth {
         let mut users = Vec::new();
         for (i, user) in auth.users.iter().enumerate() {
             let key = format!("service.auth.users[{i}]");
             let u = user.get_ref();
             let account = u.account.clone().unwrap_or_else(|| GLOBAL_ACCOUNT.into());
-            if account != GLOBAL_ACCOUNT && Subject::new(account.as_str()).map_or(true, |_| account.contains('.')) {
+            if !is_account_name(&account) {
                 self.error(format!("{key}.account"), user.span(), format!("`{account}` is not one subject token"));
             }
             if users.iter().any(|known: &GatewayUser| known.name == u.user) {
@@ -283,8 +293,8 @@ impl Checker<'_> {
             }
             let mut rule = |name: &str, config: &Option<RuleConfig>| -> Rule {
                 let (allow, deny) = match config {
-                    None => (Vec::new(), Vec::new()),
-                    Some(RuleConfig::Allow(allow)) => (allow.clone(), Vec::new()),
+                    None => (None, Vec::new()),
+                    Some(RuleConfig::Allow(allow)) => (Some(allow.clone()), Vec::new()),
                     Some(RuleConfig::Both { allow, deny }) => (allow.clone(), deny.clone()),
                 };
                 let mut patterns = |texts: Vec<String>| -> Vec<Pattern> {
@@ -303,7 +313,7 @@ impl Checker<'_> {
                         })
                         .collect()
                 };
-                Rule { allow: patterns(allow), deny: patterns(deny) }
+                Rule { allow: allow.map(&mut patterns), deny: patterns(deny) }
             };
             let permissions = Permissions {
                 publish: rule("publish", &u.permissions.publish),
@@ -311,7 +321,15 @@ impl Checker<'_> {
             };
             users.push(GatewayUser { name: u.user.clone(), password: u.password.clone(), account, permissions });
         }
-        GatewayAuth { tokens: auth.tokens.clone(), users, system_account: auth.system_account.clone() }
+        if auth.policy.is_some() && !(auth.tokens.is_empty() && users.is_empty()) {
+            self.error("service.auth.policy", auth_span, "set either `policy` or `tokens` and `users`, not both");
+        }
+        GatewayAuth {
+            tokens: auth.tokens.clone(),
+            users,
+            system_account: auth.system_account.clone(),
+            policy: auth.policy.clone(),
+        }
     }
 
     fn http(&mut self, file: &ConfigFile, config: &mut Config) {

@@ -19,10 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{Credentials, GLOBAL_ACCOUNT, Identity, Rule, account_prefix};
+use super::auth::{GLOBAL_ACCOUNT, Identity, Rule, account_prefix};
 use super::protocol::{self, ClientOp, Parser};
 use super::system::ClientInfo;
-use super::{GatewayAuth, Shared, binding};
+use super::tls::PeerCertificate;
+use super::{Authenticator, Shared, binding};
+use crate::auth::{AuthRequest, Protocol};
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::event::Event;
 use crate::ingest::cloudevents::DecodeError;
@@ -217,6 +219,8 @@ struct Client {
     /// True for the system account.
     system: bool,
     remote: SocketAddr,
+    /// The verified TLS client certificate it presented.
+    certificate: Option<PeerCertificate>,
     started: String,
     /// Messages and payload bytes it published.
     received: (u64, u64),
@@ -248,7 +252,7 @@ fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
         "max_payload": settings.max_payload,
         "client_id": id,
         "client_ip": remote.ip().to_string(),
-        "auth_required": auth.required(),
+        "auth_required": auth.required() || settings.tls_map,
         "tls_required": shared.tls.is_some(),
         "tls_verify": shared.settings.tls_verify,
     })
@@ -270,12 +274,14 @@ pub(super) async fn serve(
     }
     let Some(acceptor) = &shared.tls else {
         let (reader, writer) = stream.into_split();
-        return run(shared, reader, writer, remote, id, stop).await;
+        return run(shared, reader, writer, remote, id, None, stop).await;
     };
     match tokio::time::timeout(shared.settings.auth_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
+            let chain = stream.get_ref().1.peer_certificates();
+            let certificate = chain.and_then(|chain| PeerCertificate::parse(chain.first()?));
             let (reader, writer) = tokio::io::split(stream);
-            run(shared, reader, writer, remote, id, stop).await;
+            run(shared, reader, writer, remote, id, certificate, stop).await;
         }
         Ok(Err(err)) => {
             tracing::info!(%remote, client = id, error = %err, "gateway TLS handshake failed");
@@ -302,6 +308,7 @@ async fn run(
     writer: impl AsyncWrite + Unpin + Send + 'static,
     remote: SocketAddr,
     id: u64,
+    certificate: Option<PeerCertificate>,
     stop: CancellationToken,
 ) {
     let outbound = Arc::new(Outbound {
@@ -315,7 +322,7 @@ async fn run(
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
     let (_, auth) = shared.auth.current();
-    let auth_required = auth.required();
+    let auth_required = auth.required() || shared.settings.tls_map;
     let mut client = Client {
         id,
         shared: shared.clone(),
@@ -326,6 +333,7 @@ async fn run(
         prefix: Arc::from(""),
         system: false,
         remote,
+        certificate,
         started: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -390,7 +398,7 @@ async fn run(
 
 impl Client {
     /// Handles one op; false when the connection is to close.
-    async fn handle(&mut self, op: ClientOp, auth: &Arc<GatewayAuth>) -> bool {
+    async fn handle(&mut self, op: ClientOp, auth: &Arc<Authenticator>) -> bool {
         match op {
             ClientOp::Connect(json) => {
                 let options: ConnectOptions = match serde_json::from_slice(&json) {
@@ -400,29 +408,27 @@ impl Client {
                         return false;
                     }
                 };
-                let checked = {
-                    let (auth, token, user, password) =
-                        (auth.clone(), options.auth_token.clone(), options.user.clone(), options.pass.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let credentials = Credentials {
-                            token: token.as_deref(),
-                            user: user.as_deref(),
-                            password: password.as_deref(),
-                        };
-                        auth.authenticate(&credentials)
-                    })
-                    .await
-                    .ok()
-                    .flatten()
+                let request = AuthRequest {
+                    protocol: Protocol::Nats,
+                    client_name: options.name.clone(),
+                    user: options.user.clone(),
+                    token: options.auth_token.clone(),
+                    password: options.pass.clone(),
+                    tls_subject: self.certificate.as_ref().map(|c| c.subject.clone()),
+                    tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
+                    remote_addr: self.remote.to_string(),
                 };
-                let Some(identity) = checked else {
-                    tracing::info!(client = self.id, name = ?options.name, user = ?options.user, "gateway client not authorized");
-                    self.outbound.fail("Authorization Violation");
-                    self.options = options;
-                    self.shared.system.auth_error(&self.info()).await;
-                    return false;
+                let identity = match auth.clone().authenticate(request, self.shared.settings.tls_map).await {
+                    Ok(identity) => identity,
+                    Err(reason) => {
+                        tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");
+                        self.outbound.fail("Authorization Violation");
+                        self.options = options;
+                        self.shared.system.auth_error(&self.info()).await;
+                        return false;
+                    }
                 };
-                self.system = auth.system_account.as_deref() == Some(identity.account.as_str());
+                self.system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
                 self.prefix = Arc::from(account_prefix(&identity.account));
                 self.identity = identity;
                 self.options = options;

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::GatewayAuth;
+pub use auth::{Authenticator, GatewayAuth};
 
 use crate::broker::Broker;
 use crate::slot::Slot;
@@ -44,6 +44,8 @@ pub struct GatewaySettings {
     pub statsz_interval: Duration,
     /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
     pub tls_verify: bool,
+    /// True when a client certificate names the user (`[tls] verify_and_map`).
+    pub tls_map: bool,
 }
 
 /// Counters of the gateway.
@@ -65,7 +67,7 @@ pub struct GatewayStats {
 struct Shared {
     settings: GatewaySettings,
     broker: Arc<dyn Broker>,
-    auth: Arc<Slot<GatewayAuth>>,
+    auth: Arc<Slot<Authenticator>>,
     server_id: String,
     next_client: AtomicU64,
     stats: Arc<GatewayStats>,
@@ -89,7 +91,7 @@ impl Gateway {
         settings: GatewaySettings,
         tls: Option<&crate::config::TlsSettings>,
         broker: Arc<dyn Broker>,
-        auth: Arc<Slot<GatewayAuth>>,
+        auth: Arc<Slot<Authenticator>>,
     ) -> anyhow::Result<Gateway> {
         let tls = tls.map(tls::acceptor).transpose().context("[tls]")?;
         let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
@@ -98,7 +100,7 @@ impl Gateway {
         let addr = listener.local_addr().context("reading the gateway's address")?;
         let stats = Arc::new(GatewayStats::default());
         let server_id = server_id();
-        let system_account = auth.current().1.system_account.clone();
+        let system_account = auth.current().1.config.system_account.clone();
         let system = system::SystemEvents::new(
             broker.clone(),
             system_account.as_deref(),

@@ -33,7 +33,7 @@ pub use plugins::{Generation, LivePlugin, RoleSlot};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigSource};
 use crate::event::{Context, Event};
-use crate::gateway::GatewayAuth;
+use crate::gateway::Authenticator;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
 use crate::plugin::{ComponentInfo, Plugin, PluginRuntime, content_hash};
@@ -68,7 +68,7 @@ pub struct Reloader {
     /// Largest HTTP request body.
     pub max_body: Arc<AtomicUsize>,
     /// How NATS gateway clients authenticate.
-    pub gateway_auth: Arc<Slot<GatewayAuth>>,
+    pub gateway_auth: Arc<Slot<Authenticator>>,
     /// Held for the whole of a reload: one at a time.
     applied: tokio::sync::Mutex<Applied>,
     pub stats: ReloadStats,
@@ -97,6 +97,8 @@ impl Reloader {
         let staged = pipeline.stage(&config, &live).await.map_err(|errors| anyhow::anyhow!(errors.join("\n  ")))?;
         pipeline.commit(staged);
         let auth = plugins::http_auth(&config.http.auth, &live).context("[http.auth] policy is not loaded")?;
+        let gateway_auth = plugins::gateway_auth(&config.service.gateway_auth, &live)
+            .context("[service.auth] policy is not loaded")?;
         Ok(Reloader {
             runtime,
             broker,
@@ -104,7 +106,7 @@ impl Reloader {
             plugins: RwLock::new(live),
             http_auth: Arc::new(Slot::new(Arc::new(auth))),
             max_body: Arc::new(AtomicUsize::new(config.http.max_body)),
-            gateway_auth: Arc::new(Slot::new(Arc::new(config.service.gateway_auth.clone()))),
+            gateway_auth: Arc::new(Slot::new(Arc::new(gateway_auth))),
             applied: tokio::sync::Mutex::new(Applied { config, generation: 1 }),
             stats: ReloadStats::default(),
         })
@@ -296,6 +298,7 @@ impl Reloader {
 
         // 3. The pipeline and HTTP settings.
         let auth = plugins::http_auth(&config.http.auth, &next);
+        let gateway_auth = plugins::gateway_auth(&config.service.gateway_auth, &next);
         let staged = if config_changed || !added.is_empty() || !unloaded.is_empty() {
             match self.pipeline.stage(&config, &next).await {
                 Ok(staged) => Some(staged),
@@ -352,7 +355,9 @@ impl Reloader {
                 self.http_auth.replace(Arc::new(auth));
             }
             self.max_body.store(config.http.max_body, Ordering::Relaxed);
-            self.gateway_auth.replace(Arc::new(config.service.gateway_auth.clone()));
+            if let Some(gateway_auth) = gateway_auth {
+                self.gateway_auth.replace(Arc::new(gateway_auth));
+            }
             if !restart_required.is_empty() {
                 tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
             }

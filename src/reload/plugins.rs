@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::AuthPolicy;
 use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
+use crate::gateway::{Authenticator, GatewayAuth};
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::PluginSlots;
 use crate::plugin::{Plugin, PluginRuntime, Role};
@@ -86,7 +87,7 @@ pub struct Reference {
     pub role: Role,
 }
 
-/// Every plugin the config uses: route handlers, plugin sinks, the HTTP auth policy.
+/// Every plugin the config uses: route handlers, plugin sinks, the HTTP and gateway auth policies.
 pub fn references(config: &Config) -> Vec<Reference> {
     let mut uses = Vec::new();
     for route in &config.routes {
@@ -105,6 +106,9 @@ pub fn references(config: &Config) -> Vec<Reference> {
     }
     if let HttpAuthPlan::Policy(policy) = &config.http.auth {
         uses.push(Reference { user: "[http.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
+    }
+    if let Some(policy) = &config.service.gateway_auth.policy {
+        uses.push(Reference { user: "[service.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
     }
     uses
 }
@@ -211,14 +215,29 @@ impl PluginSlots for BTreeMap<String, Arc<LivePlugin>> {
     }
 }
 
+/// The auth-policy plugin `name`, if one is loaded under that name.
+fn auth_policy(name: &str, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Arc<dyn AuthPolicy>> {
+    match &plugins.get(name)?.slot {
+        RoleSlot::AuthPolicy(slot) => Some(slot.clone()),
+        _ => None,
+    }
+}
+
 /// Who may publish over HTTP, as `plan` says; `None` when its auth policy plugin is missing.
 pub fn http_auth(plan: &HttpAuthPlan, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<HttpAuth> {
     Some(match plan {
         HttpAuthPlan::Open => HttpAuth::Open,
         HttpAuthPlan::Tokens(tokens) => HttpAuth::Tokens(tokens.clone().into()),
-        HttpAuthPlan::Policy(name) => match &plugins.get(name)?.slot {
-            RoleSlot::AuthPolicy(slot) => HttpAuth::Policy(slot.clone() as Arc<dyn AuthPolicy>),
-            _ => return None,
-        },
+        HttpAuthPlan::Policy(name) => HttpAuth::Policy(auth_policy(name, plugins)?),
     })
+}
+
+/// How gateway clients authenticate, as `config` says; `None` when its auth policy plugin is
+/// missing.
+pub fn gateway_auth(config: &GatewayAuth, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Authenticator> {
+    let policy = match &config.policy {
+        Some(name) => Some(auth_policy(name, plugins)?),
+        None => None,
+    };
+    Some(Authenticator { config: config.clone(), policy })
 }

@@ -1,6 +1,6 @@
 //! NATS clients for end-to-end tests: a raw protocol client over a TCP socket (for exact bytes,
-//! misbehaving clients and slow readers), and the real nats-py client running the scenarios of
-//! `tests/clients/nats_py.py`.
+//! misbehaving clients and slow readers), and the real nats-py and nats.js clients running the
+//! scenarios of `tests/clients/`.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -63,18 +63,34 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-/// Runs nats-py scenario `scenario` against `url` and returns what it printed.
-pub fn nats_py(url: &str, scenario: &str, token: Option<&str>) -> serde_json::Value {
-    let script = super::repo_root().join("tests/clients/nats_py.py");
-    let mut python = Command::new("python3");
-    python.arg(script).arg(url).arg(scenario);
-    python.args(token);
-    let output = python.output().expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "nats-py {scenario} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the scenario prints JSON")
+/// A real NATS client library, running the scenarios of `tests/clients/`: nats-py (PyPI) or
+/// nats.js (the `nats` package from npm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Py,
+    Js,
+}
+
+impl Client {
+    pub const BOTH: [Client; 2] = [Client::Py, Client::Js];
+
+    /// Runs `scenario` against `url` (`extra`: a token, a second URL or JSON, as the scenario
+    /// wants) and returns what it printed.
+    pub fn run(self, url: &str, scenario: &str, extra: Option<&str>) -> serde_json::Value {
+        let clients = super::repo_root().join("tests/clients");
+        let mut command = match self {
+            Client::Py => Command::new("python3"),
+            Client::Js => Command::new("node"),
+        };
+        command.arg(clients.join(if self == Client::Py { "nats_py.py" } else { "nats_js.mjs" }));
+        command.arg(url).arg(scenario).args(extra);
+        let output = command.output().expect("the client runs");
+        assert!(
+            output.status.success(),
+            "{self:?} {scenario} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("the scenario prints JSON")
+    }
 }

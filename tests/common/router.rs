@@ -27,7 +27,19 @@ pub struct RouterProcess {
 impl RouterProcess {
     /// Writes `config` (with `{dir}` replaced by the temp dir) and starts `eventyard serve` on it.
     pub fn start(config: &str) -> RouterProcess {
+        RouterProcess::start_with_plugins(config, &[])
+    }
+
+    /// As [`start`](Self::start), with the first-party `plugins` built and copied into
+    /// `{dir}/plugins` under their default file names first.
+    pub fn start_with_plugins(config: &str, plugins: &[&str]) -> RouterProcess {
         let dir = super::tempdir();
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugin_dir).expect("the plugin directory is made");
+        for name in plugins {
+            let file = plugin_dir.join(format!("{}.wasm", name.replace('-', "_")));
+            std::fs::copy(super::plugin(name), file).expect("the plugin is copied");
+        }
         let config = config.replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("eventyard.toml");
         std::fs::write(&path, config).expect("config is written");
@@ -123,8 +135,11 @@ impl RouterProcess {
         }
     }
 
-    /// Every log line seen so far.
-    pub fn logs(&self) -> &[String] {
+    /// Every log line the router has written so far (those still in the pipe get 100 ms to come).
+    pub fn logs(&mut self) -> &[String] {
+        while let Ok(line) = self.logs.recv_timeout(Duration::from_millis(100)) {
+            self.seen.push(line);
+        }
         &self.seen
     }
 }

@@ -1,5 +1,6 @@
 //! A throwaway PKI for the mutual TLS tests, written as PEM files: a CA, a server certificate for
-//! 127.0.0.1, a client certificate it signed, one signed by another CA, and an expired one.
+//! 127.0.0.1, two client certificates it signed (`client` and `stranger`), one signed by another
+//! CA, and an expired one.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ pub struct Pki {
     pub ca: PathBuf,
     pub server: (PathBuf, PathBuf),
     pub client: (PathBuf, PathBuf),
+    pub stranger: (PathBuf, PathBuf),
     pub untrusted: (PathBuf, PathBuf),
     pub expired: (PathBuf, PathBuf),
 }
@@ -52,6 +54,7 @@ pub fn pki(dir: &Path) -> Pki {
         ca: ca_path,
         server: issue(dir, "server", &["127.0.0.1", "localhost"], &trusted, false),
         client: issue(dir, "client", &[], &trusted, false),
+        stranger: issue(dir, "stranger", &[], &trusted, false),
         untrusted: issue(dir, "untrusted", &[], &other, false),
         expired: issue(dir, "expired", &[], &trusted, true),
     }
