@@ -156,6 +156,25 @@ async fn a_slow_consumer_is_disconnected_and_the_rest_keep_flowing() {
     assert!(metrics.contains("eventyard_gateway_slow_consumers_total 1"), "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_answering_pings_is_closed_as_stale() {
+    let router = router("ping_interval_ms = 100\nmax_pings_out = 2", "");
+    let addr = router.nats.unwrap();
+    let mut silent = RawClient::connect(addr).await;
+    silent.send(b"CONNECT {\"verbose\":false}\r\n").await;
+    let mut alive = RawClient::connect(addr).await;
+    alive.send(b"CONNECT {\"verbose\":false}\r\n").await;
+    silent.read_until("PING\r\n", WAIT).await;
+    // Far past two unanswered PINGs, the client that answers stays.
+    for _ in 0..6 {
+        alive.read_until("PING\r\n", WAIT).await;
+        alive.send(b"PONG\r\n").await;
+    }
+    assert!(silent.read_to_close(WAIT).await.ends_with("-ERR 'Stale Connection'\r\n"));
+    alive.send(b"PING\r\n").await;
+    alive.read_until("PONG\r\n", WAIT).await;
+}
+
 /// Seed 001's accounts: users `a` (account USERS, may not publish to `secret.>`), `b` (account
 /// OTHER) and `admin` (the system account, bcrypt password `changeit`).
 const ACCOUNTS: &str = r#"statsz_interval_ms = 200

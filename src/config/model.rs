@@ -65,6 +65,12 @@ pub struct ServiceConfig {
     /// How often the system account gets `$SYS.SERVER.<id>.STATSZ`.
     #[serde(default = "default_statsz_interval_ms")]
     pub statsz_interval_ms: Spanned<u64>,
+    /// How often an idle client is sent PING (nats-server's `ping_interval`).
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: Spanned<u64>,
+    /// Unanswered PINGs after which a client is closed as stale (nats-server's `ping_max`).
+    #[serde(default = "default_max_pings_out")]
+    pub max_pings_out: Spanned<u64>,
     pub auth: Option<Spanned<GatewayAuthConfig>>,
 }
 
@@ -131,6 +137,8 @@ impl Default for ServiceConfig {
             max_pending: default_max_pending(),
             auth_timeout_ms: default_auth_timeout_ms(),
             statsz_interval_ms: default_statsz_interval_ms(),
+            ping_interval_ms: default_ping_interval_ms(),
+            max_pings_out: default_max_pings_out(),
             auth: None,
         }
     }
@@ -146,6 +154,14 @@ fn default_max_pending() -> Spanned<ByteSize> {
 
 fn default_statsz_interval_ms() -> Spanned<u64> {
     unspanned(10_000)
+}
+
+fn default_ping_interval_ms() -> Spanned<u64> {
+    unspanned(120_000)
+}
+
+fn default_max_pings_out() -> Spanned<u64> {
+    unspanned(2)
 }
 
 fn default_auth_timeout_ms() -> Spanned<u64> {

@@ -255,6 +255,8 @@ impl Checker<'_> {
         self.range("service.drain_timeout_ms", &s.drain_timeout_ms, 0, 3_600_000);
         self.range("service.auth_timeout_ms", &s.auth_timeout_ms, 1, 60_000);
         self.range("service.statsz_interval_ms", &s.statsz_interval_ms, 100, 3_600_000);
+        self.range("service.ping_interval_ms", &s.ping_interval_ms, 10, 3_600_000);
+        self.range("service.max_pings_out", &s.max_pings_out, 1, 1_000);
         let max_payload = Spanned::new(s.max_payload.span(), s.max_payload.get_ref().0);
         self.range("service.max_payload", &max_payload, 1, 64 << 20);
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
@@ -272,6 +274,8 @@ impl Checker<'_> {
                 max_pending: *max_pending.get_ref(),
                 auth_timeout: Duration::from_millis(*s.auth_timeout_ms.get_ref()),
                 statsz_interval: Duration::from_millis(*s.statsz_interval_ms.get_ref()),
+                ping_interval: Duration::from_millis(*s.ping_interval_ms.get_ref()),
+                max_pings_out: *s.max_pings_out.get_ref() as u32,
                 tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
                 tls_map: file.tls.as_ref().is_some_and(|tls| tls.get_ref().verify_and_map),
             }),

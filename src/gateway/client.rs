@@ -226,6 +226,8 @@ struct Client {
     received: (u64, u64),
     /// Why it closed, for the disconnect event.
     reason: &'static str,
+    /// PINGs sent and not yet answered.
+    pings_out: u32,
     subscriptions: HashMap<String, Arc<ClientSubscription>>,
 }
 
@@ -339,12 +341,18 @@ async fn run(
             .unwrap_or_default(),
         received: (0, 0),
         reason: "Client Closed",
+        pings_out: 0,
         subscriptions: HashMap::new(),
     };
     let parser = Parser { max_payload: shared.settings.max_payload };
     let mut buf = BytesMut::with_capacity(64 << 10);
     let auth_deadline = tokio::time::sleep(shared.settings.auth_timeout);
     tokio::pin!(auth_deadline);
+    let ping_interval = shared.settings.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // As nats-server: a client that sent anything since the last tick is not pinged.
+    let mut heard = false;
     'read: loop {
         buf.reserve(32 << 10);
         let read = tokio::select! {
@@ -354,11 +362,24 @@ async fn run(
                 client.reason = "Authentication Timeout";
                 break;
             }
+            _ = ping.tick() => {
+                if std::mem::take(&mut heard) {
+                    continue;
+                }
+                if client.pings_out >= shared.settings.max_pings_out {
+                    outbound.fail("Stale Connection");
+                    client.reason = "Stale Connection";
+                    break;
+                }
+                client.pings_out += 1;
+                outbound.send(|out| out.put_slice(b"PING\r\n"));
+                continue;
+            }
             read = reader.read_buf(&mut buf) => read,
         };
         match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => heard = true,
         }
         loop {
             match parser.next(&mut buf) {
@@ -437,7 +458,7 @@ impl Client {
                 self.shared.system.connected(&self.info()).await;
             }
             ClientOp::Ping => self.outbound.send(|out| out.put_slice(b"PONG\r\n")),
-            ClientOp::Pong => {}
+            ClientOp::Pong => self.pings_out = 0,
             ClientOp::Sub { subject, queue, sid } => {
                 let Ok(pattern) = Pattern::new(subject.as_str()) else {
                     self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));

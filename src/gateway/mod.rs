@@ -42,6 +42,10 @@ pub struct GatewaySettings {
     pub auth_timeout: Duration,
     /// How often `$SYS.SERVER.<id>.STATSZ` is published.
     pub statsz_interval: Duration,
+    /// How often a client that sent nothing in the meantime is sent PING.
+    pub ping_interval: Duration,
+    /// Unanswered PINGs after which a client is closed as stale.
+    pub max_pings_out: u32,
     /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
     pub tls_verify: bool,
     /// True when a client certificate names the user (`[tls] verify_and_map`).
