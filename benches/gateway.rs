@@ -83,7 +83,8 @@ async fn nats_server() -> Option<(Server, u16)> {
     Some((Server(child), port))
 }
 
-/// Messages per second from one publisher to one subscriber, and how many the subscriber never saw.
+/// Messages per second from one publisher to one subscriber, from the first publish to the last
+/// message received, and how many the subscriber never saw.
 async fn throughput(port: u16, size: usize, count: usize) -> (f64, usize) {
     let url = format!("nats://127.0.0.1:{port}");
     // Room for every message: a full client-side buffer drops messages.
@@ -98,22 +99,21 @@ async fn throughput(port: u16, size: usize, count: usize) -> (f64, usize) {
     let payload = Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     let receiving = tokio::spawn(async move {
-        let mut received = 0;
+        let (mut received, mut last) = (0, Instant::now());
         while received < count {
             match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-                Ok(Some(_)) => received += 1,
+                Ok(Some(_)) => (received, last) = (received + 1, Instant::now()),
                 _ => break,
             }
         }
-        received
+        (received, last)
     });
     for _ in 0..count {
         publisher.publish("bench.throughput", payload.clone()).await.expect("publish");
     }
     publisher.flush().await.expect("flush");
-    let elapsed = started.elapsed();
-    let received = receiving.await.expect("receiver");
-    (received as f64 / elapsed.as_secs_f64(), count - received)
+    let (received, last) = receiving.await.expect("receiver");
+    (received as f64 / (last - started).as_secs_f64(), count - received)
 }
 
 /// Publish-to-delivery latency, one message at a time: p50 and p99 in microseconds, and how many

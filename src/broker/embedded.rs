@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -16,6 +17,9 @@ use super::{
     Broker, NewSubscription, Pattern, PublishAck, PublishError, Settled, Subscriber, SubscriptionId, SubscriptionIndex,
 };
 use crate::event::Event;
+
+/// The subscribers one publish goes to; most publishes have a few, kept off the heap.
+type Targets = SmallVec<[Arc<dyn Subscriber>; 4]>;
 
 struct Entry {
     queue_group: Option<String>,
@@ -46,10 +50,10 @@ impl EmbeddedBroker {
 
     /// The subscribers an event on `subject` goes to: every plain subscription, and one member of
     /// each queue group.
-    fn targets(&self, subject: &str) -> (Vec<Arc<dyn Subscriber>>, Option<TaskTrackerToken>) {
-        let Ok(state) = self.state.read() else { return (Vec::new(), None) };
+    fn targets(&self, subject: &str) -> (Targets, Option<TaskTrackerToken>) {
+        let Ok(state) = self.state.read() else { return (Targets::new(), None) };
         let in_flight = state.epoch.token();
-        let mut plain = Vec::new();
+        let mut plain = Targets::new();
         let mut groups: HashMap<&str, Vec<&Arc<Entry>>> = HashMap::new();
         state.index.for_each_match(subject, |_, entry| match &entry.queue_group {
             None => plain.push(entry.subscriber.clone()),

@@ -92,11 +92,13 @@ impl Parser {
             let line = std::str::from_utf8(line)
                 .map_err(|_| ProtocolError::Malformed { op: "control line", reason: "not UTF-8".into() })?;
             let (name, rest) = line.split_once([' ', '\t']).unwrap_or((line, ""));
-            let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+            let (words, count) = arguments(rest);
+            let args = &words[..count];
             let body_start = newline + 1;
-            let op = match name.to_ascii_uppercase().as_str() {
+            let mut upper = [0u8; 8];
+            let op = match upper_case(name, &mut upper) {
                 "PUB" => {
-                    let (subject, reply, size) = match args[..] {
+                    let (subject, reply, size) = match *args {
                         [subject, size] => (subject, None, size),
                         [subject, reply, size] => (subject, Some(reply), size),
                         _ => return Err(malformed("PUB", "expected PUB <subject> [reply] <size>")),
@@ -107,7 +109,7 @@ impl Parser {
                     return Ok(Some(ClientOp::Pub { subject, reply, headers: None, payload }));
                 }
                 "HPUB" => {
-                    let (subject, reply, header_size, total) = match args[..] {
+                    let (subject, reply, header_size, total) = match *args {
                         [subject, header_size, total] => (subject, None, header_size, total),
                         [subject, reply, header_size, total] => (subject, Some(reply), header_size, total),
                         _ => {
@@ -132,14 +134,14 @@ impl Parser {
                     return Ok(Some(ClientOp::Pub { subject, reply, headers: Some(headers), payload: message }));
                 }
                 "SUB" => {
-                    let (subject, queue, sid) = match args[..] {
+                    let (subject, queue, sid) = match *args {
                         [subject, sid] => (subject, None, sid),
                         [subject, queue, sid] => (subject, Some(queue), sid),
                         _ => return Err(malformed("SUB", "expected SUB <subject> [queue group] <sid>")),
                     };
                     ClientOp::Sub { subject: subject.into(), queue: queue.map(Into::into), sid: sid.into() }
                 }
-                "UNSUB" => match args[..] {
+                "UNSUB" => match *args {
                     [sid] => ClientOp::Unsub { sid: sid.into(), max: None },
                     [sid, max] => {
                         let max = max.parse().map_err(|_| malformed("UNSUB", "the max is not a number"))?;
@@ -167,6 +169,26 @@ impl Parser {
         }
         Ok(size)
     }
+}
+
+/// The first five whitespace-separated words of `rest` and how many there are (no op takes more
+/// than four, so five means too many), without allocating.
+fn arguments(rest: &str) -> ([&str; 5], usize) {
+    let mut words = [""; 5];
+    let mut count = 0;
+    for (slot, word) in words.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = word;
+        count += 1;
+    }
+    (words, count)
+}
+
+/// `name` in upper case, in `buf`; empty when longer than any op name.
+fn upper_case<'a>(name: &str, buf: &'a mut [u8; 8]) -> &'a str {
+    let Some(upper) = buf.get_mut(..name.len()) else { return "" };
+    upper.copy_from_slice(name.as_bytes());
+    upper.make_ascii_uppercase();
+    std::str::from_utf8(upper).unwrap_or_default()
 }
 
 fn malformed(op: &'static str, reason: &str) -> ProtocolError {

@@ -18,10 +18,10 @@
 //! or panic on any input. `data` is kept as sent: JSON `data` is the exact JSON text of the
 //! member, and binary and raw bodies are shared with the request's buffer, not copied.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -31,7 +31,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::{ContextV7, Timestamp, Uuid};
+use uuid::Uuid;
 
 use crate::event::{Context, Event};
 
@@ -66,10 +66,6 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// One context for every raw-event id in the process, so ids from the same millisecond still sort
-/// in the order they were made. Locked only for the few instructions that advance its counter.
-static ID_CONTEXT: Mutex<ContextV7> = Mutex::new(ContextV7::new());
 
 /// Why a request could not be decoded into events.
 ///
@@ -646,27 +642,83 @@ fn decode_raw(
     body: Bytes,
     now: SystemTime,
 ) -> Result<Event, DecodeError> {
+    // The host makes every attribute but the content type, valid by construction: only that one
+    // is checked. This is the gateway's hot path for plain NATS messages.
     let since_epoch = now
         .duration_since(UNIX_EPOCH)
         .map_err(|err| DecodeError::HostClock { reason: format!("{:?} before 1970", err.duration()) })?;
-    let nanos = i128::try_from(since_epoch.as_nanos())
-        .map_err(|_| DecodeError::HostClock { reason: format!("{since_epoch:?} after 1970 is out of range") })?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map_err(|err| DecodeError::HostClock { reason: err.to_string() })?
-        .format(&Rfc3339)
-        .map_err(|err| DecodeError::HostClock { reason: err.to_string() })?;
-    let id = Uuid::new_v7(Timestamp::from_unix(&ID_CONTEXT, since_epoch.as_secs(), since_epoch.subsec_nanos()));
-    let attributes = Attributes {
-        specversion: Some(SPEC_VERSION.into()),
-        id: Some(id.to_string()),
-        source: Some(source.into()),
-        ty: Some(RAW_TYPE.into()),
-        time: Some(time),
-        datacontenttype: content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned),
-        ..Attributes::default()
+    let datacontenttype = content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+    if let Some(content_type) = &datacontenttype {
+        check_text(None, "datacontenttype", content_type)?;
+    }
+    let context = Context {
+        id: raw_event_id(since_epoch).hyphenated().to_string(),
+        source: source.to_owned(),
+        ty: RAW_TYPE.to_owned(),
+        specversion: SPEC_VERSION.to_owned(),
+        subject: None,
+        time: Some(rfc3339(since_epoch)?),
+        datacontenttype,
+        dataschema: None,
     };
-    let (context, extensions) = build_context(None, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None })
+    Ok(Event { subject: subject.to_owned(), context, extensions: Vec::new(), data: body, nats: None })
+}
+
+/// A UUIDv7 for a raw event: the millisecond, then 74 bits that start random each millisecond
+/// and count up within it, per thread (`fastrand`, seeded once per thread), so one thread's ids
+/// sort in the order they were made and no event costs a system call. Ids are not secrets.
+fn raw_event_id(since_epoch: Duration) -> Uuid {
+    const COUNTER_BITS: u32 = 74;
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, u128)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX) & ((1 << 48) - 1);
+    let (last_millis, last_counter) = LAST.get();
+    let (millis, counter) = if millis <= last_millis && last_counter + 1 < 1 << COUNTER_BITS {
+        (last_millis, last_counter + 1)
+    } else {
+        // A fresh start leaves half the range for counting up.
+        (millis.max(last_millis + 1), fastrand::u128(..1 << (COUNTER_BITS - 1)))
+    };
+    LAST.set((millis, counter));
+    let (rand_a, rand_b) = (counter >> 62, counter & ((1 << 62) - 1));
+    Uuid::from_u128((u128::from(millis) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
+}
+
+/// `since_epoch` as an RFC 3339 UTC time, to the nanosecond. The date and time to the second are
+/// formatted once per second per thread.
+fn rfc3339(since_epoch: Duration) -> Result<String, DecodeError> {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != seconds {
+            let at = i64::try_from(seconds)
+                .ok()
+                .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
+                .ok_or_else(|| DecodeError::HostClock {
+                    reason: format!("{since_epoch:?} after 1970 is out of range"),
+                })?;
+            let formatted = at.format(&Rfc3339).map_err(|err| DecodeError::HostClock { reason: err.to_string() })?;
+            // `...:SS` and the `Z` that ends a whole-second time.
+            *prefix = formatted.trim_end_matches('Z').to_owned();
+            *cached = seconds;
+        }
+        let mut time = String::with_capacity(prefix.len() + 11);
+        time.push_str(prefix);
+        let nanos = since_epoch.subsec_nanos();
+        if nanos > 0 {
+            // The fraction without trailing zeros, as `time` writes it.
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(nanos);
+            time.push('.');
+            time.extend(std::iter::repeat_n('0', 9 - digits.len()));
+            time.push_str(digits.trim_end_matches('0'));
+        }
+        time.push('Z');
+        Ok(time)
+    })
 }
 
 fn check_specversion(index: Option<usize>, specversion: Option<&str>) -> Result<(), DecodeError> {
@@ -1147,6 +1199,17 @@ mod tests {
         assert_eq!(minimal.context.time.as_deref(), Some("1970-01-01T00:00:01Z"));
         assert_eq!(minimal.context.datacontenttype, None);
         assert!(minimal.data.is_empty());
+    }
+
+    #[test]
+    fn raw_times_are_what_the_time_crate_writes() {
+        for nanos in [0, 1, 500_000_000, 123_456_789, 999_999_999, 1_700_000_000_000_000_001, 1_763_912_049_000_010_000]
+        {
+            let since_epoch = Duration::from_nanos(nanos);
+            let expected =
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap().format(&Rfc3339).unwrap();
+            assert_eq!(rfc3339(since_epoch).unwrap(), expected);
+        }
     }
 
     #[test]
