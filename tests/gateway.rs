@@ -210,22 +210,35 @@ fn with_user(router: &RouterProcess, user: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_system_account_sees_connects_disconnects_statsz_and_answers_ping() {
+async fn the_system_account_sees_every_system_event_and_its_requests_are_answered() {
     let router = router(ACCOUNTS, "");
     let admin = format!("nats://admin:changeit@{}", router.nats.unwrap());
-    let result = Client::Py.run(&admin, "system_events", Some(&with_user(&router, "a")));
+    let extra = json!({
+        "user": with_user(&router, "a"),
+        "wrong": format!("nats://a:wrong@{}", router.nats.unwrap()),
+        "reload": router.url("/v1/admin/reload"),
+        "config": router.path("eventyard.toml"),
+    });
+    let result = Client::Py.run(&admin, "system_events", Some(&extra.to_string()));
     let seen = result["seen"].as_array().unwrap();
-    let subjects: Vec<&str> = seen.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    let subject_of = |e: &serde_json::Value| e["subject"].as_str().unwrap().to_owned();
+    let subjects: Vec<String> = seen.iter().map(subject_of).collect();
     let connect = seen.iter().find(|e| e["subject"] == "$SYS.ACCOUNT.USERS.CONNECT").expect("a CONNECT event");
     assert_eq!(connect["data"]["type"], "io.nats.server.advisory.v1.client_connect");
     assert_eq!(connect["data"]["client"]["name"], "seed-001-user");
     assert_eq!(connect["data"]["client"]["user"], "a");
     let disconnect = seen.iter().find(|e| e["subject"] == "$SYS.ACCOUNT.USERS.DISCONNECT").expect("a DISCONNECT");
     assert_eq!(disconnect["data"]["received"]["msgs"], 1, "{disconnect}");
-    assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s == "$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
     assert!(subjects.iter().any(|s| s.starts_with("$SYS.SERVER.") && s.ends_with(".STATSZ")), "{subjects:?}");
     assert!(result["ping"]["statsz"]["connections"].as_u64().unwrap() >= 1, "{result}");
-    assert!(!subjects.contains(&"foo"), "application messages stay out of the system account");
+    assert_eq!(result["statsz"]["server"]["id"], result["ping"]["server"]["id"], "{result}");
+    assert!(result["statsz"]["statsz"]["received"]["msgs"].as_u64().unwrap() >= 1, "{result}");
+    let auth_error = seen.iter().find(|e| subject_of(e).ends_with(".CLIENT.AUTH.ERR")).expect("an AUTH.ERR event");
+    assert_eq!(auth_error["data"]["client"]["user"], "a", "{auth_error}");
+    let reload = seen.iter().find(|e| e["subject"] == "$SYS.EVENTYARD.RELOAD").expect("the reload report");
+    assert_eq!(reload["data"]["kind"], "config", "{reload}");
+    assert!(!subjects.iter().any(|s| s == "foo"), "application messages stay out of the system account");
 
     for client in Client::BOTH {
         let wrong = client.run(&format!("nats://a:wrong@{}", router.nats.unwrap()), "connect_only", None);

@@ -5,6 +5,7 @@ what the client saw; the Rust tests assert on it. Every wait has a timeout."""
 import asyncio
 import json
 import sys
+import urllib.request
 
 import nats
 from nats.errors import NoRespondersError
@@ -99,8 +100,12 @@ async def max_payload(url, token):
     return {"max_payload": info_max, "raised": raised}
 
 
-async def system_events(admin_url, user_url):
-    """As the system account: watch $SYS.> while a user connects, publishes and leaves, then PING."""
+async def system_events(admin_url, extra):
+    """As the system account: watch $SYS.> while a user connects, publishes and leaves, a client
+    fails to log in and the router's config is edited and reloaded; then ask PING and the server's
+    STATSZ. `extra` is JSON: {"user": URL, "wrong": URL with a wrong password, "reload": the
+    router's reload URL, "config": its config file}."""
+    extra = json.loads(extra)
     sys_nc = await nats.connect(admin_url)
     seen = []
 
@@ -109,14 +114,24 @@ async def system_events(admin_url, user_url):
 
     await sys_nc.subscribe("$SYS.>", cb=on_event)
     await sys_nc.flush()
-    user_nc = await nats.connect(user_url, name="seed-001-user")
+    user_nc = await nats.connect(extra["user"], name="seed-001-user")
     await user_nc.publish("foo", b"bar")
     await user_nc.flush()
     await user_nc.close()
-    ping = await sys_nc.request("$SYS.REQ.SERVER.PING", b"", timeout=TIMEOUT)
+    try:
+        await nats.connect(extra["wrong"], allow_reconnect=False, connect_timeout=TIMEOUT)
+    except Exception:  # noqa: BLE001 - refused, as it should be
+        pass
+    with open(extra["config"], "a", encoding="utf-8") as config:
+        config.write("\n# edited\n")
+    reload = urllib.request.Request(extra["reload"], method="POST")
+    await asyncio.to_thread(lambda: urllib.request.urlopen(reload, timeout=TIMEOUT).read())
+    ping = json.loads((await sys_nc.request("$SYS.REQ.SERVER.PING", b"", timeout=TIMEOUT)).data)
+    server_id = ping["server"]["id"]
+    statsz = await sys_nc.request(f"$SYS.REQ.SERVER.{server_id}.STATSZ", b"", timeout=TIMEOUT)
     await asyncio.sleep(0.5)
     await sys_nc.close()
-    return {"seen": seen, "ping": json.loads(ping.data)}
+    return {"seen": seen, "ping": ping, "statsz": json.loads(statsz.data)}
 
 
 async def permissions(url, _token):
