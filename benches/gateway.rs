@@ -4,7 +4,8 @@
 //! latency of one message at a time from publish to delivery. Both servers run as their own
 //! processes; the client runs here. Prints each figure and the ratio Eventyard / nats-server,
 //! and for both, the messages the subscriber never saw (async-nats drops some under load, against
-//! nats-server as well; a NATS subscriber gets at most once).
+//! nats-server as well; a NATS subscriber gets at most once) — and for Eventyard, the messages its
+//! gateway did not write (from its metrics), which must be 0.
 //!
 //! Run: `cargo bench --bench gateway` (or `scripts/bench`). Needs `nats-server` on PATH
 //! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
@@ -142,11 +143,27 @@ async fn latency(port: u16, size: usize) -> (f64, f64, usize) {
     (at(0.5), at(0.99), lost)
 }
 
+/// Messages the gateway has written to subscribers, from its metrics on `http`.
+async fn gateway_out_messages(http: u16) -> u64 {
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("eventyard_gateway_out_messages_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the gateway's out messages")
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (_eventyard, eventyard_port, _) = eventyard(dir.path()).await;
+        let (_eventyard, eventyard_port, eventyard_http) = eventyard(dir.path()).await;
         let nats = nats_server().await;
         if nats.is_none() {
             println!("| nats-server not found: Eventyard's figures only | | | |");
@@ -155,23 +172,30 @@ fn main() {
             // Interleave the servers, best of three each, so both see the same machine.
             // Messages the client never saw are counted for both servers: the client drops some
             // under load against either.
-            let (mut ours, mut theirs, mut our_lost, mut their_lost) = (0f64, 0f64, 0, 0);
+            let (mut ours, mut theirs, mut our_lost, mut their_lost, mut not_written) = (0f64, 0f64, 0, 0, 0);
             for _ in 0..3 {
                 if let Some((_, port)) = &nats {
                     let (rate, lost) = throughput(*port, size, count).await;
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
                 }
+                let before = gateway_out_messages(eventyard_http).await;
                 let (rate, lost) = throughput(eventyard_port, size, count).await;
                 (ours, our_lost) = (ours.max(rate), our_lost + lost);
+                let written = gateway_out_messages(eventyard_http).await - before;
+                not_written += count as u64 - written.min(count as u64);
             }
             let note = if nats.is_some() {
                 format!(
-                    "nats-server {theirs:.0} msg/s; ratio {:.2}x; unseen of {}: {our_lost} / {their_lost}",
+                    "nats-server {theirs:.0} msg/s; ratio {:.2}x; unseen of {}: {our_lost} / {their_lost}; \
+                     not written by the gateway: {not_written}",
                     ours / theirs,
                     3 * count
                 )
             } else {
-                format!("no nats-server to compare; unseen of {}: {our_lost}", 3 * count)
+                format!(
+                    "no nats-server to compare; unseen of {}: {our_lost}; not written by the gateway: {not_written}",
+                    3 * count
+                )
             };
             row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &note);
             let (p50, p99, lost) = latency(eventyard_port, size).await;

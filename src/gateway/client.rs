@@ -4,6 +4,7 @@
 //! written by its own task: a client that cannot keep up is disconnected as a slow consumer, and
 //! never makes a publisher wait or the server hold unbounded memory.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +75,25 @@ impl Default for ConnectOptions {
     }
 }
 
+tokio::task_local! {
+    /// The outbound buffers a client's publishes appended to while it works through one read.
+    /// Their writers are woken once the read is done, so a subscriber gets one write per read of
+    /// its publisher rather than one per message (nats-server's deferred flush).
+    static TO_WAKE: RefCell<Vec<Arc<Outbound>>>;
+}
+
+/// Past this many distinct buffers in one read, a buffer's writer is woken at once.
+const MOST_DEFERRED_WAKES: usize = 64;
+
+/// Wakes the writers of the buffers [`TO_WAKE`] holds.
+fn wake_deferred() {
+    let _ = TO_WAKE.try_with(|deferred| {
+        for outbound in deferred.borrow_mut().drain(..) {
+            outbound.wake.notify_one();
+        }
+    });
+}
+
 /// Bytes waiting to be written to the client, bounded by `max_pending`.
 struct Outbound {
     pending: Mutex<BytesMut>,
@@ -90,7 +110,7 @@ struct Outbound {
 impl Outbound {
     /// Appends what `write` writes. Past `max_pending` the client is a slow consumer: what is
     /// pending is dropped and the connection closes.
-    fn send(&self, write: impl FnOnce(&mut BytesMut)) {
+    fn send(self: &Arc<Self>, write: impl FnOnce(&mut BytesMut)) {
         let Ok(mut pending) = self.pending.lock() else { return };
         if self.close.is_cancelled() {
             return;
@@ -102,11 +122,25 @@ impl Outbound {
             self.close.cancel();
         }
         drop(pending);
-        self.wake.notify_one();
+        // Inside a gateway client's read: woken when the read is done.
+        let deferred = TO_WAKE.try_with(|deferred| {
+            let mut deferred = deferred.borrow_mut();
+            if deferred.iter().any(|queued| Arc::ptr_eq(queued, self)) {
+                return true;
+            }
+            let room = deferred.len() < MOST_DEFERRED_WAKES;
+            if room {
+                deferred.push(self.clone());
+            }
+            room
+        });
+        if deferred != Ok(true) {
+            self.wake.notify_one();
+        }
     }
 
     /// Sends `-ERR 'text'` and closes the connection once it is written.
-    fn fail(&self, text: &str) {
+    fn fail(self: &Arc<Self>, text: &str) {
         self.send(|out| protocol::write_err(out, text));
         self.close.cancel();
     }
@@ -353,7 +387,7 @@ async fn run(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // As nats-server: a client that sent anything since the last tick is not pinged.
     let mut heard = false;
-    'read: loop {
+    loop {
         buf.reserve(32 << 10);
         let read = tokio::select! {
             _ = outbound.close.cancelled() => break,
@@ -381,26 +415,15 @@ async fn run(
             Ok(0) | Err(_) => break,
             Ok(_) => heard = true,
         }
-        loop {
-            match parser.next(&mut buf) {
-                Ok(Some(op)) => {
-                    if auth_required && !client.connected && !matches!(op, ClientOp::Connect(_)) {
-                        outbound.fail("Authorization Violation");
-                        shared.system.auth_error(&client.info()).await;
-                        break 'read;
-                    }
-                    if !client.handle(op, &auth).await {
-                        break 'read;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    tracing::debug!(%remote, client = id, error = %err, "gateway protocol error");
-                    outbound.fail(err.wire_text());
-                    client.reason = "Protocol Error";
-                    break 'read;
-                }
-            }
+        let going = TO_WAKE
+            .scope(RefCell::new(Vec::new()), async {
+                let going = client.work_through(&parser, &mut buf, &auth, auth_required).await;
+                wake_deferred();
+                going
+            })
+            .await;
+        if !going {
+            break;
         }
     }
     outbound.close.cancel();
@@ -418,6 +441,37 @@ async fn run(
 }
 
 impl Client {
+    /// Handles every whole op in `buf`; false when the connection is to close.
+    async fn work_through(
+        &mut self,
+        parser: &Parser,
+        buf: &mut BytesMut,
+        auth: &Arc<Authenticator>,
+        auth_required: bool,
+    ) -> bool {
+        loop {
+            match parser.next(buf) {
+                Ok(Some(op)) => {
+                    if auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+                        self.outbound.fail("Authorization Violation");
+                        self.shared.system.auth_error(&self.info()).await;
+                        return false;
+                    }
+                    if !self.handle(op, auth).await {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(err) => {
+                    tracing::debug!(remote = %self.remote, client = self.id, error = %err, "gateway protocol error");
+                    self.outbound.fail(err.wire_text());
+                    self.reason = "Protocol Error";
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Handles one op; false when the connection is to close.
     async fn handle(&mut self, op: ClientOp, auth: &Arc<Authenticator>) -> bool {
         match op {
