@@ -79,7 +79,7 @@ pub struct ConfigSource {
 pub struct ServiceSettings {
     pub event_limit: usize,
     pub drain_timeout: Duration,
-    /// The NATS gateway, on when the config has a `[service]` section.
+    /// The NATS gateway, on when the config has a `[service]` section that does not set `nats = false`.
     pub gateway: Option<GatewaySettings>,
     pub gateway_auth: GatewayAuth,
 }
@@ -318,6 +318,15 @@ kafka = true
         assert_eq!(next.service.gateway, running.service.gateway);
         assert!(!next.runtime.consume_fuel);
         assert_eq!(next.service.event_limit, 6, "live settings keep their new value");
+    }
+
+    #[test]
+    fn the_service_section_turns_the_gateway_on_unless_nats_is_off() {
+        let gateway = |text: &str| Config::from_toml(text).unwrap().service.gateway.is_some();
+        assert!(!gateway(""));
+        assert!(gateway("[service]\n"));
+        assert!(!gateway("[service]\nnats = false\nevent_limit = 7\n"));
+        assert_eq!(Config::from_toml("[service]\nnats = false\nevent_limit = 7\n").unwrap().service.event_limit, 7);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// The NATS-protocol gateway listens (default); `false` keeps the event service's limits
+    /// without it.
+    #[serde(default = "yes")]
+    pub nats: bool,
     /// Address of the NATS-protocol gateway.
     #[serde(default = "default_host")]
     pub host: String,
@@ -128,6 +132,7 @@ pub enum RuleConfig {
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
+            nats: true,
             host: default_host(),
             port: default_port(),
             event_limit: default_event_limit(),
@@ -502,4 +507,8 @@ mod tests {
         assert!(parse_size("64MB").unwrap_err().contains("unit `MB`"));
         assert!(parse_size("lots").is_err());
     }
+}
+
+fn yes() -> bool {
+    true
 }

@@ -266,7 +266,7 @@ impl Checker<'_> {
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
-            gateway: file.service.as_ref().map(|_| GatewaySettings {
+            gateway: file.service.as_ref().filter(|service| service.nats).map(|_| GatewaySettings {
                 host: s.host.clone(),
                 port: s.port,
                 listener_limit: *s.listener_limit.get_ref(),
