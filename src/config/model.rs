@@ -495,6 +495,10 @@ fn parse_size(text: &str) -> Result<usize, String> {
     number.checked_mul(scale).ok_or_else(|| format!("size `{text}` is too large"))
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,8 +511,4 @@ mod tests {
         assert!(parse_size("64MB").unwrap_err().contains("unit `MB`"));
         assert!(parse_size("lots").is_err());
     }
-}
-
-fn yes() -> bool {
-    true
 }
