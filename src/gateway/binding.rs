@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::protocol::parse_headers;
 use crate::event::{Event, NatsEnvelope};
@@ -16,15 +17,24 @@ use crate::ingest::cloudevents::{self, DecodeError};
 /// `source` of events built from a raw NATS message.
 pub const NATS_SOURCE: &str = "/eventyard/nats";
 
+/// The events one message carries: one, unless it is a CloudEvents batch.
+pub type Events = SmallVec<[Event; 1]>;
+
 /// The events a message published by gateway client `client` carries.
 pub fn decode(
-    subject: &str,
+    subject: String,
     reply: Option<String>,
     headers: Option<Bytes>,
     payload: Bytes,
     client: u64,
-) -> Result<Vec<Event>, DecodeError> {
-    let pairs = headers.as_deref().map(parse_headers).unwrap_or_default();
+) -> Result<Events, DecodeError> {
+    let Some(header_block) = &headers else {
+        // The common case, and the fast one: a plain message is a raw event.
+        let mut event = cloudevents::raw(NATS_SOURCE, subject, payload, SystemTime::now())?;
+        event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
+        return Ok(smallvec::smallvec![event]);
+    };
+    let pairs = parse_headers(header_block);
     let content_type =
         pairs.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-type")).map(|(_, value)| value.as_str());
     let attributes: Vec<(String, String)> = pairs
@@ -32,8 +42,9 @@ pub fn decode(
         .filter(|(name, _)| name.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case("ce-")))
         .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
         .collect();
-    let mut events =
-        cloudevents::decode_from(NATS_SOURCE, subject, content_type, &attributes, payload, SystemTime::now())?;
+    let decoded =
+        cloudevents::decode_from(NATS_SOURCE, &subject, content_type, &attributes, payload, SystemTime::now())?;
+    let mut events = Events::from_vec(decoded);
     if let [event] = &mut events[..] {
         event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
     }
@@ -87,12 +98,12 @@ mod tests {
     fn a_raw_message_keeps_its_envelope_and_goes_out_as_it_came() {
         let headers = Bytes::from_static(b"NATS/1.0\r\nX-Trace: 1\r\n\r\n");
         let events =
-            decode("orders.new", Some("_INBOX.1".into()), Some(headers.clone()), Bytes::from("hi"), 7).unwrap();
+            decode("orders.new".into(), Some("_INBOX.1".into()), Some(headers.clone()), Bytes::from("hi"), 7).unwrap();
         let event = &events[0];
         assert_eq!((event.context.source.as_str(), event.data.as_ref()), (NATS_SOURCE, &b"hi"[..]));
         assert_eq!(headers_of(event), Some(headers));
         assert_eq!(reply_of(event), Some("_INBOX.1"));
-        let plain = decode("orders.new", None, None, Bytes::from("hi"), 7).unwrap();
+        let plain = decode("orders.new".into(), None, None, Bytes::from("hi"), 7).unwrap();
         assert_eq!(headers_of(&plain[0]), None, "a message without headers goes out as MSG");
     }
 
@@ -101,7 +112,7 @@ mod tests {
         let headers = Bytes::from_static(
             b"NATS/1.0\r\nce-specversion: 1.0\r\nCe-Id: e1\r\nce-source: /s\r\nce-type: t\r\nce-routingkey: node-1\r\ncontent-type: application/json\r\n\r\n",
         );
-        let events = decode("a", None, Some(headers), Bytes::from("{}"), 1).unwrap();
+        let events = decode("a".into(), None, Some(headers), Bytes::from("{}"), 1).unwrap();
         let mut event = events[0].clone();
         assert_eq!((event.context.id.as_str(), event.routing_key()), ("e1", Some("node-1")));
         event.nats = None;

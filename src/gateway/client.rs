@@ -568,12 +568,8 @@ impl Client {
                 stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                 self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
                 // The global account's subjects are the broker's own: no copy on that hot path.
-                let internal = if self.prefix.is_empty() {
-                    std::borrow::Cow::Borrowed(subject.as_str())
-                } else {
-                    std::borrow::Cow::Owned(format!("{}{subject}", self.prefix))
-                };
-                let events = match binding::decode(&internal, reply.clone(), headers, payload, self.id) {
+                let internal = if self.prefix.is_empty() { subject } else { format!("{}{subject}", self.prefix) };
+                let events = match binding::decode(internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
                     // As nats-server: the error, then the +OK a verbose client counts on.
                     Err(DecodeError::InvalidSubject { .. }) => {
@@ -595,7 +591,7 @@ impl Client {
                         Ok(ack) => delivered += ack.delivered,
                         Err(PublishError::Refused(refusal)) => {
                             stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(client = self.id, %subject, error = %refusal, "gateway publish refused");
+                            tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
                         }
                     }
                 }

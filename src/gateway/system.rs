@@ -110,7 +110,7 @@ impl SystemEvents {
     async fn publish(&self, subject: &str, reply_to: Option<&str>, body: &Value) {
         let Some(prefix) = &self.prefix else { return };
         let target = format!("{prefix}{}", reply_to.unwrap_or(subject));
-        let Ok(mut events) = binding::decode(&target, None, None, Bytes::from(body.to_string()), 0) else { return };
+        let Ok(mut events) = binding::decode(target, None, None, Bytes::from(body.to_string()), 0) else { return };
         for mut event in events.drain(..) {
             event.nats = Some(Arc::new(NatsEnvelope { reply: None, headers: None, client: 0 }));
             if let Err(err) = self.broker.publish(event).await {

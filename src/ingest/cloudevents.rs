@@ -211,7 +211,7 @@ pub fn decode_from(
         Mode::Structured => Ok(vec![decode_structured(subject, &body)?]),
         Mode::Batch => decode_batch(subject, &body),
         Mode::Binary => Ok(vec![decode_binary(subject, content_type, headers, body)?]),
-        Mode::Raw => Ok(vec![decode_raw(raw_source, subject, content_type, body, now)?]),
+        Mode::Raw => Ok(vec![decode_raw(raw_source, subject.to_owned(), content_type, body, now)?]),
     }
 }
 
@@ -635,9 +635,16 @@ fn hex_digit(byte: u8) -> Option<u8> {
 }
 
 /// The raw-mode event: the body as data, every required attribute filled by the host.
+/// A raw event on `subject` (checked) with `body` as its data and no content type: how a
+/// transport without attributes (a NATS message without headers) carries one, at the least cost.
+pub fn raw(source: &str, subject: String, body: Bytes, now: SystemTime) -> Result<Event, DecodeError> {
+    validate_subject(&subject)?;
+    decode_raw(source, subject, None, body, now)
+}
+
 fn decode_raw(
     source: &str,
-    subject: &str,
+    subject: String,
     content_type: Option<&str>,
     body: Bytes,
     now: SystemTime,
@@ -661,7 +668,7 @@ fn decode_raw(
         datacontenttype,
         dataschema: None,
     };
-    Ok(Event { subject: subject.to_owned(), context, extensions: Vec::new(), data: body, nats: None })
+    Ok(Event { subject, context, extensions: Vec::new(), data: body, nats: None })
 }
 
 /// A UUIDv7 for a raw event: the millisecond, then 74 bits that start random each millisecond
