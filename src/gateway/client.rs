@@ -213,12 +213,19 @@ impl Subscriber for ClientSubscription {
         if !self.echo && event.nats.as_ref().is_some_and(|envelope| envelope.client == self.client) {
             return Ok(());
         }
-        let taken = self.remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
-            0 => None,
-            u64::MAX => Some(u64::MAX),
-            left => Some(left - 1),
-        });
-        let Ok(left) = taken else { return Ok(()) };
+        // Without `UNSUB <sid> <max>`, no read-modify-write per message.
+        let left = match self.remaining.load(Ordering::Acquire) {
+            u64::MAX => u64::MAX,
+            _ => {
+                let taken = self.remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
+                    0 => None,
+                    u64::MAX => Some(u64::MAX),
+                    left => Some(left - 1),
+                });
+                let Ok(left) = taken else { return Ok(()) };
+                left
+            }
+        };
         let headers = if self.headers { binding::headers_of(event) } else { None };
         let reply = binding::reply_of(event);
         let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
@@ -415,6 +422,7 @@ async fn run(
             Ok(0) | Err(_) => break,
             Ok(_) => heard = true,
         }
+        let received = client.received;
         let going = TO_WAKE
             .scope(RefCell::new(Vec::new()), async {
                 let going = client.work_through(&parser, &mut buf, &auth, auth_required).await;
@@ -422,6 +430,8 @@ async fn run(
                 going
             })
             .await;
+        shared.stats.in_msgs.fetch_add(client.received.0 - received.0, Ordering::Relaxed);
+        shared.stats.in_bytes.fetch_add(client.received.1 - received.1, Ordering::Relaxed);
         if !going {
             break;
         }
@@ -563,9 +573,7 @@ impl Client {
                     self.outbound.send(|out| protocol::write_err(out, &text));
                     return true;
                 }
-                let stats = &self.shared.stats;
-                stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-                stats.in_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                // Added to the gateway's counters once per read.
                 self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
                 // The global account's subjects are the broker's own: no copy on that hot path.
                 let internal = if self.prefix.is_empty() { subject } else { format!("{}{subject}", self.prefix) };
@@ -590,7 +598,7 @@ impl Client {
                     match self.shared.broker.publish(event).await {
                         Ok(ack) => delivered += ack.delivered,
                         Err(PublishError::Refused(refusal)) => {
-                            stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
+                            self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
                         }
                     }
