@@ -4,8 +4,8 @@
 //! latency of one message at a time from publish to delivery. Both servers run as their own
 //! processes; the client runs here. Prints each figure and the ratio Eventyard / nats-server,
 //! and for both, the messages the subscriber never saw (async-nats drops some under load, against
-//! nats-server as well; a NATS subscriber gets at most once) — and for Eventyard, the messages its
-//! gateway did not write (from its metrics), which must be 0.
+//! nats-server as well; a NATS subscriber gets at most once) — and for Eventyard, from its metrics,
+//! the messages its gateway never received and those it received but did not write (must be 0).
 //!
 //! Run: `cargo bench --bench gateway` (or `scripts/bench`). Needs `nats-server` on PATH
 //! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
@@ -21,6 +21,9 @@ use futures_util::StreamExt as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const LATENCY_SAMPLES: usize = 2000;
+
+const IN_MESSAGES: &str = "eventyard_gateway_in_messages_total";
+const OUT_MESSAGES: &str = "eventyard_gateway_out_messages_total";
 
 /// Prints one row of the project's benchmark table.
 fn row(name: &str, value: f64, unit: &str, note: &str) {
@@ -143,8 +146,8 @@ async fn latency(port: u16, size: usize) -> (f64, f64, usize) {
     (at(0.5), at(0.99), lost)
 }
 
-/// Messages the gateway has written to subscribers, from its metrics on `http`.
-async fn gateway_out_messages(http: u16) -> u64 {
+/// Gateway counter `name` from its metrics on `http`.
+async fn gateway_counter(http: u16, name: &str) -> u64 {
     let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
         .await
         .and_then(reqwest::Response::error_for_status)
@@ -154,9 +157,9 @@ async fn gateway_out_messages(http: u16) -> u64 {
         .expect("metrics text");
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("eventyard_gateway_out_messages_total "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-        .expect("the gateway's out messages")
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
 }
 
 fn main() {
@@ -172,32 +175,40 @@ fn main() {
             // Interleave the servers, best of three each, so both see the same machine.
             // Messages the client never saw are counted for both servers: the client drops some
             // under load against either.
-            let (mut ours, mut theirs, mut our_lost, mut their_lost, mut not_written) = (0f64, 0f64, 0, 0, 0);
+            let (mut ours, mut theirs, mut our_lost, mut their_lost) = (0f64, 0f64, 0, 0);
+            let (mut not_received, mut not_written) = (0, 0);
             for _ in 0..3 {
                 if let Some((_, port)) = &nats {
                     let (rate, lost) = throughput(*port, size, count).await;
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
                 }
-                let before = gateway_out_messages(eventyard_http).await;
+                let before = (
+                    gateway_counter(eventyard_http, IN_MESSAGES).await,
+                    gateway_counter(eventyard_http, OUT_MESSAGES).await,
+                );
                 let (rate, lost) = throughput(eventyard_port, size, count).await;
                 (ours, our_lost) = (ours.max(rate), our_lost + lost);
-                let written = gateway_out_messages(eventyard_http).await - before;
-                not_written += count as u64 - written.min(count as u64);
+                let received = gateway_counter(eventyard_http, IN_MESSAGES).await - before.0;
+                let written = gateway_counter(eventyard_http, OUT_MESSAGES).await - before.1;
+                not_received += count as u64 - received.min(count as u64);
+                not_written += received - written.min(received);
             }
             let note = if nats.is_some() {
                 format!(
                     "nats-server {theirs:.0} msg/s; ratio {:.2}x; unseen of {}: {our_lost} / {their_lost}; \
-                     not written by the gateway: {not_written}",
+                     gateway: not received {not_received}, received but not written {not_written}",
                     ours / theirs,
                     3 * count
                 )
             } else {
                 format!(
-                    "no nats-server to compare; unseen of {}: {our_lost}; not written by the gateway: {not_written}",
+                    "no nats-server to compare; unseen of {}: {our_lost}; gateway: not received {not_received}, \
+                     received but not written {not_written}",
                     3 * count
                 )
             };
-            row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &note);
+            let slow = gateway_counter(eventyard_http, "eventyard_gateway_slow_consumers_total").await;
+            row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &format!("{note}; slow consumers so far: {slow}"));
             let (p50, p99, lost) = latency(eventyard_port, size).await;
             let note = match &nats {
                 Some((_, port)) => {
