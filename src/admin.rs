@@ -3,6 +3,7 @@
 //! limits and call statistics) and `POST /v1/admin/reload`. Reads counters; changes nothing but
 //! through [`Reloader::reload`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
@@ -15,18 +16,20 @@ use crate::plugin::{CallStats, Plugin};
 use crate::reload::Reloader;
 use crate::route::RouteStats;
 use crate::sink::worker::SinkStats;
+use crate::source::SourceStats;
 use crate::telemetry::metrics::MetricsText;
 
-/// What the admin endpoints read: the reloadable parts and the gateway's counters.
+/// What the admin endpoints read: the reloadable parts and the gateway's and sources' counters.
 pub struct RouterAdmin {
     pub reloader: Arc<Reloader>,
     pub gateway: Option<Arc<GatewayStats>>,
+    pub sources: BTreeMap<String, Arc<SourceStats>>,
 }
 
 #[async_trait::async_trait]
 impl Admin for RouterAdmin {
     fn metrics(&self) -> String {
-        render_metrics(&self.reloader, self.gateway.as_deref())
+        render_metrics(&self.reloader, self.gateway.as_deref(), &self.sources)
     }
 
     fn plugins(&self) -> Value {
@@ -77,7 +80,11 @@ impl Admin for RouterAdmin {
 }
 
 /// The Prometheus text of every route, queue, sink and plugin, and of reloads.
-fn render_metrics(reloader: &Reloader, gateway: Option<&GatewayStats>) -> String {
+fn render_metrics(
+    reloader: &Reloader,
+    gateway: Option<&GatewayStats>,
+    sources: &BTreeMap<String, Arc<SourceStats>>,
+) -> String {
     let routes = reloader.pipeline().routes();
     let sinks = reloader.pipeline().sinks();
     let plugins: Vec<(String, Plugin)> =
@@ -221,6 +228,20 @@ fn render_metrics(reloader: &Reloader, gateway: Option<&GatewayStats>) -> String
             "NATS publishes a queue refused.",
             &gateway.refused_publishes,
         );
+    }
+    let per_source = |text: &mut MetricsText, name: &str, help: &str, value: fn(&SourceStats) -> &AtomicU64| {
+        text.counter(
+            name,
+            help,
+            sources.iter().map(|(source, stats)| (vec![("source", source.as_str())], load(value(stats)))),
+        );
+    };
+    if !sources.is_empty() {
+        per_source(&mut text, "eventyard_source_events_total", "Events a source published.", |s| &s.received);
+        per_source(&mut text, "eventyard_source_malformed_total", "Source messages dead-lettered as no event.", |s| {
+            &s.malformed
+        });
+        per_source(&mut text, "eventyard_source_refused_total", "Source events a queue refused.", |s| &s.refused);
     }
     text.finish()
 }

@@ -4,6 +4,8 @@
 //! - [`event`]: the event type (CloudEvents context, extensions, routing subject, data).
 //! - [`ingest`]: events in: the CloudEvents HTTP decoder (structured, batch, binary, raw bodies).
 //! - [`gateway`]: events in and out over the NATS client protocol.
+//! - [`source`]: events pulled from elsewhere (an external NATS server), with [`nats_client`] the
+//!   connection settings that sources and the NATS sink share.
 //! - [`broker`]: subjects, patterns, the subscription index, the [`broker::Broker`] trait and the
 //!   embedded broker.
 //! - [`route`]: the [`route::Handler`] role and failure policies.
@@ -37,6 +39,7 @@ pub mod event;
 pub mod fault;
 pub mod gateway;
 pub mod ingest;
+pub mod nats_client;
 pub mod pipeline;
 pub mod plugin;
 pub mod queue;
@@ -45,4 +48,5 @@ pub mod route;
 pub mod server;
 pub mod sink;
 pub mod slot;
+pub mod source;
 pub mod telemetry;

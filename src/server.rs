@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::ingest::http::IngestState;
 use crate::reload::Reloader;
+use crate::source::Sources;
 
 /// A running router: what `start` built, until `shutdown`.
 pub struct Running {
@@ -26,6 +27,7 @@ pub struct Running {
     /// Where the NATS gateway listens, when `[service]` turns it on.
     pub nats_addr: Option<SocketAddr>,
     gateway: Option<Gateway>,
+    sources: Sources,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -51,9 +53,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tls = config.tls.clone();
     let watch = config.watch_plugins;
     let plugin_dir = config.plugin_dir.clone();
-    let config_file = config.source.as_ref().map(|source| source.path.clone());
+    let config_file = config.origin.as_ref().map(|origin| origin.path.clone());
     let (routes, sinks) = (config.routes.len(), config.sinks.len());
+    let source_plans = config.sources.clone();
     let reloader = Arc::new(Reloader::start(config, broker.clone()).await?);
+    let sources = Sources::start(&source_plans, broker.clone()).await?;
     let gateway = match gateway_settings {
         Some(settings) => {
             let auth = reloader.gateway_auth.clone();
@@ -62,7 +66,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let nats_addr = gateway.as_ref().map(|gateway| gateway.addr);
-    let admin = RouterAdmin { reloader: reloader.clone(), gateway: gateway.as_ref().map(|g| g.stats.clone()) };
+    let admin = RouterAdmin {
+        reloader: reloader.clone(),
+        gateway: gateway.as_ref().map(|g| g.stats.clone()),
+        sources: sources.stats.clone(),
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let state = IngestState {
         broker: broker.clone(),
@@ -105,7 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let plugins = reloader.plugins().len();
     let nats = nats_addr.map(|addr| addr.to_string());
     tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
-    Ok(Running { http_addr, nats_addr, gateway, ready, stop_http, http, tasks, reloader, _watcher: watcher })
+    Ok(Running { http_addr, nats_addr, gateway, sources, ready, stop_http, http, tasks, reloader, _watcher: watcher })
 }
 
 impl Running {
@@ -119,6 +127,7 @@ impl Running {
     pub async fn shutdown(self) -> ShutdownReport {
         self.ready.store(false, Ordering::Release);
         self.stop_http.cancel();
+        self.sources.shutdown().await;
         if let Some(gateway) = self.gateway {
             gateway.shutdown().await;
         }

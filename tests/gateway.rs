@@ -79,14 +79,7 @@ async fn nats_messages_enter_routes_and_http_events_reach_nats_subscribers() {
     client.read_until("PONG\r\n", WAIT).await;
 
     let event = json!({"specversion": "1.0", "id": "h1", "source": "/shop", "type": "order.created", "data": {"n": 1}});
-    let response = reqwest::Client::new()
-        .post(router.url("/v1/events/orders.eu"))
-        .header("content-type", "application/cloudevents+json")
-        .body(event.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(router.post_event("orders.eu", &event).await, 202);
     let message = client.read_until("{\"n\":1}\r\n", WAIT).await;
     assert!(message.starts_with("HMSG orders.eu 1 "), "{message}");
     assert!(message.contains("ce-id: h1\r\n") && message.contains("content-type: application/json\r\n"), "{message}");

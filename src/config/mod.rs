@@ -18,8 +18,9 @@ use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
 use crate::route::FailurePolicy;
-use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
+use crate::source::SourcePlan;
 use crate::telemetry::LogFormat;
 
 /// One problem with the config: the dotted key, its line (0 when it has none) and why.
@@ -62,13 +63,14 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     pub routes: Vec<RoutePlan>,
     pub sinks: BTreeMap<String, SinkPlan>,
+    pub sources: BTreeMap<String, SourcePlan>,
     /// The file it was read from, for reloading it.
-    pub source: Option<ConfigSource>,
+    pub origin: Option<ConfigOrigin>,
 }
 
 /// Where a config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigSource {
+pub struct ConfigOrigin {
     pub path: PathBuf,
     /// Of the file's text, to tell whether it changed.
     pub sha256: String,
@@ -139,6 +141,7 @@ pub enum SinkKindPlan {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Http(HttpSinkConfig),
+    Nats(NatsSinkConfig),
     /// A sink plugin, by name.
     Plugin(String),
 }
@@ -202,8 +205,8 @@ impl Config {
             vec![ConfigError { key: String::new(), line: 0, reason: format!("cannot read {}: {err}", path.display()) }]
         })?;
         let mut config = Config::from_toml(&text)?;
-        config.source =
-            Some(ConfigSource { path: path.to_owned(), sha256: crate::plugin::content_hash(text.as_bytes()) });
+        config.origin =
+            Some(ConfigOrigin { path: path.to_owned(), sha256: crate::plugin::content_hash(text.as_bytes()) });
         Ok(config)
     }
 
@@ -226,6 +229,7 @@ impl Config {
         keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
         keep("tls", self.tls == running.tls);
+        keep("sources", self.sources == running.sources);
         let system_account = &running.service.gateway_auth.system_account;
         keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
         self.log_format = running.log_format;
@@ -241,6 +245,7 @@ impl Config {
         self.service.gateway = running.service.gateway.clone();
         self.http.listen = running.http.listen;
         self.tls = running.tls.clone();
+        self.sources = running.sources.clone();
         self.service.gateway_auth.system_account = system_account.clone();
         differ
     }
@@ -318,6 +323,30 @@ kafka = true
         assert_eq!(next.service.gateway, running.service.gateway);
         assert!(!next.runtime.consume_fuel);
         assert_eq!(next.service.event_limit, 6, "live settings keep their new value");
+    }
+
+    #[test]
+    fn nats_sources_and_sinks_are_checked() {
+        let good = "[sources.up]\nkind = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\nsubjects = [\"activities\", \"external.>\"]\n\
+                    [sinks.out]\nkind = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\n";
+        let config = Config::from_toml(good).unwrap();
+        assert_eq!(config.sources["up"].subjects.len(), 2);
+        assert!(matches!(config.sinks["out"].kind, SinkKindPlan::Nats(_)));
+        for (bad, key) in [
+            ("[sources.up]\nkind = \"nats\"\nservers = []\nsubjects = [\"a\"]\n", "sources.up.servers"),
+            ("[sources.up]\nkind = \"nats\"\nservers = [\"nats://h:1\"]\nsubjects = []\n", "sources.up.subjects"),
+            (
+                "[sources.up]\nkind = \"nats\"\nservers = [\"nats://h:1\"]\nsubjects = [\"a..b\"]\n",
+                "sources.up.subjects",
+            ),
+            (
+                "[sources.up]\nkind = \"nats\"\nservers = [\"nats://h:1\"]\nsubjects = [\"a\"]\n[sinks.up]\nkind = \"stdout\"\n",
+                "sinks.up",
+            ),
+        ] {
+            let errors = Config::from_toml(bad).unwrap_err();
+            assert!(errors.iter().any(|e| e.key == key), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,31 @@ pub struct ConfigFile {
     /// `[sinks.NAME]`
     #[serde(default)]
     pub sinks: BTreeMap<String, Spanned<SinkConfig>>,
+    /// `[sources.NAME]`
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<SourceConfig>>,
+}
+
+/// `[sources.NAME]`: where the router pulls events from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub servers: Vec<String>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// NATS subjects or patterns.
+    pub subjects: Vec<String>,
+    pub queue_group: Option<String>,
+}
+
+/// What a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Subjects of an external NATS server.
+    Nats,
 }
 
 /// `[service]`, with the meaning seed 000 gives these keys.
@@ -282,6 +307,7 @@ pub enum SinkKind {
     File,
     Stdout,
     Http,
+    Nats,
     Plugin,
 }
 

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::model::{
     ConfigFile, GatewayAuthConfig, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, RuleConfig, ServiceConfig,
-    SinkConfig, SinkKind, WorldName,
+    SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
 };
 use super::{
     Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
@@ -22,9 +22,11 @@ use std::net::SocketAddr;
 use crate::broker::Pattern;
 use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser, is_account_name};
 use crate::gateway::{GatewayAuth, GatewaySettings};
+use crate::nats_client::NatsConnection;
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
-use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, StdoutSinkConfig};
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
+use crate::source::SourcePlan;
 
 /// Largest `memory_limit` a plugin may have.
 pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
@@ -195,7 +197,8 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         tls: None,
         routes: Vec::new(),
         sinks: BTreeMap::new(),
-        source: None,
+        sources: BTreeMap::new(),
+        origin: None,
     };
     config.default_limits =
         check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);
@@ -233,7 +236,16 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             );
         }
     }
+    for (name, source) in &file.sources {
+        if let Some(plan) = check.source(name, source.span(), source.get_ref()) {
+            config.sources.insert(name.clone(), plan);
+        }
+    }
     for (name, sink) in &file.sinks {
+        if config.sources.contains_key(name) {
+            let reason = "a source has this name too; dead letters of both would share $DLQ.<name>";
+            check.error(format!("sinks.{name}"), sink.span(), reason);
+        }
         if let Some(plan) = check.sink(name, sink.span(), sink.get_ref(), config.service.event_limit) {
             config.sinks.insert(name.clone(), plan);
         }
@@ -368,6 +380,38 @@ impl Checker<'_> {
         }
     }
 
+    fn source(&mut self, name: &str, span: Range<usize>, source: &SourceConfig) -> Option<SourcePlan> {
+        let key = format!("sources.{name}");
+        if !valid_name(name) {
+            self.error(&key, span.clone(), "source names use lowercase letters, digits, `-` and `_`");
+        }
+        let SourceKind::Nats = source.kind;
+        let connection = NatsConnection {
+            servers: source.servers.clone(),
+            token: source.token.clone(),
+            user: source.user.clone(),
+            password: source.password.clone(),
+        };
+        if let Err((field, reason)) = connection.check() {
+            self.error(format!("{key}.{field}"), span.clone(), reason);
+        }
+        if source.subjects.is_empty() {
+            self.error(format!("{key}.subjects"), span.clone(), "name at least one subject");
+        }
+        let subjects = source
+            .subjects
+            .iter()
+            .filter_map(|subject| match Pattern::new(subject.as_str()) {
+                Ok(pattern) => Some(pattern),
+                Err(err) => {
+                    self.error(format!("{key}.subjects"), span.clone(), format!("`{subject}`: {err}"));
+                    None
+                }
+            })
+            .collect();
+        Some(SourcePlan { name: name.to_owned(), connection, subjects, queue_group: source.queue_group.clone() })
+    }
+
     fn sink(&mut self, name: &str, span: Range<usize>, sink: &SinkConfig, event_limit: usize) -> Option<SinkPlan> {
         let key = format!("sinks.{name}");
         if !valid_name(name) {
@@ -410,6 +454,10 @@ impl Checker<'_> {
             },
             SinkKind::Http => match options.try_into::<HttpSinkConfig>() {
                 Ok(c) => SinkKindPlan::Http(c),
+                Err(err) => return self.skip(&key, span, parse_error(err)),
+            },
+            SinkKind::Nats => match options.try_into::<NatsSinkConfig>() {
+                Ok(c) => SinkKindPlan::Nats(c),
                 Err(err) => return self.skip(&key, span, parse_error(err)),
             },
         };
@@ -470,8 +518,12 @@ impl Checker<'_> {
         if config.routes.iter().any(|r| r.name == route.name) {
             self.error(&key, span.clone(), "another route has this name");
         }
-        if config.sinks.contains_key(&route.name) {
-            self.error(&key, span.clone(), "a sink has this name too; dead letters of both would share $DLQ.<name>");
+        if config.sinks.contains_key(&route.name) || config.sources.contains_key(&route.name) {
+            self.error(
+                &key,
+                span.clone(),
+                "a sink or source has this name too; dead letters of both would share $DLQ.<name>",
+            );
         }
         if route.sinks.is_empty() {
             self.error(format!("{key}.sinks"), span.clone(), "names no sink");

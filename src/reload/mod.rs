@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 pub use plugins::{Generation, LivePlugin, RoleSlot};
 
 use crate::broker::Broker;
-use crate::config::{Config, ConfigSource};
+use crate::config::{Config, ConfigOrigin};
 use crate::event::{Context, Event};
 use crate::gateway::Authenticator;
 use crate::ingest::http::HttpAuth;
@@ -153,7 +153,7 @@ impl Reloader {
     async fn reload_locked(&self, applied: &mut Applied) -> Vec<Value> {
         let running = applied.config.clone();
         let old_generation = applied.generation;
-        let old_sha256 = running.source.as_ref().map(|s| s.sha256.clone());
+        let old_sha256 = running.origin.as_ref().map(|s| s.sha256.clone());
         let config_failed = |new_sha256: Option<&str>, errors: &[String]| {
             vec![json!({
                 "kind": "config", "result": "failed",
@@ -164,7 +164,7 @@ impl Reloader {
         };
 
         // 1. The config.
-        let (mut config, config_changed) = match &running.source {
+        let (mut config, config_changed) = match &running.origin {
             None => (running.clone(), false),
             Some(source) => match tokio::fs::read_to_string(&source.path).await {
                 Err(err) => return config_failed(None, &[format!("cannot read {}: {err}", source.path.display())]),
@@ -175,7 +175,7 @@ impl Reloader {
                     } else {
                         match Config::from_toml(&text) {
                             Ok(mut config) => {
-                                config.source = Some(ConfigSource { path: source.path.clone(), sha256 });
+                                config.origin = Some(ConfigOrigin { path: source.path.clone(), sha256 });
                                 (config, true)
                             }
                             Err(errors) => {
@@ -188,7 +188,7 @@ impl Reloader {
             },
         };
         let restart_required = if config_changed { config.keep_restart_only(&running) } else { Vec::new() };
-        let new_sha256 = config.source.as_ref().map(|s| s.sha256.clone());
+        let new_sha256 = config.origin.as_ref().map(|s| s.sha256.clone());
 
         // 2. The plugins.
         let plans = match plugins::plugin_plans(&config).await {

@@ -94,3 +94,40 @@ impl Client {
         serde_json::from_slice(&output.stdout).expect("the scenario prints JSON")
     }
 }
+
+/// A real `nats-server` on a free loopback port, killed on drop.
+pub struct NatsServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl NatsServer {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs (scripts/setup --test installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start on {addr}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        NatsServer { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

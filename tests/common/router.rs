@@ -106,6 +106,19 @@ impl RouterProcess {
         format!("nats://{}", self.nats.expect("the config turns the gateway on"))
     }
 
+    /// POSTs `event` as a structured CloudEvent on `subject`; returns the HTTP status.
+    pub async fn post_event(&self, subject: &str, event: &serde_json::Value) -> u16 {
+        reqwest::Client::new()
+            .post(self.url(&format!("/v1/events/{subject}")))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("the router answers")
+            .status()
+            .as_u16()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

@@ -4,6 +4,7 @@
 //!   subject, routing key and hour (seed 002); the same layout and bytes as the Wasm `file-sink`.
 //! - [`stdout`]: [`StdoutSink`], one line per event on standard output, JSON or text (seed 003).
 //! - [`http`]: [`HttpSink`], POSTs each event, or the whole batch, as CloudEvents JSON.
+//! - [`nats`]: [`NatsSink`], publishes each event to an external NATS server (seed 003).
 //!
 //! Each sink is built from its serde config (`XSinkConfig`, read from the TOML config) by
 //! `XSink::new(name, config)`, which checks the config and fails with a [`SinkBuildError`] naming
@@ -17,12 +18,14 @@
 
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod stdout;
 
 use std::path::PathBuf;
 
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use http::{HttpMode, HttpSink, HttpSinkConfig, Secret};
+pub use nats::{NatsSink, NatsSinkConfig};
 pub use stdout::{StdoutFormat, StdoutSink, StdoutSinkConfig};
 
 use crate::event::Event;

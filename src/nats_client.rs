@@ -1,0 +1,112 @@
+//! Eventyard as a client of an external NATS server (seed 003's event system): the connection
+//! settings sources and sinks share, and the conversion between async-nats header maps and the
+//! NATS header blocks [`gateway::binding`](crate::gateway::binding) reads and writes. Connects
+//! through async-nats, retrying in the background; never serves NATS itself (that is `gateway`).
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// Where and as whom to connect; shared by `[sources.NAME]` and `[sinks.NAME]` of kind `nats`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConnection {
+    /// Server URLs (`nats://host:port`); the client moves between them.
+    pub servers: Vec<String>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl NatsConnection {
+    /// Checks the settings; the error names the key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.servers.is_empty() {
+            return Err(("servers", "name at least one server, such as \"nats://127.0.0.1:4222\"".into()));
+        }
+        if let Some(bad) = self.servers.iter().find(|url| url.parse::<async_nats::ServerAddr>().is_err()) {
+            return Err(("servers", format!("`{bad}` is not a NATS server address")));
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(("user", "set both `user` and `password`, or neither".into()));
+        }
+        Ok(())
+    }
+
+    /// A client named `name` for these settings. It returns at once and connects, and reconnects,
+    /// in the background: a server that is down at start is not an error, publishes and
+    /// subscriptions wait for it.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("eventyard {name}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None);
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let servers: Vec<async_nats::ServerAddr> = self
+            .servers
+            .iter()
+            .map(|url| url.parse().with_context(|| format!("`{url}` is not a NATS server address")))
+            .collect::<anyhow::Result<_>>()?;
+        options.connect(servers).await.with_context(|| format!("{name}: connecting to {:?}", self.servers))
+    }
+}
+
+/// `headers` as a NATS header block (`NATS/1.0\r\n...\r\n\r\n`).
+pub fn header_block(headers: &async_nats::HeaderMap) -> Bytes {
+    let mut block = String::from("NATS/1.0\r\n");
+    for (name, values) in headers.iter() {
+        for value in values {
+            block.push_str(name.as_ref());
+            block.push_str(": ");
+            block.push_str(value.as_str());
+            block.push_str("\r\n");
+        }
+    }
+    block.push_str("\r\n");
+    Bytes::from(block)
+}
+
+/// The header map a NATS header block describes; lines that are not valid headers are left out.
+pub fn header_map(block: &[u8]) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in crate::gateway::protocol::parse_headers(block) {
+        if let (Ok(name), Ok(value)) =
+            (name.parse::<async_nats::HeaderName>(), value.parse::<async_nats::HeaderValue>())
+        {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_blocks_and_maps_convert_both_ways() {
+        let block = b"NATS/1.0\r\nce-id: 7\r\nX-Many: a\r\nX-Many: b\r\n\r\n";
+        let map = header_map(block);
+        assert_eq!(map.get("ce-id").map(|v| v.as_str()), Some("7"));
+        assert_eq!(map.get_all("X-Many").count(), 2);
+        let back = crate::gateway::protocol::parse_headers(&header_block(&map));
+        assert!(back.contains(&("ce-id".into(), "7".into())));
+        assert_eq!(back.iter().filter(|(name, _)| name == "X-Many").count(), 2);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut connection =
+            NatsConnection { servers: vec!["nats://127.0.0.1:4222".into()], token: None, user: None, password: None };
+        assert!(connection.check().is_ok());
+        connection.user = Some("a".into());
+        assert_eq!(connection.check().unwrap_err().0, "user");
+        connection.servers.clear();
+        assert_eq!(connection.check().unwrap_err().0, "servers");
+    }
+}

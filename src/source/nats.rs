@@ -1,0 +1,86 @@
+//! The NATS source: subscribes to subjects on an external NATS server and publishes each message
+//! into the broker as an event, through the CloudEvents NATS binding the gateway uses (`ce-`
+//! headers: binary mode; a CloudEvents content type: structured; anything else: raw). A message
+//! that is not a valid event goes to `$DLQ.<source>` with the reason. Core NATS delivers at most
+//! once: a message the router never took is not redelivered (durable consumers come with the
+//! JetStream broker).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{SourcePlan, SourceStats};
+use crate::broker::Broker;
+use crate::gateway::binding::{self, NATS_SOURCE};
+use crate::ingest::cloudevents;
+use crate::nats_client::header_block;
+
+/// Connects `plan`'s client and starts one task per subject on `tasks`, until `stop`.
+pub async fn start(
+    plan: &SourcePlan,
+    broker: Arc<dyn Broker>,
+    stats: Arc<SourceStats>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = plan.name.clone();
+    let client = plan.connection.connect(&format!("source {name}")).await?;
+    for pattern in &plan.subjects {
+        let subject = pattern.as_str().to_owned();
+        let subscriber = match &plan.queue_group {
+            Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
+            None => client.subscribe(subject.clone()).await,
+        }
+        .with_context(|| format!("source `{name}`: subscribing to {subject}"))?;
+        let (broker, stats, stop, name) = (broker.clone(), stats.clone(), stop.clone(), name.clone());
+        tasks.spawn(async move {
+            tracing::info!(source = %name, %subject, "source subscribed");
+            let mut subscriber = subscriber;
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    message = subscriber.next() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
+                take(&name, message, &*broker, &stats).await;
+            }
+            let _ = subscriber.unsubscribe().await;
+        });
+    }
+    Ok(())
+}
+
+/// Publishes one message's events, or dead-letters the message with the reason it is not one.
+async fn take(name: &str, message: async_nats::Message, broker: &dyn Broker, stats: &SourceStats) {
+    let subject = message.subject.to_string();
+    let reply = message.reply.map(|reply| reply.to_string());
+    let headers = message.headers.as_ref().map(header_block);
+    match binding::decode(subject.clone(), reply, headers, message.payload.clone(), 0) {
+        Ok(events) => {
+            for event in events {
+                match broker.publish(event).await {
+                    Ok(_) => stats.received.fetch_add(1, Ordering::Relaxed),
+                    Err(err) => {
+                        tracing::debug!(source = name, %subject, error = %err, "source event refused");
+                        stats.refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }
+        Err(err) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = name, %subject, error = %err, "source message is not an event: dead-lettered");
+            // The message as it came, as a raw event, with the reason.
+            let Ok(raw) = cloudevents::raw(NATS_SOURCE, subject, message.payload, SystemTime::now()) else { return };
+            let lost = AtomicU64::new(0);
+            crate::dead_letter::publish(broker, raw, name, &err.to_string(), 0, &lost).await;
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The router as a client of an external NATS server (seed 003): a `[sources.NAME]` of kind
+//! `nats` brings the server's subjects into routes, and a sink of kind `nats` publishes events
+//! there. Against a real nats-server, with the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nats::{NatsServer, RawClient};
+use common::router::{RouterProcess, eventually, json_lines_under};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_source_feeds_routes_and_a_nats_sink_publishes_with_cloudevents_headers() {
+    let upstream = NatsServer::start().await;
+    let router = RouterProcess::start(&format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[plugins]
+dir = "{{dir}}/plugins"
+[sources.aporeto]
+kind = "nats"
+servers = ["{url}"]
+subjects = ["squall-events", "activities", "external.>"]
+[[route]]
+name = "exported"
+subject = ">"
+sinks = ["files"]
+[[route]]
+name = "dead-letters"
+subject = "$DLQ.>"
+sinks = ["dead"]
+[[route]]
+name = "outbound"
+subject = "orders.>"
+sinks = ["upstream"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+[sinks.dead]
+kind = "file"
+root = "{{dir}}/dead"
+[sinks.upstream]
+kind = "nats"
+servers = ["{url}"]
+"#,
+        url = upstream.url()
+    ));
+
+    let mut upstream_client = RawClient::connect(upstream.addr).await;
+    upstream_client.send(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB orders.> 1\r\nPING\r\n").await;
+    upstream_client.read_until("PONG\r\n", WAIT).await;
+
+    // The source subscribes in the background: probe until a message comes through.
+    let files = router.path("files");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while json_lines_under(&files).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the source never took a message");
+        upstream_client.send(b"PUB activities 7\r\n\"probe\"\r\nPING\r\n").await;
+        upstream_client.read_until("PONG\r\n", WAIT).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let activity = json!({"identity": "enforcer", "operation": "create"}).to_string();
+    let binary =
+        "NATS/1.0\r\nce-specversion: 1.0\r\nce-id: flow-1\r\nce-source: /enforcer\r\nce-type: flowreport\r\n\r\n";
+    let broken = "NATS/1.0\r\nce-id: broken-1\r\n\r\n";
+    let mut wire = format!("PUB squall-events {}\r\n{activity}\r\n", activity.len());
+    wire += &format!("HPUB external.flowreports {} {}\r\n{binary}{{}}\r\n", binary.len(), binary.len() + 2);
+    wire += &format!("HPUB external.eventlogs {} {}\r\n{broken}{{}}\r\n", broken.len(), broken.len() + 2);
+    upstream_client.send(wire.as_bytes()).await;
+
+    let lines = eventually("the source's events on disk", WAIT, || {
+        let lines = json_lines_under(&files);
+        let subjects = |prefix: &str| lines.iter().any(|(path, _)| path.starts_with(prefix));
+        (subjects("squall-events/") && subjects("external.flowreports/")).then_some(lines)
+    })
+    .await;
+    let squall = lines.iter().find(|(path, _)| path.starts_with("squall-events/")).map(|(_, e)| e).unwrap();
+    // No content type on a plain NATS message: its payload travels as bytes.
+    let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &activity);
+    assert_eq!(squall["data_base64"], payload, "{squall}");
+    assert_eq!(squall["source"], "/eventyard/nats");
+    let flow = lines.iter().find(|(path, _)| path.starts_with("external.flowreports/")).map(|(_, e)| e).unwrap();
+    assert_eq!((flow["id"].as_str(), flow["type"].as_str()), (Some("flow-1"), Some("flowreport")), "{flow}");
+    assert!(!lines.iter().any(|(path, _)| path.starts_with("external.eventlogs/")), "the broken message is no event");
+    let dead = router.path("dead");
+    let dead =
+        eventually("the broken message dead-lettered", WAIT, || json_lines_under(&dead).into_iter().next()).await.1;
+    assert_eq!(dead["deadlettersubject"], "external.eventlogs", "{dead}");
+    assert!(dead["deadletterreason"].as_str().unwrap().contains("specversion"), "{dead}");
+
+    // The other way: an HTTP event routed to the NATS sink reaches the upstream server's subscriber.
+    let event =
+        json!({"specversion": "1.0", "id": "o-1", "source": "/shop", "type": "order.created", "data": {"n": 1}});
+    assert_eq!(router.post_event("orders.eu", &event).await, 202);
+    let message = upstream_client.read_until("{\"n\":1}\r\n", WAIT).await;
+    assert!(message.contains("HMSG orders.eu 1 "), "{message}");
+    assert!(message.contains("ce-id: o-1\r\n") && message.contains("ce-type: order.created\r\n"), "{message}");
+}
