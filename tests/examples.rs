@@ -1,0 +1,121 @@
+//! The seed systems in `examples/`, run as a user would run them: the example's own config (with
+//! its listen ports moved to free ones) in the real binary, driven by real clients, checked at the
+//! real destination.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::nats::Client;
+use common::router::{RouterProcess, eventually, json_lines_under};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts `examples/<name>/eventyard.toml` with each `(from, to)` of `ports` replaced.
+fn example(name: &str, ports: &[(&str, &str)]) -> RouterProcess {
+    let path = common::repo_root().join("examples").join(name).join("eventyard.toml");
+    let mut config = std::fs::read_to_string(&path).expect("the example has a config");
+    for (from, to) in ports {
+        assert!(config.contains(from), "{} has no {from:?}", path.display());
+        config = config.replace(from, to);
+    }
+    RouterProcess::start(&config)
+}
+
+/// Relative paths of the events under `root` whose file path starts with `prefix`.
+fn under(root: &std::path::Path, prefix: &str) -> Vec<(String, Value)> {
+    json_lines_under(root).into_iter().filter(|(path, _)| path.starts_with(prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
+    let router = example("dss-event-server", &[("127.0.0.1:10133", "127.0.0.1:0")]);
+    let send =
+        |topic: &'static str, id: &'static str, routing_key: Option<&'static str>, token: Option<&'static str>| {
+            let mut request = reqwest::Client::new()
+                .post(router.url(&format!("/v1/events/{topic}")))
+                .header("ce-specversion", "1.0")
+                .header("ce-source", "/dss/node")
+                .header("ce-type", "audit")
+                .header("content-type", "application/json")
+                .body(json!({"user": "ada", "action": id}).to_string());
+            if !id.is_empty() {
+                request = request.header("ce-id", id);
+            }
+            if let Some(key) = routing_key {
+                request = request.header("ce-routingkey", key);
+            }
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            async move { request.send().await.expect("the router answers") }
+        };
+    let token = Some("dss-audit-secret");
+    assert_eq!(send("audit.login", "a1", Some("prod-a"), None).await.status(), 401, "authentication is on");
+    assert_eq!(send("audit.login", "a1", Some("prod-a"), token).await.status(), 202);
+    assert_eq!(send("audit.login", "a2", Some("dev-b"), token).await.status(), 202);
+    assert_eq!(send("jobs.run", "j1", Some("prod-c"), token).await.status(), 202);
+    // A malformed event (no id) is refused with the reason, and the next one still goes through.
+    let malformed = send("audit.login", "", Some("prod-a"), token).await;
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.text().await.unwrap().contains("id"));
+    assert_eq!(send("audit.logout", "a3", Some("prod-a"), token).await.status(), 202);
+
+    let audit = router.path("events/audit-trail");
+    let production = router.path("events/production");
+    eventually("both destinations written", WAIT, || {
+        (json_lines_under(&audit).len() == 3 && json_lines_under(&production).len() == 3).then_some(())
+    })
+    .await;
+    let ids = |lines: Vec<(String, Value)>| -> Vec<String> {
+        let mut ids: Vec<String> = lines.iter().map(|(_, e)| e["id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(json_lines_under(&audit)), ["a1", "a2", "a3"], "every audit topic, any node");
+    assert_eq!(ids(json_lines_under(&production)), ["a1", "a3", "j1"], "prod-* nodes, any topic");
+    let (path, _) = &under(&audit, "audit.login/dev-b/")[0];
+    let hour: Vec<&str> = path.split('/').collect();
+    assert_eq!(hour.len(), 7, "topic/routing-key/YYYY/mm/dd/HH/file: {path}");
+    assert!(hour[2].len() == 4 && hour[3..6].iter().all(|part| part.len() == 2), "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_system_events_are_watched_by_the_system_account() {
+    let router = example("nats-system-events", &[("port = 4222", "port = 0"), ("127.0.0.1:10133", "127.0.0.1:0")]);
+    let nats = router.nats.expect("the example turns the gateway on");
+    let mut watcher = Command::new("python3")
+        .arg(common::repo_root().join("examples/nats-system-events/watch.py"))
+        .arg(format!("nats://admin:changeit@{nats}"))
+        .arg("4")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs watch.py");
+    let (send, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = watcher.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = send.send(serde_json::from_str(&line).expect("watch.py prints JSON lines"));
+        }
+    });
+    let mut seen = Vec::new();
+    // watch.py subscribes, then asks PING and STATSZ: once those are printed it is listening.
+    while !seen.iter().any(|e: &Value| e["subject"].as_str().is_some_and(|s| s.ends_with(".STATSZ"))) {
+        seen.push(lines.recv_timeout(WAIT).expect("watch.py answers"));
+    }
+    assert_eq!(Client::Py.run(&format!("nats://a:a@{nats}"), "connect_only", None)["connected"], true);
+    assert_eq!(Client::Js.run(&format!("nats://a:wrong@{nats}"), "connect_only", None)["connected"], false);
+    while let Ok(event) = lines.recv_timeout(Duration::from_secs(6)) {
+        seen.push(event);
+    }
+    let _ = watcher.wait();
+    let subjects: Vec<&str> = seen.iter().filter_map(|e| e["subject"].as_str()).collect();
+    for expected in ["$SYS.REQ.SERVER.PING", "$SYS.ACCOUNT.USERS.CONNECT", "$SYS.ACCOUNT.USERS.DISCONNECT"] {
+        assert!(subjects.contains(&expected), "no {expected} in {subjects:?}");
+    }
+    assert!(subjects.iter().any(|s| s.ends_with(".CLIENT.AUTH.ERR")), "{subjects:?}");
+    assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+}
