@@ -8,21 +8,23 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::http_server::HttpDestination;
 use common::nats::Client;
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Starts `examples/<name>/eventyard.toml` with each `(from, to)` of `ports` replaced.
-fn example(name: &str, ports: &[(&str, &str)]) -> RouterProcess {
+/// Starts `examples/<name>/eventyard.toml` with each `(from, to)` of `local` replaced (ports,
+/// certificate paths), and first-party `plugins` in its plugin directory (`(crate, plugin name)`).
+fn example(name: &str, local: &[(&str, &str)], plugins: &[(&str, &str)]) -> RouterProcess {
     let path = common::repo_root().join("examples").join(name).join("eventyard.toml");
     let mut config = std::fs::read_to_string(&path).expect("the example has a config");
-    for (from, to) in ports {
+    for (from, to) in local {
         assert!(config.contains(from), "{} has no {from:?}", path.display());
         config = config.replace(from, to);
     }
-    RouterProcess::start(&config)
+    RouterProcess::start_with_plugins(&config, plugins)
 }
 
 /// Relative paths of the events under `root` whose file path starts with `prefix`.
@@ -32,7 +34,7 @@ fn under(root: &std::path::Path, prefix: &str) -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
-    let router = example("dss-event-server", &[("127.0.0.1:10133", "127.0.0.1:0")]);
+    let router = example("dss-event-server", &[("127.0.0.1:10133", "127.0.0.1:0")], &[]);
     let send =
         |topic: &'static str, id: &'static str, routing_key: Option<&'static str>, token: Option<&'static str>| {
             let mut request = reqwest::Client::new()
@@ -85,7 +87,7 @@ async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_system_events_are_watched_by_the_system_account() {
-    let router = example("nats-system-events", &[("port = 4222", "port = 0"), ("127.0.0.1:10133", "127.0.0.1:0")]);
+    let router = example("nats-system-events", &[("port = 4222", "port = 0"), ("127.0.0.1:10133", "127.0.0.1:0")], &[]);
     let nats = router.nats.expect("the example turns the gateway on");
     let mut watcher = Command::new("python3")
         .arg(common::repo_root().join("examples/nats-system-events/watch.py"))
@@ -118,4 +120,72 @@ async fn nats_system_events_are_watched_by_the_system_account() {
     }
     assert!(subjects.iter().any(|s| s.ends_with(".CLIENT.AUTH.ERR")), "{subjects:?}");
     assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls_with_a_token() {
+    let certs = common::tempdir();
+    let pki = common::tls::pki(certs.path());
+    let ok = axum::http::StatusCode::OK;
+    // The feed service refuses the first event it gets for good: it must end in dead letters.
+    let feed = HttpDestination::start(vec![axum::http::StatusCode::BAD_REQUEST], ok, Duration::ZERO).await;
+    let cfgingest = HttpDestination::start(Vec::new(), ok, Duration::ZERO).await;
+    let event_feed = HttpDestination::start(Vec::new(), ok, Duration::ZERO).await;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let router = example(
+        "chef-event-gateway",
+        &[
+            ("port = 10132", "port = 0"),
+            ("127.0.0.1:10133", "127.0.0.1:0"),
+            ("certs/event-service.crt", &path(&pki.server.0)),
+            ("certs/event-service.key", &path(&pki.server.1)),
+            ("certs/Chef_Automate_FAKE_Dev.crt", &path(&pki.ca)),
+            ("127.0.0.1:10121", &feed.addr.to_string()),
+            ("127.0.0.1:10122", &cfgingest.addr.to_string()),
+            ("127.0.0.1:10123", &event_feed.addr.to_string()),
+        ],
+        &[
+            ("subject-filter", "feed-types"),
+            ("subject-filter", "cfgingest-types"),
+            ("subject-filter", "event-feed-types"),
+        ],
+    );
+    let url = format!("tls://localhost:{}", router.nats.expect("the example turns the gateway on").port());
+    let event = |id: &str, ty: &str| {
+        let headers = json!({"ce-specversion": "1.0", "ce-id": id, "ce-source": "/automate", "ce-type": ty,
+                             "content-type": "application/json"});
+        json!({"subject": "automate.events", "headers": headers, "data": {"id": id}})
+    };
+    let events = json!([
+        event("c1", "compliance_ingest"),
+        event("c2", "scanJobCreated"),
+        event("n1", "nodeTerminated"),
+        event("g1", "cfgingest"),
+        event("e1", "event_feed"),
+        event("u1", "notAKnownType"),
+    ]);
+    let publish = |token: &str| {
+        let (cert, key) = &pki.client;
+        let extra = json!({"ca": pki.ca, "cert": cert, "key": key, "token": token, "events": events});
+        Client::Py.run(&url, "publish_events", Some(&extra.to_string()))
+    };
+    assert_eq!(publish("wrong-token")["connected"], false, "a valid token is required");
+    assert_eq!(publish("automate-events-token"), json!({"connected": true, "published": 6}));
+
+    let ids = |destination: &HttpDestination| -> Vec<String> {
+        let bodies = destination.received().into_iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap());
+        bodies.map(|body| body["id"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    eventually("every handler service served", WAIT, || {
+        (ids(&feed).len() == 3 && ids(&cfgingest).len() == 1 && ids(&event_feed).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(ids(&feed), ["c1", "c2", "n1"]);
+    assert_eq!(ids(&cfgingest), ["g1"]);
+    assert_eq!(ids(&event_feed), ["e1"]);
+    let dead = router.path("events/dead-letters");
+    let (_, dead) =
+        eventually("the refused event dead-lettered", WAIT, || json_lines_under(&dead).into_iter().next()).await;
+    assert_eq!(dead["id"], "c1", "{dead}");
+    assert!(dead["deadletterreason"].as_str().unwrap().contains("400"), "{dead}");
 }

@@ -18,7 +18,7 @@ fn router(service: &str, extra: &str) -> RouterProcess {
 }
 
 /// [`router`] with first-party `plugins` in its plugin directory.
-fn router_with_plugins(service: &str, extra: &str, plugins: &[&str]) -> RouterProcess {
+fn router_with_plugins(service: &str, extra: &str, plugins: &[(&str, &str)]) -> RouterProcess {
     RouterProcess::start_with_plugins(
         &format!(
             r#"
@@ -307,7 +307,8 @@ async fn a_wasm_auth_policy_decides_each_connection_its_account_and_permissions(
         { token = "team", account = "TEAM" },
     ]"#;
     let policy = format!("[plugin.token-auth]\nconfig = {{ tokens = {tokens} }}\n");
-    let router = router_with_plugins("[service.auth]\npolicy = \"token-auth\"", &policy, &["token-auth"]);
+    let router =
+        router_with_plugins("[service.auth]\npolicy = \"token-auth\"", &policy, &[("token-auth", "token-auth")]);
     let url = router.nats_url();
     for client in Client::BOTH {
         assert_eq!(client.run(&url, "connect_only", Some("orders"))["connected"], true, "{client:?}");

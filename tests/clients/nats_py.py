@@ -194,7 +194,31 @@ async def tls_connect(url, paths):
     return {"connected": True, "data": msg.data.decode()}
 
 
+async def publish_events(url, extra):
+    """Publishes `extra["events"]` ({subject, headers, data}) and flushes; over TLS when `extra`
+    names `ca`, `cert` and `key`, with `extra["token"]`."""
+    import ssl
+
+    extra = json.loads(extra)
+    tls = None
+    if "ca" in extra:
+        tls = ssl.create_default_context(cafile=extra["ca"])
+        tls.load_cert_chain(extra["cert"], extra["key"])
+    try:
+        nc = await nats.connect(
+            url, token=extra.get("token"), tls=tls, allow_reconnect=False, connect_timeout=TIMEOUT
+        )
+    except Exception as err:  # noqa: BLE001 - the test wants whatever the client raised
+        return {"connected": False, "error": f"{type(err).__name__}: {err}"}
+    for event in extra["events"]:
+        await nc.publish(event["subject"], json.dumps(event["data"]).encode(), headers=event["headers"])
+    await nc.flush()
+    await nc.close()
+    return {"connected": True, "published": len(extra["events"])}
+
+
 SCENARIOS = {
+    "publish_events": publish_events,
     "tls_connect": tls_connect,
     "system_events": system_events,
     "permissions": permissions,

@@ -30,15 +30,15 @@ impl RouterProcess {
         RouterProcess::start_with_plugins(config, &[])
     }
 
-    /// As [`start`](Self::start), with the first-party `plugins` built and copied into
-    /// `{dir}/plugins` under their default file names first.
-    pub fn start_with_plugins(config: &str, plugins: &[&str]) -> RouterProcess {
+    /// As [`start`](Self::start), with first-party plugins built and copied into `{dir}/plugins`
+    /// first: each `(crate, plugin)` as the plugin named `plugin` (file `plugin` with `-` as `_`).
+    pub fn start_with_plugins(config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
         let dir = super::tempdir();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("the plugin directory is made");
-        for name in plugins {
+        for (krate, name) in plugins {
             let file = plugin_dir.join(format!("{}.wasm", name.replace('-', "_")));
-            std::fs::copy(super::plugin(name), file).expect("the plugin is copied");
+            std::fs::copy(super::plugin(krate), file).expect("the plugin is copied");
         }
         let config = config.replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("eventyard.toml");
