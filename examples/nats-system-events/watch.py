@@ -13,7 +13,12 @@ async def main(url, seconds):
     nc = await nats.connect(url)
 
     async def show(msg):
-        print(json.dumps({"subject": msg.subject, "data": json.loads(msg.data)}), flush=True)
+        # Requests (this script's own among them) have empty bodies; events are JSON.
+        try:
+            data = json.loads(msg.data) if msg.data else None
+        except ValueError:
+            data = msg.data.decode(errors="replace")
+        print(json.dumps({"subject": msg.subject, "data": data}), flush=True)
 
     await nc.subscribe("$SYS.>", cb=show)
     ping = await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)

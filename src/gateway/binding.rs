@@ -20,7 +20,8 @@ pub const NATS_SOURCE: &str = "/eventyard/nats";
 /// The events one message carries: one, unless it is a CloudEvents batch.
 pub type Events = SmallVec<[Event; 1]>;
 
-/// The events a message published by gateway client `client` carries.
+/// The events a message carries, published by gateway client `client` (0: not a gateway client,
+/// a source's message say).
 pub fn decode(
     subject: String,
     reply: Option<String>,
