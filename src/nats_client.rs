@@ -5,11 +5,9 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use serde::Deserialize;
 
-/// Where and as whom to connect; shared by `[sources.NAME]` and `[sinks.NAME]` of kind `nats`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where and as whom to connect; what `[sources.NAME]` and `[sinks.NAME]` of kind `nats` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConnection {
     /// Server URLs (`nats://host:port`); the client moves between them.
     pub servers: Vec<String>,

@@ -289,7 +289,6 @@ impl Checker<'_> {
                 ping_interval: Duration::from_millis(*s.ping_interval_ms.get_ref()),
                 max_pings_out: *s.max_pings_out.get_ref() as u32,
                 tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
-                tls_map: file.tls.as_ref().is_some_and(|tls| tls.get_ref().verify_and_map),
             }),
             gateway_auth,
         };

@@ -31,6 +31,8 @@ pub struct GatewayAuth {
 pub struct Authenticator {
     pub config: GatewayAuth,
     pub policy: Option<Arc<dyn AuthPolicy>>,
+    /// `[tls] verify_and_map`: a user is named by the client's certificate instead of a password.
+    pub map_tls: bool,
 }
 
 /// One `[[service.auth.users]]`.
@@ -125,12 +127,12 @@ pub fn is_account_name(account: &str) -> bool {
 impl Authenticator {
     /// True when clients must authenticate.
     pub fn required(&self) -> bool {
-        self.policy.is_some() || !self.config.tokens.is_empty() || !self.config.users.is_empty()
+        self.policy.is_some() || self.map_tls || !self.config.tokens.is_empty() || !self.config.users.is_empty()
     }
 
     /// Who the client `request` describes is, or why it is refused (for the log, never the
-    /// client). With `map_tls`, a user is named by the client's certificate instead of a password.
-    pub async fn authenticate(self: Arc<Self>, request: AuthRequest, map_tls: bool) -> Result<Identity, String> {
+    /// client).
+    pub async fn authenticate(self: Arc<Self>, request: AuthRequest) -> Result<Identity, String> {
         if let Some(policy) = &self.policy {
             return match policy.authorize(&request).await {
                 Decision::Allow(grant) => Identity::granted(request.user, grant)
@@ -139,7 +141,7 @@ impl Authenticator {
             };
         }
         // Checking a bcrypt hash takes tens of milliseconds: off the async workers.
-        tokio::task::spawn_blocking(move || self.config.authenticate(&request, map_tls))
+        tokio::task::spawn_blocking(move || self.config.authenticate(&request, self.map_tls))
             .await
             .unwrap_or_else(|_| Err("the credential check failed".into()))
     }

@@ -295,7 +295,7 @@ fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
         "max_payload": settings.max_payload,
         "client_id": id,
         "client_ip": remote.ip().to_string(),
-        "auth_required": auth.required() || settings.tls_map,
+        "auth_required": auth.required(),
         "tls_required": shared.tls.is_some(),
         "tls_verify": shared.settings.tls_verify,
     })
@@ -365,7 +365,7 @@ async fn run(
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
     let (_, auth) = shared.auth.current();
-    let auth_required = auth.required() || shared.settings.tls_map;
+    let auth_required = auth.required();
     let mut client = Client {
         id,
         shared: shared.clone(),
@@ -503,7 +503,7 @@ impl Client {
                     tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
                     remote_addr: self.remote.to_string(),
                 };
-                let identity = match auth.clone().authenticate(request, self.shared.settings.tls_map).await {
+                let identity = match auth.clone().authenticate(request).await {
                     Ok(identity) => identity,
                     Err(reason) => {
                         tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");

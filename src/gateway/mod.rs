@@ -48,8 +48,6 @@ pub struct GatewaySettings {
     pub max_pings_out: u32,
     /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
     pub tls_verify: bool,
-    /// True when a client certificate names the user (`[tls] verify_and_map`).
-    pub tls_map: bool,
 }
 
 /// Counters of the gateway.

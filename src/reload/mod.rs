@@ -97,8 +97,7 @@ impl Reloader {
         let staged = pipeline.stage(&config, &live).await.map_err(|errors| anyhow::anyhow!(errors.join("\n  ")))?;
         pipeline.commit(staged);
         let auth = plugins::http_auth(&config.http.auth, &live).context("[http.auth] policy is not loaded")?;
-        let gateway_auth = plugins::gateway_auth(&config.service.gateway_auth, &live)
-            .context("[service.auth] policy is not loaded")?;
+        let gateway_auth = plugins::gateway_auth(&config, &live).context("[service.auth] policy is not loaded")?;
         Ok(Reloader {
             runtime,
             broker,
@@ -298,7 +297,7 @@ impl Reloader {
 
         // 3. The pipeline and HTTP settings.
         let auth = plugins::http_auth(&config.http.auth, &next);
-        let gateway_auth = plugins::gateway_auth(&config.service.gateway_auth, &next);
+        let gateway_auth = plugins::gateway_auth(&config, &next);
         let staged = if config_changed || !added.is_empty() || !unloaded.is_empty() {
             match self.pipeline.stage(&config, &next).await {
                 Ok(staged) => Some(staged),

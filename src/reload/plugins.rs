@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::AuthPolicy;
 use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
-use crate::gateway::{Authenticator, GatewayAuth};
+use crate::gateway::Authenticator;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::PluginSlots;
 use crate::plugin::{Plugin, PluginRuntime, Role};
@@ -232,12 +232,14 @@ pub fn http_auth(plan: &HttpAuthPlan, plugins: &BTreeMap<String, Arc<LivePlugin>
     })
 }
 
-/// How gateway clients authenticate, as `config` says; `None` when its auth policy plugin is
-/// missing.
-pub fn gateway_auth(config: &GatewayAuth, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Authenticator> {
-    let policy = match &config.policy {
+/// How gateway clients authenticate, as `[service.auth]` and `[tls]` say; `None` when the auth
+/// policy plugin is missing.
+pub fn gateway_auth(config: &Config, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Authenticator> {
+    let auth = &config.service.gateway_auth;
+    let policy = match &auth.policy {
         Some(name) => Some(auth_policy(name, plugins)?),
         None => None,
     };
-    Some(Authenticator { config: config.clone(), policy })
+    let map_tls = config.tls.as_ref().is_some_and(|tls| tls.verify_and_map);
+    Some(Authenticator { config: auth.clone(), policy, map_tls })
 }
