@@ -10,12 +10,17 @@
 //! Run: `cargo bench --bench gateway` (or `scripts/bench`). Needs `nats-server` on PATH
 //! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::nats::NatsServer;
+use common::router::RouterProcess;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,61 +35,17 @@ fn row(name: &str, value: f64, unit: &str, note: &str) {
     println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// A server process, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Eventyard's gateway port and its HTTP port (for its metrics).
-async fn eventyard(dir: &std::path::Path) -> (Server, u16, u16) {
-    let (port, http) = (free_port(), free_port());
-    let config = dir.join("eventyard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[service]\nhost = \"127.0.0.1\"\nport = {port}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[plugins]\ndir = \"{}/plugins\"\n",
-            dir.display()
-        ),
+/// Eventyard with its gateway on, on free ports.
+fn eventyard() -> RouterProcess {
+    RouterProcess::start(
+        "[service]\nhost = \"127.0.0.1\"\nport = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n",
     )
-    .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
-        .args(["serve", "--log-level", "warn", "--config"])
-        .arg(&config)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("eventyard starts");
-    wait_for(port).await;
-    (Server(child), port, http)
 }
 
-async fn nats_server() -> Option<(Server, u16)> {
-    let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_for(port).await;
-    Some((Server(child), port))
+/// nats-server, when it is installed.
+async fn nats_server() -> Option<NatsServer> {
+    let installed = Command::new("nats-server").arg("--version").output().is_ok_and(|out| out.status.success());
+    if installed { Some(NatsServer::start().await) } else { None }
 }
 
 /// Messages per second from one publisher to one subscriber, from the first publish to the last
@@ -165,8 +126,8 @@ async fn gateway_counter(http: u16, name: &str) -> u64 {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (_eventyard, eventyard_port, eventyard_http) = eventyard(dir.path()).await;
+        let router = eventyard();
+        let (eventyard_port, eventyard_http) = (router.nats.expect("the gateway is on").port(), router.http.port());
         let nats = nats_server().await;
         if nats.is_none() {
             println!("| nats-server not found: Eventyard's figures only | | | |");
@@ -178,8 +139,8 @@ fn main() {
             let (mut ours, mut theirs, mut our_lost, mut their_lost) = (0f64, 0f64, 0, 0);
             let (mut not_received, mut not_written) = (0, 0);
             for _ in 0..3 {
-                if let Some((_, port)) = &nats {
-                    let (rate, lost) = throughput(*port, size, count).await;
+                if let Some(port) = nats.as_ref().map(|server| server.addr.port()) {
+                    let (rate, lost) = throughput(port, size, count).await;
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
                 }
                 let before = (
@@ -210,9 +171,9 @@ fn main() {
             let slow = gateway_counter(eventyard_http, "eventyard_gateway_slow_consumers_total").await;
             row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &format!("{note}; slow consumers so far: {slow}"));
             let (p50, p99, lost) = latency(eventyard_port, size).await;
-            let note = match &nats {
-                Some((_, port)) => {
-                    let (their_p50, their_p99, their_lost) = latency(*port, size).await;
+            let note = match nats.as_ref().map(|server| server.addr.port()) {
+                Some(port) => {
+                    let (their_p50, their_p99, their_lost) = latency(port, size).await;
                     format!(
                         "p99 {p99:.0} µs; nats-server p50 {their_p50:.0} µs, p99 {their_p99:.0} µs; unseen {lost} / {their_lost}"
                     )
