@@ -4,6 +4,7 @@ what the client saw; the Rust tests assert on it. Every wait has a timeout."""
 
 import asyncio
 import json
+import ssl
 import sys
 import urllib.request
 
@@ -176,14 +177,17 @@ async def isolation(url_a, url_b):
     return got
 
 
-async def tls_connect(url, paths):
-    """Connects over TLS trusting `ca` and presenting `cert`/`key`, publishes and reads it back."""
-    import ssl
-
-    paths = json.loads(paths)
+def tls_context(paths):
+    """A client TLS context trusting `paths["ca"]` and presenting `paths["cert"]`/`paths["key"]`."""
     context = ssl.create_default_context(cafile=paths["ca"])
     context.load_cert_chain(paths["cert"], paths["key"])
+    return context
+
+
+async def tls_connect(url, paths):
+    """Connects over TLS trusting `ca` and presenting `cert`/`key`, publishes and reads it back."""
     try:
+        context = tls_context(json.loads(paths))
         nc = await nats.connect(url, tls=context, allow_reconnect=False, connect_timeout=TIMEOUT)
     except Exception as err:  # noqa: BLE001
         return {"connected": False, "error": f"{type(err).__name__}: {err}"}
@@ -197,13 +201,8 @@ async def tls_connect(url, paths):
 async def publish_events(url, extra):
     """Publishes `extra["events"]` ({subject, headers, data}) and flushes; over TLS when `extra`
     names `ca`, `cert` and `key`, with `extra["token"]`."""
-    import ssl
-
     extra = json.loads(extra)
-    tls = None
-    if "ca" in extra:
-        tls = ssl.create_default_context(cafile=extra["ca"])
-        tls.load_cert_chain(extra["cert"], extra["key"])
+    tls = tls_context(extra) if "ca" in extra else None
     try:
         nc = await nats.connect(
             url, token=extra.get("token"), tls=tls, allow_reconnect=False, connect_timeout=TIMEOUT
