@@ -242,6 +242,12 @@ fn render_metrics(
             &s.malformed
         });
         per_source(&mut text, "eventyard_source_refused_total", "Source events a queue refused.", |s| &s.refused);
+        per_source(
+            &mut text,
+            "eventyard_source_dead_letters_lost_total",
+            "Dead letters of malformed source messages that no route took.",
+            |s| &s.dead_letters_lost,
+        );
     }
     text.finish()
 }

@@ -35,6 +35,8 @@ pub struct SourceStats {
     pub malformed: AtomicU64,
     /// Events the broker refused (a full queue, say).
     pub refused: AtomicU64,
+    /// Dead letters of malformed messages that no route took.
+    pub dead_letters_lost: AtomicU64,
 }
 
 /// The running sources.

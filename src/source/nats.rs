@@ -6,7 +6,7 @@
 //! JetStream broker).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -79,8 +79,7 @@ async fn take(name: &str, message: async_nats::Message, broker: &dyn Broker, sta
             tracing::warn!(source = name, %subject, error = %err, "source message is not an event: dead-lettered");
             // The message as it came, as a raw event, with the reason.
             let Ok(raw) = cloudevents::raw(NATS_SOURCE, subject, message.payload, SystemTime::now()) else { return };
-            let lost = AtomicU64::new(0);
-            crate::dead_letter::publish(broker, raw, name, &err.to_string(), 0, &lost).await;
+            crate::dead_letter::publish(broker, raw, name, &err.to_string(), 0, &stats.dead_letters_lost).await;
         }
     }
 }
