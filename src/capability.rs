@@ -1,6 +1,9 @@
 //! Capabilities the host lends to sinks: a Kafka producer and a NATS publisher whose connections
 //! the host owns. The traits live here so the Kafka and broker modules can implement them without
-//! knowing about Wasm; `plugin` hands them to the plugins whose config grants them.
+//! knowing about Wasm; `plugin` hands them to the plugins whose config grants them. Never opens a
+//! connection itself.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -36,4 +39,11 @@ pub trait NatsPublisher: Send + Sync {
         headers: Vec<(String, String)>,
         payload: Vec<u8>,
     ) -> Result<(), CapabilityError>;
+}
+
+/// The connections the host lends, one of each at most; the runtime hands them to granted plugins.
+#[derive(Clone, Default)]
+pub struct HostServices {
+    pub kafka: Option<Arc<dyn KafkaProducer>>,
+    pub nats: Option<Arc<dyn NatsPublisher>>,
 }

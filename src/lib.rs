@@ -15,7 +15,7 @@
 //! - [`auth`]: the [`auth::AuthPolicy`] role, requests and grants.
 //! - [`dead_letter`]: republishing what could not be handled or delivered on `$DLQ.<name>`.
 //! - [`fault`]: how a call into any role can fail without answering.
-//! - [`capability`]: the Kafka and NATS services the host lends to sinks.
+//! - [`capability`]: the Kafka and NATS services the host lends to sinks; [`kafka`] the Kafka one.
 //! - [`plugin`]: the only wasmtime user: loads components and adapts them to the role traits.
 //! - [`config`]: the TOML config: parse, validate (every error with key and line).
 //! - [`slot`]: a replaceable role implementation with generations (what hot swaps go through).
@@ -39,6 +39,7 @@ pub mod event;
 pub mod fault;
 pub mod gateway;
 pub mod ingest;
+pub mod kafka;
 pub mod nats_client;
 pub mod pipeline;
 pub mod plugin;

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -14,9 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::RouterAdmin;
 use crate::broker::{Broker, EmbeddedBroker};
+use crate::capability::HostServices;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::gateway::publisher::BrokerPublisher;
 use crate::ingest::http::IngestState;
+use crate::kafka::KafkaConnection;
 use crate::reload::Reloader;
 use crate::source::Sources;
 
@@ -56,7 +60,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config_file = config.origin.as_ref().map(|origin| origin.path.clone());
     let (routes, sinks) = (config.routes.len(), config.sinks.len());
     let source_plans = config.sources.clone();
-    let reloader = Arc::new(Reloader::start(config, broker.clone()).await?);
+    let services = host_services(&config, &broker).await?;
+    let reloader = Arc::new(Reloader::start(config, broker.clone(), services).await?);
     let sources = Sources::start(&source_plans, broker.clone()).await?;
     let gateway = match gateway_settings {
         Some(settings) => {
@@ -114,6 +119,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let nats = nats_addr.map(|addr| addr.to_string());
     tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
     Ok(Running { http_addr, nats_addr, gateway, sources, ready, stop_http, http, tasks, reloader, _watcher: watcher })
+}
+
+/// The connections the host lends to granted plugins: NATS is the router's own broker.
+async fn host_services(config: &Config, broker: &Arc<dyn Broker>) -> anyhow::Result<HostServices> {
+    let mut services = HostServices { kafka: None, nats: Some(Arc::new(BrokerPublisher::new(broker.clone()))) };
+    if let Some(settings) = &config.kafka {
+        let kafka = KafkaConnection::new(settings)?;
+        let brokers = settings.brokers.join(",");
+        match kafka.probe(Duration::from_secs(2)).await {
+            Ok(found) => tracing::info!(%brokers, found, "kafka reachable"),
+            Err(err) => tracing::warn!(%brokers, error = %err, "kafka not reachable yet; sends retry until it is"),
+        }
+        services.kafka = Some(Arc::new(kafka));
+    }
+    Ok(services)
 }
 
 impl Running {

@@ -8,8 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use common::http_server::HttpDestination;
-use common::nats::Client;
+use common::kafka::KafkaBroker;
+use common::nats::{Client, NatsServer};
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::{Value, json};
 
@@ -126,9 +128,9 @@ async fn nats_system_events_are_watched_by_the_system_account() {
 async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls_with_a_token() {
     let certs = common::tempdir();
     let pki = common::tls::pki(certs.path());
-    let ok = axum::http::StatusCode::OK;
+    let ok = StatusCode::OK;
     // The feed service refuses the first event it gets for good: it must end in dead letters.
-    let feed = HttpDestination::start(vec![axum::http::StatusCode::BAD_REQUEST], ok, Duration::ZERO).await;
+    let feed = HttpDestination::start(vec![StatusCode::BAD_REQUEST], ok, Duration::ZERO).await;
     let cfgingest = HttpDestination::start(Vec::new(), ok, Duration::ZERO).await;
     let event_feed = HttpDestination::start(Vec::new(), ok, Duration::ZERO).await;
     let path = |p: &std::path::Path| p.display().to_string();
@@ -144,11 +146,7 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
             ("127.0.0.1:10122", &cfgingest.addr.to_string()),
             ("127.0.0.1:10123", &event_feed.addr.to_string()),
         ],
-        &[
-            ("subject-filter", "feed-types"),
-            ("subject-filter", "cfgingest-types"),
-            ("subject-filter", "event-feed-types"),
-        ],
+        &[("subject-filter", "subject-filter")],
     );
     let url = format!("tls://localhost:{}", router.nats.expect("the example turns the gateway on").port());
     let event = |id: &str, ty: &str| {
@@ -188,4 +186,184 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
         eventually("the refused event dead-lettered", WAIT, || json_lines_under(&dead).into_iter().next()).await;
     assert_eq!(dead["id"], "c1", "{dead}");
     assert!(dead["deadletterreason"].as_str().unwrap().contains("400"), "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_exporter_logs_publications_and_forwards_them_to_kafka_keyed_by_identity() {
+    let nats = NatsServer::start().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("aporeto-events", 3);
+    let (nats_url, brokers) = (nats.url(), kafka.bootstrap());
+    let local = [
+        ("127.0.0.1:10133", "127.0.0.1:0"),
+        ("nats://127.0.0.1:4222", nats_url.as_str()),
+        ("127.0.0.1:9092", brokers.as_str()),
+    ];
+    let router = example("kafka-exporter", &local, &[("kafka-sink", "kafka-sink")]);
+
+    let publication = |subject: &str, identity: &str, operation: &str| json!({"subject": subject, "data": {"identity": identity, "operation": operation, "name": subject}});
+    let events = json!({"events": [
+        publication("squall-events", "processingunit", "create"),
+        publication("activities", "activity", "update"),
+        publication("external-flowreports", "flowreport", "create"),
+        // Not JSON: dead-lettered by the source; the rest go on.
+        {"subject": "external-eventlogs", "raw": "{not json"},
+        // JSON without an identity to key by: logged, but Kafka cannot take it.
+        {"subject": "activities", "data": {"operation": "delete"}},
+        // Not a subject the exporter subscribes to.
+        publication("internal-metrics", "metric", "create"),
+        publication("squall-events", "enforcer", "delete"),
+    ]});
+    let published = Client::Py.run(&nats_url, "publish_events", Some(&events.to_string()));
+    assert_eq!(published["published"], 7, "{published}");
+
+    let records = kafka.consume("aporeto-events", 4, WAIT);
+    let mut forwarded: Vec<(String, String, String, String)> = records
+        .iter()
+        .map(|r| {
+            let header = |name: &str| r["headers"][name].as_str().unwrap_or_default().to_owned();
+            let data: Value = serde_json::from_str(r["value"].as_str().unwrap()).expect("values are the JSON data");
+            assert_eq!(data["identity"].as_str(), r["key"].as_str(), "keyed by identity: {r}");
+            assert_eq!(header("content-type"), "application/json", "{r}");
+            assert_eq!(header("ce_specversion"), "1.0", "CloudEvents attributes are headers: {r}");
+            (header("identity"), header("operation"), header("eventyard-subject"), r["key"].as_str().unwrap().into())
+        })
+        .collect();
+    forwarded.sort();
+    let expected = [
+        ("activity", "update", "activities", "activity"),
+        ("enforcer", "delete", "squall-events", "enforcer"),
+        ("flowreport", "create", "external-flowreports", "flowreport"),
+        ("processingunit", "create", "squall-events", "processingunit"),
+    ]
+    .map(|(i, o, s, k)| (i.to_owned(), o.to_owned(), s.to_owned(), k.to_owned()));
+    assert_eq!(forwarded, expected, "each publication once, with identity and operation: {records:?}");
+
+    // Every JSON publication is logged on stdout, the one Kafka could not take included.
+    let logged = eventually("publications logged", WAIT, || {
+        let lines = router.stdout_lines();
+        (lines.len() >= 5).then_some(lines)
+    })
+    .await;
+    assert_eq!(logged.len(), 5, "{logged:?}");
+    assert!(logged.iter().any(|l| l.contains("external-flowreports") && l.contains("flowreport")), "{logged:?}");
+    assert!(!logged.iter().any(|l| l.contains("internal-metrics")), "{logged:?}");
+
+    let dead = eventually("both dead letters", WAIT, || {
+        let dead = json_lines_under(&router.path("events/dead-letters"));
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    let reason = |sink: &str| {
+        let found = dead.iter().find(|(_, e)| e["deadlettersink"] == sink);
+        let (_, event) = found.unwrap_or_else(|| panic!("no dead letter from {sink}: {dead:?}"));
+        event["deadletterreason"].as_str().unwrap().to_owned()
+    };
+    assert!(reason("aporeto").contains("not valid json"), "{dead:?}");
+    assert!(reason("kafka").contains("no `identity`"), "{dead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapped_severities() {
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("platform.notifications.ingress", 1);
+    // Service Log fails the first request, so one record is only delivered by a retry.
+    let service_log =
+        HttpDestination::start(vec![StatusCode::SERVICE_UNAVAILABLE], StatusCode::CREATED, Duration::ZERO).await;
+    let (brokers, service_addr) = (kafka.bootstrap(), service_log.addr.to_string());
+    let local = [
+        ("127.0.0.1:10133", "127.0.0.1:0"),
+        ("127.0.0.1:9092", brokers.as_str()),
+        ("127.0.0.1:8000", service_addr.as_str()),
+    ];
+    let plugins = [
+        ("json-transform", "json-transform"),
+        ("kafka-sink", "kafka-sink"),
+        ("severity-map", "severity-map"),
+        ("servicelog-sink", "servicelog-sink"),
+    ];
+    let router = example("notification-targets", &local, &plugins);
+
+    let report = |rule: &str, total_risk: &str| {
+        json!({"org_id": "11789772", "cluster_uuid": "d484b150-3106-4d6a-96b4-e03c327a2f66",
+               "cluster_name": "prod-1", "summary": format!("{rule} found"),
+               "description": format!("Rule *{rule}* matched."), "total_risk": total_risk,
+               "link": format!("https://console.redhat.com/openshift/insights/advisor/recommendations/{rule}")})
+    };
+    let mut unmappable = report("upgrade", "Severe");
+    unmappable["summary"] = json!("unmappable");
+    let mut incomplete = report("disk", "Low");
+    for field in ["org_id", "cluster_uuid"] {
+        incomplete.as_object_mut().unwrap().remove(field);
+    }
+    let reports = [
+        ("ccx.reports.upgrade", report("upgrade", "Important")),
+        ("ccx.reports.etcd", report("etcd", "Low")),
+        // Unknown total risk: Service Log cannot take it; the notification backend can.
+        ("ccx.reports.unknown", unmappable),
+        // No organization and no cluster: neither target can take it.
+        ("ccx.reports.disk", incomplete),
+        ("ccx.reports.api", report("api", "Critical")),
+    ];
+    for (subject, data) in &reports {
+        let sent = reqwest::Client::new()
+            .post(router.url(&format!("/v1/events/{subject}")))
+            .header("content-type", "application/json")
+            .body(data.to_string())
+            .send()
+            .await
+            .expect("the router answers");
+        assert_eq!(sent.status(), 202, "{subject}");
+    }
+
+    // The notification backend: every report with an organization, reshaped, keyed by it.
+    let records = kafka.consume("platform.notifications.ingress", 4, WAIT);
+    assert_eq!(records.len(), 4, "{records:?}");
+    for record in &records {
+        assert_eq!(record["key"], "11789772", "{record}");
+        let value: Value = serde_json::from_str(record["value"].as_str().unwrap()).expect("JSON value");
+        assert_eq!((value["version"].as_str(), value["application"].as_str()), (Some("2.0.0"), Some("advisor")));
+        assert_eq!(value["context"]["cluster_uuid"], "d484b150-3106-4d6a-96b4-e03c327a2f66", "{value}");
+        assert!(value.get("cluster_uuid").is_none(), "moved into context: {value}");
+    }
+
+    // Service Log: the three complete, mappable reports, each body valid against the schema.
+    let received = eventually("three records delivered", WAIT, || {
+        let received = service_log.received();
+        (received.len() >= 4).then_some(received)
+    })
+    .await;
+    assert_eq!(received.len(), 4, "three records, one of them twice (503, then retried)");
+    let schema_file = common::repo_root().join("plugins/servicelog-sink/schema/cluster-log.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(schema_file).unwrap()).unwrap();
+    let validator = jsonschema::options().should_validate_formats(true).build(&schema).expect("the schema compiles");
+    let mut delivered = std::collections::BTreeMap::new();
+    for request in &received {
+        assert_eq!(request.path, "/api/service_logs/v1/cluster_logs");
+        assert_eq!(request.headers["authorization"], "Bearer ocm-offline-token");
+        let record: Value = serde_json::from_slice(&request.body).expect("JSON bodies");
+        let errors: Vec<String> = validator.iter_errors(&record).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{record}: {errors:?}");
+        assert_eq!(record["service_name"], "CCX Notification Service");
+        assert!(record["description"].as_str().unwrap().contains("](https://console.redhat.com/"), "{record}");
+        delivered
+            .insert(record["summary"].as_str().unwrap().to_owned(), record["severity"].as_str().unwrap().to_owned());
+    }
+    let expected = [("api found", "Critical"), ("etcd found", "Info"), ("upgrade found", "Major")];
+    assert_eq!(delivered, expected.map(|(s, v)| (s.to_owned(), v.to_owned())).into_iter().collect());
+
+    // What neither could take, with the reasons.
+    let dead = eventually("three dead letters", WAIT, || {
+        let dead = json_lines_under(&router.path("events/dead-letters"));
+        (dead.len() == 3).then_some(dead)
+    })
+    .await;
+    let reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|(_, e)| (e["deadlettersink"].as_str().unwrap().into(), e["deadletterreason"].as_str().unwrap().into()))
+        .collect();
+    let has = |from: &str, reason: &str| reasons.iter().any(|(f, r)| f == from && r.contains(reason));
+    assert!(has("to-service-log", "unknown level \"Severe\""), "{reasons:?}");
+    assert!(has("service-log", "/cluster_uuid: is required"), "{reasons:?}");
+    assert!(has("notification-backend", "no `org_id`"), "{reasons:?}");
 }

@@ -1,8 +1,9 @@
-//! Capability grants end to end, starting with outbound HTTP: the `http-probe` fixture sink POSTs
-//! events through `wasi:http/outgoing-handler` to a real axum server on `127.0.0.1:0` started by
-//! each test, and the host must let requests through only to the hosts in `Grants::http_hosts`,
-//! refuse the plugin at load when it has no HTTP grant at all, and report the server's answers as
-//! retryable or permanent delivery errors.
+//! Capability grants end to end. Outbound HTTP: the `http-probe` fixture sink POSTs events through
+//! `wasi:http/outgoing-handler` to a real axum server on `127.0.0.1:0` started by each test, and
+//! the host must let requests through only to the hosts in `Grants::http_hosts`, refuse the plugin
+//! at load when it has no HTTP grant at all, and report the server's answers as retryable or
+//! permanent delivery errors. Kafka: the `kafka-probe` fixture sends through the host's producer
+//! to a real Kafka-protocol broker, only to the topics its grant lists.
 
 mod common;
 
@@ -11,9 +12,12 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::http_server::HttpDestination;
+use common::kafka::KafkaBroker;
 use common::{event, plugin};
+use eventyard::capability::HostServices;
 use eventyard::event::Event;
-use eventyard::plugin::{Plugin, PluginError, PluginRuntime, PluginSpec, Role, RuntimeOptions, WasmSink};
+use eventyard::kafka::{KafkaConnection, KafkaSettings};
+use eventyard::plugin::{Plugin, PluginError, PluginRuntime, PluginSpec, Role, RuntimeOptions, Topics, WasmSink};
 use eventyard::sink::{DeliveryError, Sink};
 use serde_json::{Value, json};
 
@@ -148,4 +152,49 @@ async fn a_slow_destination_cannot_hold_a_call_past_the_plugin_timeout() {
     assert!(elapsed < Duration::from_secs(2), "the call waited {elapsed:?}");
     // A timeout is a retryable fault: nothing is known to be delivered.
     assert!(err.is_retryable());
+}
+
+/// A runtime lending a producer for `brokers` (`[kafka]` with its defaults).
+fn kafka_runtime(brokers: &str) -> PluginRuntime {
+    let settings: KafkaSettings =
+        toml::from_str(&format!("brokers = [\"{brokers}\"]\ndelivery_timeout_ms = 3000")).expect("settings parse");
+    let kafka = KafkaConnection::new(&settings).expect("the producer is made");
+    runtime().with_services(HostServices { kafka: Some(Arc::new(kafka)), nats: None })
+}
+
+fn kafka_probe(topic: &str, grant: Topics) -> PluginSpec {
+    let mut spec = PluginSpec::new("kafka-probe", plugin("kafka-probe"), Role::Sink);
+    spec.config = vec![("topic".into(), topic.into())];
+    spec.grants.kafka = Some(grant);
+    // A send waits for the broker's acknowledgement, longer than a handler's default 500 ms.
+    spec.limits.timeout = Duration::from_secs(10);
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_records_reach_the_broker_only_for_granted_topics() {
+    let broker = KafkaBroker::start().await;
+    broker.create_topic("orders", 1);
+    let runtime = kafka_runtime(&broker.bootstrap());
+
+    let granted = sink(&runtime, kafka_probe("orders", Topics::Only(vec!["orders".into()]))).await;
+    deliver(&granted, &[order(1), order(2)]).await.expect("delivered");
+    let records = broker.consume("orders", 2, NETWORK_TIMEOUT);
+    let ids: Vec<&str> = records.iter().map(|r| r["headers"]["ce_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["order-1", "order-2"], "{records:?}");
+    assert_eq!(records[0]["key"], "node-1", "keyed by routing key: {records:?}");
+
+    let other = sink(&runtime, kafka_probe("payments", Topics::Only(vec!["orders".into()]))).await;
+    let err = deliver(&other, &[order(3)]).await.unwrap_err();
+    assert!(err.to_string().contains("not granted: Kafka topic `payments`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_that_is_down_fails_deliveries_as_retryable() {
+    let runtime = kafka_runtime(&format!("127.0.0.1:{}", common::free_port()));
+    let sink = sink(&runtime, kafka_probe("orders", Topics::Any)).await;
+    match deliver(&sink, &[order(1)]).await {
+        Err(DeliveryError::Retryable(reason)) => assert!(reason.contains("kafka"), "{reason}"),
+        other => panic!("expected a retryable failure, got {other:?}"),
+    }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::{data, event, plugin, tempdir};
 use eventyard::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use eventyard::fault::Fault;
-use eventyard::plugin::{Grants, Plugin, PluginError, PluginRuntime, PluginSpec, Role, RuntimeOptions, WasmHandler};
+use eventyard::plugin::{
+    Grants, Plugin, PluginError, PluginRuntime, PluginSpec, Role, RuntimeOptions, Topics, WasmHandler,
+};
 use eventyard::route::{Handler, HandlerError};
 use eventyard::sink::{DeliveryError, Sink};
 use serde_json::json;
@@ -333,12 +335,12 @@ async fn an_ungranted_capability_is_refused_and_a_granted_one_links() {
     assert!(matches!(err, PluginError::CapabilityNotGranted { .. }), "{text}");
     assert!(text.contains("`kafka`") && text.contains("kafka-producer"), "{text}");
 
-    // Granted but with no connection configured: it loads, and a delivery says why it cannot work.
+    // Granted but the runtime has no connection: it loads, and a delivery says why it cannot work.
     let mut granted = spec("kafka-probe", Role::Sink, &[]);
-    granted.grants.kafka = Some(None);
+    granted.grants.kafka = Some(Topics::Any);
     let Plugin::Sink(sink) = runtime.load(granted).await.unwrap() else { panic!("not a sink") };
     let err = sink.deliver(&[order("x")]).await.unwrap_err();
-    assert!(err.to_string().contains("no connection is configured"), "{err}");
+    assert!(err.to_string().contains("has no connection"), "{err}");
 }
 
 #[tokio::test]

@@ -98,3 +98,17 @@ pub struct NewSubscription {
 
 /// Completes once the publishes that began before a subscription change have finished.
 pub type Settled = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A subscriber that keeps every event it gets, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Collect(pub std::sync::Mutex<Vec<Event>>);
+
+#[cfg(test)]
+#[async_trait]
+impl Subscriber for Collect {
+    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        self.0.lock().expect("never poisoned").push(event.clone());
+        Ok(())
+    }
+}

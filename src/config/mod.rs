@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::broker::Pattern;
 use crate::gateway::{GatewayAuth, GatewaySettings};
+use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
 use crate::route::FailurePolicy;
@@ -64,6 +65,8 @@ pub struct Config {
     pub routes: Vec<RoutePlan>,
     pub sinks: BTreeMap<String, SinkPlan>,
     pub sources: BTreeMap<String, SourcePlan>,
+    /// `[kafka]`: how to reach the brokers granted plugins produce to.
+    pub kafka: Option<KafkaSettings>,
     /// The file it was read from, for reloading it.
     pub origin: Option<ConfigOrigin>,
 }
@@ -230,6 +233,7 @@ impl Config {
         keep("http.listen", self.http.listen == running.http.listen);
         keep("tls", self.tls == running.tls);
         keep("sources", self.sources == running.sources);
+        keep("kafka", self.kafka == running.kafka);
         let system_account = &running.service.gateway_auth.system_account;
         keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
         self.log_format = running.log_format;
@@ -246,6 +250,7 @@ impl Config {
         self.http.listen = running.http.listen;
         self.tls = running.tls.clone();
         self.sources = running.sources.clone();
+        self.kafka = running.kafka.clone();
         self.service.gateway_auth.system_account = system_account.clone();
         differ
     }
@@ -254,6 +259,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::{Acks, Compression};
+    use crate::plugin::Topics;
 
     #[test]
     fn an_empty_file_gives_the_defaults() {
@@ -261,6 +268,17 @@ mod tests {
         assert_eq!(config.plugin_dir, PathBuf::from("run/plugins"));
         assert_eq!(config.default_limits, Limits::default());
         assert_eq!(config.runtime.cache_dir.as_deref(), Some(Path::new("run/cache")));
+    }
+
+    #[test]
+    fn a_kafka_grant_needs_a_kafka_section_that_makes_sense() {
+        let errors = Config::from_toml("[plugin.k.capabilities]\nkafka = true\n").unwrap_err();
+        assert!(errors.iter().any(|e| e.key == "plugin.k.capabilities.kafka" && e.reason.contains("[kafka]")));
+        let errors = Config::from_toml("[kafka]\nbrokers = [\"nohost\"]\nacks = \"leader\"\n").unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["kafka.brokers", "kafka.idempotent"], "{errors:?}");
+        let errors = Config::from_toml("[kafka]\nbrokers = [\"k:9092\"]\nbatch = 1\n").unwrap_err();
+        assert!(errors[0].reason.contains("unknown field `batch`"), "{errors:?}");
     }
 
     #[test]
@@ -283,7 +301,11 @@ memory_limit = "16MiB"
 [plugin.file-sink.capabilities]
 directory = "/tmp/x"
 http = ["api.example.com"]
-kafka = true
+kafka = ["orders"]
+
+[kafka]
+brokers = ["127.0.0.1:9092"]
+compression = "zstd"
 "#,
         )
         .unwrap();
@@ -304,7 +326,10 @@ kafka = true
         let sink = &config.plugins["file-sink"];
         assert_eq!(sink.failure_policy, FailurePolicy::FailOpen);
         assert_eq!(sink.grants.http_hosts.as_deref(), Some(&["api.example.com".to_string()][..]));
-        assert!(sink.grants.kafka.is_some() && sink.grants.nats.is_none());
+        assert_eq!(sink.grants.kafka, Some(Topics::Only(vec!["orders".into()])));
+        assert!(!sink.grants.nats);
+        let kafka = config.kafka.as_ref().expect("[kafka] is read");
+        assert_eq!((kafka.acks, kafka.idempotent, kafka.compression), (Acks::All, true, Compression::Zstd));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct ConfigFile {
     /// `[sources.NAME]`
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<SourceConfig>>,
+    /// `[kafka]`: the producer lent to plugins granted `capabilities.kafka`.
+    pub kafka: Option<Spanned<crate::kafka::KafkaSettings>>,
 }
 
 /// `[sources.NAME]`: where the router pulls events from.
@@ -50,6 +52,8 @@ pub struct SourceConfig {
     /// NATS subjects or patterns.
     pub subjects: Vec<String>,
     pub queue_group: Option<String>,
+    /// The media type of plain messages (no headers), e.g. `application/json`.
+    pub content_type: Option<String>,
 }
 
 /// What a source reads.
@@ -479,12 +483,19 @@ pub struct CapabilitiesConfig {
     pub directory: Option<PathBuf>,
     /// Hosts (`host`, `host:port`, `*.domain`) the plugin may send HTTP requests to.
     pub http: Option<Vec<String>>,
-    /// Grants the Kafka producer.
-    #[serde(default)]
-    pub kafka: bool,
+    /// Grants the Kafka producer: `true` for any topic, or a list of topics.
+    pub kafka: Option<KafkaGrant>,
     /// Grants the NATS publisher.
     #[serde(default)]
     pub nats: bool,
+}
+
+/// `capabilities.kafka`: `true`, `false`, or the topics allowed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KafkaGrant {
+    All(bool),
+    Topics(Vec<String>),
 }
 
 /// A size in bytes, written as an integer or a string with a unit: `"512KiB"`, `"64MiB"`, `"1GiB"`.

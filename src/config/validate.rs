@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::model::{
-    ConfigFile, GatewayAuthConfig, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, RuleConfig, ServiceConfig,
-    SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
+    ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, RuleConfig,
+    ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
 };
 use super::{
     Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
@@ -23,7 +22,7 @@ use crate::broker::Pattern;
 use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser, is_account_name};
 use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::nats_client::NatsConnection;
-use crate::plugin::{Grants, Limits, Role, RuntimeOptions};
+use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Topics};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
@@ -110,12 +109,23 @@ impl Checker<'_> {
             );
         }
         let caps = &plugin.capabilities;
-        let grants = Grants {
-            http_hosts: caps.http.clone(),
-            directory: caps.directory.clone(),
-            kafka: caps.kafka.then_some(None),
-            nats: caps.nats.then_some(None),
+        let kafka = match &caps.kafka {
+            None | Some(KafkaGrant::All(false)) => None,
+            Some(KafkaGrant::All(true)) => Some(Topics::Any),
+            Some(KafkaGrant::Topics(topics)) => Some(Topics::Only(topics.clone())),
         };
+        if matches!(&kafka, Some(Topics::Only(topics)) if topics.is_empty() || topics.iter().any(String::is_empty)) {
+            self.error(format!("{key}.capabilities.kafka"), span.clone(), "list topic names, or `true` for any");
+        }
+        if kafka.is_some() && config.kafka.is_none() {
+            self.error(
+                format!("{key}.capabilities.kafka"),
+                span.clone(),
+                "grants Kafka, but there is no [kafka] section saying how to connect",
+            );
+        }
+        let grants =
+            Grants { http_hosts: caps.http.clone(), directory: caps.directory.clone(), kafka, nats: caps.nats };
         if caps.http.as_ref().is_some_and(Vec::is_empty) {
             self.error(
                 format!("{key}.capabilities.http"),
@@ -198,25 +208,20 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         routes: Vec::new(),
         sinks: BTreeMap::new(),
         sources: BTreeMap::new(),
+        kafka: None,
         origin: None,
     };
+    if let Some(kafka) = &file.kafka {
+        for (key, reason) in kafka.get_ref().check() {
+            check.error(format!("kafka.{key}"), kafka.span(), reason);
+        }
+        config.kafka = Some(kafka.get_ref().clone());
+    }
     config.default_limits =
         check.limits("plugins.defaults", &plugins.defaults, &Limits::default(), plugins.consume_fuel);
     for (name, plugin) in &file.plugin {
         let plan = check.plugin(name, plugin.span(), plugin.get_ref(), &config);
         config.plugins.insert(name.clone(), plan);
-    }
-    let files: Vec<&PathBuf> = config.plugins.values().map(|p| &p.file).collect();
-    for (i, file_path) in files.iter().enumerate() {
-        if files[..i].contains(file_path) {
-            let name = config.plugins.values().nth(i).map(|p| p.name.clone()).unwrap_or_default();
-            let span = file.plugin.get(&name).map(|p| p.span()).unwrap_or(0..0);
-            check.error(
-                format!("plugin.{name}.file"),
-                span,
-                format!("{} is used by another plugin too", file_path.display()),
-            );
-        }
     }
     check.service(file, &mut config);
     check.http(file, &mut config);
@@ -408,7 +413,21 @@ impl Checker<'_> {
                 }
             })
             .collect();
-        Some(SourcePlan { name: name.to_owned(), connection, subjects, queue_group: source.queue_group.clone() })
+        if let Some(content_type) = &source.content_type
+            && !content_type
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()))
+        {
+            self.error(format!("{key}.content_type"), span.clone(), format!("`{content_type}` is not a media type"));
+        }
+        Some(SourcePlan {
+            name: name.to_owned(),
+            connection,
+            subjects,
+            queue_group: source.queue_group.clone(),
+            content_type: source.content_type.clone(),
+        })
     }
 
     fn sink(&mut self, name: &str, span: Range<usize>, sink: &SinkConfig, event_limit: usize) -> Option<SinkPlan> {

@@ -3,12 +3,15 @@
 //! (so they reach routes and other subscribers); each client subscription is a broker subscriber
 //! that writes `MSG`/`HMSG` to a bounded outbound buffer. Owns the listener, the connection limit
 //! and the server's INFO; [`client`] owns one connection, [`protocol`] the wire format and
-//! [`binding`] the mapping between NATS messages and events. Never routes or queues events itself.
+//! [`binding`] the mapping between NATS messages and events; [`publisher`] publishes sink plugins'
+//! messages (the `nats-publisher` capability) through that binding. Never routes or queues events
+//! itself.
 
 pub mod auth;
 pub mod binding;
 mod client;
 pub mod protocol;
+pub mod publisher;
 pub mod system;
 pub mod tls;
 

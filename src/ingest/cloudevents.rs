@@ -642,6 +642,23 @@ pub fn raw(source: &str, subject: String, body: Bytes, now: SystemTime) -> Resul
     decode_raw(source, subject, None, body, now)
 }
 
+/// A raw event whose data has the media type `content_type`, for sources whose plain messages are
+/// all of one kind. JSON data (`*/json`, `*/*+json`) must parse, or the message is not an event.
+pub fn raw_of_type(
+    source: &str,
+    subject: String,
+    content_type: &str,
+    body: Bytes,
+    now: SystemTime,
+) -> Result<Event, DecodeError> {
+    validate_subject(&subject)?;
+    if is_json_media_type(content_type) {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map_err(|err| DecodeError::NotJson { reason: err.to_string() })?;
+    }
+    decode_raw(source, subject, Some(content_type), body, now)
+}
+
 fn decode_raw(
     source: &str,
     subject: String,

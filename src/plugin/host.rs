@@ -15,12 +15,14 @@ use super::bindings::handler::eventyard::plugin::{clock, log, metrics};
 use super::bindings::sink::eventyard::plugin::{kafka_producer, nats_publisher};
 use super::bindings::wit;
 use super::spec::{GUEST_DIR, Grants};
-use crate::capability::{CapabilityError, KafkaRecord};
+use crate::capability::{CapabilityError, HostServices, KafkaRecord};
 
 /// What every instance of one plugin version shares: its identity, grants and the metrics it writes.
 pub(crate) struct PluginShared {
     pub name: String,
     pub grants: Grants,
+    /// The host's connections; a capability call uses one only if `grants` allows it.
+    pub services: HostServices,
     pub metrics: GuestMetrics,
     /// A fixed wall-clock time in nanoseconds, for reproducible `plugin test` runs.
     pub frozen_clock: Option<u64>,
@@ -244,9 +246,13 @@ impl metrics::Host for HostState {
 
 fn not_connected(capability: &str) -> wit::Error {
     wit::Error {
-        message: format!("capability {capability} is granted but no connection is configured"),
+        message: format!("capability {capability} is granted but the router has no connection for it"),
         retryable: false,
     }
+}
+
+fn not_granted(what: String) -> wit::Error {
+    wit::Error { message: format!("not granted: {what}"), retryable: false }
 }
 
 fn to_wit(err: CapabilityError) -> wit::Error {
@@ -256,7 +262,13 @@ fn to_wit(err: CapabilityError) -> wit::Error {
 impl kafka_producer::Host for HostState {
     async fn send(&mut self, records: Vec<kafka_producer::KafkaRecord>) -> Result<(), wit::Error> {
         // The loader refuses plugins that import this without the grant; the check here is the backstop.
-        let Some(Some(producer)) = self.shared.grants.kafka.clone() else {
+        let Some(topics) = &self.shared.grants.kafka else {
+            return Err(not_granted("kafka-producer".into()));
+        };
+        if let Some(record) = records.iter().find(|r| !topics.allows(&r.topic)) {
+            return Err(not_granted(format!("Kafka topic `{}`", record.topic)));
+        }
+        let Some(producer) = self.shared.services.kafka.clone() else {
             return Err(not_connected("kafka-producer"));
         };
         let records = records
@@ -274,7 +286,10 @@ impl nats_publisher::Host for HostState {
         headers: Vec<(String, String)>,
         payload: Vec<u8>,
     ) -> Result<(), wit::Error> {
-        let Some(Some(publisher)) = self.shared.grants.nats.clone() else {
+        if !self.shared.grants.nats {
+            return Err(not_granted("nats-publisher".into()));
+        }
+        let Some(publisher) = self.shared.services.nats.clone() else {
             return Err(not_connected("nats-publisher"));
         };
         publisher.publish(subject, headers, payload).await.map_err(to_wit)

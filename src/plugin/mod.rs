@@ -30,8 +30,9 @@ pub use engine::RuntimeOptions;
 pub use error::PluginError;
 pub use host::MetricValue;
 pub use instance::CallStats;
-pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role};
+pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role, Topics};
 
+use crate::capability::HostServices;
 use artifact::ArtifactCache;
 use engine::PluginEngine;
 use host::{HostState, PluginShared};
@@ -76,6 +77,8 @@ pub struct PluginRuntime {
     engine: Arc<PluginEngine>,
     linker: Linker<HostState>,
     cache: Option<Arc<ArtifactCache>>,
+    /// The connections behind the Kafka and NATS grants.
+    services: HostServices,
 }
 
 impl PluginRuntime {
@@ -91,7 +94,13 @@ impl PluginRuntime {
             .map_err(anyhow::Error::from)
             .context("linking wasi:http")?;
         let cache = engine.options.cache_dir.clone().map(|dir| Arc::new(ArtifactCache::new(dir, &engine.engine)));
-        Ok(PluginRuntime { engine: Arc::new(engine), linker, cache })
+        Ok(PluginRuntime { engine: Arc::new(engine), linker, cache, services: HostServices::default() })
+    }
+
+    /// Lends `services` to the plugins this runtime loads from now on, each as its grants allow.
+    pub fn with_services(mut self, services: HostServices) -> Self {
+        self.services = services;
+        self
     }
 
     /// Describes the component at `path` without checking it against any spec.
@@ -129,6 +138,7 @@ impl PluginRuntime {
         let shared = Arc::new(PluginShared {
             name: spec.name.clone(),
             grants: spec.grants.clone(),
+            services: self.services.clone(),
             metrics: Default::default(),
             frozen_clock: self.engine.options.frozen_clock,
         });

@@ -3,10 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-
-use crate::capability::{KafkaProducer, NatsPublisher};
 
 /// The three plugin roles, one WIT world each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,46 +75,34 @@ impl Default for Limits {
     }
 }
 
-/// Capabilities a plugin's config grants. Nothing is granted by default.
-#[derive(Clone, Default)]
+/// Capabilities a plugin's config grants. Nothing is granted by default. The connections behind
+/// Kafka and NATS are the runtime's ([`crate::capability::HostServices`]), not the grant's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Outbound HTTP through `wasi:http`, only to these hosts (`host` or `host:port`; `*.example.com`
     /// matches subdomains).
     pub http_hosts: Option<Vec<String>>,
     /// One host directory, visible to the plugin at [`GUEST_DIR`].
     pub directory: Option<PathBuf>,
-    /// The Kafka producer; `Some(None)` grants it with no connection configured (calls fail).
-    pub kafka: Option<Option<Arc<dyn KafkaProducer>>>,
-    /// The NATS publisher; `Some(None)` grants it with no connection configured (calls fail).
-    pub nats: Option<Option<Arc<dyn NatsPublisher>>>,
+    /// The Kafka producer, for these topics.
+    pub kafka: Option<Topics>,
+    /// The NATS publisher.
+    pub nats: bool,
 }
 
-impl fmt::Debug for Grants {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Grants")
-            .field("http_hosts", &self.http_hosts)
-            .field("directory", &self.directory)
-            .field("kafka", &self.kafka.is_some())
-            .field("nats", &self.nats.is_some())
-            .finish()
-    }
+/// The Kafka topics a grant allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topics {
+    Any,
+    Only(Vec<String>),
 }
 
-/// Equal when they grant the same: hosts, directory, and the same capabilities with the same
-/// connections.
-impl PartialEq for Grants {
-    fn eq(&self, other: &Self) -> bool {
-        fn same<T: ?Sized>(a: &Option<Option<Arc<T>>>, b: &Option<Option<Arc<T>>>) -> bool {
-            match (a, b) {
-                (None, None) | (Some(None), Some(None)) => true,
-                (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
-                _ => false,
-            }
+impl Topics {
+    pub fn allows(&self, topic: &str) -> bool {
+        match self {
+            Topics::Any => true,
+            Topics::Only(topics) => topics.iter().any(|t| t == topic),
         }
-        self.http_hosts == other.http_hosts
-            && self.directory == other.directory
-            && same(&self.kafka, &other.kafka)
-            && same(&self.nats, &other.nats)
     }
 }
 

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 pub use plugins::{Generation, LivePlugin, RoleSlot};
 
 use crate::broker::Broker;
+use crate::capability::HostServices;
 use crate::config::{Config, ConfigOrigin};
 use crate::event::{Context, Event};
 use crate::gateway::Authenticator;
@@ -75,10 +76,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Loads every plugin `config` uses and starts its pipeline on `broker`; fails with every
-    /// problem found.
-    pub async fn start(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<Reloader> {
-        let runtime = PluginRuntime::new(config.runtime.clone()).context("starting the plugin runtime")?;
+    /// Loads every plugin `config` uses, lending them `services`, and starts its pipeline on
+    /// `broker`; fails with every problem found.
+    pub async fn start(config: Config, broker: Arc<dyn Broker>, services: HostServices) -> anyhow::Result<Reloader> {
+        let runtime =
+            PluginRuntime::new(config.runtime.clone()).context("starting the plugin runtime")?.with_services(services);
         let (loaded, mut errors) = plugins::load_plugins(&config, &runtime).await;
         errors.extend(plugins::check_references(&config, |name| loaded.get(name).map(|l| l.plugin.role())));
         if !errors.is_empty() {

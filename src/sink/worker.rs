@@ -194,7 +194,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::broker::{EmbeddedBroker, Pattern, Refusal, Subscriber};
+    use crate::broker::{Collect, EmbeddedBroker, Pattern};
     use crate::event::EventJson;
     use crate::queue::OverflowPolicy;
     use crate::sink::EventFailure;
@@ -228,17 +228,6 @@ mod tests {
                 return Err(self.error.clone());
             }
             self.accepted.lock().unwrap().extend(batch.iter().map(|e| e.context.id.clone()));
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<Event>>);
-
-    #[async_trait]
-    impl Subscriber for Collect {
-        async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
-            self.0.lock().unwrap().push(event.clone());
             Ok(())
         }
     }

@@ -24,6 +24,8 @@ pub struct SourcePlan {
     pub subjects: Vec<Pattern>,
     /// Share the messages with other subscribers of this queue group (other routers, say).
     pub queue_group: Option<String>,
+    /// The media type of messages that carry no headers; unset, they are opaque bytes.
+    pub content_type: Option<String>,
 }
 
 /// Counters of one source.

@@ -1,7 +1,8 @@
 //! The NATS source: subscribes to subjects on an external NATS server and publishes each message
 //! into the broker as an event, through the CloudEvents NATS binding the gateway uses (`ce-`
 //! headers: binary mode; a CloudEvents content type: structured; anything else: raw). A message
-//! that is not a valid event goes to `$DLQ.<source>` with the reason. Core NATS delivers at most
+//! that is not a valid event goes to `$DLQ.<source>` with the reason; with `content_type` set,
+//! plain messages carry data of that type (and JSON must parse). Core NATS delivers at most
 //! once: a message the router never took is not redelivered (durable consumers come with the
 //! JetStream broker).
 
@@ -19,6 +20,9 @@ use crate::broker::Broker;
 use crate::gateway::binding::{self, NATS_SOURCE};
 use crate::ingest::cloudevents;
 use crate::nats_client::header_block;
+
+/// How long starting a source waits for its server to confirm the subscriptions.
+const SUBSCRIBED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Connects `plan`'s client and starts one task per subject on `tasks`, until `stop`.
 pub async fn start(
@@ -38,6 +42,7 @@ pub async fn start(
         }
         .with_context(|| format!("source `{name}`: subscribing to {subject}"))?;
         let (broker, stats, stop, name) = (broker.clone(), stats.clone(), stop.clone(), name.clone());
+        let content_type = plan.content_type.clone();
         tasks.spawn(async move {
             tracing::info!(source = %name, %subject, "source subscribed");
             let mut subscriber = subscriber;
@@ -49,20 +54,42 @@ pub async fn start(
                         None => break,
                     },
                 };
-                take(&name, message, &*broker, &stats).await;
+                take(&name, content_type.as_deref(), message, &*broker, &stats).await;
             }
             let _ = subscriber.unsubscribe().await;
         });
+    }
+    // When the server is up, start only once it has the subscriptions, so what is published from
+    // then on is taken; when it is not, the client subscribes as soon as it connects.
+    match tokio::time::timeout(SUBSCRIBED_WAIT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(source = %name, error = %err, "source not subscribed yet"),
+        Err(_) => tracing::warn!(source = %name, servers = ?plan.connection.servers, "source server not reachable yet"),
     }
     Ok(())
 }
 
 /// Publishes one message's events, or dead-letters the message with the reason it is not one.
-async fn take(name: &str, message: async_nats::Message, broker: &dyn Broker, stats: &SourceStats) {
+/// A message without headers has data of `content_type`, when the source sets one.
+async fn take(
+    name: &str,
+    content_type: Option<&str>,
+    message: async_nats::Message,
+    broker: &dyn Broker,
+    stats: &SourceStats,
+) {
     let subject = message.subject.to_string();
     let reply = message.reply.map(|reply| reply.to_string());
     let headers = message.headers.as_ref().map(header_block);
-    match binding::decode(subject.clone(), reply, headers, message.payload.clone(), 0) {
+    let payload = message.payload.clone();
+    let decoded = match (headers, content_type) {
+        (None, Some(content_type)) => {
+            cloudevents::raw_of_type(NATS_SOURCE, subject.clone(), content_type, payload, SystemTime::now())
+                .map(|event| smallvec::smallvec![event])
+        }
+        (headers, _) => binding::decode(subject.clone(), reply, headers, payload, 0),
+    };
+    match decoded {
         Ok(events) => {
             for event in events {
                 match broker.publish(event).await {

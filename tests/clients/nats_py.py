@@ -199,8 +199,9 @@ async def tls_connect(url, paths):
 
 
 async def publish_events(url, extra):
-    """Publishes `extra["events"]` ({subject, headers, data}) and flushes; over TLS when `extra`
-    names `ca`, `cert` and `key`, with `extra["token"]`."""
+    """Publishes `extra["events"]` ({subject, headers, data} with data sent as JSON, or {subject,
+    raw} with raw sent as it is) and flushes; over TLS when `extra` names `ca`, `cert` and `key`,
+    with `extra["token"]`."""
     extra = json.loads(extra)
     tls = tls_context(extra) if "ca" in extra else None
     try:
@@ -210,7 +211,8 @@ async def publish_events(url, extra):
     except Exception as err:  # noqa: BLE001 - the test wants whatever the client raised
         return {"connected": False, "error": f"{type(err).__name__}: {err}"}
     for event in extra["events"]:
-        await nc.publish(event["subject"], json.dumps(event["data"]).encode(), headers=event["headers"])
+        payload = event["raw"] if "raw" in event else json.dumps(event["data"])
+        await nc.publish(event["subject"], payload.encode(), headers=event.get("headers"))
     await nc.flush()
     await nc.close()
     return {"connected": True, "published": len(extra["events"])}

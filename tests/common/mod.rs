@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use eventyard::event::{Event, EventJson};
 
 pub mod http_server;
+pub mod kafka;
 pub mod load;
 pub mod nats;
 pub mod router;
@@ -22,6 +23,8 @@ const PLUGIN_CRATES: &[&str] = &[
     "severity-map",
     "token-auth",
     "file-sink",
+    "kafka-sink",
+    "servicelog-sink",
     "misbehave",
     "kafka-probe",
     "http-probe",
@@ -51,6 +54,20 @@ pub fn plugin(name: &str) -> PathBuf {
     let path = repo_root().join("target/wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")));
     assert!(path.is_file(), "{} was not built", path.display());
     path
+}
+
+/// A loopback port free now, for a server process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Waits until `what` accepts connections on `addr`; panics after ten seconds.
+pub async fn wait_for_port(addr: std::net::SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not start on {addr}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// An event from its JSON form (see `EventJson`).

@@ -104,7 +104,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts it and waits until it accepts connections.
     pub async fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = super::free_port();
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -112,11 +112,7 @@ impl NatsServer {
             .spawn()
             .expect("nats-server runs (scripts/setup --test installs it)");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for_port(addr, "nats-server").await;
         NatsServer { child, addr }
     }
 

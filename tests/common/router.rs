@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Where the router's stdout (the stdout sink's lines) goes, in its temp dir.
+const STDOUT_FILE: &str = "stdout.log";
+
 /// How long a router may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,11 +46,12 @@ impl RouterProcess {
         let config = config.replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("eventyard.toml");
         std::fs::write(&path, config).expect("config is written");
+        let stdout = std::fs::File::create(dir.path().join(STDOUT_FILE)).expect("the stdout file is made");
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
             .args(["serve", "--log-format", "json", "--log-level", "info", "--config"])
             .arg(&path)
             .current_dir(dir.path())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("eventyard starts");
@@ -146,6 +150,13 @@ impl RouterProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The complete lines the router has written to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.path(STDOUT_FILE)).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().map(str::to_owned).collect()
     }
 
     /// Every log line the router has written so far (those still in the pipe get 100 ms to come).

@@ -175,21 +175,13 @@ mod tests {
     }
 
     fn event(id: &str, subject: &str, routing_key: Option<&str>, data: &str) -> Event {
-        Event {
-            subject: subject.into(),
-            context: eventyard_sdk::Context {
-                id: id.into(),
-                source: "/dss/node-1".into(),
-                type_: "audit".into(),
-                specversion: "1.0".into(),
-                subject: None,
-                time: Some("2022-07-12T07:08:09Z".into()),
-                datacontenttype: Some("application/json".into()),
-                dataschema: None,
-            },
-            extensions: routing_key.map(|k| ("routingkey".to_owned(), k.to_owned())).into_iter().collect(),
-            data: data.as_bytes().to_vec(),
+        let mut event = Event::from_parts(subject, id, "/dss/node-1", "audit", data);
+        event.context.time = Some("2022-07-12T07:08:09Z".into());
+        event.context.datacontenttype = Some("application/json".into());
+        if let Some(key) = routing_key {
+            event.set_extension("routingkey", key);
         }
+        event
     }
 
     fn temp_root(name: &str) -> PathBuf {

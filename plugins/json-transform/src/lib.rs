@@ -148,21 +148,7 @@ mod tests {
     }
 
     fn event(data: &[u8]) -> Event {
-        Event {
-            subject: "a.b".into(),
-            context: eventyard_sdk::Context {
-                id: "e-1".into(),
-                source: "/test".into(),
-                type_: "t".into(),
-                specversion: "1.0".into(),
-                subject: None,
-                time: None,
-                datacontenttype: None,
-                dataschema: None,
-            },
-            extensions: Vec::new(),
-            data: data.to_vec(),
-        }
+        Event::from_parts("a.b", "e-1", "/test", "t", data)
     }
 
     fn run(t: &mut JsonTransform, data: Value) -> Result<Value, Error> {

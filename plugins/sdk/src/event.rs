@@ -13,6 +13,32 @@ pub use crate::wit::types::{Context, Event};
 const ROUTING_KEY: &str = "routingkey";
 
 impl Event {
+    /// An event on `subject` with exactly the `id`, `source`, `type` and `data` given, and no other
+    /// attribute. Calls no host function, so it also works in a plugin's native unit tests.
+    pub fn from_parts(
+        subject: impl Into<String>,
+        id: impl Into<String>,
+        source: impl Into<String>,
+        ty: impl Into<String>,
+        data: impl Into<Vec<u8>>,
+    ) -> Event {
+        Event {
+            context: Context {
+                id: id.into(),
+                source: source.into(),
+                type_: ty.into(),
+                specversion: "1.0".into(),
+                subject: None,
+                time: None,
+                datacontenttype: None,
+                dataschema: None,
+            },
+            subject: subject.into(),
+            extensions: Vec::new(),
+            data: data.into(),
+        }
+    }
+
     /// A new event on `subject` with CloudEvents `type` and raw `data`; `id`, `source` and `time`
     /// are filled from the host clock and the subject.
     pub fn new(subject: impl Into<String>, ty: impl Into<String>, data: impl Into<Vec<u8>>) -> Event {

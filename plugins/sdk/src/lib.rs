@@ -103,6 +103,8 @@ mod config;
 mod event;
 mod handler;
 mod host;
+#[cfg(feature = "http")]
+pub mod http;
 mod sink;
 pub mod subject;
 pub mod wit;

@@ -92,21 +92,9 @@ mod tests {
     }
 
     fn event(data: Value) -> Event {
-        Event {
-            subject: "ccx.report".into(),
-            context: eventyard_sdk::Context {
-                id: "e-1".into(),
-                source: "/ccx".into(),
-                type_: "t".into(),
-                specversion: "1.0".into(),
-                subject: None,
-                time: None,
-                datacontenttype: Some("application/json".into()),
-                dataschema: None,
-            },
-            extensions: Vec::new(),
-            data: serde_json::to_vec(&data).unwrap(),
-        }
+        let mut event = Event::from_parts("ccx.report", "e-1", "/ccx", "t", serde_json::to_vec(&data).unwrap());
+        event.context.datacontenttype = Some("application/json".into());
+        event
     }
 
     fn data(out: &[Event]) -> Value {

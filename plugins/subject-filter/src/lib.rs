@@ -71,21 +71,7 @@ mod tests {
     }
 
     fn event(subject: &str, ty: &str) -> Event {
-        Event {
-            subject: subject.into(),
-            context: eventyard_sdk::Context {
-                id: "e-1".into(),
-                source: "/test".into(),
-                type_: ty.into(),
-                specversion: "1.0".into(),
-                subject: None,
-                time: None,
-                datacontenttype: None,
-                dataschema: None,
-            },
-            extensions: Vec::new(),
-            data: Vec::new(),
-        }
+        Event::from_parts(subject, "e-1", "/test", ty, Vec::new())
     }
 
     fn run(filter: &mut SubjectFilter, input: Event) -> Vec<Event> {

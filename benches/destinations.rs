@@ -1,0 +1,198 @@
+//! Seed destinations through Eventyard against the same client writing directly, side by side on
+//! this machine, 1 KiB events:
+//! - Kafka: HTTP ingest → route → the `kafka-sink` plugin → the host's librdkafka producer → Tansu,
+//!   timed until the topic holds every record; against that producer (same settings: acks=all,
+//!   idempotent) sending the same records itself.
+//! - REST: HTTP ingest → route → the `servicelog-sink` plugin (schema check,
+//!   `wasi:http` POST per record) → a local HTTP server, timed until it has every record; against
+//!   reqwest POSTing the same records one after another on a kept-alive connection.
+//!
+//! Prints events/s for each and the ratio Eventyard / direct.
+//!
+//! Run: `cargo bench --bench destinations` (or `scripts/bench`). Needs `tansu` on PATH
+//! (`scripts/setup --test` installs it); without it, only the REST rows print.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use eventyard::capability::{KafkaProducer as _, KafkaRecord};
+use eventyard::kafka::{KafkaConnection, KafkaSettings};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde_json::{Value, json};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::http_server::HttpDestination;
+use common::kafka::KafkaBroker;
+use common::router::RouterProcess;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const KAFKA_EVENTS: usize = 20_000;
+const REST_EVENTS: usize = 2_000;
+/// Events per HTTP ingest request.
+const INGEST_BATCH: usize = 100;
+
+/// Prints one row of the project's benchmark table.
+fn row(name: &str, value: f64, unit: &str, note: &str) {
+    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
+}
+
+/// A ServiceLog-ready report of about 1 KiB, number `n`.
+fn report(n: usize) -> Value {
+    json!({
+        "cluster_uuid": "d484b150-3106-4d6a-96b4-e03c327a2f66",
+        "summary": format!("report {n}"),
+        "description": "x".repeat(800),
+        "severity": "Warning",
+        "timestamp": "2022-07-12T07:08:09Z",
+    })
+}
+
+/// Posts `count` reports to the router in batches, from four concurrent senders.
+async fn ingest(router: &RouterProcess, count: usize) {
+    let client = reqwest::Client::new();
+    let url = router.url("/v1/events/bench.reports");
+    let batches: Vec<String> = (0..count)
+        .collect::<Vec<_>>()
+        .chunks(INGEST_BATCH)
+        .map(|chunk| {
+            let events: Vec<Value> = chunk
+                .iter()
+                .map(|&n| {
+                    json!({"specversion": "1.0", "id": n.to_string(), "source": "/bench", "type": "report",
+                           "datacontenttype": "application/json", "data": report(n)})
+                })
+                .collect();
+            Value::Array(events).to_string()
+        })
+        .collect();
+    let mut senders = tokio::task::JoinSet::new();
+    for part in batches.chunks(batches.len().div_ceil(4)) {
+        let (client, url, part) = (client.clone(), url.clone(), part.to_vec());
+        senders.spawn(async move {
+            for body in part {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("the router answers");
+                assert_eq!(response.status(), 202);
+            }
+        });
+    }
+    while senders.join_next().await.is_some() {}
+}
+
+fn kafka_settings(broker: &KafkaBroker) -> KafkaSettings {
+    toml::from_str(&format!("brokers = [\"{}\"]", broker.bootstrap())).expect("settings")
+}
+
+/// Records in `topic` (partition 0's high watermark).
+fn records_in(consumer: &BaseConsumer, topic: &str) -> usize {
+    consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).map_or(0, |(_, high)| high as usize)
+}
+
+async fn kafka_rows() {
+    let installed = Command::new("tansu").arg("--version").output().is_ok_and(|out| out.status.success());
+    if !installed {
+        println!("| tansu not found: no Kafka rows | | | |");
+        return;
+    }
+    let broker = KafkaBroker::start().await;
+    broker.create_topic("direct", 1);
+    broker.create_topic("via-eventyard", 1);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "bench")
+        .create()
+        .expect("consumer");
+
+    // Direct: the host's producer, the same records.
+    let producer = KafkaConnection::new(&kafka_settings(&broker)).expect("producer");
+    let records: Vec<KafkaRecord> = (0..KAFKA_EVENTS)
+        .map(|n| KafkaRecord {
+            topic: "direct".into(),
+            key: None,
+            value: report(n).to_string().into_bytes(),
+            headers: vec![],
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in records.chunks(1000) {
+        producer.send(chunk.to_vec()).await.expect("direct send");
+    }
+    let direct = KAFKA_EVENTS as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(records_in(&consumer, "direct"), KAFKA_EVENTS);
+
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{{dir}}/plugins\"\n[kafka]\nbrokers = [\"{}\"]\n\
+         [plugin.kafka-sink]\nconfig = {{ topic = \"via-eventyard\" }}\n[plugin.kafka-sink.capabilities]\nkafka = true\n[plugin.kafka-sink.limits]\ntimeout_ms = 30000\n\
+         [[route]]\nname = \"to-kafka\"\nsubject = \"bench.>\"\nsinks = [\"kafka\"]\n\
+         [sinks.kafka]\nkind = \"plugin\"\nplugin = \"kafka-sink\"\nbatch_size = 500\n",
+        broker.bootstrap()
+    );
+    let router = RouterProcess::start_with_plugins(&config, &[("kafka-sink", "kafka-sink")]);
+    let started = Instant::now();
+    ingest(&router, KAFKA_EVENTS).await;
+    while records_in(&consumer, "via-eventyard") < KAFKA_EVENTS {
+        assert!(started.elapsed() < Duration::from_secs(120), "Kafka never got every record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ours = KAFKA_EVENTS as f64 / started.elapsed().as_secs_f64();
+    row("kafka: direct (librdkafka, acks=all)", direct, "events/s", "");
+    row("kafka: HTTP → Eventyard → kafka-sink", ours, "events/s", &format!("{:.2}x direct", ours / direct));
+}
+
+async fn rest_rows() {
+    let server = HttpDestination::start(vec![], axum::http::StatusCode::CREATED, Duration::ZERO).await;
+    // Direct: one client, one record at a time, as the sink posts them.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/service_logs/v1/cluster_logs", server.addr);
+    let bodies: Vec<String> = (0..REST_EVENTS).map(|n| report(n).to_string()).collect();
+    let started = Instant::now();
+    for body in &bodies {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .bearer_auth("token")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("the server answers");
+        assert!(response.status().is_success());
+    }
+    let direct = REST_EVENTS as f64 / started.elapsed().as_secs_f64();
+
+    let server = HttpDestination::start(vec![], axum::http::StatusCode::CREATED, Duration::ZERO).await;
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{{dir}}/plugins\"\n\
+         [plugin.servicelog-sink]\nconfig = {{ url = \"http://{addr}/api/service_logs/v1/cluster_logs\", token = \"token\", service_name = \"bench\" }}\n\
+         [plugin.servicelog-sink.capabilities]\nhttp = [\"{addr}\"]\n[plugin.servicelog-sink.limits]\ntimeout_ms = 30000\n\
+         [[route]]\nname = \"to-service-log\"\nsubject = \"bench.>\"\nsinks = [\"service-log\"]\n\
+         [sinks.service-log]\nkind = \"plugin\"\nplugin = \"servicelog-sink\"\n",
+        addr = server.addr
+    );
+    let router = RouterProcess::start_with_plugins(&config, &[("servicelog-sink", "servicelog-sink")]);
+    let started = Instant::now();
+    ingest(&router, REST_EVENTS).await;
+    while server.received().len() < REST_EVENTS {
+        assert!(started.elapsed() < Duration::from_secs(120), "the server never got every record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ours = REST_EVENTS as f64 / started.elapsed().as_secs_f64();
+    row("rest: direct (reqwest, kept-alive)", direct, "events/s", "");
+    row("rest: HTTP → Eventyard → servicelog-sink", ours, "events/s", &format!("{:.2}x direct", ours / direct));
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        kafka_rows().await;
+        rest_rows().await;
+    });
+}
