@@ -107,22 +107,6 @@ async fn latency(port: u16, size: usize) -> (f64, f64, usize) {
     (at(0.5), at(0.99), lost)
 }
 
-/// Gateway counter `name` from its metrics on `http`.
-async fn gateway_counter(http: u16, name: &str) -> u64 {
-    let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics"))
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
@@ -144,13 +128,13 @@ fn main() {
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
                 }
                 let before = (
-                    gateway_counter(eventyard_http, IN_MESSAGES).await,
-                    gateway_counter(eventyard_http, OUT_MESSAGES).await,
+                    router.metric(IN_MESSAGES).await,
+                    router.metric(OUT_MESSAGES).await,
                 );
                 let (rate, lost) = throughput(eventyard_port, size, count).await;
                 (ours, our_lost) = (ours.max(rate), our_lost + lost);
-                let received = gateway_counter(eventyard_http, IN_MESSAGES).await - before.0;
-                let written = gateway_counter(eventyard_http, OUT_MESSAGES).await - before.1;
+                let received = router.metric(IN_MESSAGES).await - before.0;
+                let written = router.metric(OUT_MESSAGES).await - before.1;
                 not_received += count as u64 - received.min(count as u64);
                 not_written += received - written.min(received);
             }
@@ -168,7 +152,7 @@ fn main() {
                     3 * count
                 )
             };
-            let slow = gateway_counter(eventyard_http, "eventyard_gateway_slow_consumers_total").await;
+            let slow = router.metric("eventyard_gateway_slow_consumers_total").await;
             row(&format!("gateway pub -> sub, {size} B"), ours, "msg/s", &format!("{note}; slow consumers so far: {slow}"));
             let (p50, p99, lost) = latency(eventyard_port, size).await;
             let note = match nats.as_ref().map(|server| server.addr.port()) {

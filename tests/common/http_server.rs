@@ -68,6 +68,9 @@ async fn answer(
     body: Bytes,
 ) -> StatusCode {
     script.received.lock().expect("never poisoned").push(Received { path: uri.path().to_owned(), headers, body });
-    tokio::time::sleep(script.delay).await;
+    // A zero sleep still waits for the timer's next millisecond tick.
+    if !script.delay.is_zero() {
+        tokio::time::sleep(script.delay).await;
+    }
     script.answers.lock().expect("never poisoned").pop().unwrap_or(script.default)
 }

@@ -123,6 +123,22 @@ impl RouterProcess {
             .as_u16()
     }
 
+    /// The value of `series` (a metric name with its labels, as `/metrics` prints it).
+    pub async fn metric(&self, series: &str) -> u64 {
+        let metrics = reqwest::get(self.url("/metrics"))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in the metrics"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
