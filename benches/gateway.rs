@@ -111,7 +111,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let router = eventyard();
-        let (eventyard_port, eventyard_http) = (router.nats.expect("the gateway is on").port(), router.http.port());
+        let eventyard_port = router.nats.expect("the gateway is on").port();
         let nats = nats_server().await;
         if nats.is_none() {
             println!("| nats-server not found: Eventyard's figures only | | | |");
