@@ -228,6 +228,18 @@ fn render_metrics(
             "NATS publishes a queue refused.",
             &gateway.refused_publishes,
         );
+        counter(
+            &mut text,
+            "eventyard_gateway_malformed_publishes_total",
+            "NATS publishes that were not valid events (dead-lettered on $DLQ.gateway).",
+            &gateway.malformed_publishes,
+        );
+        counter(
+            &mut text,
+            "eventyard_gateway_dead_letters_lost_total",
+            "Dead letters of malformed NATS publishes that no route took.",
+            &gateway.dead_letters_lost,
+        );
     }
     let per_source = |text: &mut MetricsText, name: &str, help: &str, value: fn(&SourceStats) -> &AtomicU64| {
         text.counter(

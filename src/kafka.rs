@@ -57,12 +57,19 @@ pub struct KafkaTls {
 }
 
 /// `[kafka.sasl]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSasl {
     pub mechanism: SaslMechanism,
     pub username: String,
     pub password: String,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl").field("mechanism", &self.mechanism).field("username", &self.username).finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -29,6 +29,12 @@ fn example(name: &str, local: &[(&str, &str)], plugins: &[(&str, &str)]) -> Rout
     RouterProcess::start_with_plugins(&config, plugins)
 }
 
+/// The dead letter among `dead` that `from` (a sink, route, source, or `gateway`) gave up.
+fn dead_letter_from(dead: &[(String, Value)], from: &str) -> Value {
+    let found = dead.iter().find(|(_, event)| event["deadlettersink"] == from);
+    found.map(|(_, event)| event.clone()).unwrap_or_else(|| panic!("no dead letter from {from}: {dead:?}"))
+}
+
 /// Relative paths of the events under `root` whose file path starts with `prefix`.
 fn under(root: &std::path::Path, prefix: &str) -> Vec<(String, Value)> {
     json_lines_under(root).into_iter().filter(|(path, _)| path.starts_with(prefix)).collect()
@@ -67,6 +73,9 @@ async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
     assert_eq!(malformed.status(), 400);
     assert!(malformed.text().await.unwrap().contains("id"));
     assert_eq!(send("audit.logout", "a3", Some("prod-a"), token).await.status(), 202);
+    // A routing key the destination will not turn into a directory (a hidden name): accepted,
+    // then dead-lettered by the destination with the reason; the rest are written.
+    assert_eq!(send("audit.login", "x1", Some(".hidden"), token).await.status(), 202);
 
     let audit = router.path("events/audit-trail");
     let production = router.path("events/production");
@@ -85,6 +94,14 @@ async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
     let hour: Vec<&str> = path.split('/').collect();
     assert_eq!(hour.len(), 7, "topic/routing-key/YYYY/mm/dd/HH/file: {path}");
     assert!(hour[2].len() == 4 && hour[3..6].iter().all(|part| part.len() == 2), "{path}");
+    let dead = eventually("the unwritable event dead-lettered", WAIT, || {
+        let dead = json_lines_under(&router.path("events/dead-letters"));
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    let unwritable = dead_letter_from(&dead, "audit-files");
+    assert_eq!(unwritable["id"], "x1", "{unwritable}");
+    assert!(unwritable["deadletterreason"].as_str().unwrap().contains(".hidden"), "{unwritable}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,6 +129,11 @@ async fn nats_system_events_are_watched_by_the_system_account() {
     }
     assert_eq!(Client::Py.run(&format!("nats://a:a@{nats}"), "connect_only", None)["connected"], true);
     assert_eq!(Client::Js.run(&format!("nats://a:wrong@{nats}"), "connect_only", None)["connected"], false);
+    // A malformed event from a user: told to the client, dead-lettered with the reason.
+    let headers = json!({"ce-specversion": "0.3", "ce-id": "m1", "ce-source": "/a", "ce-type": "t"});
+    let malformed = json!({"events": [{"subject": "orders", "headers": headers, "data": {}}], "expect_error": true});
+    let refused = Client::Py.run(&format!("nats://a:a@{nats}"), "publish_events", Some(&malformed.to_string()));
+    assert!(refused["errors"][0].as_str().unwrap().to_lowercase().contains("invalid publish"), "{refused}");
     while let Ok(event) = lines.recv_timeout(Duration::from_secs(6)) {
         seen.push(event);
     }
@@ -122,6 +144,10 @@ async fn nats_system_events_are_watched_by_the_system_account() {
     }
     assert!(subjects.iter().any(|s| s.ends_with(".CLIENT.AUTH.ERR")), "{subjects:?}");
     assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+    let dead = json_lines_under(&router.path("events/dead-letters"));
+    let malformed = dead_letter_from(&dead, "gateway");
+    assert!(malformed["deadletterreason"].as_str().unwrap().contains("specversion"), "{malformed}");
+    assert_eq!(malformed["deadlettersubject"], "$A.USERS.orders", "{malformed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,13 +188,21 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
         event("e1", "event_feed"),
         event("u1", "notAKnownType"),
     ]);
-    let publish = |token: &str| {
+    let publish = |token: &str, events: &Value, expect_error: bool| {
         let (cert, key) = &pki.client;
-        let extra = json!({"ca": pki.ca, "cert": cert, "key": key, "token": token, "events": events});
+        let extra = json!({"ca": pki.ca, "cert": cert, "key": key, "token": token, "events": events,
+                           "expect_error": expect_error});
         Client::Py.run(&url, "publish_events", Some(&extra.to_string()))
     };
-    assert_eq!(publish("wrong-token")["connected"], false, "a valid token is required");
-    assert_eq!(publish("automate-events-token"), json!({"connected": true, "published": 6}));
+    let token = "automate-events-token";
+    assert_eq!(publish("wrong-token", &events, false)["connected"], false, "a valid token is required");
+    // A malformed event: the client is told (nats-py then closes), it is dead-lettered with the
+    // reason, and the next connection's events go through.
+    let mut malformed = event("m1", "compliance_ingest");
+    malformed["headers"]["ce-specversion"] = json!("0.3");
+    let refused = publish(token, &json!([malformed]), true);
+    assert!(refused["errors"][0].as_str().unwrap().to_lowercase().contains("invalid publish"), "{refused}");
+    assert_eq!(publish(token, &events, false), json!({"connected": true, "published": 6}));
 
     let ids = |destination: &HttpDestination| -> Vec<String> {
         let bodies = destination.received().into_iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap());
@@ -182,10 +216,17 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
     assert_eq!(ids(&cfgingest), ["g1"]);
     assert_eq!(ids(&event_feed), ["e1"]);
     let dead = router.path("events/dead-letters");
-    let (_, dead) =
-        eventually("the refused event dead-lettered", WAIT, || json_lines_under(&dead).into_iter().next()).await;
-    assert_eq!(dead["id"], "c1", "{dead}");
-    assert!(dead["deadletterreason"].as_str().unwrap().contains("400"), "{dead}");
+    let dead = eventually("the malformed and the refused event dead-lettered", WAIT, || {
+        let dead = json_lines_under(&dead);
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    let refused = dead_letter_from(&dead, "feed-service");
+    assert_eq!(refused["id"], "c1", "{refused}");
+    assert!(refused["deadletterreason"].as_str().unwrap().contains("400"), "{refused}");
+    let malformed = dead_letter_from(&dead, "gateway");
+    assert!(malformed["deadletterreason"].as_str().unwrap().contains("specversion"), "{malformed}");
+    assert_eq!(malformed["deadlettersubject"], "automate.events", "{malformed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -254,11 +295,7 @@ async fn kafka_exporter_logs_publications_and_forwards_them_to_kafka_keyed_by_id
         (dead.len() == 2).then_some(dead)
     })
     .await;
-    let reason = |sink: &str| {
-        let found = dead.iter().find(|(_, e)| e["deadlettersink"] == sink);
-        let (_, event) = found.unwrap_or_else(|| panic!("no dead letter from {sink}: {dead:?}"));
-        event["deadletterreason"].as_str().unwrap().to_owned()
-    };
+    let reason = |from: &str| dead_letter_from(&dead, from)["deadletterreason"].as_str().unwrap().to_owned();
     assert!(reason("aporeto").contains("not valid json"), "{dead:?}");
     assert!(reason("kafka").contains("no `identity`"), "{dead:?}");
 }
@@ -358,12 +395,10 @@ async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapp
         (dead.len() == 3).then_some(dead)
     })
     .await;
-    let reasons: Vec<(String, String)> = dead
-        .iter()
-        .map(|(_, e)| (e["deadlettersink"].as_str().unwrap().into(), e["deadletterreason"].as_str().unwrap().into()))
-        .collect();
-    let has = |from: &str, reason: &str| reasons.iter().any(|(f, r)| f == from && r.contains(reason));
-    assert!(has("to-service-log", "unknown level \"Severe\""), "{reasons:?}");
-    assert!(has("service-log", "/cluster_uuid: is required"), "{reasons:?}");
-    assert!(has("notification-backend", "no `org_id`"), "{reasons:?}");
+    let has = |from: &str, reason: &str| {
+        dead_letter_from(&dead, from)["deadletterreason"].as_str().is_some_and(|r| r.contains(reason))
+    };
+    assert!(has("to-service-log", "unknown level \"Severe\""), "{dead:?}");
+    assert!(has("service-log", "/cluster_uuid: is required"), "{dead:?}");
+    assert!(has("notification-backend", "no `org_id`"), "{dead:?}");
 }

@@ -154,10 +154,11 @@ async fn a_slow_destination_cannot_hold_a_call_past_the_plugin_timeout() {
     assert!(err.is_retryable());
 }
 
-/// A runtime lending a producer for `brokers` (`[kafka]` with its defaults).
-fn kafka_runtime(brokers: &str) -> PluginRuntime {
+/// A runtime lending a producer for `brokers` (`[kafka]` with its defaults and `extra` lines).
+fn kafka_runtime(brokers: &str, extra: &str) -> PluginRuntime {
     let settings: KafkaSettings =
-        toml::from_str(&format!("brokers = [\"{brokers}\"]\ndelivery_timeout_ms = 3000")).expect("settings parse");
+        toml::from_str(&format!("brokers = [\"{brokers}\"]\ndelivery_timeout_ms = 3000\n{extra}"))
+            .expect("settings parse");
     let kafka = KafkaConnection::new(&settings).expect("the producer is made");
     runtime().with_services(HostServices { kafka: Some(Arc::new(kafka)), nats: None })
 }
@@ -175,7 +176,7 @@ fn kafka_probe(topic: &str, grant: Topics) -> PluginSpec {
 async fn kafka_records_reach_the_broker_only_for_granted_topics() {
     let broker = KafkaBroker::start().await;
     broker.create_topic("orders", 1);
-    let runtime = kafka_runtime(&broker.bootstrap());
+    let runtime = kafka_runtime(&broker.bootstrap(), "");
 
     let granted = sink(&runtime, kafka_probe("orders", Topics::Only(vec!["orders".into()]))).await;
     deliver(&granted, &[order(1), order(2)]).await.expect("delivered");
@@ -191,10 +192,26 @@ async fn kafka_records_reach_the_broker_only_for_granted_topics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_that_is_down_fails_deliveries_as_retryable() {
-    let runtime = kafka_runtime(&format!("127.0.0.1:{}", common::free_port()));
+    let runtime = kafka_runtime(&format!("127.0.0.1:{}", common::free_port()), "");
     let sink = sink(&runtime, kafka_probe("orders", Topics::Any)).await;
     match deliver(&sink, &[order(1)]).await {
         Err(DeliveryError::Retryable(reason)) => assert!(reason.contains("kafka"), "{reason}"),
         other => panic!("expected a retryable failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_record_batches_arrive_whole() {
+    let broker = KafkaBroker::start().await;
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        broker.create_topic(codec, 1);
+        let runtime = kafka_runtime(&broker.bootstrap(), &format!("compression = \"{codec}\""));
+        let sink = sink(&runtime, kafka_probe(codec, Topics::Any)).await;
+        let batch: Vec<Event> = (0..50).map(order).collect();
+        deliver(&sink, &batch).await.unwrap_or_else(|err| panic!("{codec}: {err}"));
+        let records = broker.consume(codec, 50, NETWORK_TIMEOUT);
+        assert_eq!(records.len(), 50, "{codec}: {records:?}");
+        let value: Value = serde_json::from_str(records[49]["value"].as_str().unwrap()).expect("JSON");
+        assert_eq!(value["id"], "order-49", "{codec}");
     }
 }

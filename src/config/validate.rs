@@ -251,6 +251,10 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             let reason = "a source has this name too; dead letters of both would share $DLQ.<name>";
             check.error(format!("sinks.{name}"), sink.span(), reason);
         }
+        if name == "gateway" && config.service.gateway.is_some() {
+            let reason = "the NATS gateway dead-letters malformed publishes on $DLQ.gateway; name the sink otherwise";
+            check.error(format!("sinks.{name}"), sink.span(), reason);
+        }
         if let Some(plan) = check.sink(name, sink.span(), sink.get_ref(), config.service.event_limit) {
             config.sinks.insert(name.clone(), plan);
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
@@ -27,11 +27,15 @@ use super::tls::PeerCertificate;
 use super::{Authenticator, Shared, binding};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::dead_letter;
 use crate::event::Event;
-use crate::ingest::cloudevents::DecodeError;
+use crate::ingest::cloudevents::{self, DecodeError};
 
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Malformed publishes are dead-lettered on `$DLQ.gateway`.
+const DEAD_LETTER_NAME: &str = "gateway";
 
 /// What a client asked for in CONNECT.
 #[derive(Debug, Deserialize)]
@@ -577,6 +581,9 @@ impl Client {
                 self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
                 // The global account's subjects are the broker's own: no copy on that hot path.
                 let internal = if self.prefix.is_empty() { subject } else { format!("{}{subject}", self.prefix) };
+                // Only a message with headers can fail to decode past its subject: keep what its dead
+                // letter needs then, and copy nothing on the plain-message path.
+                let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
                 let events = match binding::decode(internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
                     // As nats-server: the error, then the +OK a verbose client counts on.
@@ -589,6 +596,17 @@ impl Client {
                         let text = err.to_string().replace('\'', "\"");
                         self.outbound.send(|out| protocol::write_err(out, &format!("Invalid Publish: {text}")));
                         self.ok();
+                        // Most NATS publishers never read an asynchronous -ERR: the message is
+                        // kept as a dead letter, with the reason, as it came.
+                        let stats = &self.shared.stats;
+                        stats.malformed_publishes.fetch_add(1, Ordering::Relaxed);
+                        let raw = kept.and_then(|(subject, payload)| {
+                            cloudevents::raw(binding::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
+                        });
+                        if let Some(raw) = raw {
+                            let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
+                            dead_letter::publish(broker, raw, DEAD_LETTER_NAME, &err.to_string(), 0, lost).await;
+                        }
                         return true;
                     }
                 };

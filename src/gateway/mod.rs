@@ -66,6 +66,10 @@ pub struct GatewayStats {
     pub slow_consumers: AtomicU64,
     /// Publishes a queue refused (full or closed).
     pub refused_publishes: AtomicU64,
+    /// Publishes that were not valid events (told to the client, and dead-lettered).
+    pub malformed_publishes: AtomicU64,
+    /// Dead letters of malformed publishes that no route took.
+    pub dead_letters_lost: AtomicU64,
 }
 
 /// What every connection shares.

@@ -201,7 +201,8 @@ async def tls_connect(url, paths):
 async def publish_events(url, extra):
     """Publishes `extra["events"]` ({subject, headers, data} with data sent as JSON, or {subject,
     raw} with raw sent as it is) and flushes; over TLS when `extra` names `ca`, `cert` and `key`,
-    with `extra["token"]`."""
+    with `extra["token"]`. With `extra["expect_error"]`, waits for the server's -ERR (nats-py
+    handles it after the flush, then closes) and lists it in `errors`."""
     extra = json.loads(extra)
     tls = tls_context(extra) if "ca" in extra else None
     try:
@@ -213,9 +214,16 @@ async def publish_events(url, extra):
     for event in extra["events"]:
         payload = event["raw"] if "raw" in event else json.dumps(event["data"])
         await nc.publish(event["subject"], payload.encode(), headers=event.get("headers"))
-    await nc.flush()
+    await nc.flush(timeout=TIMEOUT)
+    result = {"connected": True, "published": len(extra["events"])}
+    if extra.get("expect_error"):
+        for _ in range(100):
+            if nc.is_closed:
+                break
+            await asyncio.sleep(0.02)
+        result["errors"] = [str(nc.last_error)] if nc.last_error else []
     await nc.close()
-    return {"connected": True, "published": len(extra["events"])}
+    return result
 
 
 SCENARIOS = {
