@@ -418,10 +418,7 @@ impl Checker<'_> {
             })
             .collect();
         if let Some(content_type) = &source.content_type
-            && !content_type
-                .split(';')
-                .next()
-                .is_some_and(|t| t.trim().split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()))
+            && !is_media_type(content_type)
         {
             self.error(format!("{key}.content_type"), span.clone(), format!("`{content_type}` is not a media type"));
         }
@@ -571,6 +568,12 @@ impl Checker<'_> {
             sinks: route.sinks.clone(),
         })
     }
+}
+
+/// `type/subtype`, parameters allowed after a `;`.
+fn is_media_type(text: &str) -> bool {
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    essence.split_once('/').is_some_and(|(ty, subtype)| !ty.is_empty() && !subtype.is_empty())
 }
 
 fn valid_name(name: &str) -> bool {

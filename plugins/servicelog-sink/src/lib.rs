@@ -98,10 +98,7 @@ impl Sink for ServiceLogSink {
         config.deny_unknown(&KEYS)?;
         let url = Url::parse(config.require("url")?).map_err(|err| Error::permanent(format!("config: `url` {err}")))?;
         let schema = Schema::parse(SCHEMA).map_err(Error::permanent)?;
-        let fields = serde_json::from_str::<Value>(SCHEMA)
-            .ok()
-            .and_then(|s| s["properties"].as_object().map(|p| p.keys().cloned().collect()))
-            .unwrap_or_default();
+        let fields = schema.properties();
         let timeout_ms: u64 = config.json("timeout_ms")?.unwrap_or(10_000);
         if timeout_ms == 0 {
             return Err(Error::permanent("config: `timeout_ms` must be above 0"));

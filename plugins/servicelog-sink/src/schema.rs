@@ -22,6 +22,11 @@ impl Schema {
         Ok(Schema(root))
     }
 
+    /// The names the top-level `properties` define.
+    pub fn properties(&self) -> Vec<String> {
+        self.0["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// Every way `value` breaks the schema, each as `/path: reason`; empty when it is valid.
     pub fn errors(&self, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
