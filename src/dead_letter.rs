@@ -12,6 +12,8 @@ pub const PREFIX: &str = "$DLQ.";
 
 /// Publishes `event` on `$DLQ.<from>`. Returns false (after logging and counting in `lost`) when no
 /// route took it; a dead letter that fails again is not dead-lettered twice, so it cannot loop.
+/// A dead letter the broker refused is abandoned ([`crate::queue::abandon`]): its event is handed
+/// over again where that is possible, as if it had never been delivered.
 pub async fn publish(
     broker: &dyn Broker,
     mut event: Event,
@@ -26,6 +28,7 @@ pub async fn publish(
         tracing::error!(from, %id, reason, "dead letter undeliverable, dropped");
         return false;
     }
+    let completion = event.completion.clone();
     let original = std::mem::replace(&mut event.subject, format!("{PREFIX}{from}"));
     for (name, value) in [
         ("deadletterreason", reason.to_owned()),
@@ -44,6 +47,9 @@ pub async fn publish(
             false
         }
         Err(err) => {
+            if let Some(completion) = completion {
+                completion.fail();
+            }
             lost.fetch_add(1, Ordering::Relaxed);
             tracing::error!(from, %id, reason, error = %err, "dead letter refused, dropped");
             false

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::sync::Arc;
 
+use crate::completion::Completion;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,8 @@ pub struct Event {
     pub data: Bytes,
     /// The NATS message it arrived as, when a NATS client published it.
     pub nats: Option<Arc<NatsEnvelope>>,
+    /// Who hears when every copy of it is done with (cluster mode: the JetStream message to ack).
+    pub completion: Option<Completion>,
 }
 
 /// What a NATS message carried besides its subject and payload, kept so NATS subscribers receive
@@ -214,6 +217,7 @@ impl EventJson {
             extensions: self.extensions,
             data,
             nats: None,
+            completion: None,
         })
     }
 
@@ -285,6 +289,7 @@ mod tests {
             extensions: vec![("routingkey".into(), "eu".into()), ("id".into(), "spoofed".into())],
             data: Bytes::copy_from_slice(data),
             nats: None,
+            completion: None,
         }
     }
 

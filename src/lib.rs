@@ -13,6 +13,7 @@
 //! - [`sink`]: the [`sink::Sink`] role, delivery errors, the sink worker (batching, retries, dead
 //!   letters) and built-in sinks.
 //! - [`auth`]: the [`auth::AuthPolicy`] role, requests and grants.
+//! - [`completion`]: tells the one who handed over an event when every copy of it is done with.
 //! - [`dead_letter`]: republishing what could not be handled or delivered on `$DLQ.<name>`.
 //! - [`fault`]: how a call into any role can fail without answering.
 //! - [`capability`]: the Kafka and NATS services the host lends to sinks; [`kafka`] the Kafka one.
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod broker;
 pub mod capability;
 pub mod cli;
+pub mod completion;
 pub mod config;
 pub mod dead_letter;
 pub mod event;

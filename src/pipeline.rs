@@ -202,6 +202,13 @@ impl Pipeline {
             };
             routes.push((plan.clone(), Arc::new(route)));
         }
+        if errors.is_empty() {
+            let subscriptions: Vec<NewSubscription> =
+                routes.iter().map(|(plan, route)| route_subscription(plan, route)).collect();
+            if let Err(err) = self.broker.prepare(&subscriptions).await {
+                errors.push(err.to_string());
+            }
+        }
         if errors.is_empty() { Ok(Staged { sinks, routes }) } else { Err(errors) }
     }
 
@@ -242,15 +249,7 @@ impl Pipeline {
 
         let old: Vec<LiveRoute> = std::mem::take(&mut state.routes);
         let remove: Vec<SubscriptionId> = old.iter().map(|live| live.subscription).collect();
-        let add = staged
-            .routes
-            .iter()
-            .map(|(plan, route)| NewSubscription {
-                pattern: plan.subject.clone(),
-                queue_group: None,
-                subscriber: route.clone(),
-            })
-            .collect();
+        let add = staged.routes.iter().map(|(plan, route)| route_subscription(plan, route)).collect();
         let (ids, settled) = self.broker.replace_subscriptions(&remove, add);
         for ((plan, route), subscription) in staged.routes.into_iter().zip(ids) {
             match old.iter().find(|live| live.plan.name == plan.name) {
@@ -319,6 +318,17 @@ impl Pipeline {
             self.workers.wait().await;
         }
         stats.iter().map(|s| s.abandoned.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The broker subscription of a route: durable, under the route's name, so that in cluster mode
+/// the routers of a cluster share its work and keep its events until its sinks have them.
+fn route_subscription(plan: &RoutePlan, route: &Arc<Route>) -> NewSubscription {
+    NewSubscription {
+        pattern: plan.subject.clone(),
+        queue_group: None,
+        subscriber: route.clone(),
+        durable: Some(plan.name.clone()),
     }
 }
 

@@ -204,12 +204,34 @@ impl SinkQueue {
         }
     }
 
+    /// Takes every queued event out as undelivered (see [`abandon`]); returns how many there were.
+    pub fn abandon_all(&self) -> usize {
+        let left: Vec<Event> = match self.state.lock() {
+            Ok(mut state) => state.items.drain(..).collect(),
+            Err(_) => return 0,
+        };
+        let count = left.len();
+        abandon(left);
+        count
+    }
+
     /// Refuses further events; `pop_batch` drains what is queued, then returns `None`.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.not_empty.notify_waiters();
         self.not_empty.notify_one();
         self.not_full.notify_waiters();
+    }
+}
+
+/// Marks `events` as not delivered, so whoever handed them over hands them over again (cluster
+/// mode: JetStream redelivers them). Events dropped by an overflow policy are not abandoned: the
+/// policy says they may be lost.
+pub fn abandon(events: impl IntoIterator<Item = Event>) {
+    for event in events {
+        if let Some(completion) = &event.completion {
+            completion.fail();
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::RouterAdmin;
-use crate::broker::{Broker, EmbeddedBroker};
+use crate::broker::cluster::BrokerMode;
+use crate::broker::{Broker, EmbeddedBroker, NatsBroker};
 use crate::capability::HostServices;
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -31,6 +32,9 @@ pub struct Running {
     /// Where the NATS gateway listens, when `[service]` turns it on.
     pub nats_addr: Option<SocketAddr>,
     gateway: Option<Gateway>,
+    /// The cluster broker, in cluster mode: it stops pulling before the sinks drain, and sends its
+    /// last acknowledgements after.
+    cluster: Option<Arc<NatsBroker>>,
     sources: Sources,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
@@ -51,7 +55,14 @@ pub struct ShutdownReport {
 
 /// Builds every part the config describes and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
+    let (broker, cluster): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match config.broker.mode {
+        BrokerMode::Embedded => (Arc::new(EmbeddedBroker::new()), None),
+        BrokerMode::Nats => {
+            let cluster = Arc::new(NatsBroker::connect(&config.broker).await.context("[broker] mode = \"nats\"")?);
+            tracing::info!(servers = ?config.broker.servers, "joined the NATS cluster");
+            (cluster.clone(), Some(cluster))
+        }
+    };
     let listen = config.http.listen;
     let gateway_settings = config.service.gateway.clone();
     let tls = config.tls.clone();
@@ -118,7 +129,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let plugins = reloader.plugins().len();
     let nats = nats_addr.map(|addr| addr.to_string());
     tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
-    Ok(Running { http_addr, nats_addr, gateway, sources, ready, stop_http, http, tasks, reloader, _watcher: watcher })
+    Ok(Running {
+        http_addr,
+        nats_addr,
+        gateway,
+        cluster,
+        sources,
+        ready,
+        stop_http,
+        http,
+        tasks,
+        reloader,
+        _watcher: watcher,
+    })
 }
 
 /// The connections the host lends to granted plugins: NATS is the router's own broker.
@@ -158,8 +181,14 @@ impl Running {
         }
         self.tasks.close();
         self.tasks.wait().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.stop_consuming().await;
+        }
         let drain_timeout = self.reloader.drain_timeout().await;
         let abandoned = self.reloader.pipeline().shutdown(drain_timeout).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.finish(drain_timeout.max(Duration::from_secs(1))).await;
+        }
         if abandoned > 0 {
             tracing::error!(abandoned, "shut down with undelivered events");
         } else {

@@ -69,7 +69,7 @@ impl EmbeddedBroker {
     }
 
     fn insert(state: &mut State, id: u64, subscription: NewSubscription) {
-        let NewSubscription { pattern, queue_group, subscriber } = subscription;
+        let NewSubscription { pattern, queue_group, subscriber, durable: _ } = subscription;
         state.index.insert(&pattern, id, Arc::new(Entry { queue_group, subscriber }));
         state.patterns.insert(id, pattern);
     }
@@ -88,7 +88,7 @@ impl Broker for EmbeddedBroker {
         for subscriber in &targets {
             subscriber.deliver(&event).await?;
         }
-        Ok(PublishAck { delivered: targets.len() })
+        Ok(PublishAck { delivered: targets.len(), elsewhere: false })
     }
 
     fn subscribe(
@@ -99,7 +99,7 @@ impl Broker for EmbeddedBroker {
     ) -> SubscriptionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut state) = self.state.write() {
-            Self::insert(&mut state, id, NewSubscription { pattern, queue_group, subscriber });
+            Self::insert(&mut state, id, NewSubscription { pattern, queue_group, subscriber, durable: None });
         }
         SubscriptionId(id)
     }
@@ -220,7 +220,12 @@ mod tests {
             async move { broker.publish(event("a.1")).await }
         });
         tokio::task::yield_now().await;
-        let add = NewSubscription { pattern: Pattern::new("a.>").unwrap(), queue_group: None, subscriber: new.clone() };
+        let add = NewSubscription {
+            pattern: Pattern::new("a.>").unwrap(),
+            queue_group: None,
+            subscriber: new.clone(),
+            durable: None,
+        };
         let (ids, settled) = broker.replace_subscriptions(&[old_id], vec![add]);
         assert_eq!(ids.len(), 1);
         assert_eq!(broker.publish(event("a.2")).await.unwrap().delivered, 1);

@@ -1,12 +1,13 @@
 //! The broker: who receives an event published on a subject. One trait, [`Broker`], with NATS's
-//! verbs; the embedded, in-process implementation is [`EmbeddedBroker`], and the NATS/JetStream
-//! cluster backend will be a second implementation of the same trait.
+//! verbs; the embedded, in-process implementation is [`EmbeddedBroker`], and [`NatsBroker`]
+//! (cluster mode) implements the same trait on a NATS cluster with JetStream.
 //!
 //! A subscriber is anything that accepts events ([`Subscriber`]): a route, a NATS client
 //! connection, a dead-letter watcher. A publish returns once every matching subscription has
 //! accepted the event (or one of them refused it), so an acknowledgement to a client means the
 //! event is on every queue it belongs to. The broker knows nothing of Wasm, HTTP or sinks.
 
+pub mod cluster;
 mod embedded;
 mod index;
 pub mod subject;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use cluster::NatsBroker;
 pub use embedded::EmbeddedBroker;
 pub use index::SubscriptionIndex;
 pub use subject::{Pattern, Subject, SubjectError};
@@ -35,6 +37,9 @@ pub enum Refusal {
     /// It is shutting down and takes no more events.
     #[error("{0} is closed")]
     Closed(String),
+    /// What it keeps events in (cluster mode: JetStream) did not confirm it has the event.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable { what: String, reason: String },
 }
 
 /// Takes events from the broker.
@@ -47,8 +52,11 @@ pub trait Subscriber: Send + Sync {
 /// What a successful publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishAck {
-    /// How many subscriptions accepted the event.
+    /// How many subscriptions of this router accepted the event.
     pub delivered: usize,
+    /// The event also went to other routers of a cluster, whose subscribers this router cannot
+    /// count.
+    pub elsewhere: bool,
 }
 
 /// Why a publish failed.
@@ -87,6 +95,21 @@ pub trait Broker: Send + Sync {
         remove: &[SubscriptionId],
         add: Vec<NewSubscription>,
     ) -> (Vec<SubscriptionId>, Settled);
+
+    /// Makes ready what the durable subscriptions among `add` need before
+    /// [`replace_subscriptions`](Broker::replace_subscriptions) starts them (cluster mode: their
+    /// JetStream streams and consumers), so that starting them cannot fail. The embedded broker
+    /// needs nothing.
+    async fn prepare(&self, add: &[NewSubscription]) -> Result<(), PrepareError> {
+        let _ = add;
+        Ok(())
+    }
+
+    /// True when an accepted publish is already stored beyond this process (cluster mode), so a
+    /// NATS client's `+OK` waits for the publish instead of preceding it as nats-server's does.
+    fn stores_publishes(&self) -> bool {
+        false
+    }
 }
 
 /// A subscription to start: pattern, queue group and subscriber, as [`Broker::subscribe`] takes them.
@@ -94,6 +117,18 @@ pub struct NewSubscription {
     pub pattern: Pattern,
     pub queue_group: Option<String>,
     pub subscriber: Arc<dyn Subscriber>,
+    /// A name under which the subscription's events are kept until its subscriber is done with
+    /// them (see [`crate::completion`]), shared by every router of a cluster: a route. The embedded
+    /// broker keeps nothing and treats it as a plain subscription.
+    pub durable: Option<String>,
+}
+
+/// Why the broker could not make a durable subscription ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("durable subscription `{name}`: {reason}")]
+pub struct PrepareError {
+    pub name: String,
+    pub reason: String,
 }
 
 /// Completes once the publishes that began before a subscription change have finished.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::Pattern;
+use crate::broker::cluster::BrokerSettings;
 use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
@@ -67,6 +68,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourcePlan>,
     /// `[kafka]`: how to reach the brokers granted plugins produce to.
     pub kafka: Option<KafkaSettings>,
+    /// `[broker]`: which broker routes events (restart-only).
+    pub broker: BrokerSettings,
     /// The file it was read from, for reloading it.
     pub origin: Option<ConfigOrigin>,
 }
@@ -234,6 +237,7 @@ impl Config {
         keep("tls", self.tls == running.tls);
         keep("sources", self.sources == running.sources);
         keep("kafka", self.kafka == running.kafka);
+        keep("broker", self.broker == running.broker);
         let system_account = &running.service.gateway_auth.system_account;
         keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
         self.log_format = running.log_format;
@@ -251,6 +255,7 @@ impl Config {
         self.tls = running.tls.clone();
         self.sources = running.sources.clone();
         self.kafka = running.kafka.clone();
+        self.broker = running.broker.clone();
         self.service.gateway_auth.system_account = system_account.clone();
         differ
     }

@@ -38,6 +38,8 @@ pub struct ConfigFile {
     pub sources: BTreeMap<String, Spanned<SourceConfig>>,
     /// `[kafka]`: the producer lent to plugins granted `capabilities.kafka`.
     pub kafka: Option<Spanned<crate::kafka::KafkaSettings>>,
+    /// `[broker]`: embedded (default) or a NATS cluster with JetStream.
+    pub broker: Option<Spanned<crate::broker::cluster::BrokerSettings>>,
 }
 
 /// `[sources.NAME]`: where the router pulls events from.

@@ -209,8 +209,15 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         sinks: BTreeMap::new(),
         sources: BTreeMap::new(),
         kafka: None,
+        broker: Default::default(),
         origin: None,
     };
+    if let Some(broker) = &file.broker {
+        for (key, reason) in broker.get_ref().check() {
+            check.error(format!("broker.{key}"), broker.span(), reason);
+        }
+        config.broker = broker.get_ref().clone();
+    }
     if let Some(kafka) = &file.kafka {
         for (key, reason) in kafka.get_ref().check() {
             check.error(format!("kafka.{key}"), kafka.span(), reason);

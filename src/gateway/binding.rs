@@ -54,9 +54,15 @@ pub fn decode(
 
 /// The header block a NATS subscriber gets with `event`; `None` for a plain `MSG`.
 pub fn headers_of(event: &Event) -> Option<Bytes> {
-    if let Some(envelope) = &event.nats {
-        return envelope.headers.clone();
+    match &event.nats {
+        Some(envelope) => envelope.headers.clone(),
+        None => Some(context_headers(event)),
     }
+}
+
+/// `event`'s context as a NATS header block: `ce-` attributes and `content-type` (CloudEvents binary
+/// mode), whatever message it arrived as.
+pub fn context_headers(event: &Event) -> Bytes {
     let c = &event.context;
     let mut block = String::with_capacity(160);
     block.push_str("NATS/1.0\r\n");
@@ -83,7 +89,7 @@ pub fn headers_of(event: &Event) -> Option<Bytes> {
         header(&format!("ce-{name}"), value);
     }
     block.push_str("\r\n");
-    Some(Bytes::from(block))
+    Bytes::from(block)
 }
 
 /// The reply subject of `event`, if it asks for one.

@@ -610,18 +610,32 @@ impl Client {
                         return true;
                     }
                 };
-                self.ok();
-                let mut delivered = 0;
+                // In cluster mode +OK means "stored": it waits for JetStream's acknowledgement.
+                let stored = self.shared.broker.stores_publishes();
+                if !stored {
+                    self.ok();
+                }
+                let (mut delivered, mut elsewhere, mut refused) = (0, false, None);
                 for event in events {
                     match self.shared.broker.publish(event).await {
-                        Ok(ack) => delivered += ack.delivered,
+                        Ok(ack) => (delivered, elsewhere) = (delivered + ack.delivered, elsewhere || ack.elsewhere),
                         Err(PublishError::Refused(refusal)) => {
                             self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
+                            refused = Some(refusal);
                         }
                     }
                 }
+                match refused {
+                    None if stored => self.ok(),
+                    Some(refusal) if stored && self.options.verbose => {
+                        let text = format!("Publish Not Stored: {refusal}").replace('\'', "\"");
+                        self.outbound.send(|out| protocol::write_err(out, &text));
+                    }
+                    _ => {}
+                }
                 if delivered == 0
+                    && !elsewhere
                     && let Some(reply) = reply
                 {
                     self.no_responders(&reply);

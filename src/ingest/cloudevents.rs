@@ -468,7 +468,7 @@ fn decode_object(
     };
 
     let (context, extensions) = build_context(index, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data, nats: None })
+    Ok(Event { subject: subject.to_owned(), context, extensions, data, nats: None, completion: None })
 }
 
 fn is_null(value: &RawValue) -> bool {
@@ -581,7 +581,7 @@ fn decode_binary(
     check_specversion(None, attributes.specversion.as_deref())?;
     attributes.datacontenttype = content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
     let (context, extensions) = build_context(None, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None })
+    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None, completion: None })
 }
 
 /// A binary-mode header value as the attribute's string: surrounding whitespace dropped,
@@ -685,7 +685,7 @@ fn decode_raw(
         datacontenttype,
         dataschema: None,
     };
-    Ok(Event { subject, context, extensions: Vec::new(), data: body, nats: None })
+    Ok(Event { subject, context, extensions: Vec::new(), data: body, nats: None, completion: None })
 }
 
 /// A UUIDv7 for a raw event: the millisecond, then 74 bits that start random each millisecond
@@ -1005,6 +1005,7 @@ mod tests {
             extensions: vec![],
             data: Bytes::new(),
             nats: None,
+            completion: None,
         };
         assert_eq!(event, expected);
     }

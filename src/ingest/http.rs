@@ -236,6 +236,10 @@ async fn publish(
                 let message = format!("{what}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::TOO_MANY_REQUESTS, message, wait.as_secs(), accepted);
             }
+            Err(PublishError::Refused(refusal @ Refusal::Unavailable { .. })) => {
+                let message = format!("{refusal}; {accepted} of {count} event(s) accepted");
+                return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);
+            }
             Err(PublishError::Refused(Refusal::Closed(what))) => {
                 let message = format!("{what}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);

@@ -68,6 +68,7 @@ fn from_wit(event: wit::Event) -> Event {
         extensions: event.extensions,
         data: event.data.into(),
         nats: None,
+        completion: None,
     }
 }
 

@@ -396,6 +396,7 @@ impl Reloader {
             extensions: Vec::new(),
             data: Bytes::from(report.to_string()),
             nats: None,
+            completion: None,
         };
         if let Err(err) = self.broker.publish(event).await {
             tracing::warn!(error = %err, "reload report not published");

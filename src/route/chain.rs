@@ -131,7 +131,11 @@ impl Subscriber for Route {
         }
         self.stats.matched.fetch_add(1, Ordering::Relaxed);
         let outputs = if self.chain.is_empty() { vec![event.clone()] } else { self.run_chain(event.clone()).await };
-        for output in outputs {
+        for mut output in outputs {
+            // What a handler made of the event finishes it as the event itself would.
+            if output.completion.is_none() {
+                output.completion.clone_from(&event.completion);
+            }
             if let Some((last, others)) = self.sinks.split_last() {
                 for sink in others {
                     sink.push(output.clone()).await?;

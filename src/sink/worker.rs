@@ -98,7 +98,7 @@ impl SinkWorker {
             let Some(batch) = batch else { break };
             self.deliver(&delivery, batch, &stop).await;
         }
-        let left = self.queue.len();
+        let left = self.queue.abandon_all();
         if left > 0 {
             self.stats.abandoned.fetch_add(left as u64, Ordering::Relaxed);
             tracing::error!(sink = %self.name, events = left, "stopped with events still queued");
@@ -163,7 +163,7 @@ impl SinkWorker {
                 _ = stop.cancelled() => {
                     self.stats.abandoned.fetch_add(pending.len() as u64, Ordering::Relaxed);
                     tracing::error!(sink = %self.name, events = pending.len(), "shutdown while retrying, events abandoned");
-                    return;
+                    return crate::queue::abandon(pending);
                 }
                 _ = tokio::time::sleep(wait) => {}
             }

@@ -104,9 +104,14 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts it and waits until it accepts connections.
     pub async fn start() -> NatsServer {
-        let port = super::free_port();
+        NatsServer::start_with(super::free_port(), &[]).await
+    }
+
+    /// Starts it on `port` with further command-line `args`, and waits until it accepts connections.
+    pub async fn start_with(port: u16, args: &[String]) -> NatsServer {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -125,5 +130,82 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real NATS cluster on loopback: `nats-server` nodes with JetStream, each with its own store,
+/// routed to one another. Nodes are killed on drop.
+pub struct NatsCluster {
+    pub nodes: Vec<Option<NatsServer>>,
+    urls: Vec<String>,
+    _store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until JetStream has a meta leader (it answers account info).
+    pub async fn start(size: usize) -> NatsCluster {
+        let store = super::tempdir();
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (super::free_port(), super::free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, cluster)| format!("nats://127.0.0.1:{cluster}")).collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cluster)) in ports.iter().enumerate() {
+            let dir = store.path().join(format!("n{i}"));
+            let args: Vec<String> = [
+                "-n",
+                &format!("n{i}"),
+                "-js",
+                "-sd",
+                &dir.display().to_string(),
+                "--cluster_name",
+                "eventyard-test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{cluster}"),
+                "--routes",
+                &routes.join(","),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            nodes.push(Some(NatsServer::start_with(*port, &args).await));
+        }
+        let urls = ports.iter().map(|(port, _)| format!("nats://127.0.0.1:{port}")).collect();
+        let cluster = NatsCluster { nodes, urls, _store: store };
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// Every node's client URL, as a TOML array's items.
+    pub fn servers_toml(&self) -> String {
+        self.urls.iter().map(|url| format!("\"{url}\"")).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Kills node `i` (SIGKILL).
+    pub fn stop(&mut self, i: usize) {
+        drop(self.nodes[i].take());
+    }
+
+    /// A client of the cluster (for what a test checks in JetStream directly).
+    pub async fn client(&self) -> async_nats::Client {
+        let servers: Vec<async_nats::ServerAddr> = self.urls.iter().map(|url| url.parse().expect("a URL")).collect();
+        async_nats::connect(servers).await.expect("the cluster accepts a client")
+    }
+
+    async fn wait_for_jetstream(&self) {
+        let client = self.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = client.request("$JS.API.INFO", "".into()).await;
+            if let Ok(answer) = answer
+                && serde_json::from_slice::<serde_json::Value>(&answer.payload)
+                    .is_ok_and(|info| info.get("error").is_none())
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the NATS cluster's JetStream did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

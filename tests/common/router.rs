@@ -168,6 +168,31 @@ impl RouterProcess {
         }
     }
 
+    /// Kills the process with SIGKILL, as a crash would: nothing is drained or acknowledged.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the router is running");
+        child.kill().expect("SIGKILL is sent");
+        child.wait().expect("the router is reaped");
+    }
+
+    /// Runs `eventyard serve` on `config` (with `{dir}` replaced), expecting it to refuse to start;
+    /// returns what it printed on stderr. Panics if it starts instead.
+    pub fn start_failure(config: &str) -> String {
+        let dir = super::tempdir();
+        let path = dir.path().join("eventyard.toml");
+        std::fs::write(&path, config.replace("{dir}", &dir.path().display().to_string())).expect("config is written");
+        let output = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+            .args(["serve", "--log-level", "info", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("eventyard runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "the router started, but should not have:\n{stderr}");
+        stderr
+    }
+
     /// The complete lines the router has written to stdout so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.path(STDOUT_FILE)).unwrap_or_default();

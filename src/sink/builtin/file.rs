@@ -577,6 +577,7 @@ mod tests {
             extensions: routing_key.map(|k| ("routingkey".to_owned(), k.to_owned())).into_iter().collect(),
             data: Bytes::copy_from_slice(data.as_bytes()),
             nats: None,
+            completion: None,
         }
     }
 

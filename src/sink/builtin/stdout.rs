@@ -159,6 +159,7 @@ mod tests {
             extensions: vec![("routingkey".into(), "leon".into())],
             data: Bytes::copy_from_slice(data),
             nats: None,
+            completion: None,
         }
     }
 

@@ -1,0 +1,141 @@
+//! [`RouteConsumer`]: one router's share of a route's work. Pulls the route's stream through the
+//! durable consumer every router shares, hands each event to the route (the current
+//! [`Subscriber`], which a reload may swap), and acknowledges the message only once every copy of
+//! the event is done with ([`crate::completion`]): delivered or dead-lettered by every sink. An
+//! event the route refused, or a copy abandoned, is nak'ed and JetStream redelivers it, to this
+//! router or another; one still being worked on is kept ours by progress acks every half of
+//! `ack_wait`. A router that dies acks nothing, and its events go to the others after `ack_wait`.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
+use futures_util::StreamExt as _;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::stream::RouteStream;
+use crate::broker::Subscriber;
+use crate::completion::{Completion, Outcome};
+
+/// How long a nak'ed event waits before JetStream offers it again.
+const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
+
+/// A running consumer of one route stream.
+pub struct RouteConsumer {
+    /// The route events go to; a reload that keeps the route puts the new one here.
+    pub subscriber: Arc<RwLock<Arc<dyn Subscriber>>>,
+    pub stop: CancellationToken,
+}
+
+impl RouteConsumer {
+    /// Starts pulling `consumer` into `subscriber` on `tasks`; acks are tracked on `acks`.
+    pub fn start(
+        stream: RouteStream,
+        consumer: PullConsumer,
+        subscriber: Arc<dyn Subscriber>,
+        ack_wait: Duration,
+        tasks: &TaskTracker,
+        acks: TaskTracker,
+    ) -> RouteConsumer {
+        let subscriber = Arc::new(RwLock::new(subscriber));
+        let stop = CancellationToken::new();
+        let pull = Pull { stream, consumer, subscriber: subscriber.clone(), ack_wait, acks };
+        tasks.spawn(pull.run(stop.clone()));
+        RouteConsumer { subscriber, stop }
+    }
+}
+
+struct Pull {
+    stream: RouteStream,
+    consumer: PullConsumer,
+    subscriber: Arc<RwLock<Arc<dyn Subscriber>>>,
+    ack_wait: Duration,
+    acks: TaskTracker,
+}
+
+impl Pull {
+    /// Pulls until `stop`; reopens the pull after an error (a server gone, a failover).
+    async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let messages = tokio::select! {
+                _ = stop.cancelled() => return,
+                messages = self.consumer.messages() => messages,
+            };
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(stream = %self.stream.name, error = %err, "cannot pull the route stream yet");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => self.handle(message).await,
+                    Some(Err(err)) => {
+                        tracing::debug!(stream = %self.stream.name, error = %err, "pull interrupted");
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Hands one stored event to the route and leaves its acknowledgement to a task that waits
+    /// for the event's completion.
+    async fn handle(&self, message: Message) {
+        let mut event = match self.stream.decode(&message) {
+            Ok(event) => event,
+            Err(reason) => {
+                // Not an event a router stored: redelivering it cannot help.
+                tracing::error!(stream = %self.stream.name, subject = %message.subject, reason, "dropping a stored message that is no event");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let (completion, outcome) = Completion::new();
+        event.completion = Some(completion.clone());
+        let subscriber = self.subscriber.read().map(|current| current.clone()).map_err(|_| ());
+        let accepted = match subscriber {
+            Ok(subscriber) => subscriber.deliver(&event).await.map_err(|refusal| refusal.to_string()),
+            Err(_) => Err("the route slot is poisoned".to_owned()),
+        };
+        if let Err(reason) = accepted {
+            tracing::debug!(stream = %self.stream.name, reason, "route refused a stored event; JetStream redelivers it");
+            completion.fail();
+        }
+        drop((event, completion));
+        self.acks.spawn(acknowledge(message, outcome, self.ack_wait));
+    }
+}
+
+/// Acks `message` once its event is done with, naks it if a copy failed; says "still working"
+/// every half of `ack_wait` until then.
+async fn acknowledge(message: Message, outcome: oneshot::Receiver<Outcome>, ack_wait: Duration) {
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + ack_wait / 2, ack_wait / 2);
+    tokio::pin!(outcome);
+    let kind = loop {
+        tokio::select! {
+            outcome = &mut outcome => break match outcome {
+                Ok(Outcome::Done) => AckKind::Ack,
+                Ok(Outcome::Failed) | Err(_) => AckKind::Nak(Some(REDELIVERY_DELAY)),
+            },
+            _ = progress.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    if let Err(err) = message.ack_with(kind).await {
+        // JetStream redelivers it after `ack_wait`: a duplicate at worst, never a loss.
+        tracing::warn!(error = %err, "could not acknowledge a stored event");
+    }
+}

@@ -1,0 +1,204 @@
+//! Route streams: one JetStream stream per route, with work-queue retention, replicated, holding
+//! each event on `<prefix>.route.<route>.<subject>` until a router has finished it. This module
+//! makes the stream and its durable pull consumer ready, writes events in ([`StreamWriter`], a
+//! broker [`Subscriber`], so a publish is acknowledged only once JetStream has every copy it
+//! needs) and turns stored messages back into events. It never runs a route.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::connect::ClusterError;
+use super::settings::BrokerSettings;
+use crate::broker::{Refusal, Subscriber};
+use crate::event::Event;
+use crate::gateway::binding;
+use crate::nats_client;
+
+/// The durable consumer every router of a cluster shares on a route's stream.
+const CONSUMER: &str = "eventyard";
+
+/// How far back JetStream recognises a publish it already stored (by `Nats-Msg-Id`).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Where one route's events live in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteStream {
+    /// The stream's name: `<prefix>_route_<route>`.
+    pub name: String,
+    /// Its subjects' first tokens: `<prefix>.route.<route>.`; an event's subject follows.
+    pub subject_prefix: String,
+}
+
+impl RouteStream {
+    pub fn new(prefix: &str, route: &str) -> RouteStream {
+        RouteStream { name: format!("{prefix}_route_{route}"), subject_prefix: format!("{prefix}.route.{route}.") }
+    }
+
+    fn config(&self, settings: &BrokerSettings) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            subjects: vec![format!("{}>", self.subject_prefix)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            // Limits, if an operator sets some, refuse new events rather than drop stored ones.
+            discard: stream::DiscardPolicy::New,
+            description: Some("Eventyard route: events waiting for a router (work queue)".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream, or checks the one that exists, and its consumer.
+    pub async fn ready(
+        &self,
+        jetstream: &jetstream::Context,
+        settings: &BrokerSettings,
+    ) -> Result<consumer::PullConsumer, ClusterError> {
+        let wanted = self.config(settings);
+        let incompatible = |reason: String| ClusterError::IncompatibleStream { stream: self.name.clone(), reason };
+        let stream = match jetstream.get_stream(&self.name).await {
+            Ok(stream) => {
+                let found = &stream.cached_info().config;
+                if found.retention != wanted.retention {
+                    return Err(incompatible(format!("its retention is {:?}, not WorkQueue", found.retention)));
+                }
+                if found.subjects != wanted.subjects {
+                    return Err(incompatible(format!(
+                        "its subjects are {:?}, not {:?}",
+                        found.subjects, wanted.subjects
+                    )));
+                }
+                if found.num_replicas != wanted.num_replicas {
+                    tracing::warn!(stream = %self.name, found = found.num_replicas, configured = wanted.num_replicas, "route stream keeps its replica count");
+                }
+                stream
+            }
+            Err(err) if matches!(err.kind(), GetStreamErrorKind::JetStream(error) if error.code() == 404) => {
+                jetstream.create_stream(wanted).await.map_err(|err| self.failed("creating", err))?;
+                jetstream.get_stream(&self.name).await.map_err(|err| self.failed("opening", err))?
+            }
+            Err(err) => return Err(self.failed("looking up", err)),
+        };
+        let config = consumer::pull::Config {
+            durable_name: Some(CONSUMER.into()),
+            description: Some("Eventyard routers sharing this route's work".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait(),
+            max_deliver: -1,
+            max_ack_pending: settings.max_ack_pending as i64,
+            ..Default::default()
+        };
+        stream.get_or_create_consumer(CONSUMER, config).await.map_err(|err| self.failed("making the consumer of", err))
+    }
+
+    fn failed(&self, what: &str, err: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Other(format!("{what} stream `{}`: {err}", self.name))
+    }
+
+    /// The event a stored message holds: its subject after the stream's prefix, its context from
+    /// the `ce-` headers (CloudEvents binary mode), its data the payload.
+    pub fn decode(&self, message: &async_nats::Message) -> Result<Event, String> {
+        let subject = message
+            .subject
+            .strip_prefix(self.subject_prefix.as_str())
+            .ok_or_else(|| format!("subject `{}` is outside stream `{}`", message.subject, self.name))?;
+        let headers = message.headers.as_ref().map(nats_client::header_block);
+        let mut events = binding::decode(subject.to_owned(), None, headers, message.payload.clone(), 0)
+            .map_err(|err| err.to_string())?;
+        let mut event = match events.len() {
+            1 => events.remove(0),
+            n => return Err(format!("a stored message holds {n} events, not one")),
+        };
+        // Stored by a router, not sent by a NATS client: it goes on with its context, not as it came.
+        event.nats = None;
+        Ok(event)
+    }
+}
+
+/// The `Nats-Msg-Id` of an event: CloudEvents ids are unique per source, so both name it.
+pub fn message_id(event: &Event) -> String {
+    format!("{} {}", event.context.source, event.context.id)
+}
+
+/// An event as a stored message's headers: its context in CloudEvents binary mode.
+fn stored_headers(event: &Event) -> HeaderMap {
+    let mut headers = nats_client::header_map(&binding::context_headers(event));
+    headers.insert("Nats-Msg-Id", message_id(event).as_str());
+    headers
+}
+
+/// Writes a route's events into its stream: the broker subscription that stands for a route on
+/// the publishing side. Returns once JetStream has stored the event (on its replicas), retrying
+/// through a failover until `publish_timeout`.
+pub struct StreamWriter {
+    pub stream: RouteStream,
+    pub jetstream: jetstream::Context,
+    pub publish_timeout: Duration,
+}
+
+#[async_trait]
+impl Subscriber for StreamWriter {
+    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        let subject = format!("{}{}", self.stream.subject_prefix, event.subject);
+        let headers = stored_headers(event);
+        let deadline = Instant::now() + self.publish_timeout;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let error = match self.store(&subject, headers.clone(), event.data.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if Instant::now() + wait >= deadline {
+                return Err(Refusal::Unavailable { what: format!("stream `{}`", self.stream.name), reason: error });
+            }
+            tracing::debug!(stream = %self.stream.name, error, "JetStream did not store the event yet, retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+impl StreamWriter {
+    async fn store(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<(), String> {
+        let publish = PublishMessage::build().headers(headers).payload(payload);
+        let ack = self.jetstream.send_publish(subject.to_owned(), publish).await.map_err(|err| err.to_string())?;
+        ack.await.map(|_| ()).map_err(|err| err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventJson;
+
+    #[test]
+    fn a_stored_event_comes_back_as_it_was() {
+        let event = serde_json::from_value::<EventJson>(serde_json::json!({
+            "subject": "audit.logins", "id": "e1", "source": "/dss", "type": "audit.login",
+            "time": "2026-11-23T10:15:00Z", "extensions": [["routingkey", "node-1"]], "data": {"user": "ada"}
+        }))
+        .unwrap()
+        .into_event(|| unreachable!())
+        .unwrap();
+        let stream = RouteStream::new("eventyard", "all");
+        assert_eq!(stream.name, "eventyard_route_all");
+        let message = async_nats::Message {
+            subject: format!("{}{}", stream.subject_prefix, event.subject).into(),
+            reply: None,
+            payload: event.data.clone(),
+            headers: Some(stored_headers(&event)),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert_eq!(message_id(&event), "/dss e1");
+        assert_eq!(stream.decode(&message).unwrap(), event);
+    }
+}

@@ -1,0 +1,230 @@
+//! Cluster mode end to end: real `nats-server` nodes with JetStream on loopback, real router
+//! processes in `[broker] mode = "nats"`, events over HTTP and NATS.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::nats::{NatsCluster, NatsServer};
+use common::router::{RouterProcess, json_lines_under};
+use futures_util::StreamExt as _;
+use serde_json::json;
+
+/// A router on `servers` with one route, `orders.>` into a file sink under `{dir}/out`.
+fn router_config(servers: &str, extra: &str) -> String {
+    format!(
+        r#"
+[broker]
+mode = "nats"
+servers = [{servers}]
+ack_wait_ms = 2000
+{extra}
+
+[service]
+host = "127.0.0.1"
+port = 0
+
+[http]
+listen = "127.0.0.1:0"
+
+[plugins]
+dir = "{{dir}}/plugins"
+watch = false
+
+[[route]]
+name = "orders"
+subject = "orders.>"
+sinks = ["out"]
+
+[sinks.out]
+kind = "file"
+root = "{{dir}}/out"
+"#
+    )
+}
+
+/// How often each numbered event reached the sinks of `routers`.
+fn arrivals(routers: &[&RouterProcess]) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    for router in routers {
+        for (_, event) in json_lines_under(&router.path("out")) {
+            let n: u64 = event["id"].as_str().and_then(|id| id.parse().ok()).expect("events are numbered");
+            *seen.entry(n).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Posts numbered event `n`, trying each router in turn until one accepts it (202); returns the
+/// refusals and errors it met on the way.
+async fn publish(client: &reqwest::Client, urls: &[String], n: u64) -> u64 {
+    let event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": {"n": n}});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (retries, url) in urls.iter().cycle().skip(n as usize % urls.len()).enumerate() {
+        let response = client
+            .post(url)
+            .header("content-type", "application/cloudevents+json")
+            .timeout(Duration::from_secs(20))
+            .body(event.to_string())
+            .send()
+            .await;
+        if response.is_ok_and(|r| r.status() == 202) {
+            return retries as u64;
+        }
+        assert!(Instant::now() < deadline, "no router accepted event {n} within a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!("the router list cycles")
+}
+
+/// Two routers share one route's work on a three-node cluster; during the run one router is
+/// SIGKILLed and one NATS node stopped. Every acknowledged event reaches a sink at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_lose_nothing_when_a_router_and_a_nats_node_die() {
+    const N: u64 = 600;
+    let mut cluster = NatsCluster::start(3).await;
+    let config = router_config(&cluster.servers_toml(), "");
+    let mut doomed = RouterProcess::start(&config);
+    let survivor = RouterProcess::start(&config);
+    let urls = [doomed.url("/v1/events/orders.new"), survivor.url("/v1/events/orders.new")];
+
+    let client = reqwest::Client::new();
+    let mut retries = 0;
+    for n in 0..N {
+        if n == N / 3 {
+            doomed.kill();
+        }
+        if n == N / 2 {
+            cluster.stop(0);
+        }
+        retries += publish(&client, &urls, n).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen = arrivals(&[&doomed, &survivor]);
+        if seen.len() as u64 == N || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let missing: Vec<u64> = (0..N).filter(|n| !seen.contains_key(n)).collect();
+    let duplicates: usize = seen.values().map(|count| count - 1).sum();
+    println!(
+        "cluster failover: {N} events acknowledged, {} delivered, {duplicates} duplicates, {retries} publish retries",
+        seen.len()
+    );
+    assert!(missing.is_empty(), "events lost: {missing:?}");
+    assert!(seen.keys().all(|n| *n < N), "only published events arrive");
+}
+
+/// Both routers pull the route: the work is shared, and a publish to either reaches NATS clients
+/// of the other; the reload report of one reaches the system account on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_share_routes_and_subscribers_across_the_cluster() {
+    let cluster = NatsCluster::start(3).await;
+    let system = "[service.auth]\nsystem_account = \"SYS\"\n[[service.auth.users]]\nuser = \"sys\"\npassword = \"sys\"\naccount = \"SYS\"\n[[service.auth.users]]\nuser = \"app\"\npassword = \"app\"\n";
+    let config = router_config(&cluster.servers_toml(), "").replace("[http]", &format!("{system}\n[http]"));
+    let (first, second) = (RouterProcess::start(&config), RouterProcess::start(&config));
+
+    let app = async_nats::ConnectOptions::with_user_and_password("app".into(), "app".into())
+        .connect(second.nats_url())
+        .await
+        .expect("the gateway admits app");
+    let mut orders = app.subscribe("orders.>").await.expect("subscribes");
+    let sys = async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys".into())
+        .connect(second.nats_url())
+        .await
+        .expect("the gateway admits the system account");
+    let mut reloads = sys.subscribe("$SYS.EVENTYARD.RELOAD").await.expect("subscribes");
+    app.flush().await.expect("flushes");
+    sys.flush().await.expect("flushes");
+    // Subscriptions reach the other router through the cluster, which takes a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = reqwest::Client::new();
+    for n in 0..40 {
+        publish(&client, &[first.url("/v1/events/orders.new")], n).await;
+    }
+    let message = tokio::time::timeout(Duration::from_secs(10), orders.next())
+        .await
+        .expect("a client of the second router gets what the first accepted")
+        .expect("a message");
+    assert_eq!(message.subject.as_str(), "orders.new");
+    assert_eq!(message.headers.as_ref().and_then(|h| h.get("ce-source")).map(|v| v.as_str()), Some("/load"));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while arrivals(&[&first, &second]).len() < 40 {
+        assert!(Instant::now() < deadline, "not every event reached a sink");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b) = (arrivals(&[&first]).len(), arrivals(&[&second]).len());
+    println!("shared work: first router {a} events, second {b}");
+    assert_eq!(a + b, 40, "each event once");
+
+    let config_file = first.path("eventyard.toml");
+    let text = std::fs::read_to_string(&config_file).expect("the config is there");
+    std::fs::write(&config_file, format!("{text}\n# touched\n")).expect("the config is rewritten");
+    let status = client.post(first.url("/v1/admin/reload")).send().await.expect("reload answers").status();
+    assert!(status.is_success());
+    let report = tokio::time::timeout(Duration::from_secs(10), reloads.next())
+        .await
+        .expect("the first router's reload report reaches the system account on the second")
+        .expect("a message");
+    let report: serde_json::Value = serde_json::from_slice(&report.payload).expect("JSON");
+    assert_eq!((report["kind"].as_str(), report["result"].as_str()), (Some("config"), Some("ok")), "{report}");
+}
+
+#[tokio::test]
+async fn no_reachable_server_is_a_clear_error() {
+    let port = common::free_port();
+    let stderr = RouterProcess::start_failure(&router_config(
+        &format!("\"nats://127.0.0.1:{port}\""),
+        "connect_timeout_ms = 500",
+    ));
+    assert!(stderr.contains("no NATS server of") && stderr.contains("is reachable"), "{stderr}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_clear_error() {
+    let server = NatsServer::start_with(
+        common::free_port(),
+        &["-js".into(), "--user".into(), "ey".into(), "--pass".into(), "right".into()],
+    )
+    .await;
+    let stderr = RouterProcess::start_failure(&router_config(
+        &format!("\"{}\"", server.url()),
+        "user = \"ey\"\npassword = \"wrong\"",
+    ));
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+}
+
+#[tokio::test]
+async fn jetstream_disabled_is_a_clear_error() {
+    let server = NatsServer::start().await;
+    let stderr = RouterProcess::start_failure(&router_config(&format!("\"{}\"", server.url()), ""));
+    assert!(stderr.contains("JetStream is not available") && stderr.contains("-js"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_stream_with_other_settings_is_a_clear_error() {
+    let dir = common::tempdir();
+    let server =
+        NatsServer::start_with(common::free_port(), &["-js".into(), "-sd".into(), dir.path().display().to_string()])
+            .await;
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "eventyard_route_orders".into(),
+            subjects: vec!["eventyard.route.orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is made");
+    let stderr = RouterProcess::start_failure(&router_config(&format!("\"{}\"", server.url()), "replicas = 1"));
+    assert!(
+        stderr.contains("stream `eventyard_route_orders` exists with settings") && stderr.contains("WorkQueue"),
+        "{stderr}"
+    );
+}
