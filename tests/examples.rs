@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::http_server::HttpDestination;
 use common::kafka::KafkaBroker;
-use common::nats::{Client, NatsServer};
+use common::nats::{Client, NatsCluster, NatsServer};
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::{Value, json};
 
@@ -401,4 +401,54 @@ async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapp
     assert!(has("to-service-log", "unknown level \"Severe\""), "{dead:?}");
     assert!(has("service-log", "/cluster_uuid: is required"), "{dead:?}");
     assert!(has("notification-backend", "no `org_id`"), "{dead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_routers_on_a_nats_cluster_share_the_work_and_dead_letters() {
+    let cluster = NatsCluster::start(3).await;
+    let servers = cluster.servers_toml();
+    let local = [
+        ("\"nats://127.0.0.1:4221\", \"nats://127.0.0.1:4222\", \"nats://127.0.0.1:4223\"", servers.as_str()),
+        ("port = 10132", "port = 0"),
+        ("127.0.0.1:10133", "127.0.0.1:0"),
+    ];
+    let routers =
+        [example("two-routers-on-a-nats-cluster", &local, &[]), example("two-routers-on-a-nats-cluster", &local, &[])];
+    let client = reqwest::Client::new();
+    for n in 0..20 {
+        let router = &routers[n % 2];
+        // The last one has a routing key the file sink will not make a directory of.
+        let key = if n == 19 { ".hidden" } else { "eu" };
+        let event = json!({"specversion": "1.0", "id": format!("o{n}"), "source": "/shop", "type": "order",
+                           "routingkey": key, "data": {"n": n}});
+        let response = client
+            .post(router.url("/v1/events/orders.new"))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("the router answers");
+        assert_eq!(response.status(), 202, "stored on the cluster");
+    }
+    // And one over NATS, through the second router's gateway.
+    let nats = async_nats::connect(routers[1].nats_url()).await.expect("the gateway admits a client");
+    nats.publish("orders.new", "{\"n\": 20}".into()).await.expect("publishes");
+    nats.flush().await.expect("flushes");
+
+    let written = |router: &RouterProcess| json_lines_under(&router.path("run/router-1/orders"));
+    let per_router = eventually("every order written once, by one router or the other", WAIT, || {
+        let counts = [written(&routers[0]).len(), written(&routers[1]).len()];
+        (counts[0] + counts[1] == 20).then_some(counts)
+    })
+    .await;
+    assert!(per_router.iter().all(|count| *count > 0), "both routers took a share: {per_router:?}");
+    let dead = eventually("the unwritable order dead-lettered", WAIT, || {
+        let dead: Vec<(String, Value)> =
+            routers.iter().flat_map(|router| json_lines_under(&router.path("run/router-1/dead-letters"))).collect();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    let unwritable = dead_letter_from(&dead, "order-files");
+    assert_eq!(unwritable["id"], "o19", "{unwritable}");
+    assert_eq!(dead.len(), 1, "dead-lettered once");
 }

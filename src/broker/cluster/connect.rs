@@ -98,11 +98,36 @@ async fn client(settings: &BrokerSettings, name: &str, no_echo: bool) -> Result<
     })
 }
 
+/// How long a cluster that is still electing its JetStream leader may keep the router waiting.
+const JETSTREAM_WAIT: Duration = Duration::from_secs(30);
+
 /// Asks `$JS.API.INFO` directly (async-nats 0.46's account query cannot read nats-server 2.9's
-/// answer): no responders means JetStream is off, an error answer that the account lacks it.
+/// answer): no responders means JetStream is off, an error answer that the account lacks it. A
+/// cluster that just started answers nothing, or "temporarily unavailable", until it has a leader.
 async fn check_jetstream(client: &async_nats::Client) -> Result<(), ClusterError> {
-    let answer = match tokio::time::timeout(Duration::from_secs(5), client.request("$JS.API.INFO", "".into())).await {
-        Err(_) => return Err(ClusterError::NoJetStream { reason: "`$JS.API.INFO` got no answer in 5 s".into() }),
+    let deadline = tokio::time::Instant::now() + JETSTREAM_WAIT;
+    loop {
+        match ask_jetstream(client).await {
+            Err(ClusterError::NoJetStream { reason })
+                if reason.contains("temporarily") || reason.contains("no answer") =>
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ClusterError::NoJetStream { reason: format!("{reason}, for {JETSTREAM_WAIT:?}") });
+                }
+                tracing::info!(reason, "JetStream not ready yet, asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn ask_jetstream(client: &async_nats::Client) -> Result<(), ClusterError> {
+    let answer = match tokio::time::timeout(Duration::from_secs(2), client.request("$JS.API.INFO", "".into())).await {
+        Err(_) => return Err(ClusterError::NoJetStream { reason: "`$JS.API.INFO` got no answer".into() }),
+        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
+            return Err(ClusterError::NoJetStream { reason: "`$JS.API.INFO` got no answer".into() });
+        }
         Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
             return Err(ClusterError::NoJetStream { reason: "nothing answers `$JS.API.INFO`".into() });
         }

@@ -23,6 +23,9 @@ use crate::nats_client;
 /// The durable consumer every router of a cluster shares on a route's stream.
 const CONSUMER: &str = "eventyard";
 
+/// How long making a route stream ready may keep trying.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How far back JetStream recognises a publish it already stored (by `Nats-Msg-Id`).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -55,8 +58,27 @@ impl RouteStream {
         }
     }
 
-    /// Creates the stream, or checks the one that exists, and its consumer.
+    /// Creates the stream, or checks the one that exists, and its consumer. Keeps trying for a
+    /// while what may pass (a cluster still electing its leaders, another router creating the same
+    /// stream at the same moment); a stream with other settings fails at once.
     pub async fn ready(
+        &self,
+        jetstream: &jetstream::Context,
+        settings: &BrokerSettings,
+    ) -> Result<consumer::PullConsumer, ClusterError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.try_ready(jetstream, settings).await {
+                Err(ClusterError::Other(reason)) if Instant::now() < deadline => {
+                    tracing::info!(stream = %self.name, reason, "route stream not ready yet, trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn try_ready(
         &self,
         jetstream: &jetstream::Context,
         settings: &BrokerSettings,

@@ -1,0 +1,139 @@
+//! Cluster mode against embedded mode, side by side on this machine: the same router config, the
+//! same load (HTTP ingest of 1 KiB events in batches of 100 from concurrent clients, into a file
+//! sink), once on the embedded broker and once on NATS clusters of real `nats-server` nodes with
+//! JetStream on loopback (three nodes with three replicas, and one node with one). Everything —
+//! the load, the router, every NATS node — shares the machine's two cores.
+//!
+//! Figures: events/s acknowledged (202: in every queue, or stored by JetStream), and events/s until
+//! the sink delivered the last one.
+//!
+//! Run: `cargo bench --bench cluster` (or `scripts/bench` for every benchmark).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::nats::NatsCluster;
+use eventyard::config::Config;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 100;
+const CLIENTS: usize = 8;
+const DURATION: Duration = Duration::from_secs(5);
+
+/// Prints one row of the project's benchmark table.
+fn row(name: &str, value: f64, unit: &str, note: &str) {
+    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
+}
+
+/// Events/s acknowledged and events/s delivered by a router whose config starts with `broker`.
+async fn load(broker: &str) -> (f64, f64) {
+    let dir = common::tempdir();
+    let config = Config::from_toml(&format!(
+        r#"
+{broker}
+[plugins]
+dir = "{dir}/plugins"
+cache_dir = ""
+[http]
+listen = "127.0.0.1:0"
+[[route]]
+name = "bench"
+subject = "bench.>"
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{dir}/files"
+fsync = "never"
+queue_size = 100000
+batch_size = 1000
+"#,
+        dir = dir.path().display()
+    ))
+    .expect("bench config is valid");
+    let running = eventyard::server::start(config).await.expect("router starts");
+    let base = format!("http://{}", running.http_addr);
+    let url = format!("{base}/v1/events/bench.load");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut sent = 0;
+            while started.elapsed() < DURATION {
+                // Ids unique across the run: JetStream would take a repeated one as a retry.
+                let events: Vec<serde_json::Value> = (0..BATCH)
+                    .map(|i| {
+                        serde_json::json!({
+                            "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
+                            "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": common::base64_kib(),
+                        })
+                    })
+                    .collect();
+                let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), 202, "the router accepts the load");
+                sent += 1;
+            }
+            sent * BATCH
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.expect("client task");
+    }
+    let acknowledged_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered(&client, &base).await < total as u64 {
+        assert!(Instant::now() < deadline, "the sink did not get every event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered_in = started.elapsed();
+    running.shutdown().await;
+    (total as f64 / acknowledged_in.as_secs_f64(), total as f64 / delivered_in.as_secs_f64())
+}
+
+async fn delivered(client: &reqwest::Client, base: &str) -> u64 {
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("eventyard_sink_delivered_total{sink=\"files\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn nats_broker(cluster: &NatsCluster, replicas: usize) -> String {
+    format!("[broker]\nmode = \"nats\"\nservers = [{}]\nreplicas = {replicas}\n", cluster.servers_toml())
+}
+
+#[tokio::main]
+async fn main() {
+    let (embedded_ack, embedded_delivered) = load("").await;
+    let three = NatsCluster::start(3).await;
+    let (r3_ack, r3_delivered) = load(&nats_broker(&three, 3)).await;
+    drop(three);
+    let one = NatsCluster::start(1).await;
+    let (r1_ack, r1_delivered) = load(&nats_broker(&one, 1)).await;
+    drop(one);
+
+    let note = "1 KiB events, batches of 100, 8 clients";
+    row("embedded, acknowledged", embedded_ack, "events/s", note);
+    row("embedded, delivered", embedded_delivered, "events/s", "until the sink had the last one");
+    for (name, ack, delivered) in [("3 nodes, R3", r3_ack, r3_delivered), ("1 node, R1", r1_ack, r1_delivered)] {
+        let ratio = format!("{:.2}x embedded", ack / embedded_ack);
+        row(&format!("cluster {name}, acknowledged"), ack, "events/s", &format!("stored by JetStream; {ratio}"));
+        let ratio = format!("{:.2}x embedded", delivered / embedded_delivered);
+        row(&format!("cluster {name}, delivered"), delivered, "events/s", &format!("acked after the sink; {ratio}"));
+    }
+}
