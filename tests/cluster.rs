@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::nats::{NatsCluster, NatsServer};
+use common::nats::{NatsCluster, NatsServer, RawClient};
 use common::router::{RouterProcess, json_lines_under};
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -227,4 +227,60 @@ async fn a_stream_with_other_settings_is_a_clear_error() {
         stderr.contains("stream `eventyard_route_orders` exists with settings") && stderr.contains("WorkQueue"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn more_replicas_than_servers_is_a_clear_error() {
+    let dir = common::tempdir();
+    let args = ["-js".into(), "-sd".into(), dir.path().display().to_string()];
+    let server = NatsServer::start_with(common::free_port(), &args).await;
+    let stderr = RouterProcess::start_failure(&router_config(&format!("\"{}\"", server.url()), "replicas = 3"));
+    assert!(stderr.contains("JetStream refused to create stream `eventyard_route_orders`"), "{stderr}");
+}
+
+/// `202` and `+OK` mean "stored by JetStream": with the cluster gone, HTTP answers 503 and a
+/// verbose NATS client gets -ERR instead of +OK; the router stays up, takes events again once the
+/// cluster is back, and a retried event is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_publishes_are_refused_and_a_retry_is_stored_once() {
+    let dir = common::tempdir();
+    let port = common::free_port();
+    let args = ["-js".to_owned(), "-sd".to_owned(), dir.path().display().to_string()];
+    let server = NatsServer::start_with(port, &args).await;
+    let config = router_config(&format!("\"{}\"", server.url()), "replicas = 1\npublish_timeout_ms = 1000");
+    let router = RouterProcess::start(&config);
+    let event = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/t", "type": "t"});
+    assert_eq!(router.post_event("orders.new", &event("stored")).await, 202);
+    let mut nats = RawClient::connect(router.nats.expect("the gateway listens")).await;
+    nats.send(b"CONNECT {\"verbose\":true}\r\n").await;
+    nats.read_until("+OK\r\n", Duration::from_secs(5)).await;
+    nats.send(b"PUB orders.nats 2\r\nhi\r\n").await;
+    nats.read_until("+OK\r\n", Duration::from_secs(5)).await;
+
+    drop(server);
+    assert_eq!(router.post_event("orders.new", &event("refused")).await, 503);
+    nats.send(b"PUB orders.nats 2\r\nhi\r\n").await;
+    let refused = nats.read_until("\r\n", Duration::from_secs(10)).await;
+    assert!(refused.starts_with("-ERR 'Publish Not Stored"), "{refused}");
+
+    // A 503 is no promise that nothing was stored (the publish may still reach JetStream once it is
+    // back): the client retries with the same id, and JetStream stores it once.
+    let _server = NatsServer::start_with(port, &args).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while router.post_event("orders.new", &event("refused")).await != 202 {
+        assert!(Instant::now() < deadline, "the router did not take events again once JetStream was back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let count = |ids: &[String], id: &str| ids.iter().filter(|seen| *seen == id).count();
+    let mut ids: Vec<String> = Vec::new();
+    while count(&ids, "stored") + count(&ids, "refused") < 2 {
+        assert!(Instant::now() < deadline, "stored events were not delivered: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lines = json_lines_under(&router.path("out"));
+        ids = lines.iter().map(|(_, e)| e["id"].as_str().unwrap_or_default().to_owned()).collect();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = json_lines_under(&router.path("out"));
+    let ids: Vec<String> = lines.iter().map(|(_, e)| e["id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!((count(&ids, "stored"), count(&ids, "refused")), (1, 1), "each event once: {ids:?}");
 }

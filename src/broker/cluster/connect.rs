@@ -27,6 +27,8 @@ pub enum ClusterError {
         "stream `{stream}` exists with settings Eventyard cannot use: {reason}; delete it or pick another `subject_prefix`"
     )]
     IncompatibleStream { stream: String, reason: String },
+    #[error("JetStream refused to create stream `{stream}`: {reason}; `replicas` may not exceed the cluster's size")]
+    StreamRefused { stream: String, reason: String },
     #[error("{0}")]
     Other(String),
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
@@ -103,7 +103,13 @@ impl RouteStream {
                 stream
             }
             Err(err) if matches!(err.kind(), GetStreamErrorKind::JetStream(error) if error.code() == 404) => {
-                jetstream.create_stream(wanted).await.map_err(|err| self.failed("creating", err))?;
+                jetstream.create_stream(wanted).await.map_err(|err| match err.kind() {
+                    // JetStream's considered no (too many replicas for the cluster, limits) is final.
+                    CreateStreamErrorKind::JetStream(error) if error.code() != 503 => {
+                        ClusterError::StreamRefused { stream: self.name.clone(), reason: error.to_string() }
+                    }
+                    _ => self.failed("creating", err),
+                })?;
                 jetstream.get_stream(&self.name).await.map_err(|err| self.failed("opening", err))?
             }
             Err(err) => return Err(self.failed("looking up", err)),
