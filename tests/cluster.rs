@@ -163,17 +163,82 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     println!("shared work: first router {a} events, second {b}");
     assert_eq!(a + b, 40, "each event once");
 
-    let config_file = first.path("eventyard.toml");
-    let text = std::fs::read_to_string(&config_file).expect("the config is there");
-    std::fs::write(&config_file, format!("{text}\n# touched\n")).expect("the config is rewritten");
+    // A route added by a reload, on every router (they run the same config). The first router's
+    // reload report reaches the system account on the second router.
+    let jobs = "[[route]]\nname = \"jobs\"\nsubject = \"jobs.>\"\nsinks = [\"out\"]\n";
+    for router in [&first, &second] {
+        let config_file = router.path("eventyard.toml");
+        let text = std::fs::read_to_string(&config_file).expect("the config is there");
+        std::fs::write(&config_file, format!("{jobs}{text}")).expect("the config is rewritten");
+    }
     let status = client.post(first.url("/v1/admin/reload")).send().await.expect("reload answers").status();
     assert!(status.is_success());
     let report = tokio::time::timeout(Duration::from_secs(10), reloads.next())
         .await
         .expect("the first router's reload report reaches the system account on the second")
         .expect("a message");
+    let status = client.post(second.url("/v1/admin/reload")).send().await.expect("reload answers").status();
+    assert!(status.is_success());
     let report: serde_json::Value = serde_json::from_slice(&report.payload).expect("JSON");
     assert_eq!((report["kind"].as_str(), report["result"].as_str()), (Some("config"), Some("ok")), "{report}");
+    assert_eq!(report["changes"]["routes_added"], json!(["jobs"]), "{report}");
+
+    // The route the reload added has its stream: what either router accepts on it is delivered.
+    for n in 100..110 {
+        publish(&client, &[first.url("/v1/events/jobs.run"), second.url("/v1/events/jobs.run")], n).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while arrivals(&[&first, &second]).len() < 50 {
+        assert!(Instant::now() < deadline, "the new route's events did not all arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A queue group spans the routers: each message reaches one member, whichever router it is on; a
+/// plain subscriber gets each message once, whether it came from its own router or another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_span_the_routers_and_plain_subscribers_get_each_message_once() {
+    let cluster = NatsCluster::start(3).await;
+    let config = router_config(&cluster.servers_toml(), "");
+    let (first, second) = (RouterProcess::start(&config), RouterProcess::start(&config));
+    let (a, b) = (
+        async_nats::connect(first.nats_url()).await.expect("connects"),
+        async_nats::connect(second.nats_url()).await.expect("connects"),
+    );
+    let mut on_first = a.queue_subscribe("jobs.>", "workers".into()).await.expect("subscribes");
+    let mut on_second = b.queue_subscribe("jobs.>", "workers".into()).await.expect("subscribes");
+    let mut plain = a.subscribe("jobs.>").await.expect("subscribes");
+    a.flush().await.expect("flushes");
+    b.flush().await.expect("flushes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for n in 0..40 {
+        let publisher = if n % 2 == 0 { &a } else { &b };
+        publisher.publish(format!("jobs.{n}"), "job".into()).await.expect("publishes");
+    }
+    a.flush().await.expect("flushes");
+    b.flush().await.expect("flushes");
+
+    let mut taken = [0, 0];
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while taken[0] + taken[1] < 40 || seen < 40 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            Some(_) = on_first.next() => taken[0] += 1,
+            Some(_) = on_second.next() => taken[1] += 1,
+            Some(_) = plain.next() => seen += 1,
+            _ = tokio::time::sleep(left) => panic!("taken {taken:?}, seen {seen} of 40"),
+        }
+    }
+    // Nothing more comes: no message went to two members, none reached the plain subscriber twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for subscription in [&mut on_first, &mut on_second, &mut plain] {
+        let extra = tokio::time::timeout(Duration::from_millis(10), subscription.next()).await;
+        assert!(extra.is_err(), "a message arrived twice");
+    }
+    println!("queue group across routers: {taken:?}");
+    assert!(taken.iter().all(|n| *n > 0), "both routers' members took messages: {taken:?}");
 }
 
 #[tokio::test]
