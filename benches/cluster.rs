@@ -5,7 +5,8 @@
 //! the load, the router, every NATS node — shares the machine's two cores.
 //!
 //! Figures: events/s acknowledged (202: in every queue, or stored by JetStream), and events/s until
-//! the sink delivered the last one.
+//! the sink delivered the last one; the peer is async-nats publishing the same events straight into
+//! JetStream on the same cluster, the ceiling of what a router can get stored there.
 //!
 //! Run: `cargo bench --bench cluster` (or `scripts/bench` for every benchmark).
 
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::nats::NatsCluster;
 use eventyard::config::Config;
+use futures_util::StreamExt as _;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -113,6 +115,55 @@ async fn delivered(client: &reqwest::Client, base: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The peer: async-nats publishing the same 1 KiB events (their JSON as the payload, a message id
+/// each) straight into a work-queue stream with `replicas`, from as many clients as the load has,
+/// each with as many publishes in flight as a router has per batch. Events/s acknowledged.
+async fn jetstream_direct(cluster: &NatsCluster, replicas: usize) -> f64 {
+    let jetstream = async_nats::jetstream::new(cluster.client().await);
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "bench_direct".into(),
+            subjects: vec!["bench.direct.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is made");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let jetstream = jetstream.clone();
+        tasks.spawn(async move {
+            let mut sent = 0;
+            while started.elapsed() < DURATION {
+                let acks = futures_util::stream::iter(0..BATCH)
+                    .map(|i| {
+                        let event = serde_json::json!({
+                            "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
+                            "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": common::base64_kib(),
+                        });
+                        let publish = async_nats::jetstream::message::PublishMessage::build()
+                            .payload(event.to_string().into())
+                            .message_id(format!("c{c}-{sent}-{i}"));
+                        let jetstream = jetstream.clone();
+                        async move { jetstream.send_publish("bench.direct.load", publish).await.expect("sent").await }
+                    })
+                    .buffered(64);
+                let acked: Vec<_> = acks.collect().await;
+                assert!(acked.iter().all(Result::is_ok), "JetStream stores the load");
+                sent += 1;
+            }
+            sent * BATCH
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.expect("client task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
 fn nats_broker(cluster: &NatsCluster, replicas: usize) -> String {
     format!("[broker]\nmode = \"nats\"\nservers = [{}]\nreplicas = {replicas}\n", cluster.servers_toml())
 }
@@ -120,20 +171,24 @@ fn nats_broker(cluster: &NatsCluster, replicas: usize) -> String {
 #[tokio::main]
 async fn main() {
     let (embedded_ack, embedded_delivered) = load("").await;
-    let three = NatsCluster::start(3).await;
-    let (r3_ack, r3_delivered) = load(&nats_broker(&three, 3)).await;
-    drop(three);
-    let one = NatsCluster::start(1).await;
-    let (r1_ack, r1_delivered) = load(&nats_broker(&one, 1)).await;
-    drop(one);
-
     let note = "1 KiB events, batches of 100, 8 clients";
     row("embedded, acknowledged", embedded_ack, "events/s", note);
     row("embedded, delivered", embedded_delivered, "events/s", "until the sink had the last one");
-    for (name, ack, delivered) in [("3 nodes, R3", r3_ack, r3_delivered), ("1 node, R1", r1_ack, r1_delivered)] {
-        let ratio = format!("{:.2}x embedded", ack / embedded_ack);
-        row(&format!("cluster {name}, acknowledged"), ack, "events/s", &format!("stored by JetStream; {ratio}"));
+    for (nodes, replicas) in [(3, 3), (1, 1)] {
+        let name = format!("{nodes} node(s), R{replicas}");
+        let cluster = NatsCluster::start(nodes).await;
+        let (ack, delivered) = load(&nats_broker(&cluster, replicas)).await;
+        let direct = jetstream_direct(&cluster, replicas).await;
+        drop(cluster);
+        let ratios = format!("{:.2}x embedded, {:.2}x JetStream direct", ack / embedded_ack, ack / direct);
+        row(&format!("cluster {name}, acknowledged"), ack, "events/s", &format!("stored by JetStream; {ratios}"));
         let ratio = format!("{:.2}x embedded", delivered / embedded_delivered);
         row(&format!("cluster {name}, delivered"), delivered, "events/s", &format!("acked after the sink; {ratio}"));
+        row(
+            &format!("JetStream direct {name}, acknowledged"),
+            direct,
+            "events/s",
+            "async-nats, same events, 64 in flight per client",
+        );
     }
 }

@@ -75,6 +75,17 @@ pub trait Broker: Send + Sync {
     /// each queue group) and returns once all of them have accepted it.
     async fn publish(&self, event: Event) -> Result<PublishAck, PublishError>;
 
+    /// Publishes `events` in order. A failure says how many were accepted before the first that was
+    /// not, and why that one was not; those after it may have been accepted too, so a publisher
+    /// that retries from the first refused delivers them again (at least once, never lost).
+    /// Backends whose publishes wait on the network override this to overlap them.
+    async fn publish_all(&self, events: Vec<Event>) -> Result<(), (usize, PublishError)> {
+        for (accepted, event) in events.into_iter().enumerate() {
+            self.publish(event).await.map_err(|err| (accepted, err))?;
+        }
+        Ok(())
+    }
+
     /// Subscribes `subscriber` to `pattern`; with a `queue_group`, each event goes to one member.
     fn subscribe(
         &self,

@@ -229,18 +229,17 @@ async fn publish(
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string(), err.field()),
     };
     let count = events.len();
-    for (accepted, event) in events.into_iter().enumerate() {
-        match state.broker.publish(event).await {
-            Ok(_) => {}
-            Err(PublishError::Refused(Refusal::Full { what, retry_after: wait })) => {
+    if let Err((accepted, refused)) = state.broker.publish_all(events).await {
+        match refused {
+            PublishError::Refused(Refusal::Full { what, retry_after: wait }) => {
                 let message = format!("{what}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::TOO_MANY_REQUESTS, message, wait.as_secs(), accepted);
             }
-            Err(PublishError::Refused(refusal @ Refusal::Unavailable { .. })) => {
+            PublishError::Refused(refusal @ Refusal::Unavailable { .. }) => {
                 let message = format!("{refusal}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);
             }
-            Err(PublishError::Refused(Refusal::Closed(what))) => {
+            PublishError::Refused(Refusal::Closed(what)) => {
                 let message = format!("{what}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);
             }

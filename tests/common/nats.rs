@@ -142,7 +142,7 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts `size` nodes and waits until JetStream has a meta leader (it answers account info).
+    /// Starts `size` nodes (one: a single JetStream server) and waits until JetStream answers.
     pub async fn start(size: usize) -> NatsCluster {
         let store = super::tempdir();
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (super::free_port(), super::free_port())).collect();
@@ -150,21 +150,14 @@ impl NatsCluster {
         let mut nodes = Vec::new();
         for (i, (port, cluster)) in ports.iter().enumerate() {
             let dir = store.path().join(format!("n{i}"));
-            let args: Vec<String> = [
-                "-n",
-                &format!("n{i}"),
-                "-js",
-                "-sd",
-                &dir.display().to_string(),
-                "--cluster_name",
-                "eventyard-test",
-                "--cluster",
-                &format!("nats://127.0.0.1:{cluster}"),
-                "--routes",
-                &routes.join(","),
-            ]
-            .map(str::to_owned)
-            .to_vec();
+            let mut args: Vec<String> =
+                ["-n", &format!("n{i}"), "-js", "-sd", &dir.display().to_string()].map(str::to_owned).to_vec();
+            // One node is a plain JetStream server: a cluster of one never elects a meta leader.
+            if size > 1 {
+                let cluster = format!("nats://127.0.0.1:{cluster}");
+                let flags = ["--cluster_name", "eventyard-test", "--cluster", &cluster, "--routes", &routes.join(",")];
+                args.extend(flags.map(str::to_owned));
+            }
             nodes.push(Some(NatsServer::start_with(*port, &args).await));
         }
         let urls = ports.iter().map(|(port, _)| format!("nats://127.0.0.1:{port}")).collect();
