@@ -338,17 +338,29 @@ compression = "zstd"
     }
 
     #[test]
+    fn a_broker_section_is_checked_with_its_keys() {
+        let errors = Config::from_toml("[broker]\nmode = \"nats\"\nreplicas = 9\n").unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["broker.servers", "broker.replicas"]);
+        assert_eq!(errors[0].line, 1);
+        let errors = Config::from_toml("[broker]\nmode = \"cluster\"\n").unwrap_err();
+        assert!(errors[0].reason.contains("embedded") && errors[0].reason.contains("nats"), "{:?}", errors[0]);
+    }
+
+    #[test]
     fn restart_only_settings_are_named_and_kept() {
         let running = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n[service]\nevent_limit = 5\n").unwrap();
         assert_eq!(running.service.gateway.as_ref().map(|g| g.port), Some(10132));
         let mut next = Config::from_toml(
-            "[http]\nlisten = \"127.0.0.1:2\"\n[service]\nevent_limit = 6\nport = 4222\n[plugins]\nconsume_fuel = true\n",
+            "[http]\nlisten = \"127.0.0.1:2\"\n[service]\nevent_limit = 6\nport = 4222\n[plugins]\nconsume_fuel = true\n\
+             [broker]\nmode = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\n",
         )
         .unwrap();
         assert_eq!(
             next.keep_restart_only(&running),
-            ["plugins.consume_fuel", "service (gateway address and limits)", "http.listen"]
+            ["plugins.consume_fuel", "service (gateway address and limits)", "http.listen", "broker"]
         );
+        assert_eq!(next.broker, running.broker, "the broker a router runs on stays until a restart");
         assert_eq!(next.http.listen, running.http.listen);
         assert_eq!(next.service.gateway, running.service.gateway);
         assert!(!next.runtime.consume_fuel);
