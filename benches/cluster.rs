@@ -13,6 +13,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench_row as row;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,11 +28,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 100;
 const CLIENTS: usize = 8;
 const DURATION: Duration = Duration::from_secs(5);
-
-/// Prints one row of the project's benchmark table.
-fn row(name: &str, value: f64, unit: &str, note: &str) {
-    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
-}
 
 /// Events/s acknowledged and events/s delivered by a router whose config starts with `broker`.
 async fn load(broker: &str) -> (f64, f64) {

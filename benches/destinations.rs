@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench_row as row;
+
 use common::http_server::HttpDestination;
 use common::kafka::KafkaBroker;
 use common::router::RouterProcess;
@@ -37,11 +39,6 @@ const KAFKA_DELIVERED: &str = "eventyard_sink_delivered_total{sink=\"kafka\"}";
 const WARM_UP: usize = 100;
 /// Events per HTTP ingest request.
 const INGEST_BATCH: usize = 100;
-
-/// Prints one row of the project's benchmark table.
-fn row(name: &str, value: f64, unit: &str, note: &str) {
-    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
-}
 
 /// A ServiceLog-ready report of about 1 KiB, number `n`.
 fn report(n: usize) -> Value {

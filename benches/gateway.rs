@@ -19,6 +19,8 @@ use futures_util::StreamExt as _;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench_row as row;
+
 use common::nats::NatsServer;
 use common::router::RouterProcess;
 
@@ -29,11 +31,6 @@ const LATENCY_SAMPLES: usize = 2000;
 
 const IN_MESSAGES: &str = "eventyard_gateway_in_messages_total";
 const OUT_MESSAGES: &str = "eventyard_gateway_out_messages_total";
-
-/// Prints one row of the project's benchmark table.
-fn row(name: &str, value: f64, unit: &str, note: &str) {
-    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
-}
 
 /// Eventyard with its gateway on, on free ports.
 fn eventyard() -> RouterProcess {

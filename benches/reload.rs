@@ -13,6 +13,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench_row as row;
+
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -28,11 +30,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SWAPS: usize = 100;
 /// The longest one swap may take before the benchmark gives up.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Prints one row of the project's benchmark table.
-fn row(name: &str, value: f64, unit: &str, note: &str) {
-    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
-}
 
 /// Every event the destination received, as (number, handled by `json-transform`), in arrival
 /// order; `parsed` requests are skipped and the count updated.

@@ -10,6 +10,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench_row as row;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,11 +38,6 @@ const DURATION: Duration = Duration::from_secs(5);
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// Prints one row of the project's benchmark table.
-fn row(name: &str, value: f64, unit: &str, note: &str) {
-    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
 }
 
 async fn http_to_file() {

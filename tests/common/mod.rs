@@ -158,3 +158,8 @@ pub fn replace_file(source: &Path, target: &Path) {
     std::fs::copy(source, &aside).expect("copy");
     std::fs::rename(&aside, target).expect("rename");
 }
+
+/// Prints one row of the project's benchmark table (what `scripts/bench` collects).
+pub fn bench_row(name: &str, value: f64, unit: &str, note: &str) {
+    println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
+}
