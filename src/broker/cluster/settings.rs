@@ -45,7 +45,8 @@ pub struct BrokerSettings {
     /// router still working on one tells JetStream so every half of it.
     #[serde(default = "default_ack_wait_ms")]
     pub ack_wait_ms: u64,
-    /// Events of one route a router may hold unfinished at once.
+    /// Events of one route that may be unfinished at once, by all the routers together (the
+    /// shared consumer's `max_ack_pending`): past it JetStream hands out no more until some finish.
     #[serde(default = "default_max_ack_pending")]
     pub max_ack_pending: usize,
     /// How long the first connection may take before start-up fails.
