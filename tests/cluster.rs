@@ -349,3 +349,57 @@ async fn without_jetstream_publishes_are_refused_and_a_retry_is_stored_once() {
     let ids: Vec<String> = lines.iter().map(|(_, e)| e["id"].as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!((count(&ids, "stored"), count(&ids, "refused")), (1, 1), "each event once: {ids:?}");
 }
+
+/// The other ways in: a token over mutual TLS, and an nkey. Each router starts and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_mutual_tls_and_an_nkey_are_accepted() {
+    let dir = common::tempdir();
+    let pki = common::tls::pki(dir.path());
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tls_args: Vec<String> = [
+        "-js",
+        "-sd",
+        &path(&dir.path().join("tls-store")),
+        "--auth",
+        "s3cret",
+        "--tlsverify",
+        "--tlscert",
+        &path(&pki.server.0),
+        "--tlskey",
+        &path(&pki.server.1),
+        "--tlscacert",
+        &path(&pki.ca),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let tls_server = NatsServer::start_with(common::free_port(), &tls_args).await;
+    let tls = format!(
+        "replicas = 1\ntoken = \"s3cret\"\n[broker.tls]\nca_path = \"{}\"\ncert_path = \"{}\"\nkey_path = \"{}\"",
+        path(&pki.ca),
+        path(&pki.client.0),
+        path(&pki.client.1)
+    );
+
+    let user = nkeys::KeyPair::new_user();
+    let port = common::free_port();
+    let server_config = dir.path().join("nkey.conf");
+    let store = path(&dir.path().join("nkey-store"));
+    let public = user.public_key();
+    let text =
+        format!("jetstream {{ store_dir: \"{store}\" }}\nauthorization {{ users = [ {{ nkey: \"{public}\" }} ] }}\n");
+    std::fs::write(&server_config, text).expect("the server config is written");
+    let nkey_server = NatsServer::start_with(port, &["-c".into(), path(&server_config)]).await;
+    let nkey = format!("replicas = 1\nnkey = \"{}\"", user.seed().expect("a seed"));
+
+    for (server, extra) in [(&tls_server, tls), (&nkey_server, nkey)] {
+        let url = server.url().replace("nats://", if extra.contains("tls") { "tls://" } else { "nats://" });
+        let router = RouterProcess::start(&router_config(&format!("\"{url}\""), &extra));
+        let event = json!({"specversion": "1.0", "id": "in", "source": "/t", "type": "t"});
+        assert_eq!(router.post_event("orders.new", &event).await, 202);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while json_lines_under(&router.path("out")).is_empty() {
+            assert!(Instant::now() < deadline, "the event was not delivered through {url}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
