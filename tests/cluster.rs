@@ -183,13 +183,15 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     assert_eq!((report["kind"].as_str(), report["result"].as_str()), (Some("config"), Some("ok")), "{report}");
     assert_eq!(report["changes"]["routes_added"], json!(["jobs"]), "{report}");
 
-    // The route the reload added has its stream: what either router accepts on it is delivered.
+    // The route the reload added has its stream, and the route it kept pulls into its new chain:
+    // what either router accepts on either is delivered.
     for n in 100..110 {
         publish(&client, &[first.url("/v1/events/jobs.run"), second.url("/v1/events/jobs.run")], n).await;
+        publish(&client, &[second.url("/v1/events/orders.new"), first.url("/v1/events/orders.new")], n + 100).await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while arrivals(&[&first, &second]).len() < 50 {
-        assert!(Instant::now() < deadline, "the new route's events did not all arrive");
+    while arrivals(&[&first, &second]).len() < 60 {
+        assert!(Instant::now() < deadline, "events after the reload did not all arrive");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -104,13 +104,12 @@ impl Pull {
         };
         let (completion, outcome) = Completion::new();
         event.completion = Some(completion.clone());
-        let subscriber = self.subscriber.read().map(|current| current.clone()).map_err(|_| ());
-        let accepted = match subscriber {
-            Ok(subscriber) => subscriber.deliver(&event).await.map_err(|refusal| refusal.to_string()),
-            Err(_) => Err("the route slot is poisoned".to_owned()),
+        let subscriber = match self.subscriber.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         };
-        if let Err(reason) = accepted {
-            tracing::debug!(stream = %self.stream.name, reason, "route refused a stored event; JetStream redelivers it");
+        if let Err(refusal) = subscriber.deliver(&event).await {
+            tracing::debug!(stream = %self.stream.name, %refusal, "route refused a stored event; JetStream redelivers it");
             completion.fail();
         }
         drop((event, completion));

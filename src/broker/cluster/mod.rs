@@ -153,9 +153,7 @@ impl NatsBroker {
     /// Starts (or, for a route that runs already, re-points) the consumer of route `name`.
     fn consume(&self, state: &mut State, name: &str, subscriber: Arc<dyn Subscriber>) {
         if let Some(running) = state.consumers.get(name) {
-            if let Ok(mut current) = running.subscriber.write() {
-                *current = subscriber;
-            }
+            *running.subscriber.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = subscriber;
             return;
         }
         let Some(consumer) = state.prepared.remove(name) else {
