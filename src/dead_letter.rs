@@ -12,8 +12,8 @@ pub const PREFIX: &str = "$DLQ.";
 
 /// Publishes `event` on `$DLQ.<from>`. Returns false (after logging and counting in `lost`) when no
 /// route took it; a dead letter that fails again is not dead-lettered twice, so it cannot loop.
-/// A dead letter the broker refused is abandoned ([`crate::queue::abandon`]): its event is handed
-/// over again where that is possible, as if it had never been delivered.
+/// A dead letter the broker refused marks its event not done ([`crate::completion`]): the event
+/// is handed over again where that is possible, as if it had never been delivered.
 pub async fn publish(
     broker: &dyn Broker,
     mut event: Event,

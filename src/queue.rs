@@ -359,6 +359,23 @@ mod tests {
         assert_eq!(ids(&queue.pop_batch(5, Duration::ZERO).await.unwrap()), ["1"]);
     }
 
+    #[tokio::test]
+    async fn delivered_copies_complete_an_event_and_an_abandoned_one_fails_it() {
+        use crate::completion::{Completion, Outcome};
+        let queue = SinkQueue::new("q", 4, OverflowPolicy::Reject, Duration::ZERO);
+        let (delivered, mut delivered_outcome) = Completion::new();
+        let (abandoned, mut abandoned_outcome) = Completion::new();
+        for (n, completion) in [(1, delivered), (2, abandoned)] {
+            let mut event = event(n);
+            event.completion = Some(completion);
+            queue.push(event).await.unwrap();
+        }
+        drop(queue.pop_batch(1, Duration::ZERO).await.unwrap());
+        assert_eq!(delivered_outcome.try_recv(), Ok(Outcome::Done));
+        assert_eq!(queue.abandon_all(), 1);
+        assert_eq!(abandoned_outcome.try_recv(), Ok(Outcome::Failed));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn close_refuses_new_events_and_drains_the_rest() {
         let queue = Arc::new(SinkQueue::new("c", 10, OverflowPolicy::Block, Duration::ZERO));

@@ -181,6 +181,8 @@ mod tests {
                 "split" => Ok(vec![event.clone(), event]),
                 "bad" => Err(HandlerError::Fault(Fault::Trap("boom".into()))),
                 "drop" => Ok(vec![]),
+                // A new event, as a Wasm handler's output is: it carries no completion of its own.
+                "fresh" => Ok(vec![tests::event("made", None)]),
                 _ => Ok(vec![event]),
             }
         }
@@ -224,6 +226,24 @@ mod tests {
         assert_eq!(route.stats.matched.load(Ordering::Relaxed), 4);
         assert_eq!(route.stats.filtered.load(Ordering::Relaxed), 1);
         assert_eq!(route.stats.failed_closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn what_a_handler_made_of_an_event_completes_it() {
+        use crate::completion::{Completion, Outcome};
+        let (a, b) = (queue("a"), queue("b"));
+        let route = route(FailurePolicy::FailClosed, Arc::new(EmbeddedBroker::new()), vec![a.clone(), b.clone()]);
+        let (completion, mut outcome) = Completion::new();
+        let mut input = event("fresh", Some("node-1"));
+        input.completion = Some(completion);
+        route.deliver(&input).await.unwrap();
+        drop(input);
+        let from_a = a.pop_batch(1, Duration::ZERO).await.unwrap();
+        assert_eq!(from_a[0].context.ty, "made");
+        drop(from_a);
+        assert!(outcome.try_recv().is_err(), "the copy for sink b is not done yet");
+        drop(b.pop_batch(1, Duration::ZERO).await.unwrap());
+        assert_eq!(outcome.try_recv(), Ok(Outcome::Done));
     }
 
     #[tokio::test]
