@@ -58,7 +58,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (broker, cluster): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match config.broker.mode {
         BrokerMode::Embedded => (Arc::new(EmbeddedBroker::new()), None),
         BrokerMode::Nats => {
-            let cluster = Arc::new(NatsBroker::connect(&config.broker).await.context("[broker] mode = \"nats\"")?);
+            let cluster = NatsBroker::connect(&config.broker).await.context("[broker] mode = \"nats\"")?;
             tracing::info!(servers = ?config.broker.servers, "joined the NATS cluster");
             (cluster.clone(), Some(cluster))
         }

@@ -11,18 +11,20 @@
 //!   router publishes and through core NATS for what the others publish ([`remote`]); queue groups
 //!   are served from the cluster alone, so each message reaches one member cluster-wide.
 //!
-//! Every router of a cluster is meant to run the same routes: a publish stores an event for the
-//! routes the publishing router knows.
+//! - **The route directory** ([`directory`]) tells every router the routes of the others, so a
+//!   publish stores the event for every route of the cluster, also for a route a rolling config
+//!   change has not brought to this router yet.
 
 pub mod connect;
 mod consume;
+pub mod directory;
 pub mod remote;
 pub mod settings;
 pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -36,6 +38,7 @@ pub use settings::{BrokerMode, BrokerSettings};
 
 use self::connect::Connections;
 use self::consume::RouteConsumer;
+use self::directory::{Change, RouteDirectory};
 use self::remote::EventSubjects;
 use self::stream::{RouteStream, StreamWriter};
 use super::{
@@ -62,6 +65,9 @@ pub struct NatsBroker {
     subscriptions: TaskTracker,
     /// Acknowledgements waiting for their events' completion.
     acks: TaskTracker,
+    directory: RouteDirectory,
+    /// Ends the directory watch.
+    stop_watching: CancellationToken,
 }
 
 #[derive(Default)]
@@ -71,6 +77,8 @@ struct State {
     consumers: HashMap<String, RouteConsumer>,
     /// Consumers `prepare` made ready for routes not started yet.
     prepared: HashMap<String, PullConsumer>,
+    /// Stream writers for the routes other routers run and this one does not, from the directory.
+    foreign: HashMap<String, (Pattern, SubscriptionId)>,
 }
 
 /// What one subscription of the broker's holds.
@@ -82,10 +90,12 @@ struct Held {
 }
 
 impl NatsBroker {
-    /// Connects to the cluster `settings` names and checks that it has JetStream.
-    pub async fn connect(settings: &BrokerSettings) -> Result<NatsBroker, ClusterError> {
+    /// Connects to the cluster `settings` names, checks that it has JetStream, and starts learning
+    /// the cluster's routes from its directory.
+    pub async fn connect(settings: &BrokerSettings) -> Result<Arc<NatsBroker>, ClusterError> {
         let connections = connect::connect(settings).await?;
-        Ok(NatsBroker {
+        let directory = RouteDirectory::open(&connections.jetstream, settings).await?;
+        let broker = Arc::new(NatsBroker {
             local: EmbeddedBroker::new(),
             connections,
             settings: settings.clone(),
@@ -95,7 +105,41 @@ impl NatsBroker {
             pulls: TaskTracker::new(),
             subscriptions: TaskTracker::new(),
             acks: TaskTracker::new(),
-        })
+            directory,
+            stop_watching: CancellationToken::new(),
+        });
+        let learner = Arc::downgrade(&broker);
+        let learn = move |change| {
+            if let Some(broker) = Weak::upgrade(&learner) {
+                broker.learn(change);
+            }
+        };
+        broker.directory.watch(learn, &broker.subscriptions, broker.stop_watching.clone());
+        Ok(broker)
+    }
+
+    /// Applies what the directory says of a route this router does not run itself: publishes store
+    /// events for it too (or no longer).
+    fn learn(&self, change: Change) {
+        let mut state = self.state();
+        let (route, pattern) = match change {
+            Change::Announced { route, pattern } => (route, Some(pattern)),
+            Change::Withdrawn { route } => (route, None),
+        };
+        if state.held.values().any(|held| held.durable.as_deref() == Some(route.as_str())) {
+            return;
+        }
+        if state.foreign.get(&route).map(|(known, _)| known) == pattern.as_ref() {
+            return;
+        }
+        if let Some((_, id)) = state.foreign.remove(&route) {
+            self.local.unsubscribe(id);
+        }
+        if let Some(pattern) = pattern {
+            tracing::info!(route, %pattern, "storing events for a route another router runs");
+            let id = self.local.subscribe(pattern.clone(), None, Arc::new(self.writer(&route, true)));
+            state.foreign.insert(route, (pattern, id));
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -115,6 +159,7 @@ impl NatsBroker {
     /// Waits up to `timeout` for the acknowledgements of finished events and sends them; last step
     /// of a shutdown, after the sinks drained. What is not acknowledged JetStream redelivers.
     pub async fn finish(&self, timeout: Duration) {
+        self.stop_watching.cancel();
         self.acks.close();
         if tokio::time::timeout(timeout, self.acks.wait()).await.is_err() {
             tracing::warn!("shut down before every acknowledgement was sent; JetStream redelivers those events");
@@ -127,11 +172,13 @@ impl NatsBroker {
         let _ = tokio::time::timeout(timeout, self.connections.main.flush()).await;
     }
 
-    fn writer(&self, route: &str) -> StreamWriter {
+    /// The writer of `route`'s stream; `foreign` for a route only other routers run.
+    fn writer(&self, route: &str, foreign: bool) -> StreamWriter {
         StreamWriter {
             stream: RouteStream::new(&self.settings.subject_prefix, route),
             jetstream: self.connections.jetstream.clone(),
             publish_timeout: Duration::from_millis(self.settings.publish_timeout_ms),
+            foreign,
         }
     }
 
@@ -244,7 +291,10 @@ impl Broker for NatsBroker {
             let local_subscriber: Option<Arc<dyn Subscriber>> = match (&durable, &queue_group) {
                 (Some(route), _) => {
                     self.consume(&mut state, route, subscriber);
-                    Some(Arc::new(self.writer(route)))
+                    if let Some((_, foreign)) = state.foreign.remove(route) {
+                        local_remove.push(foreign);
+                    }
+                    Some(Arc::new(self.writer(route, false)))
                 }
                 (None, Some(_)) => {
                     held.remote = Some(self.subscribe_remote(&pattern, queue_group, subscriber));
@@ -279,29 +329,44 @@ impl Broker for NatsBroker {
                 consumer.stop.cancel();
                 tracing::info!(route, "route removed: this router stops pulling its stream (its events stay there)");
             }
+            let (directory, route) = (self.directory.clone(), route.clone());
+            self.subscriptions.spawn(async move { directory.withdraw(&route).await });
         }
         (ids, settled)
     }
 
     async fn prepare(&self, add: &[NewSubscription]) -> Result<(), PrepareError> {
-        for route in add.iter().filter_map(|subscription| subscription.durable.as_deref()) {
-            {
-                let state = self.state();
-                if state.consumers.contains_key(route) || state.prepared.contains_key(route) {
-                    continue;
-                }
-            }
-            let stream = RouteStream::new(&self.settings.subject_prefix, route);
-            let consumer = stream
-                .ready(&self.connections.jetstream, &self.settings)
-                .await
-                .map_err(|err| PrepareError { name: route.to_owned(), reason: err.to_string() })?;
-            self.state().prepared.insert(route.to_owned(), consumer);
+        for (route, pattern) in add.iter().filter_map(|s| s.durable.as_deref().map(|route| (route, &s.pattern))) {
+            self.prepare_route(route).await?;
+            // Once its stream exists, the other routers may store events for it.
+            self.directory.announce(route, pattern).await.map_err(|reason| PrepareError {
+                name: route.to_owned(),
+                reason: format!("announcing it: {reason}"),
+            })?;
         }
         Ok(())
     }
 
     fn stores_publishes(&self) -> bool {
         true
+    }
+}
+
+impl NatsBroker {
+    /// Makes `route`'s stream and consumer ready, unless they are already.
+    async fn prepare_route(&self, route: &str) -> Result<(), PrepareError> {
+        {
+            let state = self.state();
+            if state.consumers.contains_key(route) || state.prepared.contains_key(route) {
+                return Ok(());
+            }
+        }
+        let stream = RouteStream::new(&self.settings.subject_prefix, route);
+        let consumer = stream
+            .ready(&self.connections.jetstream, &self.settings)
+            .await
+            .map_err(|err| PrepareError { name: route.to_owned(), reason: err.to_string() })?;
+        self.state().prepared.insert(route.to_owned(), consumer);
+        Ok(())
     }
 }

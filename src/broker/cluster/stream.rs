@@ -169,6 +169,9 @@ pub struct StreamWriter {
     pub stream: RouteStream,
     pub jetstream: jetstream::Context,
     pub publish_timeout: Duration,
+    /// A route another router runs (learnt from the directory): if its stream is gone, so is the
+    /// route, and the event is not refused for it.
+    pub foreign: bool,
 }
 
 #[async_trait]
@@ -181,7 +184,11 @@ impl Subscriber for StreamWriter {
         loop {
             let error = match self.store(&subject, headers.clone(), event.data.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(error) => error,
+                Err(StoreError::Missing) if self.foreign => {
+                    tracing::warn!(stream = %self.stream.name, "the directory names a route whose stream is gone");
+                    return Ok(());
+                }
+                Err(error) => error.to_string(),
             };
             if Instant::now() + wait >= deadline {
                 return Err(Refusal::Unavailable { what: format!("stream `{}`", self.stream.name), reason: error });
@@ -194,10 +201,28 @@ impl Subscriber for StreamWriter {
 }
 
 impl StreamWriter {
-    async fn store(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<(), String> {
+    async fn store(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<(), StoreError> {
         let publish = PublishMessage::build().headers(headers).payload(payload);
-        let ack = self.jetstream.send_publish(subject.to_owned(), publish).await.map_err(|err| err.to_string())?;
-        ack.await.map(|_| ()).map_err(|err| err.to_string())
+        let ack = self.jetstream.send_publish(subject.to_owned(), publish).await?;
+        ack.await.map(|_| ()).map_err(StoreError::from)
+    }
+}
+
+/// Why JetStream did not store an event.
+#[derive(Debug, thiserror::Error)]
+enum StoreError {
+    #[error("no stream takes the subject")]
+    Missing,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<jetstream::context::PublishError> for StoreError {
+    fn from(err: jetstream::context::PublishError) -> Self {
+        match err.kind() {
+            jetstream::context::PublishErrorKind::StreamNotFound => StoreError::Missing,
+            _ => StoreError::Failed(err.to_string()),
+        }
     }
 }
 
