@@ -55,12 +55,7 @@ impl RouteDirectory {
             description: Some("Eventyard routes: the subject pattern of each route".into()),
             ..Default::default()
         };
-        jetstream.get_or_create_stream(config).await.map_err(|err| match err.kind() {
-            jetstream::context::CreateStreamErrorKind::JetStream(error) if error.code() != 503 => {
-                ClusterError::StreamRefused { stream: directory.stream.clone(), reason: error.to_string() }
-            }
-            _ => ClusterError::Other(format!("opening the route directory `{}`: {err}", directory.stream)),
-        })?;
+        super::stream::open_or_create(jetstream, config).await?;
         Ok(directory)
     }
 

@@ -85,35 +85,17 @@ impl RouteStream {
     ) -> Result<consumer::PullConsumer, ClusterError> {
         let wanted = self.config(settings);
         let incompatible = |reason: String| ClusterError::IncompatibleStream { stream: self.name.clone(), reason };
-        let stream = match jetstream.get_stream(&self.name).await {
-            Ok(stream) => {
-                let found = &stream.cached_info().config;
-                if found.retention != wanted.retention {
-                    return Err(incompatible(format!("its retention is {:?}, not WorkQueue", found.retention)));
-                }
-                if found.subjects != wanted.subjects {
-                    return Err(incompatible(format!(
-                        "its subjects are {:?}, not {:?}",
-                        found.subjects, wanted.subjects
-                    )));
-                }
-                if found.num_replicas != wanted.num_replicas {
-                    tracing::warn!(stream = %self.name, found = found.num_replicas, configured = wanted.num_replicas, "route stream keeps its replica count");
-                }
-                stream
-            }
-            Err(err) if matches!(err.kind(), GetStreamErrorKind::JetStream(error) if error.code() == 404) => {
-                jetstream.create_stream(wanted).await.map_err(|err| match err.kind() {
-                    // JetStream's considered no (too many replicas for the cluster, limits) is final.
-                    CreateStreamErrorKind::JetStream(error) if error.code() != 503 => {
-                        ClusterError::StreamRefused { stream: self.name.clone(), reason: error.to_string() }
-                    }
-                    _ => self.failed("creating", err),
-                })?;
-                jetstream.get_stream(&self.name).await.map_err(|err| self.failed("opening", err))?
-            }
-            Err(err) => return Err(self.failed("looking up", err)),
-        };
+        let stream = open_or_create(jetstream, wanted.clone()).await?;
+        let found = &stream.cached_info().config;
+        if found.retention != wanted.retention {
+            return Err(incompatible(format!("its retention is {:?}, not WorkQueue", found.retention)));
+        }
+        if found.subjects != wanted.subjects {
+            return Err(incompatible(format!("its subjects are {:?}, not {:?}", found.subjects, wanted.subjects)));
+        }
+        if found.num_replicas != wanted.num_replicas {
+            tracing::warn!(stream = %self.name, found = found.num_replicas, configured = wanted.num_replicas, "route stream keeps its replica count");
+        }
         let config = consumer::pull::Config {
             durable_name: Some(CONSUMER.into()),
             description: Some("Eventyard routers sharing this route's work".into()),
@@ -148,6 +130,34 @@ impl RouteStream {
         event.nats = None;
         Ok(event)
     }
+}
+
+/// The stream `config` names: the one that exists, or a new one (or the one another router made at
+/// the same moment). JetStream's considered refusal — more replicas than servers, limits — is final.
+pub async fn open_or_create(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<jetstream::stream::Stream, ClusterError> {
+    let name = config.name.clone();
+    let failed =
+        |what: &str, err: &dyn std::fmt::Display| ClusterError::Other(format!("{what} stream `{name}`: {err}"));
+    match jetstream.get_stream(&name).await {
+        Ok(stream) => return Ok(stream),
+        Err(err) if matches!(err.kind(), GetStreamErrorKind::JetStream(error) if error.code() == 404) => {}
+        Err(err) => return Err(failed("looking up", &err)),
+    }
+    if let Err(err) = jetstream.create_stream(config).await {
+        if let Ok(stream) = jetstream.get_stream(&name).await {
+            return Ok(stream);
+        }
+        return Err(match err.kind() {
+            CreateStreamErrorKind::JetStream(error) if error.code() != 503 => {
+                ClusterError::StreamRefused { stream: name.clone(), reason: error.to_string() }
+            }
+            _ => failed("creating", &err),
+        });
+    }
+    jetstream.get_stream(&name).await.map_err(|err| failed("opening", &err))
 }
 
 /// The `Nats-Msg-Id` of an event: CloudEvents ids are unique per source, so both name it.
