@@ -27,6 +27,7 @@
 //! - [`server`]: starts the router from a validated config, serves until a signal, shuts down.
 //! - [`cli`]: the `eventyard` command line.
 //! - [`telemetry`]: logging setup.
+//! - [`wal`]: the write-ahead log of durable embedded mode (segment files with checksums).
 #![deny(clippy::print_stdout)]
 
 pub mod admin;
@@ -53,3 +54,4 @@ pub mod sink;
 pub mod slot;
 pub mod source;
 pub mod telemetry;
+pub mod wal;
