@@ -255,6 +255,19 @@ impl EventJson {
     }
 }
 
+/// An event with every kind of field set (context, an extension, JSON data), for the unit tests
+/// of what turns events into bytes and back.
+#[cfg(test)]
+pub fn full_event() -> Event {
+    serde_json::from_value::<EventJson>(serde_json::json!({
+        "subject": "audit.logins", "id": "e1", "source": "/dss", "type": "audit.login",
+        "time": "2026-11-23T10:15:00Z", "extensions": [["routingkey", "node-1"]], "data": {"user": "ada"}
+    }))
+    .expect("valid event JSON")
+    .into_event(|| unreachable!("the id is given"))
+    .expect("a valid event")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

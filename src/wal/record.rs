@@ -88,17 +88,10 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventJson;
 
     #[test]
     fn an_event_comes_back_as_it_was_and_a_cut_record_is_refused() {
-        let event = serde_json::from_value::<EventJson>(serde_json::json!({
-            "subject": "audit.logins", "id": "e1", "source": "/dss", "type": "audit.login",
-            "time": "2026-11-23T10:15:00Z", "extensions": [["routingkey", "node-1"]], "data": {"user": "ada"}
-        }))
-        .unwrap()
-        .into_event(|| unreachable!())
-        .unwrap();
+        let event = crate::event::full_event();
         let mut bytes = Vec::new();
         encode(&event, &mut bytes);
         assert_eq!(decode(&bytes), Some(event));

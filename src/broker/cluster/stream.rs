@@ -239,17 +239,10 @@ impl From<jetstream::context::PublishError> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventJson;
 
     #[test]
     fn a_stored_event_comes_back_as_it_was() {
-        let event = serde_json::from_value::<EventJson>(serde_json::json!({
-            "subject": "audit.logins", "id": "e1", "source": "/dss", "type": "audit.login",
-            "time": "2026-11-23T10:15:00Z", "extensions": [["routingkey", "node-1"]], "data": {"user": "ada"}
-        }))
-        .unwrap()
-        .into_event(|| unreachable!())
-        .unwrap();
+        let event = crate::event::full_event();
         let stream = RouteStream::new("eventyard", "all");
         assert_eq!(stream.name, "eventyard_route_all");
         let message = async_nats::Message {
