@@ -2,10 +2,12 @@
 //! delivered by its sinks, dead-lettered, or dropped on purpose (a filter, a `fail_closed` policy,
 //! a lossy overflow policy) — or that one copy was not (abandoned at shutdown, a dead letter that
 //! could not be published). Cluster mode acks a JetStream message on the first and naks it on the
-//! second; embedded mode has no completions.
+//! second; durable embedded mode marks the event done in its write-ahead log on the first and keeps
+//! it there, to replay at the next start, on the second; plain embedded mode has no completions.
 //!
 //! Every clone of an event shares its completion; the outcome is reported once, when the last
-//! clone is gone. It never blocks and never does I/O itself: the outcome goes down a channel.
+//! clone is gone. It never blocks and never does I/O itself: the outcome goes down a channel
+//! (durable embedded mode: to the write-ahead log's thread).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,17 +27,29 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Completion(Arc<Inner>);
 
+/// What hears the outcome.
+type Report = Box<dyn FnOnce(Outcome) + Send>;
+
 struct Inner {
     failed: AtomicBool,
-    report: std::sync::Mutex<Option<oneshot::Sender<Outcome>>>,
+    report: std::sync::Mutex<Option<Report>>,
 }
 
 impl Completion {
     /// A completion and the receiver its outcome arrives on.
     pub fn new() -> (Completion, oneshot::Receiver<Outcome>) {
         let (report, outcome) = oneshot::channel();
-        let inner = Inner { failed: AtomicBool::new(false), report: std::sync::Mutex::new(Some(report)) };
-        (Completion(Arc::new(inner)), outcome)
+        let completion = Completion::calling(move |result| {
+            let _ = report.send(result);
+        });
+        (completion, outcome)
+    }
+
+    /// A completion that calls `report` with the outcome, on the thread that drops the last copy;
+    /// `report` must not block.
+    pub fn calling(report: impl FnOnce(Outcome) + Send + 'static) -> Completion {
+        let report: Report = Box::new(report);
+        Completion(Arc::new(Inner { failed: AtomicBool::new(false), report: std::sync::Mutex::new(Some(report)) }))
     }
 
     /// Marks the event as not done: when the last copy is gone the outcome is [`Outcome::Failed`].
@@ -48,7 +62,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let outcome = if self.failed.load(Ordering::Acquire) { Outcome::Failed } else { Outcome::Done };
         if let Some(report) = self.report.get_mut().ok().and_then(Option::take) {
-            let _ = report.send(outcome);
+            report(outcome);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Starts the router from a validated [`Config`] — the plugins and pipeline (through the
 //! [`Reloader`], which owns everything a reload may change), HTTP ingest, the file watcher — serves
 //! until SIGINT or SIGTERM (reloading on SIGHUP), and shuts down in order: stop taking events,
-//! drain the queues (up to `drain_timeout`), report what was left. Holds no protocol or routing
+//! drain the queues (up to `drain_timeout`), report what was left. In durable embedded mode it
+//! opens the write-ahead log first and replays what it held before ingest says it is ready. Holds no protocol or routing
 //! logic.
 
 use std::net::SocketAddr;
@@ -15,15 +16,17 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::RouterAdmin;
 use crate::broker::cluster::BrokerMode;
-use crate::broker::{Broker, EmbeddedBroker, NatsBroker};
+use crate::broker::{Broker, DurableBroker, EmbeddedBroker, NatsBroker, Replayed};
 use crate::capability::HostServices;
 use crate::config::Config;
+use crate::event::Event;
 use crate::gateway::Gateway;
 use crate::gateway::publisher::BrokerPublisher;
 use crate::ingest::http::IngestState;
 use crate::kafka::KafkaConnection;
 use crate::reload::Reloader;
 use crate::source::Sources;
+use crate::wal::{DurabilitySettings, LogWriter, Seq, WriteAheadLog};
 
 /// A running router: what `start` built, until `shutdown`.
 pub struct Running {
@@ -35,6 +38,8 @@ pub struct Running {
     /// The cluster broker, in cluster mode: it stops pulling before the sinks drain, and sends its
     /// last acknowledgements after.
     cluster: Option<Arc<NatsBroker>>,
+    /// The durable broker, in durable embedded mode: its log is synced last.
+    durable: Option<DurableParts>,
     sources: Sources,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
@@ -46,6 +51,12 @@ pub struct Running {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
+struct DurableParts {
+    broker: Arc<DurableBroker>,
+    /// Delivers what the log held at start, then opens ingest.
+    replay: tokio::task::JoinHandle<()>,
+}
+
 /// What shutdown left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -55,9 +66,15 @@ pub struct ShutdownReport {
 
 /// Builds every part the config describes and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let (broker, cluster): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match config.broker.mode {
-        BrokerMode::Embedded => (Arc::new(EmbeddedBroker::new()), None),
-        BrokerMode::Nats => {
+    let mut durable = None;
+    let (broker, cluster): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match (config.broker.mode, &config.durability) {
+        (BrokerMode::Embedded, None) => (Arc::new(EmbeddedBroker::new()), None),
+        (BrokerMode::Embedded, Some(settings)) => {
+            let (broker, pending) = open_durable(settings).await?;
+            durable = Some((broker.clone(), pending));
+            (broker, None)
+        }
+        (BrokerMode::Nats, _) => {
             let cluster = NatsBroker::connect(&config.broker).await.context("[broker] mode = \"nats\"")?;
             tracing::info!(servers = ?config.broker.servers, "joined the NATS cluster");
             (cluster.clone(), Some(cluster))
@@ -125,7 +142,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         None
     };
-    ready.store(true, Ordering::Release);
+    // Ingest opens once what the log held is back on the routes' queues.
+    let durable = durable.map(|(broker, pending)| {
+        let replay = tokio::spawn(replay(broker.clone(), pending, ready.clone()));
+        DurableParts { broker, replay }
+    });
+    if durable.is_none() {
+        ready.store(true, Ordering::Release);
+    }
     let plugins = reloader.plugins().len();
     let nats = nats_addr.map(|addr| addr.to_string());
     tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
@@ -134,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         nats_addr,
         gateway,
         cluster,
+        durable,
         sources,
         ready,
         stop_http,
@@ -142,6 +167,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reloader,
         _watcher: watcher,
     })
+}
+
+/// Opens the write-ahead log of `[durability]` (reading it back is blocking work) and the broker
+/// that writes it; returns what the log held that was never done.
+async fn open_durable(settings: &DurabilitySettings) -> anyhow::Result<(Arc<DurableBroker>, Vec<(Seq, Event)>)> {
+    let wal = settings.wal();
+    let dir = wal.dir.clone();
+    let (log, recovery) = tokio::task::spawn_blocking(move || WriteAheadLog::open(wal))
+        .await
+        .context("opening the write-ahead log")?
+        .with_context(|| format!("[durability] opening the write-ahead log in {}", dir.display()))?;
+    for tail in &recovery.corrupt {
+        let segment = tail.segment.display();
+        tracing::warn!(%segment, offset = tail.offset, reason = %tail.reason, "skipped a torn or corrupt tail of the write-ahead log");
+    }
+    let pending = recovery.pending.len();
+    tracing::info!(dir = %dir.display(), pending, fsync = ?settings.fsync, "write-ahead log open");
+    let log = LogWriter::start(log).context("starting the write-ahead log's thread")?;
+    Ok((Arc::new(DurableBroker::new(log)), recovery.pending))
+}
+
+/// Delivers what the log held to the routes, then marks the router ready.
+async fn replay(broker: Arc<DurableBroker>, pending: Vec<(Seq, Event)>, ready: Arc<AtomicBool>) {
+    if !pending.is_empty() {
+        let Replayed { delivered, unrouted } = broker.replay(pending).await;
+        tracing::info!(delivered, "replayed the events the write-ahead log held");
+        if unrouted > 0 {
+            tracing::warn!(unrouted, "the write-ahead log holds events no route takes now; they stay in it");
+        }
+    }
+    ready.store(true, Ordering::Release);
 }
 
 /// The connections the host lends to granted plugins: NATS is the router's own broker.
@@ -188,6 +244,12 @@ impl Running {
         let abandoned = self.reloader.pipeline().shutdown(drain_timeout).await;
         if let Some(cluster) = &self.cluster {
             cluster.finish(drain_timeout.max(Duration::from_secs(1))).await;
+        }
+        if let Some(durable) = &self.durable {
+            durable.replay.abort();
+            if let Err(err) = durable.broker.sync().await {
+                tracing::error!(error = %err, "cannot sync the write-ahead log");
+            }
         }
         if abandoned > 0 {
             tracing::error!(abandoned, "shut down with undelivered events");

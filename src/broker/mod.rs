@@ -1,5 +1,6 @@
 //! The broker: who receives an event published on a subject. One trait, [`Broker`], with NATS's
-//! verbs; the embedded, in-process implementation is [`EmbeddedBroker`], and [`NatsBroker`]
+//! verbs; the embedded, in-process implementation is [`EmbeddedBroker`], [`DurableBroker`] is the
+//! same with a write-ahead log (durable embedded mode), and [`NatsBroker`]
 //! (cluster mode) implements the same trait on a NATS cluster with JetStream.
 //!
 //! A subscriber is anything that accepts events ([`Subscriber`]): a route, a NATS client
@@ -8,6 +9,7 @@
 //! event is on every queue it belongs to. The broker knows nothing of Wasm, HTTP or sinks.
 
 pub mod cluster;
+mod durable;
 mod embedded;
 mod index;
 pub mod subject;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use cluster::NatsBroker;
+pub use durable::{DurableBroker, Replayed};
 pub use embedded::EmbeddedBroker;
 pub use index::SubscriptionIndex;
 pub use subject::{Pattern, Subject, SubjectError};

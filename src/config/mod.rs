@@ -24,6 +24,7 @@ use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, Stdou
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
 use crate::telemetry::LogFormat;
+use crate::wal::DurabilitySettings;
 
 /// One problem with the config: the dotted key, its line (0 when it has none) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +71,9 @@ pub struct Config {
     pub kafka: Option<KafkaSettings>,
     /// `[broker]`: which broker routes events (restart-only).
     pub broker: BrokerSettings,
+    /// `[durability]`: present, routed events are kept in a write-ahead log until delivered
+    /// (restart-only).
+    pub durability: Option<DurabilitySettings>,
     /// The file it was read from, for reloading it.
     pub origin: Option<ConfigOrigin>,
 }
@@ -238,6 +242,7 @@ impl Config {
         keep("sources", self.sources == running.sources);
         keep("kafka", self.kafka == running.kafka);
         keep("broker", self.broker == running.broker);
+        keep("durability", self.durability == running.durability);
         let system_account = &running.service.gateway_auth.system_account;
         keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
         self.log_format = running.log_format;
@@ -256,6 +261,7 @@ impl Config {
         self.sources = running.sources.clone();
         self.kafka = running.kafka.clone();
         self.broker = running.broker.clone();
+        self.durability = running.durability.clone();
         self.service.gateway_auth.system_account = system_account.clone();
         differ
     }
@@ -335,6 +341,21 @@ compression = "zstd"
         assert!(!sink.grants.nats);
         let kafka = config.kafka.as_ref().expect("[kafka] is read");
         assert_eq!((kafka.acks, kafka.idempotent, kafka.compression), (Acks::All, true, Compression::Zstd));
+    }
+
+    #[test]
+    fn a_durability_section_is_checked_and_is_for_the_embedded_broker() {
+        let errors =
+            Config::from_toml("[durability]\ndir = \"\"\nfsync = \"interval\"\ninterval_ms = 0\n").unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["durability.dir", "durability.interval_ms"]);
+        let cluster = "[broker]\nmode = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\n[durability]\ndir = \"wal\"\n";
+        let errors = Config::from_toml(cluster).unwrap_err();
+        assert_eq!(errors[0].key, "durability");
+        assert!(errors[0].reason.contains("JetStream"), "{:?}", errors[0]);
+        let config = Config::from_toml("[durability]\ndir = \"wal\"\n").unwrap();
+        let wal = config.durability.expect("durability is on").wal();
+        assert_eq!((wal.dir.to_str(), wal.fsync), (Some("wal"), crate::wal::FsyncPolicy::Always));
     }
 
     #[test]

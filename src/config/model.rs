@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub kafka: Option<Spanned<crate::kafka::KafkaSettings>>,
     /// `[broker]`: embedded (default) or a NATS cluster with JetStream.
     pub broker: Option<Spanned<crate::broker::cluster::BrokerSettings>>,
+    /// `[durability]`: the write-ahead log of durable embedded mode.
+    pub durability: Option<Spanned<crate::wal::DurabilitySettings>>,
 }
 
 /// `[sources.NAME]`: where the router pulls events from.

@@ -210,6 +210,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         sources: BTreeMap::new(),
         kafka: None,
         broker: Default::default(),
+        durability: None,
         origin: None,
     };
     if let Some(broker) = &file.broker {
@@ -217,6 +218,16 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             check.error(format!("broker.{key}"), broker.span(), reason);
         }
         config.broker = broker.get_ref().clone();
+    }
+    if let Some(durability) = &file.durability {
+        for (key, reason) in durability.get_ref().check() {
+            check.error(format!("durability.{key}"), durability.span(), reason);
+        }
+        if config.broker.mode == crate::broker::cluster::BrokerMode::Nats {
+            let reason = "is for the embedded broker; in cluster mode JetStream keeps every routed event";
+            check.error("durability", durability.span(), reason);
+        }
+        config.durability = Some(durability.get_ref().clone());
     }
     if let Some(kafka) = &file.kafka {
         for (key, reason) in kafka.get_ref().check() {

@@ -1,7 +1,7 @@
-//! The write-ahead log of durable embedded mode (issue 9, not wired into ingest yet): every
-//! accepted event is appended before it is acknowledged, and marked done once every copy of it is
-//! ([`crate::completion`]); after a crash, [`WriteAheadLog::open`] hands back what was never
-//! marked done, to publish again.
+//! The write-ahead log of durable embedded mode (`[durability]`): every event a route takes is
+//! appended before it is acknowledged ([`crate::broker::DurableBroker`]), and marked done once
+//! every copy of it is ([`crate::completion`]); after a crash, [`WriteAheadLog::open`] hands back
+//! what was never marked done, to deliver again. [`LogWriter`] is the thread that owns it.
 //!
 //! Segment files, not an embedded store: the log is append-only and read back only at start, and
 //! its space is given back a whole segment at a time — the shape Kafka's and JetStream's own logs
@@ -19,10 +19,13 @@
 //! frames of an event never go before the event does. It never decides what an event is for.
 
 mod record;
+mod writer;
+
+pub use writer::{AppendError, LogWriter};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write as _};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,12 +43,71 @@ const MAX_FRAME: usize = 64 << 20;
 /// When appends reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// Every append is on disk before it returns.
+    /// Every commit that wrote events is on disk before it returns.
     Always,
-    /// Appends are written to the OS at once, so a crash of the process loses nothing, and synced
-    /// by the first append after each interval has passed (a crash of the machine loses at most
-    /// what came since the last sync; the owner of the log may call `sync` on a timer too).
+    /// Commits go to the OS at once, so a crash of the process loses nothing, and are synced once
+    /// the interval has passed since the last sync ([`WriteAheadLog::sync_deadline`]): a crash of
+    /// the machine loses at most what came in one interval.
     Interval(Duration),
+}
+
+/// `[durability]`, as the config file gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilitySettings {
+    /// Where the log's segment files live (made if missing).
+    pub dir: PathBuf,
+    /// `"always"`: acknowledged means on disk. `"interval"`: acknowledged means written to the OS,
+    /// synced every `interval_ms`.
+    #[serde(default)]
+    pub fsync: FsyncMode,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// A segment file past this size is closed and the next one begun.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+/// The `fsync` key of `[durability]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    #[default]
+    Always,
+    Interval,
+}
+
+fn default_interval_ms() -> u64 {
+    100
+}
+
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+
+impl DurabilitySettings {
+    /// What is wrong with the settings, by key.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if self.dir.as_os_str().is_empty() {
+            errors.push(("dir", "name the directory the write-ahead log lives in".into()));
+        }
+        if self.fsync == FsyncMode::Interval && !(1..=60_000).contains(&self.interval_ms) {
+            errors.push(("interval_ms", "sync at least once a minute, at most once a millisecond".into()));
+        }
+        if self.segment_bytes < 4096 {
+            errors.push(("segment_bytes", "must be at least 4096".into()));
+        }
+        errors
+    }
+
+    pub fn wal(&self) -> WalSettings {
+        let fsync = match self.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(self.interval_ms)),
+        };
+        WalSettings { dir: self.dir.clone(), fsync, segment_bytes: self.segment_bytes }
+    }
 }
 
 /// Where the log lives and how it writes.
@@ -72,21 +134,29 @@ pub struct Recovery {
     pub corrupt: Vec<CorruptTail>,
 }
 
-/// The log; see the module docs.
+/// The log; see the module docs. Appends and done marks are buffered until [`commit`](Self::commit)
+/// writes them in one go, so one write and one fsync serve a whole group of appends.
 pub struct WriteAheadLog {
     settings: WalSettings,
-    /// Events not done yet, by segment (its first seq).
+    /// Events committed and not done yet, by segment (its first seq).
     pending: BTreeMap<Seq, BTreeSet<Seq>>,
     active: Active,
     next_seq: Seq,
-    frame: Vec<u8>,
+    /// Frames of events appended since the last commit, and their seqs.
+    events: Vec<u8>,
+    uncommitted: Vec<Seq>,
+    /// Frames of done marks since the last commit; kept for the next one if a commit fails.
+    dones: Vec<u8>,
 }
 
 struct Active {
     first: Seq,
-    file: BufWriter<File>,
+    file: File,
+    /// Bytes written and committed: a failed write is cut back to this.
     bytes: u64,
     synced: Instant,
+    /// Written since the last sync.
+    dirty: bool,
 }
 
 impl WriteAheadLog {
@@ -144,75 +214,92 @@ impl WriteAheadLog {
         }
         let active = Active::start(&settings.dir, next_seq)?;
         pending.entry(next_seq).or_default();
-        let mut log = WriteAheadLog { settings, pending, active, next_seq, frame: Vec::new() };
+        let mut log = WriteAheadLog {
+            settings,
+            pending,
+            active,
+            next_seq,
+            events: Vec::new(),
+            uncommitted: Vec::new(),
+            dones: Vec::new(),
+        };
         log.remove_finished()?;
         Ok((log, recovery))
     }
 
-    /// Appends `event`; with `FsyncPolicy::Always` it is on disk when this returns. An error (a
-    /// full disk) leaves the log as it was: the event is not in it.
-    pub fn append(&mut self, event: &Event) -> io::Result<Seq> {
+    /// Appends an event's `record` ([`encode`]) to what the next [`commit`](Self::commit) writes.
+    pub fn append(&mut self, record: &[u8]) -> Seq {
         let seq = self.next_seq;
-        let mut payload = std::mem::take(&mut self.frame);
-        payload.clear();
-        payload.extend_from_slice(&seq.to_le_bytes());
-        record::encode(event, &mut payload);
-        let written = self.write(EVENT, &payload, true);
-        self.frame = payload;
-        written?;
         self.next_seq += 1;
-        self.pending.entry(self.active.first).or_default().insert(seq);
-        self.rotate_if_full()?;
-        Ok(seq)
+        frame(&mut self.events, EVENT, seq, record);
+        self.uncommitted.push(seq);
+        seq
     }
 
-    /// Marks event `seq` done: it is not handed back after a restart, and its segment goes once
-    /// it and every older one are done.
-    /// A done mark is not synced on its own: lost in a crash, it makes the event come back once
-    /// more (a duplicate, never a loss), and the next sync takes it along.
-    pub fn done(&mut self, seq: Seq) -> io::Result<()> {
-        self.write(DONE, &seq.to_le_bytes(), false)?;
+    /// Marks committed event `seq` done: it is not handed back after a restart, and its segment goes
+    /// once it and every older one are done. The mark is written by the next commit, and is never
+    /// synced on its own: lost in a crash, it makes the event come back once more (a duplicate,
+    /// never a loss).
+    pub fn done(&mut self, seq: Seq) {
+        frame(&mut self.dones, DONE, seq, &[]);
         if let Some((_, events)) = self.pending.range_mut(..=seq).next_back() {
             events.remove(&seq);
+        }
+    }
+
+    /// Writes what was appended and marked done since the last commit, syncs it as the fsync
+    /// policy says, and gives back finished segments. On an error (a full disk) the appended events
+    /// are not in the log — the file is cut back to where it was — and the done marks wait for the
+    /// next commit.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.events.is_empty() && self.dones.is_empty() {
+            return Ok(());
+        }
+        let written = self.active.write(&self.dones).and_then(|()| self.active.write(&self.events));
+        if let Err(err) = written {
+            self.active.file.set_len(self.active.bytes)?;
+            self.events.clear();
+            self.uncommitted.clear();
+            return Err(err);
+        }
+        self.active.bytes += (self.dones.len() + self.events.len()) as u64;
+        self.active.dirty = true;
+        let appended = !self.events.is_empty();
+        self.dones.clear();
+        self.events.clear();
+        let segment = self.pending.entry(self.active.first).or_default();
+        segment.extend(self.uncommitted.drain(..));
+        let sync = match self.settings.fsync {
+            FsyncPolicy::Always => appended,
+            FsyncPolicy::Interval(every) => self.active.synced.elapsed() >= every,
+        };
+        if sync {
+            self.sync()?;
+        }
+        if self.active.bytes >= self.settings.segment_bytes {
+            self.sync()?;
+            self.active = Active::start(&self.settings.dir, self.next_seq)?;
+            self.pending.entry(self.next_seq).or_default();
         }
         self.remove_finished()
     }
 
-    /// Writes what is buffered and syncs it to disk.
+    /// Syncs what was committed to disk.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.active.file.flush()?;
-        self.active.file.get_ref().sync_data()?;
+        if self.active.dirty {
+            self.active.file.sync_data()?;
+            self.active.dirty = false;
+        }
         self.active.synced = Instant::now();
         Ok(())
     }
 
-    /// Writes one frame; `durable`: as the fsync policy says, else only to the OS.
-    fn write(&mut self, kind: u8, payload: &[u8], durable: bool) -> io::Result<()> {
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[kind]);
-        crc.update(payload);
-        let mut header = [0; HEADER];
-        header[0] = kind;
-        header[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[5..9].copy_from_slice(&crc.finalize().to_le_bytes());
-        self.active.file.write_all(&header)?;
-        self.active.file.write_all(payload)?;
-        self.active.bytes += (HEADER + payload.len()) as u64;
+    /// When committed frames are due to be synced by the interval policy, if they are.
+    pub fn sync_deadline(&self) -> Option<Instant> {
         match self.settings.fsync {
-            FsyncPolicy::Always if durable => self.sync(),
-            FsyncPolicy::Interval(every) if durable && self.active.synced.elapsed() >= every => self.sync(),
-            _ => self.active.file.flush(),
+            FsyncPolicy::Interval(every) if self.active.dirty => Some(self.active.synced + every),
+            _ => None,
         }
-    }
-
-    fn rotate_if_full(&mut self) -> io::Result<()> {
-        if self.active.bytes < self.settings.segment_bytes {
-            return Ok(());
-        }
-        self.sync()?;
-        self.active = Active::start(&self.settings.dir, self.next_seq)?;
-        self.pending.entry(self.next_seq).or_default();
-        Ok(())
     }
 
     /// Removes the oldest segments while every event in them is done (never the active one).
@@ -230,7 +317,7 @@ impl WriteAheadLog {
         Ok(())
     }
 
-    /// Events appended and not done yet.
+    /// Events committed and not done yet.
     pub fn pending(&self) -> usize {
         self.pending.values().map(BTreeSet::len).sum()
     }
@@ -241,12 +328,38 @@ impl WriteAheadLog {
     }
 }
 
+/// The record of `event`, for [`WriteAheadLog::append`].
+pub fn encode(event: &Event) -> Vec<u8> {
+    let mut record = Vec::with_capacity(128 + event.data.len());
+    record::encode(event, &mut record);
+    record
+}
+
+/// Appends a frame of `kind` holding `seq` and `body` to `out`.
+fn frame(out: &mut Vec<u8>, kind: u8, seq: Seq, body: &[u8]) {
+    let len = (8 + body.len()) as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(&seq.to_le_bytes());
+    crc.update(body);
+    out.push(kind);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
 impl Active {
     fn start(dir: &Path, first: Seq) -> io::Result<Active> {
         let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, first))?;
         // The new file's directory entry must survive a crash too.
         File::open(dir)?.sync_all()?;
-        Ok(Active { first, file: BufWriter::with_capacity(64 << 10, file), bytes: 0, synced: Instant::now() })
+        let bytes = file.metadata()?.len();
+        Ok(Active { first, file, bytes, synced: Instant::now(), dirty: false })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() { Ok(()) } else { self.file.write_all(bytes) }
     }
 }
 
@@ -307,6 +420,17 @@ mod tests {
         WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always, segment_bytes }
     }
 
+    fn append(log: &mut WriteAheadLog, n: usize) -> Seq {
+        let seq = log.append(&encode(&event(n)));
+        log.commit().unwrap();
+        seq
+    }
+
+    fn done(log: &mut WriteAheadLog, seq: Seq) {
+        log.done(seq);
+        log.commit().unwrap();
+    }
+
     fn ids(recovery: &Recovery) -> Vec<String> {
         recovery.pending.iter().map(|(_, e)| e.context.id.clone()).collect()
     }
@@ -316,9 +440,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
         assert!(recovery.pending.is_empty() && recovery.corrupt.is_empty());
-        let seqs: Vec<Seq> = (0..5).map(|n| log.append(&event(n)).unwrap()).collect();
-        log.done(seqs[1]).unwrap();
-        log.done(seqs[3]).unwrap();
+        let seqs: Vec<Seq> = (0..5).map(|n| append(&mut log, n)).collect();
+        done(&mut log, seqs[1]);
+        done(&mut log, seqs[3]);
         drop(log);
         let (log, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
         assert_eq!(ids(&recovery), ["0", "2", "4"]);
@@ -331,7 +455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
         for n in 0..3 {
-            log.append(&event(n)).unwrap();
+            append(&mut log, n);
         }
         drop(log);
         let (_, path) = segments(dir.path()).unwrap().remove(0);
@@ -355,13 +479,13 @@ mod tests {
     fn segments_go_once_they_and_every_older_one_are_done() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1)).unwrap();
-        let seqs: Vec<Seq> = (0..3).map(|n| log.append(&event(n)).unwrap()).collect();
+        let seqs: Vec<Seq> = (0..3).map(|n| append(&mut log, n)).collect();
         assert_eq!(log.segments().unwrap(), 4, "a segment per event, and the active one");
-        log.done(seqs[1]).unwrap();
+        done(&mut log, seqs[1]);
         assert_eq!(log.segments().unwrap(), 4, "the oldest segment still has an event");
-        log.done(seqs[0]).unwrap();
+        done(&mut log, seqs[0]);
         assert_eq!(log.segments().unwrap(), 2, "the two oldest went together");
-        log.done(seqs[2]).unwrap();
+        done(&mut log, seqs[2]);
         drop(log);
         let (log, recovery) = WriteAheadLog::open(settings(dir.path(), 1)).unwrap();
         assert!(recovery.pending.is_empty());
@@ -374,7 +498,7 @@ mod tests {
         let interval =
             WalSettings { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..settings(dir.path(), 1 << 20) };
         let (mut log, _) = WriteAheadLog::open(interval.clone()).unwrap();
-        log.append(&event(7)).unwrap();
+        append(&mut log, 7);
         // Read while the log is still open, as after a crash of the process.
         let (_, recovery) = WriteAheadLog::open(interval).unwrap();
         assert_eq!(ids(&recovery), ["7"]);
@@ -385,9 +509,9 @@ mod tests {
     fn sequence_numbers_go_on_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        let first = log.append(&event(0)).unwrap();
+        let first = append(&mut log, 0);
         drop(log);
         let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert!(log.append(&event(1)).unwrap() > first);
+        assert!(append(&mut log, 1) > first);
     }
 }

@@ -100,6 +100,11 @@ impl RouterProcess {
         }
     }
 
+    /// Whether a log line seen so far (by [`wait_for_log`](Self::wait_for_log)) contains `needle`.
+    pub fn has_logged(&self, needle: &str) -> bool {
+        self.seen.iter().any(|line| line.contains(needle))
+    }
+
     /// The router's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the router is running").id()
