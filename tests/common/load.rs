@@ -1,9 +1,15 @@
 //! Load for tests and benchmarks: a publisher that sends numbered events over HTTP, one request at
-//! a time, for as long as it runs, and the check that every number arrived exactly once.
+//! a time, for as long as it runs, and the check that every number arrived exactly once; the
+//! batch load the broker benchmarks share, and its JetStream peer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventyard::config::Config;
+use futures_util::StreamExt as _;
 
 use serde_json::{Value, json};
 
@@ -64,4 +70,142 @@ pub fn by_number<'a>(events: impl IntoIterator<Item = &'a Value>) -> BTreeMap<u6
         assert!(numbered.insert(n, event.clone()).is_none(), "event {n} arrived twice");
     }
     numbered
+}
+
+pub const BATCH: usize = 100;
+pub const CLIENTS: usize = 8;
+pub const DURATION: Duration = Duration::from_secs(5);
+
+/// The load of the benchmarks that compare brokers: 1 KiB events in HTTP batches of [`BATCH`] from
+/// [`CLIENTS`] clients for [`DURATION`], into a file sink, on an in-process router whose config
+/// starts with `broker`. Returns events/s acknowledged and events/s until the sink had the last.
+pub async fn batch_load(broker: &str) -> (f64, f64) {
+    let dir = super::tempdir();
+    let config = Config::from_toml(&format!(
+        r#"
+{broker}
+[plugins]
+dir = "{dir}/plugins"
+cache_dir = ""
+[http]
+listen = "127.0.0.1:0"
+[[route]]
+name = "bench"
+subject = "bench.>"
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{dir}/files"
+fsync = "never"
+queue_size = 100000
+batch_size = 1000
+"#,
+        dir = dir.path().display()
+    ))
+    .expect("bench config is valid");
+    let running = eventyard::server::start(config).await.expect("router starts");
+    let base = format!("http://{}", running.http_addr);
+    let url = format!("{base}/v1/events/bench.load");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut sent = 0;
+            while started.elapsed() < DURATION {
+                // Ids unique across the run: JetStream would take a repeated one as a retry.
+                let events: Vec<serde_json::Value> = (0..BATCH)
+                    .map(|i| {
+                        serde_json::json!({
+                            "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
+                            "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": super::base64_kib(),
+                        })
+                    })
+                    .collect();
+                let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), 202, "the router accepts the load");
+                sent += 1;
+            }
+            sent * BATCH
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.expect("client task");
+    }
+    let acknowledged_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered_so_far(&client, &base).await < total as u64 {
+        assert!(Instant::now() < deadline, "the sink did not get every event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered_in = started.elapsed();
+    running.shutdown().await;
+    (total as f64 / acknowledged_in.as_secs_f64(), total as f64 / delivered_in.as_secs_f64())
+}
+
+async fn delivered_so_far(client: &reqwest::Client, base: &str) -> u64 {
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("eventyard_sink_delivered_total{sink=\"files\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The peer: async-nats publishing the same 1 KiB events (their JSON as the payload, a message id
+/// each) straight into a work-queue stream with `replicas`, from as many clients as the load has,
+/// each with as many publishes in flight as a router has per batch. Events/s acknowledged.
+pub async fn jetstream_direct(cluster: &super::nats::NatsCluster, replicas: usize) -> f64 {
+    let jetstream = async_nats::jetstream::new(cluster.client().await);
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "bench_direct".into(),
+            subjects: vec!["bench.direct.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream is made");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let jetstream = jetstream.clone();
+        tasks.spawn(async move {
+            let mut sent = 0;
+            while started.elapsed() < DURATION {
+                let acks = futures_util::stream::iter(0..BATCH)
+                    .map(|i| {
+                        let event = serde_json::json!({
+                            "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
+                            "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": super::base64_kib(),
+                        });
+                        let publish = async_nats::jetstream::message::PublishMessage::build()
+                            .payload(event.to_string().into())
+                            .message_id(format!("c{c}-{sent}-{i}"));
+                        let jetstream = jetstream.clone();
+                        async move { jetstream.send_publish("bench.direct.load", publish).await.expect("sent").await }
+                    })
+                    .buffered(64);
+                let acked: Vec<_> = acks.collect().await;
+                assert!(acked.iter().all(Result::is_ok), "JetStream stores the load");
+                sent += 1;
+            }
+            sent * BATCH
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.expect("client task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use eventyard::event::{Event, EventJson};
 
+pub mod crash;
 pub mod http_server;
 pub mod kafka;
 pub mod load;

@@ -124,6 +124,10 @@ impl NatsServer {
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for NatsServer {

@@ -1,0 +1,93 @@
+//! Durable embedded mode (`[durability]`), on this machine's two cores:
+//! - events acknowledged and recovered after 20 random SIGKILLs of a router publishing over HTTP
+//!   and NATS (every acknowledged event must reach the file sink after the restarts);
+//! - throughput of the write-ahead log with each fsync policy, against the same load without it
+//!   (1 KiB events, HTTP batches of 100, 8 clients, into a file sink), and the peer: async-nats
+//!   publishing the same events into a one-node JetStream file stream;
+//! - memory per idle NATS connection: resident memory a router's gateway and a nats-server each
+//!   grow by for 2,000 connected, idle clients.
+//!
+//! Run: `cargo bench --bench durability` (or `scripts/bench` for every benchmark).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::bench_row as row;
+use common::crash::kill_loop;
+use common::load::{batch_load, jetstream_direct};
+use common::nats::{NatsCluster, NatsServer};
+use common::router::RouterProcess;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const KILLS: usize = 20;
+const IDLE_CONNECTIONS: usize = 2000;
+
+/// Resident memory of process `pid`, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status reads");
+    let kib = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("VmRSS is there");
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS is a number") * 1024
+}
+
+/// Bytes of resident memory process `pid` grows by per connected, idle NATS client at `addr`.
+async fn per_idle_connection(pid: u32, addr: std::net::SocketAddr) -> f64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = resident(pid);
+    let mut connections = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("the server accepts");
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        lines.next_line().await.expect("INFO comes").expect("INFO comes");
+        write.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await.expect("CONNECT is sent");
+        while lines.next_line().await.expect("the server answers").expect("the server answers") != "PONG" {}
+        connections.push((lines, write));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = resident(pid);
+    drop(connections);
+    after.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
+}
+
+#[tokio::main]
+async fn main() {
+    let report = kill_loop(KILLS).await;
+    let acknowledged = report.acknowledged.len();
+    let recovered = report.acknowledged.intersection(&report.delivered).count();
+    let extra = report.delivered.len() - recovered;
+    let note =
+        format!("{} over HTTP, {} over NATS; seed {}", report.over_http, acknowledged - report.over_http, report.seed);
+    row(&format!("{KILLS} kills: events acknowledged"), acknowledged as f64, "events", &note);
+    let note = format!("{recovered} of {acknowledged} acknowledged; {extra} delivered that no ack had covered");
+    row(&format!("{KILLS} kills: events recovered"), recovered as f64, "events", &note);
+
+    let (plain, _) = batch_load("").await;
+    row("no durability, acknowledged", plain, "events/s", "in memory only; 1 KiB events, batches of 100, 8 clients");
+    let wal = common::tempdir();
+    for (policy, extra) in [("always", ""), ("interval", "interval_ms = 100\n")] {
+        let dir = wal.path().join(policy);
+        let head = format!("[durability]\ndir = \"{}\"\nfsync = \"{policy}\"\n{extra}", dir.display());
+        let (acked, delivered) = batch_load(&head).await;
+        let name = format!("fsync = \"{policy}\", acknowledged");
+        row(&name, acked, "events/s", &format!("{:.2}x no durability; delivered {delivered:.0}/s", acked / plain));
+    }
+    let jetstream = NatsCluster::start(1).await;
+    let direct = jetstream_direct(&jetstream, 1).await;
+    drop(jetstream);
+    row("JetStream direct, 1 node, acknowledged", direct, "events/s", "async-nats into a file stream, the peer");
+
+    let router = RouterProcess::start(
+        "[service]\nhost = \"127.0.0.1\"\nport = 0\nlistener_limit = 10000\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n",
+    );
+    let ours = per_idle_connection(router.pid(), router.nats.expect("the gateway is on")).await;
+    drop(router);
+    let server = NatsServer::start().await;
+    let theirs = per_idle_connection(server.pid(), server.addr).await;
+    let note = format!("{IDLE_CONNECTIONS} idle clients; nats-server {theirs:.0} B each; {:.2}x", ours / theirs);
+    row("memory per idle NATS connection", ours, "bytes", &note);
+}

@@ -1,0 +1,221 @@
+//! Durable embedded mode under crashes, for the tests and the benchmark: a router config with
+//! `[durability]`, publishers over HTTP and NATS that count what the router acknowledged until it
+//! dies, and the loop that kills the router with SIGKILL at random moments.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::router::RouterProcess;
+
+/// A router keeping its log in `{state}/wal` with `fsync`, the gateway on, and one route,
+/// `orders.>`, into `sink` (a sink table's body, kind included).
+pub fn config(state: &Path, fsync: &str, sink: &str) -> String {
+    let state = state.display();
+    format!(
+        r#"
+[durability]
+dir = "{state}/wal"
+fsync = "{fsync}"
+segment_bytes = 65536
+
+[service]
+host = "127.0.0.1"
+port = 0
+drain_timeout_ms = 200
+
+[http]
+listen = "127.0.0.1:0"
+
+[plugins]
+dir = "{{dir}}/plugins"
+watch = false
+
+[[route]]
+name = "orders"
+subject = "orders.>"
+sinks = ["out"]
+
+[sinks.out]
+{sink}
+"#
+    )
+}
+
+pub fn file_sink(state: &Path) -> String {
+    format!("kind = \"file\"\nroot = \"{}/out\"\n", state.display())
+}
+
+/// A sink that cannot deliver (nothing listens), so every event stays unfinished in the log.
+pub fn stalled_sink() -> String {
+    let port = super::free_port();
+    format!(
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/\"\n[sinks.out.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 1000\n"
+    )
+}
+
+/// The ids of the events in the file sink under `{state}/out`. A line cut short by a kill is
+/// skipped: the sink had not confirmed it, so the log replays its event.
+pub fn delivered(state: &Path) -> (BTreeSet<String>, usize) {
+    let (mut ids, mut torn) = (BTreeSet::new(), 0);
+    for (_, bytes) in super::files_under(&state.join("out")) {
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(event) => {
+                    ids.insert(event["id"].as_str().expect("events have ids").to_owned());
+                }
+                Err(_) => torn += 1,
+            }
+        }
+    }
+    (ids, torn)
+}
+
+/// Waits until `/readyz` says the router is ready (it replays its log first).
+pub async fn ready(router: &RouterProcess) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reqwest::get(router.url("/readyz")).await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "the router did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn ordered(id: &str) -> serde_json::Value {
+    json!({"specversion": "1.0", "id": id, "source": "/test", "type": "order", "data": {"id": id}})
+}
+
+/// Publishes `h0, h1, ...` over HTTP in batches of 10 until the router dies; returns the ids it
+/// got a 202 for.
+pub async fn publish_http(router_url: String, from: u64) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for batch in (from..).step_by(10) {
+        let events: Vec<_> = (batch..batch + 10).map(|n| ordered(&format!("h{n}"))).collect();
+        let sent = client
+            .post(format!("{router_url}/v1/events/orders.http"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::Value::from(events).to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 202 => acked.extend((batch..batch + 10).map(|n| format!("h{n}"))),
+            Ok(response) if response.status() == 503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(response) => panic!("batch {batch} refused: {}", response.status()),
+            Err(_) => return acked,
+        }
+    }
+    unreachable!()
+}
+
+/// Publishes `n0, n1, ...` as binary-mode CloudEvents through the gateway over a plain NATS
+/// protocol connection, 10 HPUBs and a PING at a time: the gateway answers PONG only after the
+/// messages before it are in the log. Returns the ids whose PONG came, once the router is gone.
+pub async fn publish_nats(gateway: std::net::SocketAddr, from: u64) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut acked = Vec::new();
+    let Ok(stream) = tokio::net::TcpStream::connect(gateway).await else { return acked };
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    if !matches!(lines.next_line().await, Ok(Some(info)) if info.starts_with("INFO")) {
+        return acked;
+    }
+    let connect = "CONNECT {\"verbose\":false,\"headers\":true,\"protocol\":1}\r\n";
+    if write.write_all(connect.as_bytes()).await.is_err() {
+        return acked;
+    }
+    for group in (from..).step_by(10) {
+        let mut bytes = Vec::new();
+        for n in group..group + 10 {
+            let headers =
+                format!("NATS/1.0\r\nce-specversion: 1.0\r\nce-id: n{n}\r\nce-source: /test\r\nce-type: order\r\n\r\n");
+            let payload = "{}";
+            bytes.extend_from_slice(
+                format!(
+                    "HPUB orders.nats {} {}\r\n{headers}{payload}\r\n",
+                    headers.len(),
+                    headers.len() + payload.len()
+                )
+                .as_bytes(),
+            );
+        }
+        bytes.extend_from_slice(b"PING\r\n");
+        if write.write_all(&bytes).await.is_err() {
+            return acked;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await {
+                Ok(Ok(Some(line))) if line == "PONG" => break,
+                Ok(Ok(Some(line))) if line.starts_with("-ERR") => panic!("the gateway refused group {group}: {line}"),
+                Ok(Ok(Some(_))) => continue,
+                _ => return acked,
+            }
+        }
+        acked.extend((group..group + 10).map(|n| format!("n{n}")));
+    }
+    unreachable!()
+}
+
+/// Starts the router, waits for it to be ready and returns it.
+pub async fn start(config: &str) -> RouterProcess {
+    let router = RouterProcess::start(config);
+    ready(&router).await;
+    router
+}
+
+/// Waits until every id of `acked` is in the file sink; returns what it holds.
+pub async fn wait_delivered(state: &Path, acked: &BTreeSet<String>) -> (BTreeSet<String>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ids, torn) = delivered(state);
+        let missing: Vec<&String> = acked.difference(&ids).collect();
+        if missing.is_empty() {
+            return (ids, torn);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events never arrived: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What [`kill_loop`] found.
+pub struct KillReport {
+    pub seed: u64,
+    pub acknowledged: BTreeSet<String>,
+    /// Over HTTP; the rest came through the NATS gateway.
+    pub over_http: usize,
+    pub delivered: BTreeSet<String>,
+    pub torn_lines: usize,
+}
+
+/// Starts a router with `[durability]` (fsync `always`) on one state directory `kills` times,
+/// publishes over HTTP and NATS, and kills it with SIGKILL after a random 150-700 ms each time;
+/// then starts it once more and waits until the file sink has every acknowledged event (panics
+/// if one never comes).
+pub async fn kill_loop(kills: usize) -> KillReport {
+    let state = super::tempdir();
+    let config = config(state.path(), "always", &file_sink(state.path()));
+    let seed = fastrand::u64(..);
+    let mut random = fastrand::Rng::with_seed(seed);
+    let mut acknowledged = BTreeSet::new();
+    for round in 0..kills {
+        let mut router = start(&config).await;
+        let from = (round as u64) * 1_000_000;
+        let http = tokio::spawn(publish_http(format!("http://{}", router.http), from));
+        let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), from));
+        tokio::time::sleep(Duration::from_millis(random.u64(150..700))).await;
+        router.kill();
+        acknowledged.extend(http.await.expect("the HTTP publisher did not fail"));
+        acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
+    }
+    let mut router = start(&config).await;
+    let (delivered, torn_lines) = wait_delivered(state.path(), &acknowledged).await;
+    router.terminate(Duration::from_secs(10)).await;
+    let over_http = acknowledged.iter().filter(|id| id.starts_with('h')).count();
+    KillReport { seed, acknowledged, over_http, delivered, torn_lines }
+}
