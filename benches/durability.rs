@@ -12,47 +12,18 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::Duration;
-
 use common::bench_row as row;
 use common::crash::kill_loop;
 use common::load::{batch_load, jetstream_direct};
+use common::memory::per_idle_connection;
 use common::nats::{NatsCluster, NatsServer};
 use common::router::RouterProcess;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KILLS: usize = 20;
 const IDLE_CONNECTIONS: usize = 2000;
-
-/// Resident memory of process `pid`, in bytes.
-fn resident(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status reads");
-    let kib = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("VmRSS is there");
-    kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS is a number") * 1024
-}
-
-/// Bytes of resident memory process `pid` grows by per connected, idle NATS client at `addr`.
-async fn per_idle_connection(pid: u32, addr: std::net::SocketAddr) -> f64 {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = resident(pid);
-    let mut connections = Vec::with_capacity(IDLE_CONNECTIONS);
-    for _ in 0..IDLE_CONNECTIONS {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("the server accepts");
-        let (read, mut write) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(read).lines();
-        lines.next_line().await.expect("INFO comes").expect("INFO comes");
-        write.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await.expect("CONNECT is sent");
-        while lines.next_line().await.expect("the server answers").expect("the server answers") != "PONG" {}
-        connections.push((lines, write));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = resident(pid);
-    drop(connections);
-    after.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
-}
 
 #[tokio::main]
 async fn main() {
@@ -84,10 +55,10 @@ async fn main() {
     let router = RouterProcess::start(
         "[service]\nhost = \"127.0.0.1\"\nport = 0\nlistener_limit = 10000\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n",
     );
-    let ours = per_idle_connection(router.pid(), router.nats.expect("the gateway is on")).await;
+    let ours = per_idle_connection(router.pid(), router.nats.expect("the gateway is on"), IDLE_CONNECTIONS).await;
     drop(router);
     let server = NatsServer::start().await;
-    let theirs = per_idle_connection(server.pid(), server.addr).await;
+    let theirs = per_idle_connection(server.pid(), server.addr, IDLE_CONNECTIONS).await;
     let note = format!("{IDLE_CONNECTIONS} idle clients; nats-server {theirs:.0} B each; {:.2}x", ours / theirs);
     row("memory per idle NATS connection", ours, "bytes", &note);
 }

@@ -156,9 +156,29 @@ impl Outbound {
     }
 }
 
+/// The smallest and largest read from a client.
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 << 10;
+
+/// How much a connection reads at once. As nats-server does, it starts small, doubles while reads
+/// fill it and halves while they use under a quarter of it, so an idle connection holds little and
+/// a busy one reads in large chunks.
+struct ReadSize(usize);
+
+impl ReadSize {
+    fn after(&mut self, read: usize) {
+        if read >= self.0 {
+            self.0 = (self.0 * 2).min(MAX_READ);
+        } else if read < self.0 / 4 {
+            self.0 = (self.0 / 2).max(MIN_READ);
+        }
+    }
+}
+
 /// Writes what is pending until the connection closes; a slow consumer gets its `-ERR` last.
 async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>) {
-    let mut batch = BytesMut::with_capacity(64 << 10);
+    // Grows with what is pending; an idle connection holds next to nothing.
+    let mut batch = BytesMut::new();
     loop {
         outbound.take(&mut batch);
         if !batch.is_empty() {
@@ -167,6 +187,7 @@ async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>
                 _ = outbound.close.cancelled(), if outbound.slow.load(Ordering::Acquire) => break,
             };
             match written {
+                Ok(Ok(())) if batch.capacity() > 4 * MAX_READ => batch = BytesMut::new(),
                 Ok(Ok(())) => batch.clear(),
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -390,7 +411,8 @@ async fn run(
         subscriptions: HashMap::new(),
     };
     let parser = Parser { max_payload: shared.settings.max_payload };
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut buf = BytesMut::new();
+    let mut read_size = ReadSize(MIN_READ);
     let auth_deadline = tokio::time::sleep(shared.settings.auth_timeout);
     tokio::pin!(auth_deadline);
     let ping_interval = shared.settings.ping_interval;
@@ -399,7 +421,7 @@ async fn run(
     // As nats-server: a client that sent anything since the last tick is not pinged.
     let mut heard = false;
     loop {
-        buf.reserve(32 << 10);
+        buf.reserve(read_size.0);
         let read = tokio::select! {
             _ = outbound.close.cancelled() => break,
             _ = &mut auth_deadline, if auth_required && !client.connected => {
@@ -424,7 +446,10 @@ async fn run(
         };
         match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => heard = true,
+            Ok(n) => {
+                heard = true;
+                read_size.after(n);
+            }
         }
         let received = client.received;
         let going = TO_WAKE
@@ -438,6 +463,10 @@ async fn run(
         shared.stats.in_bytes.fetch_add(client.received.1 - received.1, Ordering::Relaxed);
         if !going {
             break;
+        }
+        if buf.is_empty() && buf.capacity() > 4 * read_size.0 {
+            // A burst is over: give its buffer back.
+            buf = BytesMut::new();
         }
     }
     outbound.close.cancel();
@@ -698,5 +727,26 @@ impl Client {
         for sid in sids {
             self.unsubscribe(&sid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_while_they_fill_the_buffer_and_shrink_while_they_do_not() {
+        let mut size = ReadSize(MIN_READ);
+        for _ in 0..20 {
+            let full = size.0;
+            size.after(full);
+        }
+        assert_eq!(size.0, MAX_READ);
+        size.after(MAX_READ / 2);
+        assert_eq!(size.0, MAX_READ, "half a buffer keeps the size");
+        for _ in 0..20 {
+            size.after(10);
+        }
+        assert_eq!(size.0, MIN_READ);
     }
 }

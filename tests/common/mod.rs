@@ -12,6 +12,7 @@ pub mod crash;
 pub mod http_server;
 pub mod kafka;
 pub mod load;
+pub mod memory;
 pub mod nats;
 pub mod router;
 pub mod tls;
@@ -27,6 +28,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "kafka-sink",
     "servicelog-sink",
     "misbehave",
+    "misbehave-auth",
     "kafka-probe",
     "http-probe",
     "future-wit",

@@ -1,0 +1,7 @@
+//! Subject matching, two ways: `Pattern::matches` and the broker's `SubscriptionIndex` trie must
+//! agree on every valid pattern and subject (the input is `pattern NUL subject`).
+#![no_main]
+
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::subject(data));

@@ -1,0 +1,35 @@
+//! Memory of a running process, for the resource-bound tests and the benchmarks: its resident set,
+//! and what it grows by per connected, idle NATS client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+/// Resident memory of process `pid`, in bytes.
+pub fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status reads");
+    let kib = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("VmRSS is there");
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS is a number") * 1024
+}
+
+/// Bytes of resident memory process `pid` grows by for each of `count` NATS clients that connect
+/// to `addr`, exchange a PING and stay idle.
+pub async fn per_idle_connection(pid: u32, addr: SocketAddr, count: usize) -> f64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = resident(pid);
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("the server accepts");
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        lines.next_line().await.expect("INFO comes").expect("INFO comes");
+        write.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await.expect("CONNECT is sent");
+        while lines.next_line().await.expect("the server answers").expect("the server answers") != "PONG" {}
+        connections.push((lines, write));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = resident(pid);
+    drop(connections);
+    after.saturating_sub(before) as f64 / count as f64
+}
