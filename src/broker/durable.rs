@@ -182,10 +182,7 @@ impl Broker for DurableBroker {
 
     async fn publish_all(&self, mut events: Vec<Event>) -> Result<(), (usize, PublishError)> {
         self.log_routed(&mut events).await.map_err(|refusal| (0, refusal.into()))?;
-        for (accepted, event) in events.into_iter().enumerate() {
-            self.inner.publish(event).await.map_err(|err| (accepted, err))?;
-        }
-        Ok(())
+        self.inner.publish_all(events).await
     }
 
     fn subscribe(
