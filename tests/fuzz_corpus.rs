@@ -1,9 +1,9 @@
 //! Every input kept in `fuzz/corpus/<target>/` — the seeds, and each input a fuzz run found
-//! failing once — through the same checks the `cargo fuzz` targets run (`fuzz/fuzz_targets/checks.rs`),
+//! failing once — through the same checks the `cargo fuzz` targets run (`fuzz/src/lib.rs`),
 //! without libFuzzer: a regression test for each.
 
 #[allow(dead_code, reason = "shared with the fuzz targets")]
-#[path = "../fuzz/fuzz_targets/checks.rs"]
+#[path = "../fuzz/src/lib.rs"]
 mod checks;
 
 use std::path::Path;

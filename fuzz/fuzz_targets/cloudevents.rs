@@ -3,6 +3,4 @@
 //! event it accepts has a routing subject a subscription can match.
 #![no_main]
 
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::cloudevents(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eventyard_fuzz::cloudevents(data));

@@ -2,6 +2,4 @@
 //! depend on how the bytes were split into reads (the first byte sets the read size).
 #![no_main]
 
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::nats_protocol(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eventyard_fuzz::nats_protocol(data));

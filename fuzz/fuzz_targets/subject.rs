@@ -2,6 +2,4 @@
 //! agree on every valid pattern and subject (the input is `pattern NUL subject`).
 #![no_main]
 
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::subject(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eventyard_fuzz::subject(data));
