@@ -141,14 +141,14 @@ fn test_runs_sinks_and_auth_policies_too() {
     assert!(lines[0].contains(r#""allow""#) && lines[1].contains("unknown token"), "{out}");
 }
 
-/// Scaffolds `kind` as `name` in `dir`, builds it with `plugin build` into `dir/plugins`, and
-/// returns the component.
-fn scaffold_and_build(dir: &std::path::Path, kind: &str, name: &str) -> std::path::PathBuf {
+/// Scaffolds `kind` as `name` in `dir` in `lang`, builds it with `plugin build` into `dir/plugins`,
+/// and returns the component.
+fn scaffold_and_build(dir: &std::path::Path, lang: &str, kind: &str, name: &str) -> std::path::PathBuf {
     let dir_arg = dir.to_str().expect("temp paths are UTF-8");
-    let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--dir", dir_arg]);
+    let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--lang", lang, "--dir", dir_arg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(name), "{out}");
-    // `plugin build` runs cargo for wasm32-wasip2 and drops the component into the plugin directory.
+    // `plugin build` runs the language's toolchain and drops the component into the plugin directory.
     // Sharing one target directory reuses the SDK's compiled dependencies across scaffolds.
     let plugin_dir = dir.join("plugins");
     let output = common::eventyard()
@@ -166,33 +166,85 @@ fn scaffold_and_build(dir: &std::path::Path, kind: &str, name: &str) -> std::pat
     wasm
 }
 
-#[test]
-fn new_scaffolds_plugins_of_every_kind_that_build_and_run() {
+/// Scaffolds a handler, a sink and an auth policy in `lang`, builds each and runs it.
+fn scaffolds_of_every_kind_build_and_run(lang: &str) {
     let dir = tempdir();
     let events = write(dir.path(), "e.json", r#"{"subject":"a.b"}"#);
 
-    let handler = scaffold_and_build(dir.path(), "handler", "tag-it");
-    let (code, out, err) =
-        run_eventyard(&["plugin", "test", handler.to_str().unwrap(), "--event", &events, "--config", "tag=blue"]);
+    let handler = scaffold_and_build(dir.path(), lang, "handler", "tag-it");
+    let (code, out, err) = run_eventyard(&[
+        "plugin",
+        "test",
+        handler.to_str().expect("temp paths are UTF-8"),
+        "--event",
+        &events,
+        "--config",
+        "tag=blue",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"["tag","blue"]"#), "{out}");
 
-    let sink = scaffold_and_build(dir.path(), "sink", "log-it");
-    let (code, out, err) = run_eventyard(&["plugin", "test", sink.to_str().unwrap(), "--event", &events]);
+    let sink = scaffold_and_build(dir.path(), lang, "sink", "log-it");
+    let (code, out, err) =
+        run_eventyard(&["plugin", "test", sink.to_str().expect("temp paths are UTF-8"), "--event", &events]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("delivered 1 event"), "{out}");
 
-    let auth = scaffold_and_build(dir.path(), "auth", "let-in");
+    let auth = scaffold_and_build(dir.path(), lang, "auth", "let-in");
     let requests = write(dir.path(), "r.json", r#"[{"token":"sesame"},{"token":"wrong"}]"#);
-    let (code, out, err) =
-        run_eventyard(&["plugin", "test", auth.to_str().unwrap(), "--event", &requests, "--config", "token=sesame"]);
+    let (code, out, err) = run_eventyard(&[
+        "plugin",
+        "test",
+        auth.to_str().expect("temp paths are UTF-8"),
+        "--event",
+        &requests,
+        "--config",
+        "token=sesame",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().next().is_some_and(|l| l.contains("allow")) && out.contains("unknown token"), "{out}");
 
-    let (code, _, err) =
-        run_eventyard(&["plugin", "new", "handler", "Bad_Name", "--dir", dir.path().to_str().unwrap()]);
+    let (code, _, err) = run_eventyard(&[
+        "plugin",
+        "new",
+        "handler",
+        "Bad_Name",
+        "--lang",
+        lang,
+        "--dir",
+        dir.path().to_str().expect("temp paths are UTF-8"),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("Bad_Name"), "{err}");
+}
+
+#[test]
+fn new_scaffolds_rust_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("rust");
+}
+
+#[test]
+fn new_scaffolds_python_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("python");
+}
+
+/// The scaffold's package.json installs componentize-js with npm on the first build.
+#[test]
+fn new_scaffolds_javascript_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("js");
+}
+
+#[test]
+fn build_names_what_a_directory_lacks() {
+    let dir = tempdir();
+    let (code, _, err) = run_eventyard(&["plugin", "build", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected Cargo.toml (Rust), or plugin.toml with app.py (Python)"), "{err}");
+    write(dir.path(), "plugin.toml", "name = \"x\"\nworld = \"filter\"\n");
+    write(dir.path(), "app.py", "");
+    let (code, _, err) = run_eventyard(&["plugin", "build", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("world `filter` is not one of handler, sink, auth-policy"), "{err}");
 }
 
 #[test]

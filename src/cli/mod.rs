@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 the plugin (or the thing checked) failed, 2 bad input or usage.
 #![expect(clippy::print_stdout, reason = "the command line prints its results for people")]
 
+mod build;
 mod plugin;
 
 use std::process::ExitCode;

@@ -15,13 +15,16 @@ use crate::sink::Sink;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
-    /// Scaffold a plugin crate that builds with `cargo build --release --target wasm32-wasip2`.
+    /// Scaffold a plugin (a Rust crate, or a Python or JavaScript directory) that `plugin build` builds.
     New {
         /// The plugin's role.
         #[arg(value_enum)]
         kind: Kind,
-        /// Crate name (kebab-case); also the directory created.
+        /// Plugin name (kebab-case); also the directory created.
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Directory to create the crate in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -29,7 +32,8 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Build the plugin crate in DIR for wasm32-wasip2 and copy the component to --out.
+    /// Build the plugin in DIR (Rust with cargo, Python with componentize-py, JavaScript with
+    /// componentize-js) and copy the component to --out.
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -79,6 +83,25 @@ pub(crate) enum Kind {
     Auth,
 }
 
+impl Kind {
+    /// The WIT world of the role.
+    fn world(self) -> &'static str {
+        match self {
+            Kind::Handler => "handler",
+            Kind::Sink => "sink",
+            Kind::Auth => "auth-policy",
+        }
+    }
+}
+
+/// The languages `plugin new` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
 fn parse_key_value(arg: &str) -> Result<(String, String), String> {
     arg.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -87,7 +110,7 @@ fn parse_key_value(arg: &str) -> Result<(String, String), String> {
 
 pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
     match command {
-        PluginCommand::New { kind, name, dir, sdk } => new(kind, &name, &dir, sdk),
+        PluginCommand::New { kind, name, lang, dir, sdk } => new(kind, lang, &name, &dir, sdk),
         PluginCommand::Build { dir, out } => build(&dir, out.as_deref()).await,
         PluginCommand::Inspect { file, json } => inspect(&file, json).await,
         PluginCommand::Test { file, event, config, batch, timeout_ms, memory_mib, grant_dir, grant_http } => {
@@ -110,17 +133,23 @@ fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk")
 }
 
-fn new(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), Failure> {
+fn new(kind: Kind, lang: Lang, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), Failure> {
     let valid = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.starts_with(|c: char| c.is_ascii_lowercase());
     if !valid {
         return Err(Failure::input(format!("plugin name `{name}`: use lowercase letters, digits and dashes")));
     }
-    let sdk = sdk.unwrap_or_else(default_sdk_path);
-    let sdk = sdk.canonicalize().map_err(|err| {
-        Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display()))
-    })?;
+    let sdk = match lang {
+        Lang::Rust => {
+            let sdk = sdk.unwrap_or_else(default_sdk_path);
+            let sdk = sdk.canonicalize().map_err(|err| {
+                Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display()))
+            })?;
+            sdk.display().to_string()
+        }
+        Lang::Python | Lang::Js => String::new(),
+    };
     let root = dir.join(name);
     if root.exists() {
         return Err(Failure::input(format!("{} already exists", root.display())));
@@ -132,57 +161,70 @@ fn new(kind: Kind, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), F
             chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
         })
         .collect();
-    let source = match kind {
-        Kind::Handler => include_str!("../../plugins/templates/handler.rs.tmpl"),
-        Kind::Sink => include_str!("../../plugins/templates/sink.rs.tmpl"),
-        Kind::Auth => include_str!("../../plugins/templates/auth.rs.tmpl"),
-    };
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{file}}", &name.replace('-', "_"))
             .replace("{{type}}", &type_name)
-            .replace("{{sdk_path}}", &sdk.display().to_string())
+            .replace("{{world}}", kind.world())
+            .replace("{{sdk_path}}", &sdk)
     };
-    let write = |path: PathBuf, contents: String| {
-        std::fs::write(&path, contents).map_err(|err| Failure::input(format!("cannot write {}: {err}", path.display())))
+    let files: Vec<(&str, &str)> = match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml", include_str!("../../plugins/templates/Cargo.toml.tmpl")),
+            (
+                "src/lib.rs",
+                match kind {
+                    Kind::Handler => include_str!("../../plugins/templates/handler.rs.tmpl"),
+                    Kind::Sink => include_str!("../../plugins/templates/sink.rs.tmpl"),
+                    Kind::Auth => include_str!("../../plugins/templates/auth.rs.tmpl"),
+                },
+            ),
+        ],
+        Lang::Python => vec![
+            ("plugin.toml", include_str!("../../plugins/templates/plugin.toml.tmpl")),
+            (
+                "app.py",
+                match kind {
+                    Kind::Handler => include_str!("../../plugins/templates/handler.py.tmpl"),
+                    Kind::Sink => include_str!("../../plugins/templates/sink.py.tmpl"),
+                    Kind::Auth => include_str!("../../plugins/templates/auth.py.tmpl"),
+                },
+            ),
+        ],
+        Lang::Js => vec![
+            ("plugin.toml", include_str!("../../plugins/templates/plugin.toml.tmpl")),
+            ("package.json", include_str!("../../plugins/templates/package.json.tmpl")),
+            (
+                "plugin.js",
+                match kind {
+                    Kind::Handler => include_str!("../../plugins/templates/handler.js.tmpl"),
+                    Kind::Sink => include_str!("../../plugins/templates/sink.js.tmpl"),
+                    Kind::Auth => include_str!("../../plugins/templates/auth.js.tmpl"),
+                },
+            ),
+        ],
     };
-    std::fs::create_dir_all(root.join("src"))
-        .map_err(|err| Failure::input(format!("cannot create {}: {err}", root.display())))?;
-    write(root.join("Cargo.toml"), fill(include_str!("../../plugins/templates/Cargo.toml.tmpl")))?;
-    write(root.join("src/lib.rs"), fill(source))?;
+    for (file, template) in files {
+        let path = root.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| Failure::input(format!("cannot create {}: {err}", parent.display())))?;
+        }
+        std::fs::write(&path, fill(template))
+            .map_err(|err| Failure::input(format!("cannot write {}: {err}", path.display())))?;
+    }
+    if lang != Lang::Rust {
+        // The contract the plugin is written against travels with it.
+        super::build::write_wit(&root.join("wit"))?;
+    }
     println!("created {}", root.display());
-    println!("next: cd {} && cargo build --release --target wasm32-wasip2", root.display());
+    println!("next: eventyard plugin build {}", root.display());
     Ok(())
 }
 
 async fn build(dir: &Path, out: Option<&Path>) -> Result<(), Failure> {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        return Err(Failure::input(format!("no Cargo.toml in {}", dir.display())));
-    }
-    let output = tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .map_err(|err| Failure::input(format!("cannot run cargo: {err}")))?;
-    if !output.status.success() {
-        return Err(Failure::plugin(format!("cargo build failed in {}", dir.display())));
-    }
-    let built: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact")
-        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_str().filter(|f| f.ends_with(".wasm")).map(PathBuf::from))
-        .collect();
-    if built.is_empty() {
-        return Err(Failure::plugin("cargo built no .wasm component; is the crate a cdylib?"));
-    }
-    for wasm in built {
+    for wasm in super::build::build(dir).await? {
         let shown = match out {
             Some(out) => {
                 let target = out.join(wasm.file_name().unwrap_or_default());

@@ -24,15 +24,22 @@ pub struct NumberedPublisher {
 impl NumberedPublisher {
     /// Starts publishing to `url` (`http://.../v1/events/SUBJECT`).
     pub fn start(url: String) -> NumberedPublisher {
+        NumberedPublisher::start_with(url, json!({}))
+    }
+
+    /// Starts publishing to `url` events whose data holds `fields` besides `n`.
+    pub fn start_with(url: String, fields: Value) -> NumberedPublisher {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
             let (stop, sent) = (stop.clone(), sent.clone());
             async move {
                 let client = reqwest::Client::new();
+                let mut data = fields;
                 while !stop.load(Ordering::Relaxed) {
                     let n = sent.load(Ordering::Relaxed);
-                    let event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": {"n": n}});
+                    data["n"] = json!(n);
+                    let event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": data});
                     let response = client
                         .post(&url)
                         .header("content-type", "application/cloudevents+json")

@@ -59,6 +59,28 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// The component `eventyard plugin build` makes of the Python or JavaScript plugin in
+/// `plugins/<dir>` (once per process per directory).
+pub fn polyglot_plugin(dir: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, wasm)) = built.iter().find(|(built, _)| built == dir) {
+        return wasm.clone();
+    }
+    let output = eventyard()
+        .arg("plugin")
+        .arg("build")
+        .arg(repo_root().join("plugins").join(dir))
+        .output()
+        .expect("eventyard runs");
+    assert!(output.status.success(), "plugin build {dir}: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let wasm = PathBuf::from(stdout.lines().last().expect("plugin build prints the component"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    built.push((dir.to_owned(), wasm.clone()));
+    wasm
+}
+
 /// A loopback port free now, for a server process the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()

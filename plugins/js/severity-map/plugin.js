@@ -1,0 +1,52 @@
+// severity-map in JavaScript: the same handler as plugins/severity-map (Rust).
+const MAPPING = { Critical: 'Critical', Important: 'Major', Moderate: 'Warning', Low: 'Info' };
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+let field = 'severity';
+let target = 'severity';
+
+function permanent(message) {
+  return { message, retryable: false };
+}
+
+function handle(event) {
+  const id = event.context.id;
+  let data;
+  try {
+    data = JSON.parse(decoder.decode(event.data));
+  } catch (err) {
+    throw permanent(`event "${id}": data is not JSON: ${err.message}`);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw permanent(`event "${id}": data is not a JSON object`);
+  }
+  const level = data[field];
+  if (typeof level !== 'string') throw permanent(`event "${id}": field "${field}" is missing or not a string`);
+  if (!(level in MAPPING)) throw permanent(`event "${id}": field "${field}": unknown level "${level}"`);
+  data[target] = MAPPING[level];
+  const sorted = Object.fromEntries(Object.keys(data).sort().map((key) => [key, data[key]]));
+  event.data = encoder.encode(JSON.stringify(sorted));
+  event.context.datacontenttype ??= 'application/json';
+  return { tag: 'emit', val: [event] };
+}
+
+export const eventHandler = {
+  init(config) {
+    const settings = Object.fromEntries(config);
+    for (const key of Object.keys(settings)) {
+      if (key !== 'field' && key !== 'target') throw permanent(`config: unknown key \`${key}\` (known: field, target)`);
+    }
+    field = settings.field ?? 'severity';
+    target = settings.target ?? field;
+  },
+  handle,
+  handleBatch(events) {
+    return events.map((event) => {
+      try {
+        return { tag: 'ok', val: handle(event) };
+      } catch (err) {
+        return { tag: 'err', val: err.message !== undefined && err.retryable !== undefined ? err : permanent(String(err)) };
+      }
+    });
+  },
+};

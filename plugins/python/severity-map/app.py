@@ -1,0 +1,55 @@
+"""severity-map in Python: the same handler as plugins/severity-map (Rust)."""
+import json
+
+from componentize_py_types import Err, Ok
+from wit_world import exports
+from wit_world.exports.event_handler import Outcome_Emit
+from wit_world.imports.types import Error
+
+MAPPING = {"Critical": "Critical", "Important": "Major", "Moderate": "Warning", "Low": "Info"}
+
+field = "severity"
+target = "severity"
+
+
+def permanent(message):
+    return Err(Error(message=message, retryable=False))
+
+
+class EventHandler(exports.EventHandler):
+    def init(self, config):
+        global field, target
+        settings = dict(config)
+        unknown = sorted(set(settings) - {"field", "target"})
+        if unknown:
+            raise permanent(f"config: unknown key `{unknown[0]}` (known: field, target)")
+        field = settings.get("field", "severity")
+        target = settings.get("target", field)
+
+    def handle(self, event):
+        event_id = event.context.id
+        try:
+            data = json.loads(event.data)
+        except ValueError as err:
+            raise permanent(f'event "{event_id}": data is not JSON: {err}')
+        if not isinstance(data, dict):
+            raise permanent(f'event "{event_id}": data is not a JSON object')
+        level = data.get(field)
+        if not isinstance(level, str):
+            raise permanent(f'event "{event_id}": field "{field}" is missing or not a string')
+        if level not in MAPPING:
+            raise permanent(f'event "{event_id}": field "{field}": unknown level "{level}"')
+        data[target] = MAPPING[level]
+        event.data = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        if event.context.datacontenttype is None:
+            event.context.datacontenttype = "application/json"
+        return Outcome_Emit([event])
+
+    def handle_batch(self, events):
+        results = []
+        for event in events:
+            try:
+                results.append(Ok(self.handle(event)))
+            except Err as err:
+                results.append(err)
+        return results

@@ -1,0 +1,137 @@
+//! Plugins in Python (componentize-py) and JavaScript (componentize-js), built with
+//! `eventyard plugin build`: the same handler in three languages gives the same answers through the
+//! host, and a live router swaps the Rust one for the Python one under load, losing nothing.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::load::NumberedPublisher;
+use common::router::{RouterProcess, eventually, json_lines_under};
+use std::sync::Arc;
+
+use eventyard::event::Event;
+use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role};
+use eventyard::route::{Handler, HandlerError};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn handler(runtime: &PluginRuntime, path: &Path) -> Arc<dyn Handler> {
+    let spec = PluginSpec::new(path.display().to_string(), path, Role::Handler);
+    match runtime.load(spec).await {
+        Ok(Plugin::Handler(handler)) => handler,
+        Ok(_) => panic!("{} is not a handler", path.display()),
+        Err(err) => panic!("{} does not load: {err}", path.display()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn severity_map_in_python_and_javascript_answers_as_the_rust_one_does() {
+    let runtime = common::plugin_runtime();
+    let rust = handler(&runtime, &common::plugin("severity-map")).await;
+    let python = handler(&runtime, &common::polyglot_plugin("python/severity-map")).await;
+    let js = handler(&runtime, &common::polyglot_plugin("js/severity-map")).await;
+    let inputs = [
+        json!({"severity": "Important", "cluster": "c1", "nested": {"b": 1, "a": [true, null]}}),
+        json!({"severity": "Low"}),
+        json!({"severity": "Bogus"}),
+        json!({"severity": 3}),
+        json!({"other": "Critical"}),
+        json!(["Critical"]),
+    ];
+    let events: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, data)| common::event(json!({"subject": "risk.eu", "id": format!("e{i}"), "data": data})))
+        .collect();
+    let answers = |results: Vec<Result<Vec<Event>, HandlerError>>| -> Vec<Option<Value>> {
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok().map(|events| {
+                    assert_eq!(events.len(), 1);
+                    assert_eq!(events[0].context.datacontenttype.as_deref(), Some("application/json"));
+                    common::data(&events[0])
+                })
+            })
+            .collect()
+    };
+    let expected = answers(rust.handle_batch(events.clone()).await);
+    assert_eq!(expected[0], Some(json!({"severity": "Major", "cluster": "c1", "nested": {"b": 1, "a": [true, null]}})));
+    assert_eq!(expected.iter().filter(|answer| answer.is_none()).count(), 4, "{expected:?}");
+    for (language, plugin) in [("Python", &python), ("JavaScript", &js)] {
+        assert_eq!(answers(plugin.handle_batch(events.clone()).await), expected, "{language}, batched");
+        let mut one_by_one = Vec::new();
+        for event in events.clone() {
+            one_by_one.push(plugin.handle(event).await);
+        }
+        assert_eq!(answers(one_by_one), expected, "{language}, one at a time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_router_swaps_the_rust_handler_for_the_python_one_under_load_and_loses_nothing() {
+    let plugins = common::tempdir();
+    let stage = plugins.path().join("stage.wasm");
+    std::fs::copy(common::plugin("severity-map"), &stage).expect("copy");
+    let config = format!(
+        r#"
+[plugins]
+dir = "{}"
+watch = true
+[plugin.stage]
+world = "handler"
+[http]
+listen = "127.0.0.1:0"
+[[route]]
+name = "all"
+subject = "numbers"
+handlers = ["stage"]
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+"#,
+        plugins.path().display()
+    );
+    let router = RouterProcess::start(&config);
+    let load = NumberedPublisher::start_with(router.url("/v1/events/numbers"), json!({"severity": "Moderate"}));
+    let files = router.path("files");
+    written(&files, 100).await;
+
+    let python = common::polyglot_plugin("python/severity-map");
+    common::replace_file(&python, &stage);
+    let python_size = std::fs::metadata(&python).expect("built").len();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listed = reqwest::get(router.url("/v1/admin/plugins")).await.expect("the admin API answers");
+        let listed: Value = listed.json().await.expect("JSON");
+        if listed.to_string().contains(&format!("\"size\":{python_size}")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the Python generation never served: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = json_lines_under(&files).len();
+    written(&files, seen + 100).await;
+
+    let sent = load.finish().await;
+    let lines = eventually("every event on disk", WAIT, || {
+        let lines = json_lines_under(&files);
+        (lines.len() as u64 >= sent).then_some(lines)
+    })
+    .await;
+    let numbered = common::load::by_number(lines.iter().map(|(_, event)| event));
+    assert_eq!(numbered.len() as u64, sent, "no event lost");
+    for (n, event) in &numbered {
+        assert_eq!(event["data"], json!({"n": n, "severity": "Warning"}), "event {n} was mapped");
+    }
+}
+
+/// Waits until `files` holds at least `count` events.
+async fn written(files: &Path, count: usize) {
+    eventually(&format!("{count} events written"), WAIT, || (json_lines_under(files).len() >= count).then_some(()))
+        .await;
+}
