@@ -1,6 +1,7 @@
 //! Plugins in Python (componentize-py) and JavaScript (componentize-js), built with
 //! `eventyard plugin build`: the same handler in three languages gives the same answers through the
-//! host, and a live router swaps the Rust one for the Python one under load, losing nothing.
+//! host and against the golden files kept for the Rust one, and a live router swaps the Rust one
+//! for the Python one under load, losing nothing.
 
 mod common;
 
@@ -69,6 +70,48 @@ async fn severity_map_in_python_and_javascript_answers_as_the_rust_one_does() {
         }
         assert_eq!(answers(one_by_one), expected, "{language}, one at a time");
     }
+}
+
+/// `plugin test --golden` over the fixtures kept for the Rust `severity-map`.
+fn golden(plugin: &Path, fixtures: &Path) -> (i32, String) {
+    let output = common::eventyard()
+        .args(["plugin", "test"])
+        .arg(plugin)
+        .arg("--golden")
+        .arg(fixtures)
+        .output()
+        .expect("eventyard runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_change_shows_as_a_diff() {
+    let fixtures = common::repo_root().join("tests/fixtures/golden/severity-map");
+    for plugin in [
+        common::plugin("severity-map"),
+        common::polyglot_plugin("python/severity-map"),
+        common::polyglot_plugin("js/severity-map"),
+    ] {
+        let (code, out) = golden(&plugin, &fixtures);
+        assert_eq!(code, 0, "{}: {out}", plugin.display());
+        assert_eq!(out.lines().filter(|line| line.starts_with("ok ")).count(), 2, "{out}");
+    }
+
+    // A new version that maps differently: the old answers, blessed, show what changed.
+    let changed = common::tempdir();
+    for entry in std::fs::read_dir(&fixtures).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let text =
+            std::fs::read_to_string(&path).expect("reads").replace(r#""severity":"Major""#, r#""severity":"High""#);
+        std::fs::write(changed.path().join(path.file_name().expect("a name")), text).expect("writes");
+    }
+    let (code, out) = golden(&common::polyglot_plugin("python/severity-map"), changed.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("MISMATCH levels") && out.contains("ok       refused"), "{out}");
+    let removed: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("- ")).collect();
+    let added: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("+ ")).collect();
+    assert!(removed.len() == 1 && removed[0].contains(r#""severity":"High""#), "{out}");
+    assert!(added.len() == 1 && added[0].contains(r#""severity":"Major""#), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 #![expect(clippy::print_stdout, reason = "the command line prints its results for people")]
 
 mod build;
+mod golden;
 mod plugin;
 
 use std::process::ExitCode;

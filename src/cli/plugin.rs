@@ -48,12 +48,22 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a plugin on events from a file and print what it returns.
+    /// Run a plugin on events from a file and print what it returns, or check its answers to a
+    /// directory of fixtures against the answers kept beside them (`--golden`).
     Test {
         file: PathBuf,
-        /// A JSON event or array of events (an auth request for an auth policy).
+        /// A JSON event or array of events, or JSON lines of them as `eventyard tap` records (auth
+        /// requests for an auth policy).
+        #[arg(long, required_unless_present = "golden", conflicts_with = "golden")]
+        event: Option<PathBuf>,
+        /// A directory of fixtures: each `NAME.json` or `NAME.jsonl` input, with the answers
+        /// expected of it in `NAME.expected`. Prints a diff for every mismatch.
         #[arg(long)]
-        event: PathBuf,
+        golden: Option<PathBuf>,
+        /// With --golden: write the plugin's answers as the expected ones (a new or missing fixture
+        /// is written anyway).
+        #[arg(long, requires = "golden")]
+        bless: bool,
         /// A config setting passed to the plugin's init, KEY=VALUE (repeatable).
         #[arg(long = "config", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
@@ -113,7 +123,18 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
         PluginCommand::New { kind, name, lang, dir, sdk } => new(kind, lang, &name, &dir, sdk),
         PluginCommand::Build { dir, out } => build(&dir, out.as_deref()).await,
         PluginCommand::Inspect { file, json } => inspect(&file, json).await,
-        PluginCommand::Test { file, event, config, batch, timeout_ms, memory_mib, grant_dir, grant_http } => {
+        PluginCommand::Test {
+            file,
+            event,
+            golden,
+            bless,
+            config,
+            batch,
+            timeout_ms,
+            memory_mib,
+            grant_dir,
+            grant_http,
+        } => {
             let mut spec = PluginSpec::new(file.display().to_string(), &file, Role::Handler);
             spec.config = config;
             spec.limits.timeout = Duration::from_millis(timeout_ms);
@@ -123,7 +144,11 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
                 http_hosts: (!grant_http.is_empty()).then_some(grant_http),
                 ..Grants::default()
             };
-            test(spec, &event, batch).await
+            match (event, golden) {
+                (Some(event), _) => test(spec, &event, batch).await,
+                (None, Some(golden)) => test_golden(spec, &golden, batch, bless).await,
+                (None, None) => Err(Failure::input("give --event FILE or --golden DIR")),
+            }
         }
     }
 }
@@ -307,31 +332,114 @@ struct AuthRequestJson {
     remote_addr: Option<String>,
 }
 
-async fn test(mut spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Failure> {
+/// One answer of a plugin to its input, as `plugin test` prints it.
+enum Answer {
+    /// A JSON line: an event a handler returned, a sink's delivery count, an auth decision.
+    Line(String),
+    /// A handler's error for the input at this position.
+    Failed(usize, String),
+}
+
+impl Answer {
+    /// The answer as a line of a golden file.
+    fn golden_line(&self) -> String {
+        match self {
+            Answer::Line(line) => line.clone(),
+            Answer::Failed(i, error) => serde_json::json!({ "event": i, "error": error }).to_string(),
+        }
+    }
+}
+
+/// Loads the plugin in `spec`, whatever its role (the component says).
+async fn load(mut spec: PluginSpec) -> Result<Plugin, Failure> {
     if !spec.path.is_file() {
         return Err(Failure::input(format!("{}: no such file", spec.path.display())));
     }
-    let text = tokio::fs::read_to_string(input)
-        .await
-        .map_err(|err| Failure::input(format!("cannot read {}: {err}", input.display())))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|err| Failure::input(format!("{}: not JSON: {err}", input.display())))?;
-    let items = match value {
-        serde_json::Value::Array(items) => items,
-        other => vec![other],
-    };
-    // The role comes from the component itself.
     spec.role = None;
-    let plugin = runtime()?.load(spec).await.map_err(Failure::plugin)?;
+    runtime()?.load(spec).await.map_err(Failure::plugin)
+}
+
+async fn test(spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Failure> {
+    let plugin = load(spec).await?;
+    let mut failures = Vec::new();
+    for answer in answers(&plugin, read_inputs(input)?, input, batch).await? {
+        match answer {
+            Answer::Line(line) => println!("{line}"),
+            Answer::Failed(i, error) => failures.push(format!("event {i}: {error}")),
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(Failure::plugin(failures.join("\n"))) }
+}
+
+/// Runs every fixture of `dir` through the plugin and compares its answers with the expected ones.
+async fn test_golden(spec: PluginSpec, dir: &Path, batch: bool, bless: bool) -> Result<(), Failure> {
+    let plugin = load(spec).await?;
+    let fixtures = super::golden::fixtures(dir)?;
+    let mut mismatched = 0;
+    for fixture in &fixtures {
+        let answers = answers(&plugin, read_inputs(&fixture.input)?, &fixture.input, batch).await?;
+        let actual: Vec<String> = answers.iter().map(Answer::golden_line).collect();
+        match fixture.expected()? {
+            Some(expected) if !bless => {
+                if expected == actual {
+                    println!("ok       {}", fixture.name);
+                } else {
+                    mismatched += 1;
+                    println!("MISMATCH {} (- expected, + this plugin)", fixture.name);
+                    for line in super::golden::diff(&expected, &actual) {
+                        println!("  {line}");
+                    }
+                }
+            }
+            _ => {
+                fixture.write_expected(&actual)?;
+                println!("wrote    {}", fixture.expected_path().display());
+            }
+        }
+    }
+    match mismatched {
+        0 => Ok(()),
+        n => Err(Failure::plugin(format!(
+            "{n} of {} fixture(s) differ; --bless accepts the new answers",
+            fixtures.len()
+        ))),
+    }
+}
+
+/// The inputs in `path`: a JSON value or array of values, or JSON lines.
+fn read_inputs(path: &Path) -> Result<Vec<serde_json::Value>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Failure::input(format!("cannot read {}: {err}", path.display())))?;
+    let not_json = |err: serde_json::Error| Failure::input(format!("{}: not JSON: {err}", path.display()));
+    if path.extension().is_some_and(|ext| ext == "jsonl") {
+        return text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).map_err(not_json))
+            .collect();
+    }
+    match serde_json::from_str(&text).map_err(not_json)? {
+        serde_json::Value::Array(items) => Ok(items),
+        other => Ok(vec![other]),
+    }
+}
+
+/// What `plugin` answers to `items` (read from `input`).
+async fn answers(
+    plugin: &Plugin,
+    items: Vec<serde_json::Value>,
+    input: &Path,
+    batch: bool,
+) -> Result<Vec<Answer>, Failure> {
     match plugin {
-        Plugin::Handler(handler) => test_handler(handler.as_ref(), parse_events(items, input)?, batch).await,
+        Plugin::Handler(handler) => handler_answers(handler.as_ref(), parse_events(items, input)?, batch).await,
         Plugin::Sink(sink) => {
             let events = parse_events(items, input)?;
             sink.deliver(&events).await.map_err(Failure::plugin)?;
-            println!("delivered {} event(s)", events.len());
-            Ok(())
+            Ok(vec![Answer::Line(format!("delivered {} event(s)", events.len()))])
         }
         Plugin::AuthPolicy(policy) => {
+            let mut answers = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
                 let request = parse_auth_request(item)
                     .map_err(|err| Failure::input(format!("{}: request {i}: {err}", input.display())))?;
@@ -345,9 +453,9 @@ async fn test(mut spec: PluginSpec, input: &Path, batch: bool) -> Result<(), Fai
                     }),
                     Decision::Deny(reason) => serde_json::json!({ "deny": reason }),
                 };
-                println!("{decision}");
+                answers.push(Answer::Line(decision.to_string()));
             }
-            Ok(())
+            Ok(answers)
         }
     }
 }
@@ -383,7 +491,7 @@ fn parse_auth_request(item: serde_json::Value) -> Result<AuthRequest, String> {
     })
 }
 
-async fn test_handler(handler: &dyn Handler, events: Vec<Event>, batch: bool) -> Result<(), Failure> {
+async fn handler_answers(handler: &dyn Handler, events: Vec<Event>, batch: bool) -> Result<Vec<Answer>, Failure> {
     let count = events.len();
     let results = if batch {
         handler.handle_batch(events).await
@@ -394,17 +502,17 @@ async fn test_handler(handler: &dyn Handler, events: Vec<Event>, batch: bool) ->
         }
         results
     };
-    let mut failures = Vec::new();
+    let mut answers = Vec::new();
     for (i, result) in results.into_iter().enumerate() {
         match result {
             Ok(events) => {
                 for event in &events {
                     let line = serde_json::to_string(&EventJson::from_event(event)).map_err(Failure::plugin)?;
-                    println!("{line}");
+                    answers.push(Answer::Line(line));
                 }
             }
-            Err(err) => failures.push(format!("event {i}: {err}")),
+            Err(err) => answers.push(Answer::Failed(i, err.to_string())),
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(Failure::plugin(failures.join("\n"))) }
+    Ok(answers)
 }

@@ -20,9 +20,12 @@ function handle(event) {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw permanent(`event "${id}": data is not a JSON object`);
   }
+  if (!(field in data)) throw permanent(`event "${id}": field "${field}" is missing`);
   const level = data[field];
-  if (typeof level !== 'string') throw permanent(`event "${id}": field "${field}" is missing or not a string`);
-  if (!(level in MAPPING)) throw permanent(`event "${id}": field "${field}": unknown level "${level}"`);
+  if (typeof level !== 'string') throw permanent(`event "${id}": field "${field}" is ${JSON.stringify(level)}, not a string`);
+  if (!Object.hasOwn(MAPPING, level)) {
+    throw permanent(`event "${id}": field "${field}": unknown level "${level}" (expected Critical, Important, Moderate or Low)`);
+  }
   data[target] = MAPPING[level];
   const sorted = Object.fromEntries(Object.keys(data).sort().map((key) => [key, data[key]]));
   event.data = encoder.encode(JSON.stringify(sorted));

@@ -34,11 +34,16 @@ class EventHandler(exports.EventHandler):
             raise permanent(f'event "{event_id}": data is not JSON: {err}')
         if not isinstance(data, dict):
             raise permanent(f'event "{event_id}": data is not a JSON object')
-        level = data.get(field)
+        if field not in data:
+            raise permanent(f'event "{event_id}": field "{field}" is missing')
+        level = data[field]
         if not isinstance(level, str):
-            raise permanent(f'event "{event_id}": field "{field}" is missing or not a string')
+            raise permanent(f'event "{event_id}": field "{field}" is {json.dumps(level)}, not a string')
         if level not in MAPPING:
-            raise permanent(f'event "{event_id}": field "{field}": unknown level "{level}"')
+            raise permanent(
+                f'event "{event_id}": field "{field}": unknown level "{level}"'
+                " (expected Critical, Important, Moderate or Low)"
+            )
         data[target] = MAPPING[level]
         event.data = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         if event.context.datacontenttype is None:
