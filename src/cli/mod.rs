@@ -7,6 +7,7 @@
 mod build;
 mod golden;
 mod plugin;
+mod tap;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     /// Write, build, inspect and test plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Record live events matching a subject pattern into a fixture file for `plugin test`.
+    Tap(tap::TapArgs),
 }
 
 const DEFAULT_CONFIG: &str = "config/eventyard.toml";
@@ -105,6 +108,10 @@ pub fn main() -> ExitCode {
             Command::Plugin(command) => {
                 log(None);
                 plugin::run(command).await
+            }
+            Command::Tap(args) => {
+                log(None);
+                tap::run(args).await
             }
         }
     });
