@@ -72,13 +72,14 @@ async fn severity_map_in_python_and_javascript_answers_as_the_rust_one_does() {
     }
 }
 
-/// `plugin test --golden` over the fixtures kept for the Rust `severity-map`.
-fn golden(plugin: &Path, fixtures: &Path) -> (i32, String) {
+/// `plugin test --golden` of `plugin` over `fixtures`, with `extra` arguments.
+fn golden(plugin: &Path, fixtures: &Path, extra: &[&str]) -> (i32, String) {
     let output = common::eventyard()
         .args(["plugin", "test"])
         .arg(plugin)
         .arg("--golden")
         .arg(fixtures)
+        .args(extra)
         .output()
         .expect("eventyard runs");
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
@@ -92,7 +93,7 @@ fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_
         common::polyglot_plugin("python/severity-map"),
         common::polyglot_plugin("js/severity-map"),
     ] {
-        let (code, out) = golden(&plugin, &fixtures);
+        let (code, out) = golden(&plugin, &fixtures, &[]);
         assert_eq!(code, 0, "{}: {out}", plugin.display());
         assert_eq!(out.lines().filter(|line| line.starts_with("ok ")).count(), 2, "{out}");
     }
@@ -105,13 +106,59 @@ fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_
             std::fs::read_to_string(&path).expect("reads").replace(r#""severity":"Major""#, r#""severity":"High""#);
         std::fs::write(changed.path().join(path.file_name().expect("a name")), text).expect("writes");
     }
-    let (code, out) = golden(&common::polyglot_plugin("python/severity-map"), changed.path());
+    let (code, out) = golden(&common::polyglot_plugin("python/severity-map"), changed.path(), &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("MISMATCH levels") && out.contains("ok       refused"), "{out}");
     let removed: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("- ")).collect();
     let added: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("+ ")).collect();
     assert!(removed.len() == 1 && removed[0].contains(r#""severity":"High""#), "{out}");
     assert!(added.len() == 1 && added[0].contains(r#""severity":"Major""#), "{out}");
+}
+
+#[test]
+fn token_auth_in_python_and_javascript_decides_as_the_rust_one_does() {
+    let fixtures = common::repo_root().join("tests/fixtures/golden/token-auth");
+    let tokens = r#"tokens=[{"token":"t-a","account":"A","publish":{"deny":["secret.>"]}},{"token":"t-b"}]"#;
+    for plugin in [
+        common::plugin("token-auth"),
+        common::polyglot_plugin("python/token-auth"),
+        common::polyglot_plugin("js/token-auth"),
+    ] {
+        let (code, out) = golden(&plugin, &fixtures, &["--config", tokens]);
+        assert_eq!(code, 0, "{}: {out}", plugin.display());
+        let (code, _) = golden(&plugin, &fixtures, &["--config", "tokens=[]"]);
+        assert_eq!(code, 1, "{}: an empty token list is refused at init", plugin.display());
+    }
+}
+
+#[test]
+fn the_python_sink_appends_every_event_to_its_granted_directory_only() {
+    let data = common::tempdir();
+    let events = data.path().join("events.json");
+    std::fs::write(&events, r#"[{"subject":"a.b","id":"1","data":{"n":1}},{"subject":"a.c","id":"2","data":"text"}]"#)
+        .expect("writes");
+    let sink = common::polyglot_plugin("python/jsonl-sink");
+    let run = |config: &str| {
+        common::eventyard()
+            .args(["plugin", "test"])
+            .arg(&sink)
+            .arg("--event")
+            .arg(&events)
+            .arg("--grant-dir")
+            .arg(data.path())
+            .args(["--config", config])
+            .output()
+            .expect("eventyard runs")
+    };
+    let output = run("file=out/../risks.jsonl");
+    assert_eq!(output.status.code(), Some(1), "a path with .. is refused");
+    std::fs::create_dir(data.path().join("out")).expect("mkdir");
+    let output = run("file=out/risks.jsonl");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = std::fs::read_to_string(data.path().join("out/risks.jsonl")).expect("the sink wrote");
+    let lines: Vec<Value> = written.lines().map(|line| serde_json::from_str(line).expect("JSON lines")).collect();
+    assert_eq!((lines[0]["id"].as_str(), &lines[0]["data"]), (Some("1"), &json!({"n": 1})));
+    assert_eq!((lines[1]["subject"].as_str(), &lines[1]["data"]), (Some("a.c"), &json!("text")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
