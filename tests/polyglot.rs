@@ -161,6 +161,27 @@ fn the_python_sink_appends_every_event_to_its_granted_directory_only() {
     assert_eq!((lines[1]["subject"].as_str(), &lines[1]["data"]), (Some("a.c"), &json!("text")));
 }
 
+#[test]
+fn a_python_plugin_imports_the_capabilities_its_manifest_names_and_is_refused_without_the_grant() {
+    let output = common::eventyard()
+        .args(["plugin", "build"])
+        .arg(common::repo_root().join("tests/fixtures/plugins/nats-forward-py"))
+        .output()
+        .expect("eventyard runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let wasm = String::from_utf8_lossy(&output.stdout).lines().last().expect("a component").to_owned();
+    let (code, out, err) = common::run_eventyard(&["plugin", "inspect", &wasm]);
+    assert_eq!(code, 0, "{err}");
+    let capabilities = out.lines().find(|line| line.starts_with("capabilities:")).expect("a capabilities line");
+    assert!(capabilities.contains("nats") && !capabilities.contains("kafka"), "{out}");
+    let events = common::tempdir();
+    let event = events.path().join("e.json");
+    std::fs::write(&event, r#"{"subject":"a.b"}"#).expect("writes");
+    let (code, _, err) = common::run_eventyard(&["plugin", "test", &wasm, "--event", event.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("imports capability `nats`") && err.contains("does not grant"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_router_swaps_the_rust_handler_for_the_python_one_under_load_and_loses_nothing() {
     let plugins = common::tempdir();

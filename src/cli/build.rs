@@ -100,8 +100,7 @@ pub(crate) async fn build(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let dir = &dir.canonicalize().map_err(|err| Failure::input(format!("{}: {err}", dir.display())))?;
     match language(dir)? {
         Language::Rust => build_rust(dir).await,
-        Language::Python => build_with(dir, Language::Python).await.map(|wasm| vec![wasm]),
-        Language::JavaScript => build_with(dir, Language::JavaScript).await.map(|wasm| vec![wasm]),
+        language => build_with(dir, language).await.map(|wasm| vec![wasm]),
     }
 }
 
@@ -272,5 +271,20 @@ mod tests {
         assert_eq!(language_of(&["plugin.toml", "app.py", "plugin.js"]), None);
         assert_eq!(language_of(&["app.py"]), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_built_world_imports_only_the_capabilities_asked_for() {
+        let manifest = |world: &str, capabilities: &[&str]| Manifest {
+            name: "x".into(),
+            world: world.into(),
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        };
+        let sink = manifest("sink", &[]).built_world();
+        assert!(sink.contains("world built { include platform; export event-sink; }"), "{sink}");
+        let sink = manifest("sink", &["nats", "http"]).built_world();
+        assert!(sink.contains("export event-sink; import nats-publisher; }"), "{sink}");
+        assert!(!sink.contains("kafka"), "{sink}");
+        assert!(manifest("auth-policy", &[]).built_world().contains("export authorizer;"));
     }
 }
