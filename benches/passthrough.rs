@@ -47,28 +47,6 @@ fn sample_event(payload: usize) -> Event {
     event
 }
 
-/// Nanoseconds per event for one timed round of `handler`.
-async fn round(handler: &dyn Handler, event: &Event, batched: bool) -> f64 {
-    let started = Instant::now();
-    let mut events = 0usize;
-    while started.elapsed() < ROUND_TIME {
-        if batched {
-            let results = handler.handle_batch(vec![event.clone(); BATCH]).await;
-            assert!(results.iter().all(|r| r.is_ok()));
-            events += BATCH;
-        } else {
-            assert!(handler.handle(event.clone()).await.is_ok());
-            events += 1;
-        }
-    }
-    started.elapsed().as_nanos() as f64 / events as f64
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -107,12 +85,12 @@ async fn main() {
                 continue;
             }
             let (mut native_ns, mut wasm_ns) = (Vec::new(), Vec::new());
-            round(wasm.as_ref(), &event, batched).await; // warm-up
+            common::ns_per_event(wasm.as_ref(), &event, batched.then_some(BATCH), ROUND_TIME).await; // warm-up
             for _ in 0..ROUNDS {
-                native_ns.push(round(&native, &event, batched).await);
-                wasm_ns.push(round(wasm.as_ref(), &event, batched).await);
+                native_ns.push(common::ns_per_event(&native, &event, batched.then_some(BATCH), ROUND_TIME).await);
+                wasm_ns.push(common::ns_per_event(wasm.as_ref(), &event, batched.then_some(BATCH), ROUND_TIME).await);
             }
-            let (n, w) = (median(native_ns), median(wasm_ns));
+            let (n, w) = (common::median(native_ns), common::median(wasm_ns));
             let mode = if batched { format!("batch of {BATCH}") } else { "one per call".to_string() };
             let size = if payload >= 1024 { format!("{} KiB", payload / 1024) } else { format!("{payload} B") };
             println!("{size:<9} {mode:<14} {n:>10.0} {w:>10.0} {:>12.0} {:>6.1}x", w - n, w / n);

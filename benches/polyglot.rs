@@ -47,29 +47,6 @@ fn sample() -> Event {
     }))
 }
 
-/// Nanoseconds per event over one round.
-async fn round(handler: &dyn Handler, batched: bool) -> f64 {
-    let event = sample();
-    let started = Instant::now();
-    let mut events = 0usize;
-    while started.elapsed() < ROUND_TIME {
-        if batched {
-            let results = handler.handle_batch(vec![event.clone(); BATCH]).await;
-            assert!(results.iter().all(|r| r.is_ok()));
-            events += BATCH;
-        } else {
-            assert!(handler.handle(event.clone()).await.is_ok());
-            events += 1;
-        }
-    }
-    started.elapsed().as_nanos() as f64 / events as f64
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let plugins: [(&str, PathBuf); 3] = [
@@ -95,14 +72,16 @@ async fn main() {
         row(&format!("{language}: cold start (compile + instantiate)"), cold.as_secs_f64() * 1e3, "ms", &note);
         handlers.push((*language, handler));
     }
+    let event = sample();
     for batched in [false, true] {
         let mut samples = vec![Vec::new(); handlers.len()];
         for _ in 0..ROUNDS {
             for (i, (_, handler)) in handlers.iter().enumerate() {
-                samples[i].push(round(handler.as_ref(), batched).await);
+                samples[i]
+                    .push(common::ns_per_event(handler.as_ref(), &event, batched.then_some(BATCH), ROUND_TIME).await);
             }
         }
-        let medians: Vec<f64> = samples.into_iter().map(median).collect();
+        let medians: Vec<f64> = samples.into_iter().map(common::median).collect();
         let calls = if batched { format!("batches of {BATCH}") } else { "one event per call".to_owned() };
         for ((language, _), ns) in handlers.iter().zip(&medians) {
             let note = format!("{calls}; {:.1}x Rust", ns / medians[0]);

@@ -72,19 +72,6 @@ async fn severity_map_in_python_and_javascript_answers_as_the_rust_one_does() {
     }
 }
 
-/// `plugin test --golden` of `plugin` over `fixtures`, with `extra` arguments.
-fn golden(plugin: &Path, fixtures: &Path, extra: &[&str]) -> (i32, String) {
-    let output = common::eventyard()
-        .args(["plugin", "test"])
-        .arg(plugin)
-        .arg("--golden")
-        .arg(fixtures)
-        .args(extra)
-        .output()
-        .expect("eventyard runs");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 #[test]
 fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_change_shows_as_a_diff() {
     let fixtures = common::repo_root().join("tests/fixtures/golden/severity-map");
@@ -93,8 +80,8 @@ fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_
         common::polyglot_plugin("python/severity-map"),
         common::polyglot_plugin("js/severity-map"),
     ] {
-        let (code, out) = golden(&plugin, &fixtures, &[]);
-        assert_eq!(code, 0, "{}: {out}", plugin.display());
+        let (code, out) = common::plugin_test_golden(&plugin, &fixtures, &[]);
+        assert_eq!(code, Some(0), "{}: {out}", plugin.display());
         assert_eq!(out.lines().filter(|line| line.starts_with("ok ")).count(), 2, "{out}");
     }
 
@@ -106,8 +93,8 @@ fn the_rust_handlers_golden_files_hold_for_the_python_and_javascript_ones_and_a_
             std::fs::read_to_string(&path).expect("reads").replace(r#""severity":"Major""#, r#""severity":"High""#);
         std::fs::write(changed.path().join(path.file_name().expect("a name")), text).expect("writes");
     }
-    let (code, out) = golden(&common::polyglot_plugin("python/severity-map"), changed.path(), &[]);
-    assert_eq!(code, 1, "{out}");
+    let (code, out) = common::plugin_test_golden(&common::polyglot_plugin("python/severity-map"), changed.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("MISMATCH levels") && out.contains("ok       refused"), "{out}");
     let removed: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("- ")).collect();
     let added: Vec<&str> = out.lines().filter(|line| line.trim_start().starts_with("+ ")).collect();
@@ -124,10 +111,10 @@ fn token_auth_in_python_and_javascript_decides_as_the_rust_one_does() {
         common::polyglot_plugin("python/token-auth"),
         common::polyglot_plugin("js/token-auth"),
     ] {
-        let (code, out) = golden(&plugin, &fixtures, &["--config", tokens]);
-        assert_eq!(code, 0, "{}: {out}", plugin.display());
-        let (code, _) = golden(&plugin, &fixtures, &["--config", "tokens=[]"]);
-        assert_eq!(code, 1, "{}: an empty token list is refused at init", plugin.display());
+        let (code, out) = common::plugin_test_golden(&plugin, &fixtures, &["--config", tokens]);
+        assert_eq!(code, Some(0), "{}: {out}", plugin.display());
+        let (code, _) = common::plugin_test_golden(&plugin, &fixtures, &["--config", "tokens=[]"]);
+        assert_eq!(code, Some(1), "{}: an empty token list is refused at init", plugin.display());
     }
 }
 

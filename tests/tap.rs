@@ -99,26 +99,15 @@ async fn tap_records_live_events_that_plugin_test_replays_against_two_versions()
     assert_eq!(lines[1]["data"], json!({"severity": "Low"}));
 
     // Replayed through one version: its answers become the expected ones; the other version agrees.
-    let run = |plugin: &std::path::Path, extra: &[&str]| {
-        let output = common::eventyard()
-            .args(["plugin", "test"])
-            .arg(plugin)
-            .arg("--golden")
-            .arg(&fixtures)
-            .args(extra)
-            .output()
-            .expect("eventyard runs");
-        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
-    };
-    let (code, out) = run(&common::plugin("severity-map"), &["--bless"]);
+    let (code, out) = common::plugin_test_golden(&common::plugin("severity-map"), &fixtures, &["--bless"]);
     assert_eq!(code, Some(0), "{out}");
     let expected = std::fs::read_to_string(fixtures.join("live.expected")).expect("blessed");
     assert!(expected.contains(r#""severity":"Critical""#) && expected.contains(r#""severity":"Info""#), "{expected}");
     assert!(expected.contains(r#"unknown level \"Bogus\""#), "{expected}");
-    let (code, out) = run(&common::polyglot_plugin("python/severity-map"), &[]);
+    let (code, out) = common::plugin_test_golden(&common::polyglot_plugin("python/severity-map"), &fixtures, &[]);
     assert_eq!(code, Some(0), "{out}");
     // A different handler answers differently, and the diff says how.
-    let (code, out) = run(&common::plugin("passthrough"), &[]);
+    let (code, out) = common::plugin_test_golden(&common::plugin("passthrough"), &fixtures, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("MISMATCH live") && out.contains(r#"+ {"#) && out.contains(r#"- {"error""#), "{out}");
 }

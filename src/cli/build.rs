@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use super::Failure;
+use crate::plugin::{WIT_PACKAGE, WIT_VERSION};
 
 /// The WIT contract this build of eventyard speaks, written into every Python and JavaScript build
 /// (and into a plugin directory by `plugin new`), unless the directory brings its own `wit/`.
@@ -61,12 +62,13 @@ impl Manifest {
                 _ => None,
             })
             .collect();
-        format!("package {WIT_PACKAGE};\n\nworld {BUILT_WORLD} {{ include platform; export {export};{imports} }}\n")
+        format!(
+            "package {WIT_PACKAGE}@{WIT_VERSION};\n\nworld {BUILT_WORLD} {{ include platform; export {export};{imports} }}\n"
+        )
     }
 }
 
-/// The WIT package of `wit/`, and the world `plugin build` writes beside it.
-const WIT_PACKAGE: &str = "eventyard:plugin@0.1.0";
+/// The world `plugin build` writes beside `wit/`.
 const BUILT_WORLD: &str = "built";
 
 /// The capabilities `plugin.toml` may name.
@@ -194,13 +196,16 @@ fn read_manifest(dir: &Path) -> Result<Manifest, Failure> {
 /// Writes the WIT a Python or JavaScript build uses into `out`: the directory's own `wit/` if it
 /// has one, else this build's, plus the world it is built for.
 fn build_wit(dir: &Path, out: &Path, manifest: &Manifest) -> Result<PathBuf, Failure> {
-    write_wit(out)?;
     let own = dir.join("wit");
     if own.is_dir() {
+        std::fs::create_dir_all(out)
+            .map_err(|err| Failure::input(format!("cannot create {}: {err}", out.display())))?;
         for (file, _) in WIT_FILES {
             std::fs::copy(own.join(file), out.join(file))
                 .map_err(|err| Failure::input(format!("cannot copy {}: {err}", own.join(file).display())))?;
         }
+    } else {
+        write_wit(out)?;
     }
     let world = out.join("built.wit");
     std::fs::write(&world, manifest.built_world())

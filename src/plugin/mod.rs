@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use adapter::{PluginMeta, WasmAuthPolicy, WasmHandler, WasmSink};
-pub use component::{Capability, ComponentInfo, WIT_VERSION, content_hash};
+pub use component::{Capability, ComponentInfo, WIT_PACKAGE, WIT_VERSION, content_hash};
 pub use engine::RuntimeOptions;
 pub use error::PluginError;
 pub use host::MetricValue;

@@ -81,6 +81,51 @@ pub fn polyglot_plugin(dir: &str) -> PathBuf {
     wasm
 }
 
+/// Nanoseconds per event `handler` takes over `time`, handing it `event` one call at a time, or in
+/// calls of `batch` copies. For benchmarks.
+pub async fn ns_per_event(
+    handler: &dyn eventyard::route::Handler,
+    event: &Event,
+    batch: Option<usize>,
+    time: std::time::Duration,
+) -> f64 {
+    let started = std::time::Instant::now();
+    let mut events = 0usize;
+    while started.elapsed() < time {
+        match batch {
+            Some(batch) => {
+                let results = handler.handle_batch(vec![event.clone(); batch]).await;
+                assert!(results.iter().all(|r| r.is_ok()));
+                events += batch;
+            }
+            None => {
+                assert!(handler.handle(event.clone()).await.is_ok());
+                events += 1;
+            }
+        }
+    }
+    started.elapsed().as_nanos() as f64 / events as f64
+}
+
+/// The median of `values`.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs `plugin test PLUGIN --golden FIXTURES` with `extra` arguments; returns the exit code and stdout.
+pub fn plugin_test_golden(plugin: &Path, fixtures: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let output = eventyard()
+        .args(["plugin", "test"])
+        .arg(plugin)
+        .arg("--golden")
+        .arg(fixtures)
+        .args(extra)
+        .output()
+        .expect("eventyard runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A loopback port free now, for a server process the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
