@@ -3,7 +3,9 @@
 
 mod common;
 
+use common::router::{RouterProcess, eventually, json_lines_under};
 use common::{plugin, run_eventyard, tempdir};
+use std::time::Duration;
 
 fn write(dir: &std::path::Path, name: &str, contents: &str) -> String {
     let path = dir.join(name);
@@ -166,12 +168,46 @@ fn scaffold_and_build(dir: &std::path::Path, lang: &str, kind: &str, name: &str)
     wasm
 }
 
-/// Scaffolds a handler, a sink and an auth policy in `lang`, builds each and runs it.
-fn scaffolds_of_every_kind_build_and_run(lang: &str) {
+/// Starts a router on the plugin directory `handler` was built into, with the scaffolded handler
+/// on its route as the README's step 6 puts it, and checks that an event over HTTP is filed tagged.
+async fn handles_live_events(handler: &std::path::Path) {
+    let plugins = handler.parent().expect("a component lies in a plugin directory");
+    let config = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[plugins]
+dir = "{}"
+[[route]]
+name = "everything"
+subject = ">"
+handlers = ["tag-it"]
+sinks = ["files"]
+[plugin.tag-it]
+config = {{ tag = "blue" }}
+[sinks.files]
+kind = "file"
+root = "{{dir}}/events"
+"#,
+        plugins.display()
+    );
+    let router = RouterProcess::start(&config);
+    let event = serde_json::json!({"specversion": "1.0", "id": "e1", "source": "/readme", "type": "audit.login"});
+    assert_eq!(router.post_event("audit.logins", &event).await, 202);
+    let events = router.path("events");
+    let (_, filed) = eventually("the event filed", Duration::from_secs(30), || json_lines_under(&events).pop()).await;
+    assert_eq!(filed["tag"], "blue", "{filed}");
+    assert_eq!(filed["id"], "e1", "{filed}");
+}
+
+/// Scaffolds a handler, a sink and an auth policy in `lang`, builds each and runs it; the handler
+/// also on a live router, as the README takes a new plugin from `plugin new` to live events.
+async fn scaffolds_of_every_kind_build_and_run(lang: &str) {
     let dir = tempdir();
     let events = write(dir.path(), "e.json", r#"{"subject":"a.b"}"#);
 
     let handler = scaffold_and_build(dir.path(), lang, "handler", "tag-it");
+    handles_live_events(&handler).await;
     let (code, out, err) = run_eventyard(&[
         "plugin",
         "test",
@@ -218,20 +254,20 @@ fn scaffolds_of_every_kind_build_and_run(lang: &str) {
     assert!(err.contains("Bad_Name"), "{err}");
 }
 
-#[test]
-fn new_scaffolds_rust_plugins_of_every_kind_that_build_and_run() {
-    scaffolds_of_every_kind_build_and_run("rust");
+#[tokio::test]
+async fn new_scaffolds_rust_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("rust").await;
 }
 
-#[test]
-fn new_scaffolds_python_plugins_of_every_kind_that_build_and_run() {
-    scaffolds_of_every_kind_build_and_run("python");
+#[tokio::test]
+async fn new_scaffolds_python_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("python").await;
 }
 
 /// The scaffold's package.json installs componentize-js with npm on the first build.
-#[test]
-fn new_scaffolds_javascript_plugins_of_every_kind_that_build_and_run() {
-    scaffolds_of_every_kind_build_and_run("js");
+#[tokio::test]
+async fn new_scaffolds_javascript_plugins_of_every_kind_that_build_and_run() {
+    scaffolds_of_every_kind_build_and_run("js").await;
 }
 
 #[test]
