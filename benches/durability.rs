@@ -3,7 +3,8 @@
 //!   and NATS (every acknowledged event must reach the file sink after the restarts);
 //! - throughput of the write-ahead log with each fsync policy, against the same load without it
 //!   (1 KiB events, HTTP batches of 100, 8 clients, into a file sink), and the peer: async-nats
-//!   publishing the same events into a one-node JetStream file stream;
+//!   publishing the same events into a one-node JetStream file stream; the same load as NATS PUBs
+//!   through the gateway, with and without the log;
 //! - memory per idle NATS connection: resident memory a router's gateway and a nats-server each
 //!   grow by for 2,000 connected, idle clients.
 //!
@@ -14,7 +15,7 @@ mod common;
 
 use common::bench_row as row;
 use common::crash::kill_loop;
-use common::load::{batch_load, jetstream_direct};
+use common::load::{Over, batch_load, jetstream_direct, load};
 use common::memory::per_idle_connection;
 use common::nats::{NatsCluster, NatsServer};
 use common::router::RouterProcess;
@@ -47,6 +48,14 @@ async fn main() {
         let name = format!("fsync = \"{policy}\", acknowledged");
         row(&name, acked, "events/s", &format!("{:.2}x no durability; delivered {delivered:.0}/s", acked / plain));
     }
+    // The same over the NATS gateway: PUBs acknowledged by the PONG after each batch of them.
+    let (plain_nats, _) = load("", Over::Nats).await;
+    row("NATS PUBs, no durability, acknowledged", plain_nats, "events/s", "batches of 100 PUBs then PING, 8 clients");
+    let dir = wal.path().join("nats");
+    let head = format!("[durability]\ndir = \"{}\"\nfsync = \"always\"\n", dir.display());
+    let (acked, delivered) = load(&head, Over::Nats).await;
+    let note = format!("{:.2}x no durability; delivered {delivered:.0}/s", acked / plain_nats);
+    row("NATS PUBs, fsync = \"always\", acknowledged", acked, "events/s", &note);
     let jetstream = NatsCluster::start(1).await;
     let direct = jetstream_direct(&jetstream, 1).await;
     drop(jetstream);

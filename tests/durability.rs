@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::crash::{KillReport, config, file_sink, kill_loop, ordered, stalled_sink, start, wait_delivered};
+use common::nats::RawClient;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,6 +106,20 @@ async fn a_full_disk_refuses_events_with_503_and_takes_them_again_once_there_is_
     let body = response.text().await.expect("the answer has a body");
     assert!(body.contains("write-ahead log") && body.contains("No space left"), "{body}");
     router.wait_for_log("the write-ahead log cannot write", Duration::from_secs(5));
+
+    // Over NATS: a run of PUBs is refused as a whole and counted, and the PONG after them still
+    // comes; a verbose client is told its PUB was not stored.
+    let mut nats = RawClient::connect(router.nats.expect("the gateway is on")).await;
+    let payload = "x".repeat(64 << 10);
+    let pubs = format!("PUB orders.x {len}\r\n{payload}\r\n", len = payload.len()).repeat(3);
+    nats.send(format!("CONNECT {{\"verbose\":false}}\r\n{pubs}PING\r\n").as_bytes()).await;
+    nats.read_until("PONG\r\n", Duration::from_secs(5)).await;
+    assert_eq!(router.metric("eventyard_gateway_refused_publishes_total").await, 3);
+    let mut verbose = RawClient::connect(router.nats.expect("the gateway is on")).await;
+    let one = format!("PUB orders.x {len}\r\n{payload}\r\n", len = payload.len());
+    verbose.send(format!("CONNECT {{\"verbose\":true}}\r\n{one}").as_bytes()).await;
+    let answer = verbose.read_until("Publish Not Stored", Duration::from_secs(5)).await;
+    assert!(!answer.contains("+OK\r\n+OK"), "the PUB was not acknowledged: {answer}");
 
     std::fs::remove_file(&filler).expect("the filler goes");
     assert_eq!(router.post_event("orders.x", &big).await, 202);

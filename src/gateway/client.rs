@@ -295,6 +295,9 @@ struct Client {
     /// PINGs sent and not yet answered.
     pings_out: u32,
     subscriptions: HashMap<String, Arc<ClientSubscription>>,
+    /// Events of this read's PUBs not yet published, when the broker stores publishes (durable or
+    /// cluster mode): published together, so a run of PUBs costs one store, not one each.
+    unpublished: Vec<Event>,
 }
 
 /// Greets a client over the connection limit with INFO and `-ERR`, then closes.
@@ -409,6 +412,7 @@ async fn run(
         reason: "Client Closed",
         pings_out: 0,
         subscriptions: HashMap::new(),
+        unpublished: Vec::new(),
     };
     let parser = Parser { max_payload: shared.settings.max_payload };
     let mut buf = BytesMut::new();
@@ -484,8 +488,21 @@ async fn run(
 }
 
 impl Client {
-    /// Handles every whole op in `buf`; false when the connection is to close.
+    /// Handles every whole op in `buf`, then publishes what its PUBs left unpublished; false when
+    /// the connection is to close.
     async fn work_through(
+        &mut self,
+        parser: &Parser,
+        buf: &mut BytesMut,
+        auth: &Arc<Authenticator>,
+        auth_required: bool,
+    ) -> bool {
+        let going = self.handle_all(parser, buf, auth, auth_required).await;
+        self.publish_unpublished().await;
+        going
+    }
+
+    async fn handle_all(
         &mut self,
         parser: &Parser,
         buf: &mut BytesMut,
@@ -515,8 +532,28 @@ impl Client {
         }
     }
 
-    /// Handles one op; false when the connection is to close.
+    /// Publishes the events PUBs left to publish together ([`Client::unpublished`]). Only clients
+    /// that are told nothing per message leave any, so a refusal is counted and logged, as a
+    /// single publish's is for them: every event not known to be taken counts as refused.
+    async fn publish_unpublished(&mut self) {
+        if self.unpublished.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.unpublished);
+        let count = events.len();
+        if let Err((taken, PublishError::Refused(refusal))) = self.shared.broker.publish_all(events).await {
+            self.shared.stats.refused_publishes.fetch_add((count - taken) as u64, Ordering::Relaxed);
+            tracing::debug!(client = self.id, error = %refusal, "gateway publishes refused");
+        }
+    }
+
+    /// Handles one op; false when the connection is to close. Whatever the op, what earlier PUBs
+    /// left unpublished is published before it acts on the broker or answers: a PONG still means
+    /// every PUB before its PING was taken (and, in durable or cluster mode, stored).
     async fn handle(&mut self, op: ClientOp, auth: &Arc<Authenticator>) -> bool {
+        if !matches!(op, ClientOp::Pub { .. }) {
+            self.publish_unpublished().await;
+        }
         match op {
             ClientOp::Connect(json) => {
                 let options: ConnectOptions = match serde_json::from_slice(&json) {
@@ -633,14 +670,23 @@ impl Client {
                             cloudevents::raw(binding::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
                         });
                         if let Some(raw) = raw {
+                            self.publish_unpublished().await;
+                            let stats = &self.shared.stats;
                             let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
                             dead_letter::publish(broker, raw, DEAD_LETTER_NAME, &err.to_string(), 0, lost).await;
                         }
                         return true;
                     }
                 };
-                // In cluster mode +OK means "stored": it waits for JetStream's acknowledgement.
+                // In durable and cluster mode +OK means "stored": it waits for the store. A client
+                // that expects no answer per message (not verbose, no reply subject) has its PUBs
+                // stored together, up to its next other op or the end of this read.
                 let stored = self.shared.broker.stores_publishes();
+                if stored && !self.options.verbose && reply.is_none() {
+                    self.unpublished.extend(events);
+                    return true;
+                }
+                self.publish_unpublished().await;
                 if !stored {
                     self.ok();
                 }

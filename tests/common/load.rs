@@ -83,14 +83,33 @@ pub const BATCH: usize = 100;
 pub const CLIENTS: usize = 8;
 pub const DURATION: Duration = Duration::from_secs(5);
 
-/// The load of the benchmarks that compare brokers: 1 KiB events in HTTP batches of [`BATCH`] from
+/// How the batch load reaches the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Each batch one HTTP request (a CloudEvents batch), answered 202.
+    Http,
+    /// Each batch [`BATCH`] PUBs of plain 1 KiB payloads on one NATS connection, then a PING whose
+    /// PONG acknowledges them (the gateway takes the PUBs before it answers the PING).
+    Nats,
+}
+
+/// The load of the benchmarks that compare brokers: 1 KiB events in batches of [`BATCH`] from
 /// [`CLIENTS`] clients for [`DURATION`], into a file sink, on an in-process router whose config
 /// starts with `broker`. Returns events/s acknowledged and events/s until the sink had the last.
 pub async fn batch_load(broker: &str) -> (f64, f64) {
+    load(broker, Over::Http).await
+}
+
+/// [`batch_load`], the batches sent `over` HTTP or NATS.
+pub async fn load(broker: &str, over: Over) -> (f64, f64) {
     let dir = super::tempdir();
     let config = Config::from_toml(&format!(
         r#"
 {broker}
+[service]
+nats = {nats}
+host = "127.0.0.1"
+port = 0
 [plugins]
 dir = "{dir}/plugins"
 cache_dir = ""
@@ -106,8 +125,11 @@ root = "{dir}/files"
 fsync = "never"
 queue_size = 100000
 batch_size = 1000
+# A full queue holds publishers back rather than refusing them: NATS PUBs have no answer to refuse.
+block_timeout_ms = 60000
 "#,
-        dir = dir.path().display()
+        dir = dir.path().display(),
+        nats = over == Over::Nats,
     ))
     .expect("bench config is valid");
     let running = eventyard::server::start(config).await.expect("router starts");
@@ -118,6 +140,11 @@ batch_size = 1000
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
         let (client, url) = (client.clone(), url.clone());
+        if over == Over::Nats {
+            let gateway = running.nats_addr.expect("the gateway is on");
+            tasks.spawn(nats_batches(gateway, started));
+            continue;
+        }
         tasks.spawn(async move {
             let mut sent = 0;
             while started.elapsed() < DURATION {
@@ -157,6 +184,28 @@ batch_size = 1000
     let delivered_in = started.elapsed();
     running.shutdown().await;
     (total as f64 / acknowledged_in.as_secs_f64(), total as f64 / delivered_in.as_secs_f64())
+}
+
+/// One client of [`Over::Nats`]: batches of PUBs, each acknowledged by a PING's PONG, until
+/// [`DURATION`] has passed since `started`. Returns how many events it published.
+async fn nats_batches(gateway: std::net::SocketAddr, started: Instant) -> usize {
+    let mut client = super::nats::RawClient::connect(gateway).await;
+    client.send(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").await;
+    let payload = vec![b'x'; 1024];
+    let mut batch = Vec::with_capacity(BATCH * (payload.len() + 32) + 6);
+    for _ in 0..BATCH {
+        batch.extend_from_slice(format!("PUB bench.load {}\r\n", payload.len()).as_bytes());
+        batch.extend_from_slice(&payload);
+        batch.extend_from_slice(b"\r\n");
+    }
+    batch.extend_from_slice(b"PING\r\n");
+    let mut sent = 0;
+    while started.elapsed() < DURATION {
+        client.send(&batch).await;
+        client.read_until("PONG\r\n", Duration::from_secs(60)).await;
+        sent += BATCH;
+    }
+    sent
 }
 
 async fn delivered_so_far(client: &reqwest::Client, base: &str) -> u64 {
