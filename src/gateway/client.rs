@@ -502,6 +502,7 @@ impl Client {
         going
     }
 
+    /// Handles every whole op in `buf`; false when the connection is to close.
     async fn handle_all(
         &mut self,
         parser: &Parser,
