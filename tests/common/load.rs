@@ -139,12 +139,12 @@ block_timeout_ms = 60000
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
-        let (client, url) = (client.clone(), url.clone());
         if over == Over::Nats {
             let gateway = running.nats_addr.expect("the gateway is on");
             tasks.spawn(nats_batches(gateway, started));
             continue;
         }
+        let (client, url) = (client.clone(), url.clone());
         tasks.spawn(async move {
             let mut sent = 0;
             while started.elapsed() < DURATION {
