@@ -78,14 +78,23 @@ pub trait AuthPolicy: Send + Sync {
     async fn authorize(&self, request: &AuthRequest) -> Decision;
 }
 
-/// Compares secrets without an early exit, so timing does not reveal how much of one matched.
+/// Compares secrets in a time that depends on neither how much of one matched nor their lengths:
+/// both are hashed to 32 bytes first, and those compared without an early exit.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre") && !constant_time_eq(b"", b"x"));
+    }
 
     #[test]
     fn debug_never_shows_secrets() {

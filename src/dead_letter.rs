@@ -1,6 +1,7 @@
 //! Dead letters: an event that could not be handled or delivered, republished on `$DLQ.<name>`
 //! (the route or sink that gave up) with the reason, attempts, the giver-up and the original
-//! subject as extensions. Dead letters are events like any other, so a route can send them anywhere.
+//! subject as extensions; a gateway client's stays in its account (`$A.<account>.$DLQ.<name>`).
+//! Dead letters are events like any other, so a route can send them anywhere.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,20 @@ pub const PREFIX: &str = "$DLQ.";
 /// is handed over again where that is possible, as if it had never been delivered.
 pub async fn publish(
     broker: &dyn Broker,
+    event: Event,
+    from: &str,
+    reason: &str,
+    attempts: u32,
+    lost: &AtomicU64,
+) -> bool {
+    publish_in("", broker, event, from, reason, attempts, lost).await
+}
+
+/// [`publish`] inside an account: on `<account prefix>$DLQ.<from>`, where only that account's
+/// clients (and routes that name it) see it.
+pub async fn publish_in(
+    account_prefix: &str,
+    broker: &dyn Broker,
     mut event: Event,
     from: &str,
     reason: &str,
@@ -23,13 +38,14 @@ pub async fn publish(
     lost: &AtomicU64,
 ) -> bool {
     let id = event.context.id.clone();
-    if event.subject.starts_with(PREFIX) {
+    let in_account = event.subject.strip_prefix(account_prefix).unwrap_or(&event.subject);
+    if in_account.starts_with(PREFIX) || event.subject.starts_with(PREFIX) {
         lost.fetch_add(1, Ordering::Relaxed);
         tracing::error!(from, %id, reason, "dead letter undeliverable, dropped");
         return false;
     }
     let completion = event.completion.clone();
-    let original = std::mem::replace(&mut event.subject, format!("{PREFIX}{from}"));
+    let original = std::mem::replace(&mut event.subject, format!("{account_prefix}{PREFIX}{from}"));
     for (name, value) in [
         ("deadletterreason", reason.to_owned()),
         ("deadletterattempts", attempts.to_string()),

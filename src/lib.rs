@@ -6,8 +6,9 @@
 //! - [`gateway`]: events in and out over the NATS client protocol.
 //! - [`source`]: events pulled from elsewhere (an external NATS server), with [`nats_client`] the
 //!   connection settings that sources and the NATS sink share.
-//! - [`broker`]: subjects, patterns, the subscription index, the [`broker::Broker`] trait and the
-//!   embedded broker.
+//! - [`broker`]: subjects, patterns, accounts as subject namespaces, the subscription index, the
+//!   [`broker::Broker`] trait and the embedded broker.
+//! - [`permission`]: what a client may publish and subscribe to (allow, deny, queues, responses).
 //! - [`route`]: the [`route::Handler`] role and failure policies.
 //! - [`queue`]: bounded per-sink queues with overflow policies.
 //! - [`sink`]: the [`sink::Sink`] role, delivery errors, the sink worker (batching, retries, dead
@@ -44,6 +45,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod kafka;
 pub mod nats_client;
+pub mod permission;
 pub mod pipeline;
 pub mod plugin;
 pub mod queue;

@@ -43,7 +43,7 @@ pub struct Running {
     sources: Sources,
     ready: Arc<AtomicBool>,
     stop_http: CancellationToken,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: tokio::task::JoinHandle<()>,
     /// The watcher's task.
     tasks: TaskTracker,
     reloader: Arc<Reloader>,
@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let listen = config.http.listen;
+    let http_server = config.http.server.clone();
     let gateway_settings = config.service.gateway.clone();
     let tls = config.tls.clone();
     let watch = config.watch_plugins;
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         auth: reloader.http_auth.clone(),
         max_body: reloader.max_body.clone(),
         ready: ready.clone(),
+        body_timeout: http_server.body_timeout,
         admin: Arc::new(admin),
     };
     let listener =
@@ -117,12 +119,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
     let stop_http = CancellationToken::new();
     let app = crate::ingest::http::app(state);
-    let shutdown = stop_http.clone().cancelled_owned();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let http_tls = crate::ingest::serve::tls(&http_server)?;
+    let http = tokio::spawn(crate::ingest::serve::serve(listener, app, http_server, http_tls, stop_http.clone()));
     let tasks = TaskTracker::new();
     let watcher = if watch {
         let plugin_dir = plugin_dir.is_dir().then_some(plugin_dir.as_path());
@@ -230,10 +228,8 @@ impl Running {
         if let Some(gateway) = self.gateway {
             gateway.shutdown().await;
         }
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "HTTP ingest stopped with an error"),
-            Err(err) => tracing::error!(error = %err, "HTTP ingest task failed"),
+        if let Err(err) = self.http.await {
+            tracing::error!(error = %err, "HTTP ingest task failed");
         }
         self.tasks.close();
         self.tasks.wait().await;

@@ -15,12 +15,19 @@ use crate::sink::{DeliveryError, Sink};
 /// A replaceable `Arc<T>` with a generation number.
 pub struct Slot<T: ?Sized> {
     current: RwLock<(u64, Arc<T>)>,
+    /// The current generation, for those who act when it changes ([`Slot::watch`]).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl<T: ?Sized> Slot<T> {
     /// A slot holding `value` as generation 1.
     pub fn new(value: Arc<T>) -> Self {
-        Slot { current: RwLock::new((1, value)) }
+        Slot { current: RwLock::new((1, value)), generation: tokio::sync::watch::Sender::new(1) }
+    }
+
+    /// Tells of every replacement: the receiver sees each new generation number.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The current generation and its value.
@@ -42,6 +49,8 @@ impl<T: ?Sized> Slot<T> {
         };
         let old = current.0;
         *current = (old + 1, value);
+        drop(current);
+        self.generation.send_replace(old + 1);
         (old, old + 1)
     }
 }

@@ -125,7 +125,8 @@ async fn two_routers_lose_nothing_when_a_router_and_a_nats_node_die() {
 async fn routers_share_routes_and_subscribers_across_the_cluster() {
     let cluster = NatsCluster::start(3).await;
     let system = "[service.auth]\nsystem_account = \"SYS\"\n[[service.auth.users]]\nuser = \"sys\"\npassword = \"sys\"\naccount = \"SYS\"\n[[service.auth.users]]\nuser = \"app\"\npassword = \"app\"\n";
-    let config = router_config(&cluster.servers_toml(), "").replace("[http]", &format!("{system}\n[http]"));
+    let config = router_config(&cluster.servers_toml(), "").replace("[http]", &format!("{system}\n[http]"))
+        + common::router::ADMIN;
     let (first, second) = (RouterProcess::start(&config), RouterProcess::start(&config));
 
     let app = async_nats::ConnectOptions::with_user_and_password("app".into(), "app".into())
@@ -169,7 +170,7 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     let config_file = first.path("eventyard.toml");
     let text = std::fs::read_to_string(&config_file).expect("the config is there");
     std::fs::write(&config_file, format!("{jobs}{text}")).expect("the config is rewritten");
-    let status = client.post(first.url("/v1/admin/reload")).send().await.expect("reload answers").status();
+    let status = first.admin("/v1/admin/reload").await.status();
     assert!(status.is_success());
     let report = tokio::time::timeout(Duration::from_secs(10), reloads.next())
         .await

@@ -204,12 +204,13 @@ fn with_user(router: &RouterProcess, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_system_account_sees_every_system_event_and_its_requests_are_answered() {
-    let router = router(ACCOUNTS, "");
+    let router = router(ACCOUNTS, common::router::ADMIN);
     let admin = format!("nats://admin:changeit@{}", router.nats.unwrap());
     let extra = json!({
         "user": with_user(&router, "a"),
         "wrong": format!("nats://a:wrong@{}", router.nats.unwrap()),
         "reload": router.url("/v1/admin/reload"),
+        "admin_token": common::router::ADMIN_TOKEN,
         "config": router.path("eventyard.toml"),
     });
     let result = Client::Py.run(&admin, "system_events", Some(&extra.to_string()));

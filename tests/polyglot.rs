@@ -193,7 +193,7 @@ kind = "file"
 root = "{{dir}}/files"
 "#,
         plugins.path().display()
-    );
+    ) + common::router::ADMIN;
     let router = RouterProcess::start(&config);
     let load = NumberedPublisher::start_with(router.url("/v1/events/numbers"), json!({"severity": "Moderate"}));
     let files = router.path("files");
@@ -204,7 +204,7 @@ root = "{{dir}}/files"
     let python_size = std::fs::metadata(&python).expect("built").len();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let listed = reqwest::get(router.url("/v1/admin/plugins")).await.expect("the admin API answers");
+        let listed = router.admin("/v1/admin/plugins").await;
         let listed: Value = listed.json().await.expect("JSON");
         if listed.to_string().contains(&format!("\"size\":{python_size}")) {
             break;

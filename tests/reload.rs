@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// is appended.
 fn config(plugins: &Path, watch: bool, extra: &str) -> String {
     format!(
-        r#"
+        r#"{admin}
 [plugins]
 dir = "{plugins}"
 watch = {watch}
@@ -44,7 +44,8 @@ root = "{{dir}}/files"
 kind = "file"
 root = "{{dir}}/reloads"
 {extra}"#,
-        plugins = plugins.display()
+        plugins = plugins.display(),
+        admin = common::router::ADMIN,
     )
 }
 
@@ -63,7 +64,7 @@ fn rewrite_config(router: &RouterProcess, config: &str) {
 }
 
 async fn reload(router: &RouterProcess) -> Vec<Value> {
-    let response = reqwest::Client::new().post(router.url("/v1/admin/reload")).send().await.expect("reload answers");
+    let response = router.admin("/v1/admin/reload").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("reload answers JSON");
     body["reports"].as_array().expect("reports").clone()
@@ -248,7 +249,7 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
     assert_eq!((reports[0]["plugin"].as_str(), reports[0]["change"].as_str()), (Some("extra"), Some("add")));
     assert_eq!(reports[0]["result"], "ok", "{reports:?}");
 
-    let listed: Value = reqwest::get(router.url("/v1/admin/plugins")).await.unwrap().json().await.unwrap();
+    let listed: Value = router.admin("/v1/admin/plugins").await.json().await.unwrap();
     let names: Vec<&str> = listed["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["extra", "stage"]);
     let stage_info = &listed["plugins"][1];
@@ -269,7 +270,7 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
     written(&files, seen + 50).await;
     all_delivered(load, &files).await;
 
-    let listed: Value = reqwest::get(router.url("/v1/admin/plugins")).await.unwrap().json().await.unwrap();
+    let listed: Value = router.admin("/v1/admin/plugins").await.json().await.unwrap();
     assert_eq!(listed["plugins"].as_array().unwrap().len(), 1, "{listed}");
     let metrics = reqwest::get(router.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"eventyard_reloads_total{kind="plugin",result="ok"} 2"#), "{metrics}");

@@ -8,6 +8,7 @@
 //! accepted the event (or one of them refused it), so an acknowledgement to a client means the
 //! event is on every queue it belongs to. The broker knows nothing of Wasm, HTTP or sinks.
 
+pub mod account;
 pub mod cluster;
 mod durable;
 mod embedded;

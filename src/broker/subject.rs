@@ -114,6 +114,46 @@ impl Pattern {
         }
         subject_tokens.next().is_none()
     }
+
+    /// True when every subject `other` matches, this pattern matches too: a subscription to
+    /// `other` stays inside what this pattern allows. `orders.*` does not cover `orders.>`.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        if leads_with_wildcard(self) && !leads_with_wildcard(other) && other.0.starts_with('$') {
+            return false;
+        }
+        let mut theirs = other.tokens();
+        for mine in self.tokens() {
+            match (mine, theirs.next()) {
+                (">", Some(_)) => return true,
+                ("*", Some(token)) if token != ">" => {}
+                (literal, Some(token)) if literal == token => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
+    /// True when some subject matches both patterns.
+    pub fn intersects(&self, other: &Pattern) -> bool {
+        let internal = |a: &Pattern, b: &Pattern| leads_with_wildcard(a) && b.0.starts_with('$');
+        if internal(self, other) || internal(other, self) {
+            return false;
+        }
+        let (mut mine, mut theirs) = (self.tokens(), other.tokens());
+        loop {
+            match (mine.next(), theirs.next()) {
+                (None, None) => return true,
+                (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+                (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn leads_with_wildcard(pattern: &Pattern) -> bool {
+    pattern.0.starts_with('*') || pattern.0.starts_with('>')
 }
 
 impl fmt::Display for Pattern {
@@ -156,5 +196,32 @@ mod tests {
         assert!(!p("*.files").matches("$DLQ.files"));
         assert!(p("$DLQ.>").matches("$DLQ.files"));
         assert!(matches!(Pattern::new("a.b*"), Err(SubjectError::PartialWildcard(_))));
+    }
+
+    #[test]
+    fn a_pattern_covers_what_it_matches_all_of() {
+        let p = |s: &str| Pattern::new(s).unwrap();
+        assert!(p("orders.>").covers(&p("orders.>")));
+        assert!(p("orders.>").covers(&p("orders.*.x")));
+        assert!(p("orders.*").covers(&p("orders.eu")));
+        assert!(p("orders.*").covers(&p("orders.*")));
+        assert!(!p("orders.*").covers(&p("orders.>")), "orders.> reaches orders.deep.secret");
+        assert!(!p("orders.eu").covers(&p("orders.*")));
+        assert!(!p("orders.*").covers(&p("orders")));
+        assert!(p(">").covers(&p("*.x")));
+        assert!(!p(">").covers(&p("$A.x")), "a leading wildcard never reaches `$` subjects");
+        assert!(p("$SYS.>").covers(&p("$SYS.ACCOUNT.*.CONNECT")));
+    }
+
+    #[test]
+    fn patterns_intersect_when_a_subject_matches_both() {
+        let p = |s: &str| Pattern::new(s).unwrap();
+        assert!(p("orders.*").intersects(&p("orders.secret")));
+        assert!(p(">").intersects(&p("orders.secret")));
+        assert!(p("orders.>").intersects(&p("*.secret.x")));
+        assert!(!p("orders.*").intersects(&p("orders.a.b")));
+        assert!(!p("users.*").intersects(&p("orders.secret")));
+        assert!(!p(">").intersects(&p("$DLQ.x")));
+        assert!(p("a.*.c").intersects(&p("a.b.*")));
     }
 }

@@ -102,6 +102,43 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     pub max_body: usize,
     pub auth: HttpAuthPlan,
+    /// `[admin]`.
+    pub admin: AdminPlan,
+    /// The listener's limits and TLS (restart-only).
+    pub server: HttpServerSettings,
+}
+
+/// `[admin]`, checked: who may call the admin endpoints. Nothing set: nobody (they are off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminPlan {
+    pub tokens: Vec<String>,
+    /// An auth-policy plugin, by name: a caller it grants `account` is an administrator.
+    pub policy: Option<String>,
+    pub account: String,
+    /// `/metrics` needs the admin credential too.
+    pub protect_metrics: bool,
+}
+
+/// The HTTP listener's connection limits and TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpServerSettings {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls: Option<TlsSettings>,
+}
+
+impl Default for HttpServerSettings {
+    fn default() -> Self {
+        HttpServerSettings {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            tls: None,
+        }
+    }
 }
 
 /// Who may publish over HTTP.
@@ -238,6 +275,7 @@ impl Config {
         keep("plugins.pool_instances", self.runtime.pool_instances == running.runtime.pool_instances);
         keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
+        keep("http (connection limits and TLS)", self.http.server == running.http.server);
         keep("tls", self.tls == running.tls);
         keep("sources", self.sources == running.sources);
         keep("kafka", self.kafka == running.kafka);
@@ -257,6 +295,7 @@ impl Config {
         self.runtime = running.runtime.clone();
         self.service.gateway = running.service.gateway.clone();
         self.http.listen = running.http.listen;
+        self.http.server = running.http.server.clone();
         self.tls = running.tls.clone();
         self.sources = running.sources.clone();
         self.kafka = running.kafka.clone();
@@ -338,7 +377,7 @@ compression = "zstd"
         assert_eq!(sink.failure_policy, FailurePolicy::FailOpen);
         assert_eq!(sink.grants.http_hosts.as_deref(), Some(&["api.example.com".to_string()][..]));
         assert_eq!(sink.grants.kafka, Some(Topics::Only(vec!["orders".into()])));
-        assert!(!sink.grants.nats);
+        assert!(sink.grants.nats.is_none());
         let kafka = config.kafka.as_ref().expect("[kafka] is read");
         assert_eq!((kafka.acks, kafka.idempotent, kafka.compression), (Acks::All, true, Compression::Zstd));
     }

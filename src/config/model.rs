@@ -26,6 +26,8 @@ pub struct ConfigFile {
     pub service: Option<ServiceConfig>,
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[admin]`: who may call the admin endpoints; absent, they are off.
+    pub admin: Option<Spanned<AdminConfig>>,
     pub tls: Option<Spanned<TlsConfig>>,
     /// `[[route]]`, in order.
     #[serde(default)]
@@ -108,6 +110,12 @@ pub struct ServiceConfig {
     /// Unanswered PINGs after which a client is closed as stale (nats-server's `ping_max`).
     #[serde(default = "default_max_pings_out")]
     pub max_pings_out: Spanned<u64>,
+    /// Most subscriptions of one connection (nats-server's `max_subscriptions`; 0: no limit).
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: Spanned<usize>,
+    /// Most connections of one account at once (0: no limit).
+    #[serde(default = "no_limit")]
+    pub max_connections_per_account: Spanned<usize>,
     pub auth: Option<Spanned<GatewayAuthConfig>>,
 }
 
@@ -146,7 +154,33 @@ pub struct UserConfig {
 #[serde(deny_unknown_fields)]
 pub struct PermissionsConfig {
     pub publish: Option<RuleConfig>,
+    /// Entries may name a queue group as nats-server does: `"jobs.> workers"`.
     pub subscribe: Option<RuleConfig>,
+    /// nats-server's `allow_responses`: `true`, or `{ max = 1, expires_ms = 120000 }`. Set, the
+    /// user may answer requests it received whatever `publish` says, and `publish` allows nothing
+    /// unless it is given.
+    pub allow_responses: Option<AllowResponsesConfig>,
+}
+
+/// `allow_responses = true`, or its limits.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AllowResponsesConfig {
+    On(bool),
+    Limits {
+        #[serde(default = "default_responses_max")]
+        max: u32,
+        #[serde(default = "default_responses_expires_ms")]
+        expires_ms: u64,
+    },
+}
+
+fn default_responses_max() -> u32 {
+    1
+}
+
+fn default_responses_expires_ms() -> u64 {
+    120_000
 }
 
 /// A list of allowed subjects, or `{ allow = [...], deny = [...] }`.
@@ -177,6 +211,8 @@ impl Default for ServiceConfig {
             statsz_interval_ms: default_statsz_interval_ms(),
             ping_interval_ms: default_ping_interval_ms(),
             max_pings_out: default_max_pings_out(),
+            max_subscriptions: default_max_subscriptions(),
+            max_connections_per_account: no_limit(),
             auth: None,
         }
     }
@@ -196,6 +232,14 @@ fn default_statsz_interval_ms() -> Spanned<u64> {
 
 fn default_ping_interval_ms() -> Spanned<u64> {
     unspanned(120_000)
+}
+
+fn no_limit() -> Spanned<usize> {
+    unspanned(0)
+}
+
+fn default_max_subscriptions() -> Spanned<usize> {
+    unspanned(65_536)
 }
 
 fn default_max_pings_out() -> Spanned<u64> {
@@ -235,13 +279,73 @@ pub struct HttpConfig {
     /// Largest request body; bigger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body: Spanned<ByteSize>,
+    /// Most connections at once; one more is answered 503 and closed.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: Spanned<usize>,
+    /// How long a client may take to send a request's headers.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: Spanned<u64>,
+    /// How long a client may take to send a request's body (408 after).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: Spanned<u64>,
+    /// A connection that sends and receives nothing for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: Spanned<u64>,
     pub auth: Option<Spanned<HttpAuthConfig>>,
+    /// `[http.tls]`: HTTPS, optionally with client certificates chaining to `root_ca_path`.
+    pub tls: Option<Spanned<TlsConfig>>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen(), max_body: default_max_body(), auth: None }
+        HttpConfig {
+            listen: default_http_listen(),
+            max_body: default_max_body(),
+            max_connections: default_http_max_connections(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            auth: None,
+            tls: None,
+        }
     }
+}
+
+fn default_http_max_connections() -> Spanned<usize> {
+    unspanned(1024)
+}
+
+fn default_header_timeout_ms() -> Spanned<u64> {
+    unspanned(10_000)
+}
+
+fn default_body_timeout_ms() -> Spanned<u64> {
+    unspanned(30_000)
+}
+
+fn default_idle_timeout_ms() -> Spanned<u64> {
+    unspanned(60_000)
+}
+
+/// `[admin]`: the admin endpoints' own credential, apart from publishing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer tokens of administrators.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// An auth-policy plugin: a caller it grants `account` is an administrator.
+    pub policy: Option<String>,
+    /// The account an auth policy grants administrators.
+    #[serde(default = "default_admin_account")]
+    pub account: String,
+    /// `/metrics` needs the admin credential too.
+    #[serde(default)]
+    pub protect_metrics: bool,
+}
+
+fn default_admin_account() -> String {
+    "SYS".into()
 }
 
 fn default_http_listen() -> Spanned<String> {
@@ -489,9 +593,16 @@ pub struct CapabilitiesConfig {
     pub http: Option<Vec<String>>,
     /// Grants the Kafka producer: `true` for any topic, or a list of topics.
     pub kafka: Option<KafkaGrant>,
-    /// Grants the NATS publisher.
-    #[serde(default)]
-    pub nats: bool,
+    /// Grants the NATS publisher: `true` for any subject, or a list of subject patterns.
+    pub nats: Option<NatsGrant>,
+}
+
+/// `capabilities.nats`: `true`, `false`, or the subject patterns allowed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NatsGrant {
+    All(bool),
+    Subjects(Vec<String>),
 }
 
 /// `capabilities.kafka`: `true`, `false`, or the topics allowed.

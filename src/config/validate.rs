@@ -9,20 +9,22 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::model::{
-    ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, OneOrMany, PluginConfig, RouteConfig, RuleConfig,
-    ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
+    AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, NatsGrant, OneOrMany, PluginConfig,
+    RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
 };
 use super::{
-    Config, ConfigError, HttpAuthPlan, HttpSettings, PluginPlan, RoutePlan, ServiceSettings, SinkKindPlan, SinkPlan,
-    TlsSettings,
+    AdminPlan, Config, ConfigError, HttpAuthPlan, HttpServerSettings, HttpSettings, PluginPlan, RoutePlan,
+    ServiceSettings, SinkKindPlan, SinkPlan, TlsSettings,
 };
 use std::net::SocketAddr;
 
 use crate::broker::Pattern;
-use crate::gateway::auth::{GLOBAL_ACCOUNT, Permissions, Rule, User as GatewayUser, is_account_name};
+use crate::broker::account::check_global;
+use crate::gateway::auth::{GLOBAL_ACCOUNT, User as GatewayUser, is_account_name};
 use crate::gateway::{GatewayAuth, GatewaySettings};
 use crate::nats_client::NatsConnection;
-use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Topics};
+use crate::permission::{Entry, Permissions, Responses, Rule};
+use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Subjects, Topics};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
@@ -124,8 +126,29 @@ impl Checker<'_> {
                 "grants Kafka, but there is no [kafka] section saying how to connect",
             );
         }
-        let grants =
-            Grants { http_hosts: caps.http.clone(), directory: caps.directory.clone(), kafka, nats: caps.nats };
+        let nats = match &caps.nats {
+            None | Some(NatsGrant::All(false)) => None,
+            Some(NatsGrant::All(true)) => Some(Subjects::Any),
+            Some(NatsGrant::Subjects(subjects)) => {
+                let mut patterns = Vec::new();
+                for subject in subjects {
+                    match Pattern::new(subject.as_str()) {
+                        Ok(pattern) if check_global(subject).is_ok() => patterns.push(pattern),
+                        Ok(_) => self.error(
+                            format!("{key}.capabilities.nats"),
+                            span.clone(),
+                            format!("`{subject}`: `$A` and `$SYS` subjects are the router's own"),
+                        ),
+                        Err(err) => self.error(format!("{key}.capabilities.nats"), span.clone(), err.to_string()),
+                    }
+                }
+                if subjects.is_empty() {
+                    self.error(format!("{key}.capabilities.nats"), span.clone(), "list subjects, or `true` for any");
+                }
+                Some(Subjects::Only(patterns))
+            }
+        };
+        let grants = Grants { http_hosts: caps.http.clone(), directory: caps.directory.clone(), kafka, nats };
         if caps.http.as_ref().is_some_and(Vec::is_empty) {
             self.error(
                 format!("{key}.capabilities.http"),
@@ -203,6 +226,8 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 10133)),
             max_body: 0,
             auth: HttpAuthPlan::Open,
+            admin: AdminPlan::default(),
+            server: HttpServerSettings::default(),
         },
         tls: None,
         routes: Vec::new(),
@@ -296,6 +321,8 @@ impl Checker<'_> {
         self.range("service.statsz_interval_ms", &s.statsz_interval_ms, 100, 3_600_000);
         self.range("service.ping_interval_ms", &s.ping_interval_ms, 10, 3_600_000);
         self.range("service.max_pings_out", &s.max_pings_out, 1, 1_000);
+        self.range("service.max_subscriptions", &s.max_subscriptions, 0, 100_000_000);
+        self.range("service.max_connections_per_account", &s.max_connections_per_account, 0, 1_000_000);
         let max_payload = Spanned::new(s.max_payload.span(), s.max_payload.get_ref().0);
         self.range("service.max_payload", &max_payload, 1, 64 << 20);
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
@@ -316,6 +343,8 @@ impl Checker<'_> {
                 ping_interval: Duration::from_millis(*s.ping_interval_ms.get_ref()),
                 max_pings_out: *s.max_pings_out.get_ref() as u32,
                 tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
+                max_subscriptions: *s.max_subscriptions.get_ref(),
+                max_connections_per_account: *s.max_connections_per_account.get_ref(),
             }),
             gateway_auth,
         };
@@ -333,17 +362,22 @@ impl Checker<'_> {
             if users.iter().any(|known: &GatewayUser| known.name == u.user) {
                 self.error(format!("{key}.user"), user.span(), format!("user `{}` is defined twice", u.user));
             }
-            let mut rule = |name: &str, config: &Option<RuleConfig>| -> Rule {
+            let mut rule = |name: &str, config: &Option<RuleConfig>, default: Option<Vec<Entry>>| -> Rule {
                 let (allow, deny) = match config {
-                    None => (None, Vec::new()),
+                    None => return Rule { allow: default, deny: Vec::new() },
                     Some(RuleConfig::Allow(allow)) => (Some(allow.clone()), Vec::new()),
                     Some(RuleConfig::Both { allow, deny }) => (allow.clone(), deny.clone()),
                 };
-                let mut patterns = |texts: Vec<String>| -> Vec<Pattern> {
+                let mut entries = |texts: Vec<String>| -> Vec<Entry> {
                     texts
                         .into_iter()
-                        .filter_map(|text| match Pattern::new(text.as_str()) {
-                            Ok(pattern) => Some(pattern),
+                        .filter_map(|text| match Entry::parse(&text) {
+                            Ok(entry) if entry.queue.is_some() && name == "publish" => {
+                                let reason = format!("`{text}`: queue groups are for subscribe permissions");
+                                self.error(format!("{key}.permissions.{name}"), user.span(), reason);
+                                None
+                            }
+                            Ok(entry) => Some(entry),
                             Err(err) => {
                                 self.error(
                                     format!("{key}.permissions.{name}"),
@@ -355,11 +389,21 @@ impl Checker<'_> {
                         })
                         .collect()
                 };
-                Rule { allow: allow.map(&mut patterns), deny: patterns(deny) }
+                Rule { allow: allow.map(&mut entries), deny: entries(deny) }
             };
+            let responses = match &u.permissions.allow_responses {
+                None | Some(AllowResponsesConfig::On(false)) => None,
+                Some(AllowResponsesConfig::On(true)) => Some(Responses::default()),
+                Some(AllowResponsesConfig::Limits { max, expires_ms }) => {
+                    Some(Responses { max: *max, expires: Duration::from_millis(*expires_ms) })
+                }
+            };
+            // As nats-server: with `allow_responses`, a publish rule left out allows nothing.
+            let publish_default = responses.is_some().then(Vec::new);
             let permissions = Permissions {
-                publish: rule("publish", &u.permissions.publish),
-                subscribe: rule("subscribe", &u.permissions.subscribe),
+                publish: rule("publish", &u.permissions.publish, publish_default),
+                subscribe: rule("subscribe", &u.permissions.subscribe, None),
+                responses,
             };
             users.push(GatewayUser { name: u.user.clone(), password: u.password.clone(), account, permissions });
         }
@@ -387,6 +431,47 @@ impl Checker<'_> {
         let max_body = Spanned::new(h.max_body.span(), h.max_body.get_ref().0);
         self.range("http.max_body", &max_body, 1, 1 << 30);
         config.http.max_body = *max_body.get_ref();
+        self.range("http.max_connections", &h.max_connections, 1, 1_000_000);
+        self.range("http.header_timeout_ms", &h.header_timeout_ms, 1, 3_600_000);
+        self.range("http.body_timeout_ms", &h.body_timeout_ms, 1, 3_600_000);
+        self.range("http.idle_timeout_ms", &h.idle_timeout_ms, 1, 3_600_000);
+        let tls = h.tls.as_ref().map(|tls| {
+            let t = tls.get_ref();
+            if t.verify_and_map {
+                self.error("http.tls.verify_and_map", tls.span(), "is for the NATS gateway's users; HTTP has none");
+            }
+            TlsSettings {
+                cert_path: t.cert_path.clone(),
+                key_path: t.key_path.clone(),
+                root_ca_path: t.root_ca_path.clone(),
+                verify_and_map: false,
+            }
+        });
+        config.http.server = HttpServerSettings {
+            max_connections: *h.max_connections.get_ref(),
+            header_timeout: Duration::from_millis(*h.header_timeout_ms.get_ref()),
+            body_timeout: Duration::from_millis(*h.body_timeout_ms.get_ref()),
+            idle_timeout: Duration::from_millis(*h.idle_timeout_ms.get_ref()),
+            tls,
+        };
+        if let Some(admin) = &file.admin {
+            let a = admin.get_ref();
+            if a.tokens.iter().any(String::is_empty) {
+                self.error("admin.tokens", admin.span(), "an empty token would admit anyone");
+            }
+            if a.tokens.is_empty() && a.policy.is_none() {
+                self.error("admin", admin.span(), "set `tokens`, `policy` or both; without them the admin API is off");
+            }
+            if !is_account_name(&a.account) {
+                self.error("admin.account", admin.span(), format!("`{}` is not one subject token", a.account));
+            }
+            config.http.admin = AdminPlan {
+                tokens: a.tokens.clone(),
+                policy: a.policy.clone(),
+                account: a.account.clone(),
+                protect_metrics: a.protect_metrics,
+            };
+        }
         if let Some(auth) = &h.auth {
             let a = auth.get_ref();
             config.http.auth = match (&a.tokens, &a.policy) {

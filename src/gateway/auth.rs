@@ -9,10 +9,8 @@
 use std::sync::Arc;
 
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Grant};
-use crate::broker::{Pattern, Subject};
-
-/// The account of token holders, users without one, and HTTP ingest.
-pub const GLOBAL_ACCOUNT: &str = "$G";
+pub use crate::broker::account::{GLOBAL_ACCOUNT, is_account_name};
+use crate::permission::{Entry, Permissions, Rule};
 
 /// `[service.auth]`: how clients authenticate. Nothing configured means anyone may connect, in
 /// the global account.
@@ -53,37 +51,12 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// What a client may publish to and subscribe to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions {
-    pub publish: Rule,
-    pub subscribe: Rule,
-}
-
-/// Subjects allowed (all when `allow` is `None`) minus subjects denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rule {
-    pub allow: Option<Vec<Pattern>>,
-    pub deny: Vec<Pattern>,
-}
-
-impl Rule {
-    /// True when `subject` (a subject or, for subscriptions, a pattern) passes the rule.
-    pub fn permits(&self, subject: &str) -> bool {
-        let covers = |pattern: &Pattern| pattern.as_str() == subject || pattern.matches(subject);
-        self.allow.as_ref().is_none_or(|allow| allow.iter().any(covers)) && !self.deny.iter().any(covers)
-    }
-
-    /// The rule a policy's permissions describe; `None` names the first invalid pattern.
-    fn from_policy(permissions: crate::auth::Permissions) -> Result<Rule, String> {
-        let patterns = |texts: Vec<String>| -> Result<Vec<Pattern>, String> {
-            texts
-                .into_iter()
-                .map(|text| Pattern::new(text.as_str()).map_err(|err| format!("`{text}`: {err}")))
-                .collect()
-        };
-        Ok(Rule { allow: Some(patterns(permissions.allow)?), deny: patterns(permissions.deny)? })
-    }
+/// The rule a policy's permissions describe; the error names the first invalid pattern.
+fn rule_from_policy(permissions: crate::auth::Permissions) -> Result<Rule, String> {
+    let entries = |texts: Vec<String>| -> Result<Vec<Entry>, String> {
+        texts.iter().map(|text| Entry::parse(text).map_err(|err| format!("`{text}`: {err}"))).collect()
+    };
+    Ok(Rule::allowing(entries(permissions.allow)?, entries(permissions.deny)?))
 }
 
 /// A client that authenticated.
@@ -112,16 +85,12 @@ impl Identity {
             user,
             account: grant.account,
             permissions: Permissions {
-                publish: Rule::from_policy(grant.publish)?,
-                subscribe: Rule::from_policy(grant.subscribe)?,
+                publish: rule_from_policy(grant.publish)?,
+                subscribe: rule_from_policy(grant.subscribe)?,
+                responses: None,
             },
         })
     }
-}
-
-/// True when `account` can name an account: the global one, or one subject token.
-pub fn is_account_name(account: &str) -> bool {
-    account == GLOBAL_ACCOUNT || (!account.contains('.') && Subject::new(account).is_ok())
 }
 
 impl Authenticator {
@@ -170,7 +139,14 @@ impl GatewayAuth {
         let (Some(name), Some(password)) = (&request.user, &request.password) else {
             return Err("no accepted token, and no user and password".into());
         };
-        let user = self.users.iter().find(|user| &user.name == name).ok_or("unknown user")?;
+        let Some(user) = self.users.iter().find(|user| &user.name == name) else {
+            // An unknown name takes as long to refuse as a known one with a wrong password, so the
+            // time of an answer does not tell which names exist.
+            if let Some(hash) = self.slowest_hash() {
+                let _ = bcrypt::verify(password, hash);
+            }
+            return Err("unknown user".into());
+        };
         let accepted = match &user.password {
             None => false,
             Some(hash) if is_bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
@@ -180,14 +156,18 @@ impl GatewayAuth {
     }
 }
 
+impl GatewayAuth {
+    /// The bcrypt hash of the highest cost among the users' passwords.
+    fn slowest_hash(&self) -> Option<&str> {
+        let cost = |hash: &str| hash.get(4..6).and_then(|cost| cost.parse::<u32>().ok()).unwrap_or(0);
+        let hashes = self.users.iter().filter_map(|user| user.password.as_deref()).filter(|p| is_bcrypt(p));
+        hashes.max_by_key(|hash| cost(hash))
+    }
+}
+
 /// True for a bcrypt hash, as nats-server recognises one.
 pub fn is_bcrypt(password: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|prefix| password.starts_with(prefix))
-}
-
-/// Where `account`'s subjects live in the broker: nothing for the global account.
-pub fn account_prefix(account: &str) -> String {
-    if account == GLOBAL_ACCOUNT { String::new() } else { format!("$A.{account}.") }
 }
 
 #[cfg(test)]
@@ -196,12 +176,12 @@ mod tests {
     use crate::auth::Protocol;
 
     fn auth() -> GatewayAuth {
-        let deny_secret = Rule { allow: None, deny: vec![Pattern::new("secret.>").unwrap()] };
+        let deny_secret = Rule { allow: None, deny: vec![Entry::parse("secret.>").unwrap()] };
         let user = |name: &str, password: Option<String>, account: &str| User {
             name: name.into(),
             password,
             account: account.into(),
-            permissions: Permissions { publish: deny_secret.clone(), subscribe: Rule::default() },
+            permissions: Permissions { publish: deny_secret.clone(), ..Permissions::default() },
         };
         GatewayAuth {
             tokens: vec!["t0k".into()],
@@ -276,25 +256,21 @@ mod tests {
             subscribe: permissions(&[]),
         };
         let identity = Identity::granted(None, grant("TEAM", &["orders.>"])).unwrap();
-        assert!(identity.permissions.publish.permits("orders.eu"));
-        assert!(!identity.permissions.publish.permits("users.1"));
-        assert!(!identity.permissions.subscribe.permits("orders.eu"), "an empty allow list allows nothing");
+        assert!(identity.permissions.publish.permits_publish("orders.eu"));
+        assert!(!identity.permissions.publish.permits_publish("users.1"));
+        let orders = crate::broker::Pattern::new("orders.eu").unwrap();
+        assert!(identity.permissions.subscribe.subscription(&orders, None).is_none(), "an empty allow allows nothing");
         assert!(Identity::granted(None, grant("TWO.TOKENS", &[])).is_err());
         assert!(Identity::granted(None, grant("TEAM", &["orders..x"])).is_err());
     }
 
     #[test]
-    fn rules_allow_then_deny() {
-        let rule = Rule {
-            allow: Some(vec![Pattern::new("orders.>").unwrap()]),
-            deny: vec![Pattern::new("orders.secret").unwrap()],
-        };
-        assert!(rule.permits("orders.eu"));
-        assert!(rule.permits("orders.>"), "a subscription to the allowed pattern itself");
-        assert!(!rule.permits("orders.secret"));
-        assert!(!rule.permits("users.1"));
-        assert!(Rule::default().permits("anything"));
-        assert_eq!(account_prefix("USERS"), "$A.USERS.");
-        assert_eq!(account_prefix(GLOBAL_ACCOUNT), "");
+    fn unknown_names_are_checked_against_the_costliest_hash() {
+        let mut auth = auth();
+        let costly = bcrypt::hash("other", 5).unwrap();
+        auth.users[0].password = Some(costly.clone());
+        assert_eq!(auth.slowest_hash(), Some(costly.as_str()), "an unknown name pays what the dearest user does");
+        auth.users.retain(|user| user.password.as_deref().is_none_or(|p| !is_bcrypt(p)));
+        assert_eq!(auth.slowest_hash(), None);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
@@ -20,16 +20,18 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{GLOBAL_ACCOUNT, Identity, Rule, account_prefix};
+use super::auth::{GLOBAL_ACCOUNT, Identity};
 use super::protocol::{self, ClientOp, Parser};
 use super::system::ClientInfo;
 use super::tls::PeerCertificate;
 use super::{Authenticator, Shared, binding};
 use crate::auth::{AuthRequest, Protocol};
+use crate::broker::account::Namespace;
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::dead_letter;
 use crate::event::Event;
 use crate::ingest::cloudevents::{self, DecodeError};
+use crate::permission::{Responses, Subscription};
 
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -214,6 +216,42 @@ async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
 }
 
+/// Reply subjects of requests a client received, which it may publish a response to
+/// (`allow_responses`) whatever its publish permissions say.
+struct ResponseGrants {
+    limits: Responses,
+    /// Reply subject → (responses left, until when).
+    open: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// Most replies one client holds open; past it, expired ones are swept and new ones wait for room.
+const MOST_OPEN_REPLIES: usize = 4096;
+
+impl ResponseGrants {
+    fn open(&self, reply: &str) {
+        let Ok(mut open) = self.open.lock() else { return };
+        let now = Instant::now();
+        if open.len() >= MOST_OPEN_REPLIES {
+            open.retain(|_, (_, until)| *until > now);
+        }
+        if open.len() < MOST_OPEN_REPLIES {
+            open.insert(reply.to_owned(), (self.limits.max, now + self.limits.expires));
+        }
+    }
+
+    /// Takes one response to `subject`; false when none is open.
+    fn take(&self, subject: &str) -> bool {
+        let Ok(mut open) = self.open.lock() else { return false };
+        let Some((left, until)) = open.get_mut(subject) else { return false };
+        let granted = *until > Instant::now() && *left > 0;
+        *left = left.saturating_sub(1);
+        if *left == 0 || !granted {
+            open.remove(subject);
+        }
+        granted
+    }
+}
+
 /// A client's subscription, as the broker sees it.
 struct ClientSubscription {
     sid: String,
@@ -221,6 +259,10 @@ struct ClientSubscription {
     pattern: Pattern,
     /// What the client's account puts before its subjects in the broker.
     prefix: Arc<str>,
+    /// Deny entries its pattern overlaps: messages on those subjects are not delivered.
+    permission: Subscription,
+    /// Replies the client may answer (`allow_responses`), when it may.
+    responses: Option<Arc<ResponseGrants>>,
     client: u64,
     echo: bool,
     headers: bool,
@@ -229,6 +271,8 @@ struct ClientSubscription {
     delivered: AtomicU64,
     /// Messages left before it ends (`UNSUB sid max`); `u64::MAX` for no limit.
     remaining: AtomicU64,
+    /// The queue group it is in, if any.
+    queue: Option<String>,
     id: OnceLock<SubscriptionId>,
 }
 
@@ -251,9 +295,15 @@ impl Subscriber for ClientSubscription {
                 left
             }
         };
+        let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
+        if !self.permission.delivers(subject) {
+            return Ok(());
+        }
         let headers = if self.headers { binding::headers_of(event) } else { None };
         let reply = binding::reply_of(event);
-        let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
+        if let (Some(responses), Some(reply)) = (&self.responses, reply) {
+            responses.open(reply);
+        }
         self.outbound.send(|out| protocol::write_msg(out, subject, &self.sid, reply, headers.as_deref(), &event.data));
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let stats = &self.shared.stats;
@@ -281,9 +331,14 @@ struct Client {
     /// Who it is, once CONNECT is accepted (before: the global account, no limits, when the
     /// gateway needs no auth).
     identity: Identity,
-    prefix: Arc<str>,
-    /// True for the system account.
-    system: bool,
+    /// Its account's subjects (the system account's may include `$SYS`).
+    namespace: Namespace,
+    /// What it authenticated with, to check again when a reload changes the auth config.
+    credentials: Option<AuthRequest>,
+    /// Holds its place in its account's connection count.
+    account_seat: Option<AccountSeat>,
+    /// Replies it may answer, when its permissions allow responses.
+    responses: Option<Arc<ResponseGrants>>,
     remote: SocketAddr,
     /// The verified TLS client certificate it presented.
     certificate: Option<PeerCertificate>,
@@ -298,6 +353,39 @@ struct Client {
     /// Events of this read's PUBs not yet published, when the broker stores publishes (durable or
     /// cluster mode): published together, so a run of PUBs costs one store, not one each.
     unpublished: Vec<Event>,
+}
+
+/// A connection's place in its account's connection count (`max_connections_per_account`), given
+/// back when it closes.
+struct AccountSeat {
+    shared: Arc<Shared>,
+    account: String,
+}
+
+impl AccountSeat {
+    /// A seat in `account`, or `None` when the account has all it may have.
+    fn take(shared: &Arc<Shared>, account: &str) -> Option<AccountSeat> {
+        let most = shared.settings.max_connections_per_account;
+        let mut counts = shared.account_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(account.to_owned()).or_default();
+        if most > 0 && *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(AccountSeat { shared: shared.clone(), account: account.to_owned() })
+    }
+}
+
+impl Drop for AccountSeat {
+    fn drop(&mut self) {
+        let mut counts = self.shared.account_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.account) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.account);
+            }
+        }
+    }
 }
 
 /// Greets a client over the connection limit with INFO and `-ERR`, then closes.
@@ -392,8 +480,8 @@ async fn run(
         sent_bytes: AtomicU64::new(0),
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
-    let (_, auth) = shared.auth.current();
-    let auth_required = auth.required();
+    // A reload that changes the auth config checks every client's credentials again.
+    let mut auth_changes = shared.auth.watch();
     let mut client = Client {
         id,
         shared: shared.clone(),
@@ -401,8 +489,10 @@ async fn run(
         options: ConnectOptions::default(),
         connected: false,
         identity: Identity { user: None, account: GLOBAL_ACCOUNT.into(), permissions: Default::default() },
-        prefix: Arc::from(""),
-        system: false,
+        namespace: Namespace::global(),
+        credentials: None,
+        account_seat: None,
+        responses: None,
         remote,
         certificate,
         started: time::OffsetDateTime::now_utc()
@@ -426,9 +516,16 @@ async fn run(
     let mut heard = false;
     loop {
         buf.reserve(read_size.0);
+        let auth_required = !client.connected && shared.auth.current().1.required();
         let read = tokio::select! {
             _ = outbound.close.cancelled() => break,
-            _ = &mut auth_deadline, if auth_required && !client.connected => {
+            Ok(()) = auth_changes.changed(), if client.connected => {
+                if client.reauthorize().await {
+                    continue;
+                }
+                break;
+            }
+            _ = &mut auth_deadline, if auth_required => {
                 outbound.fail("Authentication Timeout");
                 client.reason = "Authentication Timeout";
                 break;
@@ -458,7 +555,7 @@ async fn run(
         let received = client.received;
         let going = TO_WAKE
             .scope(RefCell::new(Vec::new()), async {
-                let going = client.work_through(&parser, &mut buf, &auth, auth_required).await;
+                let going = client.work_through(&parser, &mut buf).await;
                 wake_deferred();
                 going
             })
@@ -490,35 +587,27 @@ async fn run(
 impl Client {
     /// Handles every whole op in `buf`, then publishes what its PUBs left unpublished; false when
     /// the connection is to close.
-    async fn work_through(
-        &mut self,
-        parser: &Parser,
-        buf: &mut BytesMut,
-        auth: &Arc<Authenticator>,
-        auth_required: bool,
-    ) -> bool {
-        let going = self.handle_all(parser, buf, auth, auth_required).await;
+    async fn work_through(&mut self, parser: &Parser, buf: &mut BytesMut) -> bool {
+        let going = self.handle_all(parser, buf).await;
         self.publish_unpublished().await;
         going
     }
 
-    /// Handles every whole op in `buf`; false when the connection is to close.
-    async fn handle_all(
-        &mut self,
-        parser: &Parser,
-        buf: &mut BytesMut,
-        auth: &Arc<Authenticator>,
-        auth_required: bool,
-    ) -> bool {
+    /// Handles every whole op in `buf`; false when the connection is to close. Before an
+    /// accepted CONNECT, when auth is required, anything but CONNECT is refused at its first byte,
+    /// as nats-server does: an unauthenticated client cannot make the gateway buffer a payload.
+    async fn handle_all(&mut self, parser: &Parser, buf: &mut BytesMut) -> bool {
+        let (_, auth) = self.shared.auth.current();
         loop {
+            if !self.connected && auth.required() && buf.first().is_some_and(|first| !b"Cc".contains(first)) {
+                self.outbound.fail("Authorization Violation");
+                self.reason = "Authentication Failure";
+                self.shared.system.auth_error(&self.info()).await;
+                return false;
+            }
             match parser.next(buf) {
                 Ok(Some(op)) => {
-                    if auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
-                        self.outbound.fail("Authorization Violation");
-                        self.shared.system.auth_error(&self.info()).await;
-                        return false;
-                    }
-                    if !self.handle(op, auth).await {
+                    if !self.handle(op, &auth).await {
                         return false;
                     }
                 }
@@ -574,23 +663,47 @@ impl Client {
                     tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
                     remote_addr: self.remote.to_string(),
                 };
-                let identity = match auth.clone().authenticate(request).await {
+                let identity = match auth.clone().authenticate(request.clone()).await {
                     Ok(identity) => identity,
                     Err(reason) => {
                         tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");
                         self.outbound.fail("Authorization Violation");
                         self.options = options;
+                        self.reason = "Authentication Failure";
                         self.shared.system.auth_error(&self.info()).await;
                         return false;
                     }
                 };
-                self.system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
-                self.prefix = Arc::from(account_prefix(&identity.account));
+                // A second CONNECT may not move the connection to another account.
+                if self.connected && identity.account != self.identity.account {
+                    tracing::info!(client = self.id, "a second CONNECT named another account");
+                    self.outbound.fail("Authorization Violation");
+                    return false;
+                }
+                if self.account_seat.is_none() {
+                    match AccountSeat::take(&self.shared, &identity.account) {
+                        Some(seat) => self.account_seat = Some(seat),
+                        None => {
+                            self.outbound.fail("maximum account active connections exceeded");
+                            self.reason = "Maximum Account Connections Exceeded";
+                            return false;
+                        }
+                    }
+                }
+                let system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
+                self.namespace = Namespace::new(&identity.account, system);
+                self.responses = identity
+                    .permissions
+                    .responses
+                    .map(|limits| Arc::new(ResponseGrants { limits, open: Mutex::new(HashMap::new()) }));
                 self.identity = identity;
+                self.credentials = Some(request);
                 self.options = options;
-                self.connected = true;
+                let first = !std::mem::replace(&mut self.connected, true);
                 self.ok();
-                self.shared.system.connected(&self.info()).await;
+                if first {
+                    self.shared.system.connected(&self.info()).await;
+                }
             }
             ClientOp::Ping => self.outbound.send(|out| out.put_slice(b"PONG\r\n")),
             ClientOp::Pong => self.pings_out = 0,
@@ -599,29 +712,22 @@ impl Client {
                     self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));
                     return true;
                 };
-                if !self.may(&self.identity.permissions.subscribe, &subject) {
-                    let text = format!("Permissions Violation for Subscription to \"{subject}\"");
+                let Some(permission) = self.may_subscribe(&pattern, queue.as_deref()) else {
+                    let text = match &queue {
+                        None => format!("Permissions Violation for Subscription to \"{subject}\""),
+                        Some(queue) => {
+                            format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{queue}\"")
+                        }
+                    };
                     self.outbound.send(|out| protocol::write_err(out, &text));
                     return true;
+                };
+                let most = self.shared.settings.max_subscriptions;
+                if most > 0 && self.subscriptions.len() >= most && !self.subscriptions.contains_key(&sid) {
+                    self.outbound.send(|out| protocol::write_err(out, "Maximum Subscriptions Exceeded"));
+                    return true;
                 }
-                let Ok(internal) = Pattern::new(format!("{}{subject}", self.prefix)) else { return true };
-                self.unsubscribe(&sid);
-                let subscription = Arc::new(ClientSubscription {
-                    sid: sid.clone(),
-                    pattern,
-                    prefix: self.prefix.clone(),
-                    client: self.id,
-                    echo: self.options.echo,
-                    headers: self.options.headers,
-                    outbound: self.outbound.clone(),
-                    shared: self.shared.clone(),
-                    delivered: AtomicU64::new(0),
-                    remaining: AtomicU64::new(u64::MAX),
-                    id: OnceLock::new(),
-                });
-                let id = self.shared.broker.subscribe(internal, queue, subscription.clone());
-                let _ = subscription.id.set(id);
-                self.subscriptions.insert(sid, subscription);
+                self.subscribe(sid, pattern, queue, permission);
                 self.ok();
             }
             ClientOp::Unsub { sid, max } => {
@@ -639,7 +745,7 @@ impl Client {
                     self.outbound.fail("Headers Not Supported");
                     return false;
                 }
-                if !self.may(&self.identity.permissions.publish, &subject) {
+                if !self.may_publish(&subject) {
                     let text = format!("Permissions Violation for Publish to \"{subject}\"");
                     self.outbound.send(|out| protocol::write_err(out, &text));
                     return true;
@@ -647,7 +753,7 @@ impl Client {
                 // Added to the gateway's counters once per read.
                 self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
                 // The global account's subjects are the broker's own: no copy on that hot path.
-                let internal = if self.prefix.is_empty() { subject } else { format!("{}{subject}", self.prefix) };
+                let internal = self.namespace.internal(subject);
                 // Only a message with headers can fail to decode past its subject: keep what its dead
                 // letter needs then, and copy nothing on the plain-message path.
                 let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
@@ -674,7 +780,9 @@ impl Client {
                             self.publish_unpublished().await;
                             let stats = &self.shared.stats;
                             let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
-                            dead_letter::publish(broker, raw, DEAD_LETTER_NAME, &err.to_string(), 0, lost).await;
+                            // Dead letters of an account's publishes stay in that account.
+                            let (prefix, reason) = (self.namespace.prefix(), err.to_string());
+                            dead_letter::publish_in(prefix, broker, raw, DEAD_LETTER_NAME, &reason, 0, lost).await;
                         }
                         return true;
                     }
@@ -721,10 +829,89 @@ impl Client {
         true
     }
 
-    /// True when the client may use `subject` under `rule`; `$SYS` subjects are the system
-    /// account's alone.
-    fn may(&self, rule: &Rule, subject: &str) -> bool {
-        (self.system || !subject.starts_with("$SYS")) && rule.permits(subject)
+    /// True when the client may publish to `subject`: not a reserved subject, and allowed by its
+    /// publish permissions or as the response to a request it received (`allow_responses`).
+    fn may_publish(&self, subject: &str) -> bool {
+        self.namespace.check(subject).is_ok()
+            && (self.identity.permissions.publish.permits_publish(subject)
+                || self.responses.as_ref().is_some_and(|responses| responses.take(subject)))
+    }
+
+    /// What a subscription to `pattern` (in `queue`) must check per message, or `None` when the
+    /// client may not subscribe to it: a reserved subject, or not within its permissions.
+    fn may_subscribe(&self, pattern: &Pattern, queue: Option<&str>) -> Option<Subscription> {
+        self.namespace.check(pattern.as_str()).ok()?;
+        self.identity.permissions.subscribe.subscription(pattern, queue)
+    }
+
+    /// Subscribes `pattern` as `sid` (replacing a subscription of the same sid) in the client's
+    /// account.
+    fn subscribe(&mut self, sid: String, pattern: Pattern, queue: Option<String>, permission: Subscription) {
+        let Ok(internal) = Pattern::new(self.namespace.internal(pattern.as_str().to_owned())) else { return };
+        self.unsubscribe(&sid);
+        let subscription = Arc::new(ClientSubscription {
+            sid: sid.clone(),
+            pattern,
+            prefix: self.namespace.prefix().clone(),
+            permission,
+            responses: self.responses.clone(),
+            client: self.id,
+            echo: self.options.echo,
+            headers: self.options.headers,
+            outbound: self.outbound.clone(),
+            shared: self.shared.clone(),
+            delivered: AtomicU64::new(0),
+            remaining: AtomicU64::new(u64::MAX),
+            queue: queue.clone(),
+            id: OnceLock::new(),
+        });
+        let id = self.shared.broker.subscribe(internal, queue, subscription.clone());
+        let _ = subscription.id.set(id);
+        self.subscriptions.insert(sid, subscription);
+    }
+
+    /// After a reload changed the auth config: checks the client's credentials again. A client
+    /// they no longer admit, or admit to another account, is closed with `-ERR 'Authorization
+    /// Violation'`; one whose permissions changed gets the new ones, and each subscription they no
+    /// longer allow ends with `-ERR 'Permissions Violation ...'`. False when the client is closed.
+    async fn reauthorize(&mut self) -> bool {
+        let Some(request) = self.credentials.clone() else { return true };
+        let (_, auth) = self.shared.auth.current();
+        let identity = match auth.clone().authenticate(request).await {
+            Ok(identity) if identity.account == self.identity.account => identity,
+            outcome => {
+                let reason = outcome.err().unwrap_or_else(|| "now in another account".into());
+                tracing::info!(client = self.id, reason, "gateway client no longer authorized after a reload");
+                self.outbound.fail("Authorization Violation");
+                self.reason = "Authentication Failure";
+                return false;
+            }
+        };
+        if identity == self.identity {
+            return true;
+        }
+        let responses_changed = identity.permissions.responses != self.identity.permissions.responses;
+        self.responses = identity
+            .permissions
+            .responses
+            .map(|limits| Arc::new(ResponseGrants { limits, open: Mutex::new(HashMap::new()) }));
+        self.identity = identity;
+        let subscriptions: Vec<_> = self.subscriptions.values().cloned().collect();
+        for subscription in subscriptions {
+            let (pattern, queue) = (subscription.pattern.clone(), subscription.queue.clone());
+            match self.may_subscribe(&pattern, queue.as_deref()) {
+                None => {
+                    self.unsubscribe(&subscription.sid);
+                    let text = format!("Permissions Violation for Subscription to \"{pattern}\"");
+                    self.outbound.send(|out| protocol::write_err(out, &text));
+                }
+                Some(permission) if responses_changed || permission != subscription.permission => {
+                    self.subscribe(subscription.sid.clone(), pattern, queue, permission);
+                }
+                Some(_) => {}
+            }
+        }
+        true
     }
 
     /// The connection as system events describe it.

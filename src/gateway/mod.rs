@@ -51,6 +51,12 @@ pub struct GatewaySettings {
     pub max_pings_out: u32,
     /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
     pub tls_verify: bool,
+    /// Most subscriptions of one connection (0: no limit); one more gets
+    /// `-ERR 'Maximum Subscriptions Exceeded'`.
+    pub max_subscriptions: usize,
+    /// Most connections of one account at once (0: no limit), so no account takes every one
+    /// `listener_limit` allows.
+    pub max_connections_per_account: usize,
 }
 
 /// Counters of the gateway.
@@ -83,6 +89,8 @@ struct Shared {
     system: Arc<system::SystemEvents>,
     /// With `[tls]`: every client upgrades to TLS after INFO.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Authenticated connections per account.
+    account_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// A running gateway.
@@ -127,6 +135,7 @@ impl Gateway {
             stats: stats.clone(),
             system,
             tls,
+            account_connections: Default::default(),
         });
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();

@@ -53,6 +53,10 @@ impl NatsPublisher for BrokerPublisher {
         {
             return Err(CapabilityError { message: format!("invalid header `{name}`"), retryable: false });
         }
+        // Plugins publish in the global account: its `$A` and `$SYS` subjects are the router's own.
+        if let Err(reserved) = crate::broker::account::check_global(&subject) {
+            return Err(CapabilityError { message: format!("{subject}: {reserved}"), retryable: false });
+        }
         let events = binding::decode(subject.clone(), None, header_block(&headers), payload.into(), 0)
             .map_err(|err| CapabilityError { message: format!("{subject}: {err}"), retryable: false })?;
         for event in events {
@@ -85,5 +89,9 @@ mod tests {
         assert!(bad.is_err());
         let invalid = publisher.publish("out..c".into(), vec![], vec![]).await.unwrap_err();
         assert!(!invalid.retryable, "{invalid}");
+        for reserved in ["$A.USERS.orders", "$SYS.EVENTYARD.RELOAD"] {
+            let refused = publisher.publish(reserved.into(), vec![], vec![]).await.unwrap_err();
+            assert!(!refused.retryable && refused.message.contains(reserved), "{refused}");
+        }
     }
 }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::auth::account_prefix;
 use super::{GatewayStats, binding};
+use crate::broker::account::prefix as account_prefix;
 use crate::broker::{Broker, Pattern, Refusal, Subscriber};
 use crate::event::{Event, NatsEnvelope};
 
@@ -84,7 +84,7 @@ impl SystemEvents {
                 self.broker.subscribe(pattern, None, Arc::new(Requests(self.clone())));
             }
         }
-        if let Ok(pattern) = Pattern::new(crate::reload::RELOAD_SUBJECT) {
+        if let Ok(pattern) = Pattern::new(crate::broker::account::RELOAD_SUBJECT) {
             self.broker.subscribe(pattern, None, Arc::new(Forward(self.clone())));
         }
         let this = self.clone();
@@ -222,7 +222,7 @@ struct Forward(Arc<SystemEvents>);
 impl Subscriber for Forward {
     async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
         if let Ok(report) = serde_json::from_slice::<Value>(&event.data) {
-            self.0.publish(crate::reload::RELOAD_SUBJECT, None, &report).await;
+            self.0.publish(crate::broker::account::RELOAD_SUBJECT, None, &report).await;
         }
         Ok(())
     }

@@ -1,19 +1,24 @@
 //! HTTP ingest: `POST /v1/events/{subject}` takes CloudEvents (structured, batched, binary) or any
 //! other body as raw data, and answers 202 only once every event is on every queue it belongs to.
-//! Also `GET /healthz`, `/readyz` and `/metrics`, and the admin endpoints `POST /v1/admin/reload`
-//! and `GET /v1/admin/plugins`, answered through the [`Admin`] trait. Status codes are decided here
-//! and nowhere else: 400 (bad event, naming the field), 401/403 (auth), 413 (over `max_body`), 429
-//! or 503 with `Retry-After` (a queue is full, or the router is draining). Never runs handlers or
-//! buffers events itself: it publishes to the broker and waits.
+//! A publisher's credential gives it an account (a token: the global one; an auth policy: the
+//! account it grants) and publish permissions, as a NATS user has; `$A` and `$SYS` subjects are
+//! refused, and other `$` subjects need an allow entry that names them. Also `GET /healthz`,
+//! `/readyz` and `/metrics`, and the admin endpoints `POST /v1/admin/reload` and
+//! `GET /v1/admin/plugins`, answered through the [`Admin`] trait to `[admin]` credentials only.
+//! Status codes are decided here and nowhere else: 400 (bad event, naming the field), 401/403
+//! (auth), 408 (a body too slow), 413 (over `max_body`), 429 or 503 with `Retry-After` (a queue is
+//! full, or the router is draining). Never runs handlers or buffers events itself: it publishes to
+//! the broker and waits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,18 +26,64 @@ use serde_json::json;
 
 use super::cloudevents;
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
-use crate::broker::{Broker, Pattern, PublishError, Refusal};
+use crate::broker::account::{Namespace, is_account_name};
+use crate::broker::{Broker, PublishError, Refusal};
+use crate::gateway::tls::PeerCertificate;
+use crate::permission::{Entry, Rule};
 use crate::slot::Slot;
 
-/// Who may publish over HTTP.
+/// Who may publish over HTTP (`[http.auth]`), and who may call the admin endpoints (`[admin]`).
 #[derive(Clone)]
-pub enum HttpAuth {
-    /// Anyone.
+pub struct HttpAuth {
+    pub publish: Credentials,
+    pub admin: AdminAuth,
+}
+
+/// What a publisher must show.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Nothing: anyone publishes, in the global account.
     Open,
-    /// A bearer token from this list.
+    /// A bearer token from this list: the global account.
     Tokens(Arc<[String]>),
-    /// Whatever this auth policy decides; its grant's publish permissions apply per subject.
+    /// Whatever this auth policy decides: its grant's account and publish permissions.
     Policy(Arc<dyn AuthPolicy>),
+}
+
+/// What an administrator must show. Neither tokens nor a policy: the admin endpoints are off.
+#[derive(Clone)]
+pub struct AdminAuth {
+    pub tokens: Arc<[String]>,
+    /// A caller this policy grants `account` is an administrator.
+    pub policy: Option<Arc<dyn AuthPolicy>>,
+    pub account: String,
+    /// `/metrics` needs the admin credential too.
+    pub protect_metrics: bool,
+}
+
+/// Who is calling: the peer's address and, over TLS with client certificates, its certificate.
+pub struct Caller {
+    remote: SocketAddr,
+    certificate: Option<Arc<PeerCertificate>>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(remote)| *remote);
+        let certificate = parts.extensions.get::<Arc<PeerCertificate>>().cloned();
+        Ok(Caller { remote, certificate })
+    }
+}
+
+/// An HTTP publisher once authenticated: the account it publishes into and what it may publish.
+struct Publisher {
+    namespace: Namespace,
+    publish: Rule,
 }
 
 /// What the ingest handlers share.
@@ -45,6 +96,8 @@ pub struct IngestState {
     pub max_body: Arc<AtomicUsize>,
     /// False while starting and while draining: `/readyz` says 503 and publishes get 503.
     pub ready: Arc<AtomicBool>,
+    /// How long a request body may take to arrive (408 after).
+    pub body_timeout: Duration,
     pub admin: Arc<dyn Admin>,
 }
 
@@ -58,9 +111,6 @@ pub trait Admin: Send + Sync {
     /// `POST /v1/admin/reload`: reloads and returns the reports.
     async fn reload(&self) -> Vec<serde_json::Value>;
 }
-
-/// Subject a caller must be allowed to publish on to list the plugins.
-pub const PLUGINS_SUBJECT: &str = "$SYS.EVENTYARD.PLUGINS";
 
 /// The ingest router.
 pub fn app(state: IngestState) -> Router {
@@ -84,30 +134,30 @@ async fn readyz(State(state): State<IngestState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<IngestState>) -> Response {
+async fn metrics(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
+    let (_, auth) = state.auth.current();
+    if auth.admin.protect_metrics
+        && let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await
+    {
+        return denied;
+    }
     let body = state.admin.metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Reloads the config and plugins. Allowed to whoever may publish on `$SYS.EVENTYARD.RELOAD`.
-async fn reload(
-    State(state): State<IngestState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers, remote, crate::reload::RELOAD_SUBJECT).await {
+/// Reloads the config and plugins: administrators only.
+async fn reload(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
         return denied;
     }
     (StatusCode::OK, axum::Json(json!({ "reports": state.admin.reload().await }))).into_response()
 }
 
-/// Lists the loaded plugins. Allowed to whoever may publish on [`PLUGINS_SUBJECT`].
-async fn plugins(
-    State(state): State<IngestState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers, remote, PLUGINS_SUBJECT).await {
+/// Lists the loaded plugins: administrators only.
+async fn plugins(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
         return denied;
     }
     (StatusCode::OK, axum::Json(state.admin.plugins())).into_response()
@@ -133,61 +183,109 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// Checks the caller may publish on `subject`; the error is the answer to send.
-async fn authorize(
-    state: &IngestState,
-    headers: &HeaderMap,
-    remote: SocketAddr,
-    subject: &str,
-) -> Result<(), Response> {
-    let (_, auth) = state.auth.current();
-    match auth.as_ref() {
-        HttpAuth::Open => Ok(()),
-        HttpAuth::Tokens(tokens) => match bearer(headers) {
+/// The auth request an HTTP caller makes.
+fn auth_request(headers: &HeaderMap, caller: &Caller) -> AuthRequest {
+    AuthRequest {
+        protocol: Protocol::Http,
+        client_name: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        user: None,
+        token: bearer(headers).map(str::to_owned),
+        password: None,
+        tls_subject: caller.certificate.as_ref().map(|certificate| certificate.subject.clone()),
+        tls_sans: caller.certificate.as_ref().map(|certificate| certificate.sans.clone()).unwrap_or_default(),
+        remote_addr: caller.remote.to_string(),
+    }
+}
+
+/// True when `given` is one of `tokens`.
+fn known_token(tokens: &[String], given: &str) -> bool {
+    tokens.iter().any(|token| crate::auth::constant_time_eq(token.as_bytes(), given.as_bytes()))
+}
+
+/// Who the caller is as a publisher; the error is the answer to send (401 without credentials,
+/// 403 with wrong ones).
+async fn authenticate(auth: &Credentials, headers: &HeaderMap, caller: &Caller) -> Result<Publisher, Response> {
+    let remote = caller.remote;
+    let global = || Publisher { namespace: Namespace::global(), publish: Rule::default() };
+    match auth {
+        Credentials::Open => Ok(global()),
+        Credentials::Tokens(tokens) => match bearer(headers) {
             None => Err(error(StatusCode::UNAUTHORIZED, "a bearer token is required", None)),
-            Some(given) if tokens.iter().any(|t| crate::auth::constant_time_eq(t.as_bytes(), given.as_bytes())) => {
-                Ok(())
-            }
+            Some(given) if known_token(tokens, given) => Ok(global()),
             Some(_) => Err(error(StatusCode::FORBIDDEN, "token not accepted", None)),
         },
-        HttpAuth::Policy(policy) => {
-            let request = AuthRequest {
-                protocol: Protocol::Http,
-                client_name: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
-                user: None,
-                token: bearer(headers).map(str::to_owned),
-                password: None,
-                tls_subject: None,
-                tls_sans: Vec::new(),
-                remote_addr: remote.to_string(),
-            };
+        Credentials::Policy(policy) => {
+            let request = auth_request(headers, caller);
             match policy.authorize(&request).await {
-                Decision::Deny(reason) if request.token.is_none() => {
-                    tracing::debug!(%remote, reason, "http publish denied");
-                    Err(error(StatusCode::UNAUTHORIZED, "credentials are required", None))
-                }
                 Decision::Deny(reason) => {
                     tracing::debug!(%remote, reason, "http publish denied");
-                    Err(error(StatusCode::FORBIDDEN, "not allowed", None))
+                    if request.token.is_none() {
+                        Err(error(StatusCode::UNAUTHORIZED, "credentials are required", None))
+                    } else {
+                        Err(error(StatusCode::FORBIDDEN, "not allowed", None))
+                    }
                 }
                 Decision::Allow(grant) => {
-                    let matches = |patterns: &[String]| {
-                        patterns.iter().any(|p| Pattern::new(p.as_str()).is_ok_and(|p| p.matches(subject)))
-                    };
-                    if matches(&grant.publish.allow) && !matches(&grant.publish.deny) {
-                        Ok(())
-                    } else {
-                        Err(error(StatusCode::FORBIDDEN, format!("not allowed to publish to \"{subject}\""), None))
+                    let entries = |texts: &[String]| texts.iter().filter_map(|t| Entry::parse(t).ok()).collect();
+                    let account_ok = is_account_name(&grant.account);
+                    if !account_ok {
+                        tracing::warn!(%remote, account = grant.account, "the auth policy granted an unusable account");
+                        return Err(error(StatusCode::FORBIDDEN, "not allowed", None));
                     }
+                    Ok(Publisher {
+                        // HTTP never publishes system events, whatever account it is granted.
+                        namespace: Namespace::new(&grant.account, false),
+                        publish: Rule::allowing(entries(&grant.publish.allow), entries(&grant.publish.deny)),
+                    })
                 }
             }
         }
     }
 }
 
+/// Checks `publisher` may publish on `subject`: not a reserved subject, a `$` subject only where an
+/// allow entry names it, and within its publish permissions.
+fn permit(publisher: &Publisher, subject: &str) -> Result<(), Response> {
+    let refuse = |why: String| Err(error(StatusCode::FORBIDDEN, why, None));
+    if let Err(reserved) = publisher.namespace.check(subject) {
+        return refuse(format!("not allowed to publish to \"{subject}\": {reserved}"));
+    }
+    if subject.starts_with('$') && !publisher.publish.names_literally(subject) {
+        return refuse(format!(
+            "not allowed to publish to \"{subject}\": `$` subjects need a permission that names them"
+        ));
+    }
+    if !publisher.publish.permits_publish(subject) {
+        return refuse(format!("not allowed to publish to \"{subject}\""));
+    }
+    Ok(())
+}
+
+/// Checks the caller is an administrator: a bearer token of `[admin] tokens`, or a caller the
+/// `[admin]` policy grants its account. The error is the answer (403 when the API is off).
+async fn authorize_admin(admin: &AdminAuth, headers: &HeaderMap, caller: &Caller) -> Result<(), Response> {
+    if admin.tokens.is_empty() && admin.policy.is_none() {
+        return Err(error(StatusCode::FORBIDDEN, "the admin API is off: configure [admin] tokens or policy", None));
+    }
+    let Some(given) = bearer(headers) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "an admin bearer token is required", None));
+    };
+    if known_token(&admin.tokens, given) {
+        return Ok(());
+    }
+    if let Some(policy) = &admin.policy
+        && let Decision::Allow(grant) = policy.authorize(&auth_request(headers, caller)).await
+        && grant.account == admin.account
+    {
+        return Ok(());
+    }
+    tracing::info!(remote = %caller.remote, "admin request refused");
+    Err(error(StatusCode::FORBIDDEN, "not an administrator", None))
+}
+
 async fn publish(
     State(state): State<IngestState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(subject): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -195,13 +293,19 @@ async fn publish(
     if !state.ready.load(Ordering::Acquire) {
         return retry_after(StatusCode::SERVICE_UNAVAILABLE, "the router is not accepting events".into(), 1, 0);
     }
-    if let Err(denied) = authorize(&state, &headers, remote, &subject).await {
+    let (_, auth) = state.auth.current();
+    let publisher = match authenticate(&auth.publish, &headers, &caller).await {
+        Ok(publisher) => publisher,
+        Err(denied) => return denied,
+    };
+    if let Err(denied) = permit(&publisher, &subject) {
         return denied;
     }
     let limit = state.max_body.load(Ordering::Relaxed);
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body,
-        Err(err) => {
+    let body = match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time", None),
+        Ok(Err(err)) => {
             return if err.into_inner().is::<http_body_util::LengthLimitError>() {
                 error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes"), None)
             } else {
@@ -217,6 +321,7 @@ async fn publish(
         };
         ce_headers.push((name.as_str().to_owned(), value.to_owned()));
     }
+    let subject = publisher.namespace.internal(subject);
     let events = match cloudevents::decode(&subject, content_type, &ce_headers, body, SystemTime::now()) {
         Ok(events) => events,
         Err(err @ cloudevents::DecodeError::UnsupportedFormat { .. }) => {

@@ -196,7 +196,7 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, Plu
         let granted = match capability_of(import) {
             Some(Capability::Http) => spec.grants.http_hosts.as_ref().is_some_and(|hosts| !hosts.is_empty()),
             Some(Capability::Kafka) => spec.grants.kafka.is_some(),
-            Some(Capability::Nats) => spec.grants.nats,
+            Some(Capability::Nats) => spec.grants.nats.is_some(),
             Some(Capability::Filesystem) | None => true,
         };
         if !granted {

@@ -286,8 +286,11 @@ impl nats_publisher::Host for HostState {
         headers: Vec<(String, String)>,
         payload: Vec<u8>,
     ) -> Result<(), wit::Error> {
-        if !self.shared.grants.nats {
+        let Some(subjects) = &self.shared.grants.nats else {
             return Err(not_granted("nats-publisher".into()));
+        };
+        if !subjects.allows(&subject) {
+            return Err(not_granted(format!("NATS subject `{subject}`")));
         }
         let Some(publisher) = self.shared.services.nats.clone() else {
             return Err(not_connected("nats-publisher"));

@@ -30,7 +30,7 @@ pub use engine::RuntimeOptions;
 pub use error::PluginError;
 pub use host::MetricValue;
 pub use instance::CallStats;
-pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role, Topics};
+pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role, Subjects, Topics};
 
 use crate::capability::HostServices;
 use artifact::ArtifactCache;

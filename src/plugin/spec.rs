@@ -86,8 +86,25 @@ pub struct Grants {
     pub directory: Option<PathBuf>,
     /// The Kafka producer, for these topics.
     pub kafka: Option<Topics>,
-    /// The NATS publisher.
-    pub nats: bool,
+    /// The NATS publisher, for these subjects (never `$A` or `$SYS` ones).
+    pub nats: Option<Subjects>,
+}
+
+/// The subjects a NATS grant allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subjects {
+    Any,
+    Only(Vec<crate::broker::Pattern>),
+}
+
+impl Subjects {
+    /// True when `subject` may be published to.
+    pub fn allows(&self, subject: &str) -> bool {
+        match self {
+            Subjects::Any => true,
+            Subjects::Only(patterns) => patterns.iter().any(|pattern| pattern.matches(subject)),
+        }
+    }
 }
 
 /// The Kafka topics a grant allows.

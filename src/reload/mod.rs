@@ -41,7 +41,7 @@ use crate::plugin::{ComponentInfo, Plugin, PluginRuntime, content_hash};
 use crate::slot::Slot;
 
 /// Where reload reports are published.
-pub const RELOAD_SUBJECT: &str = "$SYS.EVENTYARD.RELOAD";
+pub use crate::broker::account::RELOAD_SUBJECT;
 
 /// Reloads counted by what they changed and how they ended.
 #[derive(Debug, Default)]
@@ -98,7 +98,7 @@ impl Reloader {
         let pipeline = Pipeline::new(broker.clone());
         let staged = pipeline.stage(&config, &live).await.map_err(|errors| anyhow::anyhow!(errors.join("\n  ")))?;
         pipeline.commit(staged);
-        let auth = plugins::http_auth(&config.http.auth, &live).context("[http.auth] policy is not loaded")?;
+        let auth = plugins::http_auth(&config.http, &live).context("[http.auth] policy is not loaded")?;
         let gateway_auth = plugins::gateway_auth(&config, &live).context("[service.auth] policy is not loaded")?;
         Ok(Reloader {
             runtime,
@@ -298,7 +298,7 @@ impl Reloader {
         fatal.extend(plugins::check_references(&config, |name| next.get(name).map(|live| live.role())));
 
         // 3. The pipeline and HTTP settings.
-        let auth = plugins::http_auth(&config.http.auth, &next);
+        let auth = plugins::http_auth(&config.http, &next);
         let gateway_auth = plugins::gateway_auth(&config, &next);
         let staged = if config_changed || !added.is_empty() || !unloaded.is_empty() {
             match self.pipeline.stage(&config, &next).await {
@@ -351,14 +351,19 @@ impl Reloader {
         }
         *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
         let changes = staged.map(|staged| self.pipeline.commit(staged)).unwrap_or_default();
+        // A new version of the gateway's auth policy checks every client again, as a config
+        // change does.
+        let policy_reloaded = reloaded.iter().any(|name| config.service.gateway_auth.policy.as_ref() == Some(name));
+        if (config_changed || policy_reloaded)
+            && let Some(gateway_auth) = gateway_auth
+        {
+            self.gateway_auth.replace(Arc::new(gateway_auth));
+        }
         if config_changed {
             if let Some(auth) = auth {
                 self.http_auth.replace(Arc::new(auth));
             }
             self.max_body.store(config.http.max_body, Ordering::Relaxed);
-            if let Some(gateway_auth) = gateway_auth {
-                self.gateway_auth.replace(Arc::new(gateway_auth));
-            }
             if !restart_required.is_empty() {
                 tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
             }

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::auth::AuthPolicy;
-use crate::config::{Config, HttpAuthPlan, PluginPlan, SinkKindPlan};
+use crate::config::{Config, HttpAuthPlan, HttpSettings, PluginPlan, SinkKindPlan};
 use crate::gateway::Authenticator;
-use crate::ingest::http::HttpAuth;
+use crate::ingest::http::{AdminAuth, Credentials, HttpAuth};
 use crate::pipeline::PluginSlots;
 use crate::plugin::{Plugin, PluginRuntime, Role};
 use crate::route::{FailurePolicy, Handler};
@@ -109,6 +109,9 @@ pub fn references(config: &Config) -> Vec<Reference> {
     }
     if let Some(policy) = &config.service.gateway_auth.policy {
         uses.push(Reference { user: "[service.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
+    }
+    if let Some(policy) = &config.http.admin.policy {
+        uses.push(Reference { user: "[admin] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
     }
     uses
 }
@@ -223,13 +226,26 @@ fn auth_policy(name: &str, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Optio
     }
 }
 
-/// Who may publish over HTTP, as `plan` says; `None` when its auth policy plugin is missing.
-pub fn http_auth(plan: &HttpAuthPlan, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<HttpAuth> {
-    Some(match plan {
-        HttpAuthPlan::Open => HttpAuth::Open,
-        HttpAuthPlan::Tokens(tokens) => HttpAuth::Tokens(tokens.clone().into()),
-        HttpAuthPlan::Policy(name) => HttpAuth::Policy(auth_policy(name, plugins)?),
-    })
+/// Who may publish over HTTP and who may call the admin endpoints, as `[http.auth]` and `[admin]`
+/// say; `None` when an auth policy plugin they name is missing.
+pub fn http_auth(http: &HttpSettings, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<HttpAuth> {
+    let publish = match &http.auth {
+        HttpAuthPlan::Open => Credentials::Open,
+        HttpAuthPlan::Tokens(tokens) => Credentials::Tokens(tokens.clone().into()),
+        HttpAuthPlan::Policy(name) => Credentials::Policy(auth_policy(name, plugins)?),
+    };
+    let admin = &http.admin;
+    let policy = match &admin.policy {
+        Some(name) => Some(auth_policy(name, plugins)?),
+        None => None,
+    };
+    let admin = AdminAuth {
+        tokens: admin.tokens.clone().into(),
+        policy,
+        account: admin.account.clone(),
+        protect_metrics: admin.protect_metrics,
+    };
+    Some(HttpAuth { publish, admin })
 }
 
 /// How gateway clients authenticate, as `[service.auth]` and `[tls]` say; `None` when the auth

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::{Disposition, FailurePolicy, Handler};
+use super::{Disposition, FailurePolicy, Handler, HandlerError};
 use crate::broker::{Broker, Pattern, Refusal, Subscriber};
 use crate::dead_letter;
 use crate::event::Event;
@@ -91,7 +91,15 @@ impl Route {
             let mut next = Vec::with_capacity(current.len());
             for event in current {
                 let input = step.policy.needs_input().then(|| event.clone());
-                let result = step.handler.handle(event).await;
+                // An input on a `$` subject may keep its first token (a route of `$DLQ.>` or of
+                // reload reports); no allocation for the others.
+                let own = event.subject.starts_with('$').then(|| first_token(&event.subject).to_owned());
+                let result = step.handler.handle(event).await.and_then(|outputs| {
+                    match outputs.iter().find_map(|output| check_output(own.as_deref(), output).err()) {
+                        None => Ok(outputs),
+                        Some(message) => Err(HandlerError::Rejected { message, retryable: false }),
+                    }
+                });
                 if result.is_err() {
                     self.stats.handler_failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -119,6 +127,38 @@ impl Route {
         }
         current
     }
+}
+
+/// Checks an event a handler made as a client's publish is checked: a valid subject in the route's
+/// account (no `$A` or `$SYS` subject unless the input's subject had that first token too), and
+/// no control characters in any attribute (the CloudEvents spec forbids them; a sink would write
+/// them into headers and paths). `own` is the input subject's first token when it starts with `$`.
+fn check_output(own: Option<&str>, output: &Event) -> Result<(), String> {
+    let subject = &output.subject;
+    if let Err(err) = crate::broker::Subject::new(subject.as_str()) {
+        return Err(format!("emitted an event with an {err}"));
+    }
+    if own != Some(first_token(subject))
+        && let Err(reserved) = crate::broker::account::check_global(subject)
+    {
+        return Err(format!("emitted an event on \"{subject}\": {reserved}"));
+    }
+    let context = &output.context;
+    let optional = [&context.subject, &context.time, &context.datacontenttype, &context.dataschema];
+    let texts = [subject, &context.id, &context.source, &context.ty, &context.specversion]
+        .into_iter()
+        .chain(optional.into_iter().flatten())
+        .chain(output.extensions.iter().flat_map(|(name, value)| [name, value]));
+    for text in texts {
+        if text.chars().any(char::is_control) {
+            return Err(format!("emitted an event with a control character in {text:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn first_token(subject: &str) -> &str {
+    subject.split('.').next().unwrap_or_default()
 }
 
 #[async_trait]
@@ -183,6 +223,14 @@ mod tests {
                 "drop" => Ok(vec![]),
                 // A new event, as a Wasm handler's output is: it carries no completion of its own.
                 "fresh" => Ok(vec![tests::event("made", None)]),
+                // Outputs a handler may not make.
+                "escape" => Ok(vec![Event { subject: "$A.OTHER.orders".into(), ..event }]),
+                "forge" => Ok(vec![Event { subject: "$SYS.EVENTYARD.RELOAD".into(), ..event }]),
+                "inject" => {
+                    let mut event = event;
+                    event.context.ty = "x\r\nce-id: forged".into();
+                    Ok(vec![event])
+                }
                 _ => Ok(vec![event]),
             }
         }
@@ -270,6 +318,21 @@ mod tests {
         let got = dead.pop_batch(10, Duration::ZERO).await.unwrap();
         assert_eq!(got[0].subject, "$DLQ.r");
         assert!(got[0].extension("deadletterreason").unwrap().contains("handler `splitter`"));
+    }
+
+    #[tokio::test]
+    async fn a_handler_output_is_checked_like_a_clients_publish() {
+        let sink = queue("s");
+        let route = route(FailurePolicy::FailOpen, Arc::new(EmbeddedBroker::new()), vec![sink.clone()]);
+        for ty in ["escape", "forge", "inject"] {
+            route.deliver(&event(ty, Some("node-1"))).await.unwrap();
+        }
+        assert_eq!(route.stats.handler_failures.load(Ordering::Relaxed), 3);
+        let passed = sink.pop_batch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(passed.len(), 3, "fail_open passes each input on as it came");
+        assert!(passed.iter().all(|event| event.subject == "orders.x"));
+        let own = Event { subject: "$DLQ.orders".into(), ..event("plain", Some("node-1")) };
+        assert!(check_output(Some("$DLQ"), &own).is_ok(), "a `$DLQ` input may stay a `$DLQ` output");
     }
 
     #[tokio::test]

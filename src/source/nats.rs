@@ -82,12 +82,17 @@ async fn take(
     let reply = message.reply.map(|reply| reply.to_string());
     let headers = message.headers.as_ref().map(header_block);
     let payload = message.payload.clone();
-    let decoded = match (headers, content_type) {
-        (None, Some(content_type)) => {
+    // Sources publish in the global account, where `$A` and `$SYS` subjects are the router's own:
+    // an external server's message on one is kept as a dead letter, never published there.
+    let decoded = match (crate::broker::account::check_global(&subject), headers, content_type) {
+        (Err(reserved), _, _) => {
+            Err(cloudevents::DecodeError::InvalidSubject { subject: subject.clone(), reason: reserved.to_string() })
+        }
+        (Ok(()), None, Some(content_type)) => {
             cloudevents::raw_of_type(NATS_SOURCE, subject.clone(), content_type, payload, SystemTime::now())
                 .map(|event| smallvec::smallvec![event])
         }
-        (headers, _) => binding::decode(subject.clone(), reply, headers, payload, 0),
+        (Ok(()), headers, _) => binding::decode(subject.clone(), reply, headers, payload, 0),
     };
     match decoded {
         Ok(events) => {

@@ -42,6 +42,77 @@ RAW = {
 
 CLIENT = ["pubsub", "queue_group", "request_reply", "max_payload"]
 
+
+def login(user, verbose=False):
+    options = {"user": user, "pass": user, "verbose": verbose}
+    return b"CONNECT " + json.dumps(options).encode() + b"\r\n"
+
+
+# Accounts and permissions, the same on both servers (ACCOUNTS_NATS, ACCOUNTS_EVENTYARD): each
+# scenario is a list of (connection, bytes) steps over one or more connections.
+ACCOUNTS = {
+    "deny_through_wildcard": [
+        ("d", login("deny") + b"SUB orders.* 1\r\nSUB > 2\r\nPUB orders.secret 1\r\nx\r\nPUB orders.public 1\r\ny\r\nPING\r\n"),
+    ],
+    "wildcard_wider_than_allow": [
+        ("n", login("narrow") + b"SUB orders.> 1\r\nSUB orders.* 2\r\nPUB orders.deep.secret 1\r\nx\r\nPUB orders.eu 1\r\ny\r\nPING\r\n"),
+    ],
+    "queue_permission": [
+        ("w", login("worker") + b"SUB jobs.a 1\r\nSUB jobs.a others 2\r\nSUB jobs.a workers 3\r\nPUB jobs.a 1\r\nx\r\nPING\r\n"),
+    ],
+    "accounts_isolated": [
+        ("a", login("a") + b"SUB > 1\r\nPING\r\n"),
+        ("b", login("b") + b"SUB > 1\r\nPUB orders.x 1\r\nx\r\nPING\r\n"),
+        ("a", b"PING\r\n"),
+    ],
+    "allow_responses": [
+        ("svc", login("svc") + b"SUB svc.req 1\r\nPING\r\n"),
+        ("team", login("team") + b"SUB _INBOX.r 9\r\nPUB svc.req _INBOX.r 2\r\nhi\r\nPING\r\n"),
+        ("svc", b"PUB other 1\r\nx\r\nPUB _INBOX.r 2\r\nok\r\nPUB _INBOX.r 5\r\nagain\r\nPING\r\n"),
+        ("team", b"PING\r\n"),
+    ],
+    "internal_prefix": [
+        ("t", login("team") + b"SUB $A.> 1\r\nPUB $A.USERS.x 1\r\nx\r\nPING\r\n"),
+    ],
+    "wrong_password": [("x", b'CONNECT {"user":"a","pass":"wrong"}\r\n')],
+    "pub_before_connect": [("x", b"PUB orders.x 5\r\nhello\r\n")],
+}
+
+USERS = [
+    ("a", "USERS", None),
+    ("b", "OTHER", None),
+    ("team", "TEAM", None),
+    ("deny", "TEAM", {"subscribe": {"deny": ["orders.secret"]}}),
+    ("narrow", "TEAM", {"subscribe": {"allow": ["orders.*"]}}),
+    ("worker", "TEAM", {"subscribe": {"allow": ["jobs.> workers"]}}),
+    ("svc", "TEAM", {"subscribe": {"allow": ["svc.>"]}, "allow_responses": True}),
+]
+
+
+def accounts_nats(port):
+    accounts = {}
+    for user, account, permissions in USERS:
+        entry = {"user": user, "password": user}
+        if permissions:
+            entry["permissions"] = permissions
+        accounts.setdefault(account, {"users": []})["users"].append(entry)
+    return f"port: {port}\nmax_payload: 1024\naccounts: {json.dumps(accounts)}\n"
+
+
+def accounts_eventyard(port, workdir):
+    users = ""
+    for user, account, permissions in USERS:
+        users += f'[[service.auth.users]]\nuser = "{user}"\npassword = "{user}"\naccount = "{account}"\n'
+        if permissions:
+            subscribe = permissions["subscribe"]
+            rule = ", ".join(f"{key} = {json.dumps(value)}" for key, value in subscribe.items())
+            responses = ", allow_responses = true" if permissions.get("allow_responses") else ""
+            users += f"permissions = {{ subscribe = {{ {rule} }}{responses} }}\n"
+    return (
+        f'[service]\nhost = "127.0.0.1"\nport = {port}\nmax_payload = 1024\n[service.auth]\n{users}'
+        f'[http]\nlisten = "127.0.0.1:0"\n[plugins]\ndir = "{workdir}/plugins"\n'
+    )
+
 INFO_KEYS = ["proto", "headers", "max_payload", "auth_required", "tls_required"]
 
 
@@ -62,17 +133,20 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_servers(eventyard, workdir):
+def start_servers(eventyard, workdir, accounts=False):
     nats_port, gateway_port = free_port(), free_port()
     conf = os.path.join(workdir, "nats.conf")
     with open(conf, "w") as f:
-        f.write(f"port: {nats_port}\nmax_payload: 1024\n")
+        f.write(accounts_nats(nats_port) if accounts else f"port: {nats_port}\nmax_payload: 1024\n")
     toml = os.path.join(workdir, "eventyard.toml")
     with open(toml, "w") as f:
-        f.write(
-            f'[service]\nhost = "127.0.0.1"\nport = {gateway_port}\nmax_payload = 1024\n'
-            f'[http]\nlisten = "127.0.0.1:0"\n[plugins]\ndir = "{workdir}/plugins"\n'
-        )
+        if accounts:
+            f.write(accounts_eventyard(gateway_port, workdir))
+        else:
+            f.write(
+                f'[service]\nhost = "127.0.0.1"\nport = {gateway_port}\nmax_payload = 1024\n'
+                f'[http]\nlisten = "127.0.0.1:0"\n[plugins]\ndir = "{workdir}/plugins"\n'
+            )
     quiet = subprocess.DEVNULL
     servers = [
         subprocess.Popen(["nats-server", "-c", conf], stdout=quiet, stderr=quiet),
@@ -110,6 +184,44 @@ def talk(port, lines):
     return {"info": info, "rest": rest.decode(errors="replace")}
 
 
+def talk_many(port, steps):
+    """Runs `steps` ((connection, bytes)) over as many connections; returns what each received
+    after its INFO line, `<closed>` marking a connection the server closed."""
+    sockets, seen = {}, {}
+
+    def drain(name):
+        try:
+            while True:
+                chunk = sockets[name].recv(65536)
+                if not chunk:
+                    seen[name] += b"<closed>"
+                    sockets[name].close()
+                    return
+                seen[name] += chunk
+        except OSError:
+            pass
+
+    for name, data in steps:
+        if name not in sockets:
+            sockets[name] = socket.create_connection(("127.0.0.1", port))
+            sockets[name].settimeout(0.3)
+            seen[name] = b""
+        try:
+            sockets[name].sendall(data)
+        except OSError:
+            pass
+        time.sleep(0.1)
+        for other in sockets:
+            if not seen[other].endswith(b"<closed>"):
+                drain(other)
+    out = {}
+    for name, data in seen.items():
+        out[name] = data.partition(b"\r\n")[2].decode(errors="replace")
+        if not data.endswith(b"<closed>"):
+            sockets[name].close()
+    return out
+
+
 def run_client(port, scenario):
     try:
         result = asyncio.run(asyncio.wait_for(nats_py.SCENARIOS[scenario](f"nats://127.0.0.1:{port}", None), 30))
@@ -120,29 +232,36 @@ def run_client(port, scenario):
         return {"error": f"{type(err).__name__}: {err}"}
 
 
-def main():
-    eventyard = os.path.abspath(sys.argv[1])
-    as_json = "--json" in sys.argv
+def compare(eventyard, accounts, scenarios):
+    """Starts both servers (with the shared accounts when `accounts`), runs each of `scenarios`
+    ((name, run) where run(port) returns what a client saw) on both, and returns the differences."""
+    differences = []
     with tempfile.TemporaryDirectory() as workdir:
-        servers, ports = start_servers(eventyard, workdir)
+        servers, ports = start_servers(eventyard, workdir, accounts)
         try:
-            differences = []
-            for name, lines in RAW.items():
-                seen = {server: talk(port, lines) for server, port in ports.items()}
+            for name, run in scenarios:
+                seen = {server: run(port) for server, port in ports.items()}
                 if seen["nats-server"] != seen["eventyard"]:
                     differences.append({"scenario": name, **seen})
-            for name in CLIENT:
-                seen = {server: run_client(port, name) for server, port in ports.items()}
-                if seen["nats-server"] != seen["eventyard"]:
-                    differences.append({"scenario": f"client:{name}", **seen})
         finally:
             for server in servers:
                 server.terminate()
                 server.wait(10)
+    return differences
+
+
+def main():
+    eventyard = os.path.abspath(sys.argv[1])
+    as_json = "--json" in sys.argv
+    plain = [(name, lambda port, lines=lines: talk(port, lines)) for name, lines in RAW.items()]
+    plain += [(f"client:{name}", lambda port, name=name: run_client(port, name)) for name in CLIENT]
+    accounts = [(f"accounts:{name}", lambda port, steps=steps: talk_many(port, steps)) for name, steps in ACCOUNTS.items()]
+    differences = compare(eventyard, False, plain) + compare(eventyard, True, accounts)
+    count = len(RAW) + len(CLIENT) + len(ACCOUNTS)
     if as_json:
-        print(json.dumps({"scenarios": len(RAW) + len(CLIENT), "differences": differences}))
+        print(json.dumps({"scenarios": count, "differences": differences}))
         return
-    print(f"{len(RAW) + len(CLIENT)} scenarios, {len(differences)} difference(s)")
+    print(f"{count} scenarios, {len(differences)} difference(s)")
     for difference in differences:
         print(f"\n{difference['scenario']}")
         print(f"  nats-server: {difference['nats-server']}")

@@ -72,6 +72,19 @@ function describe(err) {
     return `${err.name}${code}: ${err.message}`;
 }
 
+/** Pushes every error status of `nc` onto `errors`, with what a permission error refused. */
+function collectErrors(nc, errors) {
+    (async () => {
+        for await (const status of nc.status()) {
+            if (status.type === Events.Error) {
+                const ctx = status.permissionContext;
+                const what = ctx ? `: ${ctx.operation} to "${ctx.subject}"` : "";
+                errors.push(`status ${status.data}${what}`);
+            }
+        }
+    })();
+}
+
 async function pubsub(url, token) {
     const nc = await connect(options(url, token));
     const got = [];
@@ -182,15 +195,7 @@ async function max_payload(url, token) {
 async function permissions(url, token) {
     const nc = await connect(options(url, token));
     const errors = [];
-    (async () => {
-        for await (const status of nc.status()) {
-            if (status.type === Events.Error) {
-                const ctx = status.permissionContext;
-                const what = ctx ? `: ${ctx.operation} to "${ctx.subject}"` : "";
-                errors.push(`status ${status.data}${what}`);
-            }
-        }
-    })();
+    collectErrors(nc, errors);
     nc.publish("secret.plans", encoder.encode("x"));
     nc.subscribe("$SYS.>", {
         callback: (err) => {
@@ -229,7 +234,63 @@ async function tls_connect(url, paths) {
     return { connected: true, data };
 }
 
+/**
+ * What an attacker sees: as nats_py.py's `probe`. Connects as `extra.as`, subscribes to each
+ * `extra.subscribe` pattern ("subject" or "subject queue"), lets `extra.publishers` publish, publishes
+ * `extra.publish` itself, and returns the messages it got and the errors the server sent.
+ */
+async function probe(url, extra) {
+    const spec = JSON.parse(extra);
+    const creds = (as = {}) => ({ user: as.user, pass: as.pass, token: as.token });
+    const errors = [];
+    const got = [];
+    let nc;
+    try {
+        nc = await connect(options(url, null, creds(spec.as)));
+    } catch (err) {
+        return { connected: false, error: describe(err), errors };
+    }
+    collectErrors(nc, errors);
+    for (const entry of spec.subscribe ?? []) {
+        const [subject, queue] = entry.split(" ");
+        nc.subscribe(subject, {
+            queue,
+            callback: (err, msg) => {
+                if (err) {
+                    errors.push(`subscription ${describe(err)}`);
+                } else {
+                    got.push({ via: entry, subject: msg.subject, data: decoder.decode(msg.data) });
+                }
+            },
+        });
+    }
+    await within(nc.flush(), "flush");
+    for (const publisher of spec.publishers ?? []) {
+        const other = await connect(options(url, null, creds(publisher.as)));
+        for (const message of publisher.messages) {
+            other.publish(message.subject, encoder.encode(message.data), { reply: message.reply });
+        }
+        await within(other.flush(), "the publisher's flush");
+        await within(other.close(), "the publisher's close");
+    }
+    for (const message of spec.publish ?? []) {
+        nc.publish(message.subject, encoder.encode(message.data), { reply: message.reply });
+    }
+    try {
+        await within(nc.flush(), "flush");
+        await sleep(300);
+    } catch (err) {
+        errors.push(describe(err));
+    }
+    const closed = nc.isClosed();
+    if (!closed) {
+        await within(nc.close(), "close");
+    }
+    return { connected: true, got, errors, closed };
+}
+
 const SCENARIOS = {
+    probe,
     pubsub,
     queue_group,
     request_reply,

@@ -105,7 +105,7 @@ async def system_events(admin_url, extra):
     """As the system account: watch $SYS.> while a user connects, publishes and leaves, a client
     fails to log in and the router's config is edited and reloaded; then ask PING and the server's
     STATSZ. `extra` is JSON: {"user": URL, "wrong": URL with a wrong password, "reload": the
-    router's reload URL, "config": its config file}."""
+    router's reload URL, "admin_token": the token it takes, "config": its config file}."""
     extra = json.loads(extra)
     sys_nc = await nats.connect(admin_url)
     seen = []
@@ -125,7 +125,9 @@ async def system_events(admin_url, extra):
         pass
     with open(extra["config"], "a", encoding="utf-8") as config:
         config.write("\n# edited\n")
-    reload = urllib.request.Request(extra["reload"], method="POST")
+    reload = urllib.request.Request(
+        extra["reload"], method="POST", headers={"Authorization": f"Bearer {extra['admin_token']}"}
+    )
     await asyncio.to_thread(lambda: urllib.request.urlopen(reload, timeout=TIMEOUT).read())
     ping = json.loads((await sys_nc.request("$SYS.REQ.SERVER.PING", b"", timeout=TIMEOUT)).data)
     server_id = ping["server"]["id"]
@@ -226,7 +228,59 @@ async def publish_events(url, extra):
     return result
 
 
+async def probe(url, extra):
+    """What an attacker sees: connects as `extra["as"]` ({user, pass} or {token}; {} for none),
+    subscribes to each pattern of `extra["subscribe"]` ("subject" or "subject queue"), lets each of
+    `extra["publishers"]` ({as, messages: [{subject, data, reply?}]}) connect and publish, publishes
+    `extra["publish"]` itself, and returns every message it got (with the pattern it came through)
+    and every error the server sent it."""
+    extra = json.loads(extra)
+    errors, got = [], []
+
+    async def on_error(err):
+        errors.append(str(err))
+
+    async def connect(creds, **more):
+        return await nats.connect(
+            url, user=creds.get("user"), password=creds.get("pass"), token=creds.get("token"),
+            allow_reconnect=False, connect_timeout=TIMEOUT, **more,
+        )
+
+    try:
+        nc = await connect(extra.get("as", {}), error_cb=on_error)
+    except Exception as err:  # noqa: BLE001 - the test wants whatever the client raised
+        return {"connected": False, "error": f"{type(err).__name__}: {err}", "errors": errors}
+
+    def collect(pattern):
+        async def on_message(msg):
+            got.append({"via": pattern, "subject": msg.subject, "data": msg.data.decode()})
+
+        return on_message
+
+    for entry in extra.get("subscribe", []):
+        subject, _, queue = entry.partition(" ")
+        await nc.subscribe(subject, queue=queue, cb=collect(entry))
+    await nc.flush(timeout=TIMEOUT)
+    for publisher in extra.get("publishers", []):
+        other = await connect(publisher.get("as", {}))
+        for message in publisher["messages"]:
+            await other.publish(message["subject"], message["data"].encode(), reply=message.get("reply", ""))
+        await other.flush(timeout=TIMEOUT)
+        await other.close()
+    for message in extra.get("publish", []):
+        await nc.publish(message["subject"], message["data"].encode(), reply=message.get("reply", ""))
+    try:
+        await nc.flush(timeout=TIMEOUT)
+        await asyncio.sleep(0.3)
+    except Exception as err:  # noqa: BLE001 - closed by the server: what it said is in `errors`
+        errors.append(f"{type(err).__name__}: {err}")
+    closed = nc.is_closed
+    await nc.close()
+    return {"connected": True, "got": got, "errors": errors, "closed": closed}
+
+
 SCENARIOS = {
+    "probe": probe,
     "publish_events": publish_events,
     "tls_connect": tls_connect,
     "system_events": system_events,

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// Where the router's stdout (the stdout sink's lines) goes, in its temp dir.
 const STDOUT_FILE: &str = "stdout.log";
 
+/// The `[admin]` section of test configs that call the admin endpoints, and its bearer token.
+pub const ADMIN: &str = "\n[admin]\ntokens = [\"admin-secret\"]\n";
+pub const ADMIN_TOKEN: &str = "admin-secret";
+
 /// How long a router may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -142,6 +146,14 @@ impl RouterProcess {
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {series} in the metrics"))
+    }
+
+    /// Calls the admin endpoint `path` (`POST` for reload, `GET` otherwise) with the admin token
+    /// of [`ADMIN`].
+    pub async fn admin(&self, path: &str) -> reqwest::Response {
+        let client = reqwest::Client::new();
+        let request = if path.ends_with("/reload") { client.post(self.url(path)) } else { client.get(self.url(path)) };
+        request.bearer_auth(ADMIN_TOKEN).send().await.expect("the admin API answers")
     }
 
     pub fn url(&self, path: &str) -> String {

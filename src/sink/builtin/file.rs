@@ -143,9 +143,22 @@ impl FileSink {
         if relative.as_os_str().is_empty() || !relative.components().all(|part| matches!(part, Component::Normal(_))) {
             return Err(format!("path \"{}\" is not inside the root", relative.display()));
         }
+        // A name no filesystem takes would fail every retry alike: refused at once (dead letter).
+        if let Some(long) = relative.components().find(|part| part.as_os_str().len() > MAX_NAME_BYTES) {
+            let long = long.as_os_str().to_string_lossy();
+            return Err(format!("a path name is longer than {MAX_NAME_BYTES} bytes: \"{long:.64}...\""));
+        }
+        if self.root.as_os_str().len() + relative.as_os_str().len() >= MAX_PATH_BYTES {
+            return Err(format!("the path is longer than {MAX_PATH_BYTES} bytes"));
+        }
         Ok(relative)
     }
 }
+
+/// The longest file or directory name Linux filesystems take (`NAME_MAX`), and the longest path
+/// (`PATH_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 4096;
 
 #[async_trait]
 impl Sink for FileSink {
@@ -623,6 +636,15 @@ mod tests {
         let expected =
             format!("audit/_/{:04}/{:02}/{:02}/{:02}/events.jsonl", hour.year, hour.month, hour.day, hour.hour);
         assert_eq!(path, Path::new(&expected));
+    }
+
+    #[test]
+    fn names_longer_than_the_filesystem_takes_are_refused() {
+        let s = sink(Path::new("/r"), "");
+        let long = "x".repeat(300);
+        let e = event("1", &format!("audit.{long}"), None, Some("2022-07-12T01:30:00Z"), "");
+        let refused = s.locate(&e, &mut None).unwrap_err();
+        assert!(refused.contains("longer than 255 bytes"), "{refused}");
     }
 
     #[test]
