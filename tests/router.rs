@@ -390,7 +390,12 @@ async fn a_wasm_auth_policy_decides_who_publishes_where_and_handlers_run_in_the_
 dir = "{plugins}"
 cache_dir = ""
 [plugin.token-auth]
-config = {{ tokens = [{{ token = "feed", account = "FEED", publish = {{ allow = ["feed.>"] }} }}] }}
+# The global account ("$G") is where routes are; a grant of another account publishes into that
+# account's own subjects, which no route of the global account sees.
+config = {{ tokens = [
+    {{ token = "feed", account = "$G", publish = {{ allow = ["feed.>"] }} }},
+    {{ token = "team", account = "TEAM", publish = {{ allow = ["feed.>"] }} }},
+] }}
 [http]
 listen = "127.0.0.1:0"
 [http.auth]
@@ -419,6 +424,7 @@ root = "{{dir}}/files"
     assert_eq!(send("feed.reports", None).await, 401);
     assert_eq!(send("feed.reports", Some("nope")).await, 403);
     assert_eq!(send("admin.reports", Some("feed")).await, 403, "the grant allows feed.> only");
+    assert_eq!(send("feed.reports", Some("team")).await, 202, "taken, into account TEAM");
     assert_eq!(send("feed.reports", Some("feed")).await, 202);
 
     let files = router.path("files");

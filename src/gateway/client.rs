@@ -519,7 +519,7 @@ async fn run(
         let auth_required = !client.connected && shared.auth.current().1.required();
         let read = tokio::select! {
             _ = outbound.close.cancelled() => break,
-            Ok(()) = auth_changes.changed(), if client.connected => {
+            Ok(()) = auth_changes.changed() => {
                 if client.reauthorize().await {
                     continue;
                 }
@@ -871,12 +871,21 @@ impl Client {
     }
 
     /// After a reload changed the auth config: checks the client's credentials again. A client
-    /// they no longer admit, or admit to another account, is closed with `-ERR 'Authorization
-    /// Violation'`; one whose permissions changed gets the new ones, and each subscription they no
-    /// longer allow ends with `-ERR 'Permissions Violation ...'`. False when the client is closed.
+    /// they no longer admit, or admit to another account, or one that never authenticated while
+    /// auth is now required, is closed with `-ERR 'Authorization Violation'`; one whose permissions
+    /// changed gets the new ones, and each subscription they no longer allow ends with
+    /// `-ERR 'Permissions Violation ...'`. False when the client is closed.
     async fn reauthorize(&mut self) -> bool {
-        let Some(request) = self.credentials.clone() else { return true };
         let (_, auth) = self.shared.auth.current();
+        let Some(request) = self.credentials.clone() else {
+            // Never sent CONNECT, which was fine while no auth was required.
+            if auth.required() {
+                self.outbound.fail("Authorization Violation");
+                self.reason = "Authentication Failure";
+                return false;
+            }
+            return true;
+        };
         let identity = match auth.clone().authenticate(request).await {
             Ok(identity) if identity.account == self.identity.account => identity,
             outcome => {
