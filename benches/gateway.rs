@@ -20,6 +20,7 @@ use futures_util::StreamExt as _;
 mod common;
 
 use common::bench_row as row;
+use common::load::nats_throughput;
 
 use common::nats::NatsServer;
 use common::router::RouterProcess;
@@ -43,39 +44,6 @@ fn eventyard() -> RouterProcess {
 async fn nats_server() -> Option<NatsServer> {
     let installed = Command::new("nats-server").arg("--version").output().is_ok_and(|out| out.status.success());
     if installed { Some(NatsServer::start().await) } else { None }
-}
-
-/// Messages per second from one publisher to one subscriber, from the first publish to the last
-/// message received, and how many the subscriber never saw.
-async fn throughput(port: u16, size: usize, count: usize) -> (f64, usize) {
-    let url = format!("nats://127.0.0.1:{port}");
-    // Room for every message: a full client-side buffer drops messages.
-    let subscriber = async_nats::ConnectOptions::new()
-        .subscription_capacity(count + 1024)
-        .connect(&url)
-        .await
-        .expect("subscriber connects");
-    let publisher = async_nats::connect(&url).await.expect("publisher connects");
-    let mut messages = subscriber.subscribe("bench.throughput").await.expect("subscribe");
-    subscriber.flush().await.expect("flush");
-    let payload = Bytes::from(vec![b'x'; size]);
-    let started = Instant::now();
-    let receiving = tokio::spawn(async move {
-        let (mut received, mut last) = (0, Instant::now());
-        while received < count {
-            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-                Ok(Some(_)) => (received, last) = (received + 1, Instant::now()),
-                _ => break,
-            }
-        }
-        (received, last)
-    });
-    for _ in 0..count {
-        publisher.publish("bench.throughput", payload.clone()).await.expect("publish");
-    }
-    publisher.flush().await.expect("flush");
-    let (received, last) = receiving.await.expect("receiver");
-    (received as f64 / (last - started).as_secs_f64(), count - received)
 }
 
 /// Publish-to-delivery latency, one message at a time: p50 and p99 in microseconds, and how many
@@ -121,14 +89,14 @@ fn main() {
             let (mut not_received, mut not_written) = (0, 0);
             for _ in 0..3 {
                 if let Some(port) = nats.as_ref().map(|server| server.addr.port()) {
-                    let (rate, lost) = throughput(port, size, count).await;
+                    let (rate, lost) = nats_throughput(port, size, count).await;
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
                 }
                 let before = (
                     router.metric(IN_MESSAGES).await,
                     router.metric(OUT_MESSAGES).await,
                 );
-                let (rate, lost) = throughput(eventyard_port, size, count).await;
+                let (rate, lost) = nats_throughput(eventyard_port, size, count).await;
                 (ours, our_lost) = (ours.max(rate), our_lost + lost);
                 let received = router.metric(IN_MESSAGES).await - before.0;
                 let written = router.metric(OUT_MESSAGES).await - before.1;

@@ -1,7 +1,8 @@
 //! Plugins in Python (componentize-py) and JavaScript (componentize-js), built with
 //! `eventyard plugin build`: the same handler in three languages gives the same answers through the
 //! host and against the golden files kept for the Rust one, and a live router swaps the Rust one
-//! for the Python one under load, losing nothing.
+//! for the Python one under load, losing nothing. A Python sink granted NATS subjects publishes on
+//! those only.
 
 mod common;
 
@@ -150,13 +151,7 @@ fn the_python_sink_appends_every_event_to_its_granted_directory_only() {
 
 #[test]
 fn a_python_plugin_imports_the_capabilities_its_manifest_names_and_is_refused_without_the_grant() {
-    let output = common::eventyard()
-        .args(["plugin", "build"])
-        .arg(common::repo_root().join("tests/fixtures/plugins/nats-forward-py"))
-        .output()
-        .expect("eventyard runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let wasm = String::from_utf8_lossy(&output.stdout).lines().last().expect("a component").to_owned();
+    let wasm = nats_forward_py().display().to_string();
     let (code, out, err) = common::run_eventyard(&["plugin", "inspect", &wasm]);
     assert_eq!(code, 0, "{err}");
     let capabilities = out.lines().find(|line| line.starts_with("capabilities:")).expect("a capabilities line");
@@ -167,6 +162,75 @@ fn a_python_plugin_imports_the_capabilities_its_manifest_names_and_is_refused_wi
     let (code, _, err) = common::run_eventyard(&["plugin", "test", &wasm, "--event", event.to_str().expect("UTF-8")]);
     assert_eq!(code, 1);
     assert!(err.contains("imports capability `nats`") && err.contains("does not grant"), "{err}");
+}
+
+/// Builds the `nats-forward-py` fixture (a sink publishing each event's data on
+/// `forwarded.<subject>` through the host's NATS publisher) and returns the component.
+fn nats_forward_py() -> std::path::PathBuf {
+    let output = common::eventyard()
+        .args(["plugin", "build"])
+        .arg(common::repo_root().join("tests/fixtures/plugins/nats-forward-py"))
+        .output()
+        .expect("eventyard runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().last().expect("a component").into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_grant_lets_a_plugin_publish_on_its_subjects_only() {
+    let plugins = common::tempdir();
+    std::fs::copy(nats_forward_py(), plugins.path().join("forward.wasm")).expect("copy");
+    let config = format!(
+        r#"
+[service]
+host = "127.0.0.1"
+port = 0
+[http]
+listen = "127.0.0.1:0"
+[plugins]
+dir = "{}"
+[plugin.forward]
+world = "sink"
+capabilities = {{ nats = ["forwarded.ok.>"] }}
+[[route]]
+name = "forwarding"
+subject = "*.1"
+sinks = ["forward"]
+[[route]]
+name = "dead-letters"
+subject = "$DLQ.>"
+sinks = ["dead"]
+[sinks.forward]
+kind = "plugin"
+plugin = "forward"
+[sinks.forward.retry]
+max_attempts = 2
+initial_backoff_ms = 10
+[sinks.dead]
+kind = "file"
+root = "{{dir}}/dead"
+path = "{{subject}}"
+"#,
+        plugins.path().display()
+    );
+    let router = RouterProcess::start(&config);
+    let mut watcher = common::nats::RawClient::connect(router.nats.expect("the gateway is on")).await;
+    watcher.send(b"CONNECT {\"verbose\":false}\r\nSUB forwarded.> 1\r\nPING\r\n").await;
+    watcher.read_until("PONG\r\n", WAIT).await;
+    let event = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/t", "type": "t", "data": id});
+    assert_eq!(router.post_event("ok.1", &event("granted")).await, 202);
+    assert_eq!(router.post_event("no.1", &event("refused")).await, 202);
+    let forwarded = watcher.read_until("granted", WAIT).await;
+    assert!(forwarded.contains("MSG forwarded.ok.1 1"), "{forwarded}");
+    let dead = router.path("dead");
+    let letters = eventually("the refused publish's dead letter", WAIT, || {
+        Some(json_lines_under(&dead)).filter(|letters| !letters.is_empty())
+    })
+    .await;
+    let reason = letters[0].1["deadletterreason"].as_str().expect("a reason").to_owned();
+    assert!(reason.contains("not granted: NATS subject `forwarded.no.1`"), "{reason}");
+    watcher.send(b"PING\r\n").await;
+    assert!(!watcher.read_until("PONG\r\n", WAIT).await.contains("refused"), "nothing on a subject not granted");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -332,6 +332,31 @@ mod tests {
     }
 
     #[test]
+    fn a_nats_grant_lists_subjects_and_never_reserved_ones() {
+        let config = Config::from_toml("[plugin.p.capabilities]\nnats = [\"alerts.>\"]\n").unwrap();
+        let grant = config.plugins["p"].grants.nats.clone().expect("granted");
+        assert!(grant.allows("alerts.disk") && !grant.allows("orders.x"));
+        for reserved in ["$SYS.>", "$A.USERS.>"] {
+            let errors = Config::from_toml(&format!("[plugin.p.capabilities]\nnats = [\"{reserved}\"]\n")).unwrap_err();
+            assert!(errors[0].key == "plugin.p.capabilities.nats" && errors[0].reason.contains("router's own"));
+        }
+    }
+
+    #[test]
+    fn the_admin_api_and_https_are_checked() {
+        let errors = Config::from_toml("[admin]\nprotect_metrics = true\n").unwrap_err();
+        assert!(errors[0].key == "admin" && errors[0].reason.contains("admin API is off"), "{errors:?}");
+        let errors = Config::from_toml("[admin]\ntokens = [\"\"]\n").unwrap_err();
+        assert_eq!(errors[0].key, "admin.tokens", "{errors:?}");
+        let config = Config::from_toml("[admin]\ntokens = [\"t\"]\n").unwrap();
+        assert_eq!((config.http.admin.tokens.len(), config.http.admin.account.as_str()), (1, "SYS"));
+        let tls = "[http.tls]\ncert_path = \"c\"\nkey_path = \"k\"\nverify_and_map = true\n";
+        let errors = Config::from_toml(tls).unwrap_err();
+        assert_eq!(errors[0].key, "http.tls.verify_and_map", "{errors:?}");
+        assert_eq!(Config::from_toml("").unwrap().http.server, HttpServerSettings::default());
+    }
+
+    #[test]
     fn plugin_sections_resolve_limits_config_and_grants() {
         let config = Config::from_toml(
             r#"

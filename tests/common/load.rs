@@ -100,10 +100,10 @@ pub async fn batch_load(broker: &str) -> (f64, f64) {
     load(broker, Over::Http).await
 }
 
-/// [`batch_load`], the batches sent `over` HTTP or NATS.
-pub async fn load(broker: &str, over: Over) -> (f64, f64) {
-    let dir = super::tempdir();
-    let config = Config::from_toml(&format!(
+/// The config of [`load`]: `broker` first, then the gateway (on when `nats`), HTTP and a route of
+/// `bench.>` to the file sink `files` under `dir`.
+pub fn load_config(broker: &str, dir: &str, nats: bool) -> String {
+    format!(
         r#"
 {broker}
 [service]
@@ -128,19 +128,30 @@ batch_size = 1000
 # A full queue holds publishers back rather than refusing them: NATS PUBs have no answer to refuse.
 block_timeout_ms = 60000
 "#,
-        dir = dir.path().display(),
-        nats = over == Over::Nats,
-    ))
-    .expect("bench config is valid");
+    )
+}
+
+/// [`batch_load`], the batches sent `over` HTTP or NATS.
+pub async fn load(broker: &str, over: Over) -> (f64, f64) {
+    let dir = super::tempdir();
+    let config = load_config(broker, &dir.path().display().to_string(), over == Over::Nats);
+    let config = Config::from_toml(&config).expect("bench config is valid");
     let running = eventyard::server::start(config).await.expect("router starts");
-    let base = format!("http://{}", running.http_addr);
+    let rates = load_on(running.http_addr, running.nats_addr, over).await;
+    running.shutdown().await;
+    rates
+}
+
+/// The load of [`load`] on a router that already runs [`load_config`] (in this process or not).
+pub async fn load_on(http: std::net::SocketAddr, nats: Option<std::net::SocketAddr>, over: Over) -> (f64, f64) {
+    let base = format!("http://{http}");
     let url = format!("{base}/v1/events/bench.load");
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
         if over == Over::Nats {
-            let gateway = running.nats_addr.expect("the gateway is on");
+            let gateway = nats.expect("the gateway is on");
             tasks.spawn(nats_batches(gateway, started));
             continue;
         }
@@ -182,7 +193,6 @@ block_timeout_ms = 60000
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered_in = started.elapsed();
-    running.shutdown().await;
     (total as f64 / acknowledged_in.as_secs_f64(), total as f64 / delivered_in.as_secs_f64())
 }
 
@@ -206,6 +216,39 @@ async fn nats_batches(gateway: std::net::SocketAddr, started: Instant) -> usize 
         sent += BATCH;
     }
     sent
+}
+
+/// Messages per second from one async-nats publisher to one subscriber on the server at `port`,
+/// from the first publish to the last message received, and how many the subscriber never saw.
+pub async fn nats_throughput(port: u16, size: usize, count: usize) -> (f64, usize) {
+    let url = format!("nats://127.0.0.1:{port}");
+    // Room for every message: a full client-side buffer drops messages.
+    let subscriber = async_nats::ConnectOptions::new()
+        .subscription_capacity(count + 1024)
+        .connect(&url)
+        .await
+        .expect("subscriber connects");
+    let publisher = async_nats::connect(&url).await.expect("publisher connects");
+    let mut messages = subscriber.subscribe("bench.throughput").await.expect("subscribe");
+    subscriber.flush().await.expect("flush");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    let receiving = tokio::spawn(async move {
+        let (mut received, mut last) = (0, Instant::now());
+        while received < count {
+            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(_)) => (received, last) = (received + 1, Instant::now()),
+                _ => break,
+            }
+        }
+        (received, last)
+    });
+    for _ in 0..count {
+        publisher.publish("bench.throughput", payload.clone()).await.expect("publish");
+    }
+    publisher.flush().await.expect("flush");
+    let (received, last) = receiving.await.expect("receiver");
+    (received as f64 / (last - started).as_secs_f64(), count - received)
 }
 
 async fn delivered_so_far(client: &reqwest::Client, base: &str) -> u64 {

@@ -40,6 +40,16 @@ impl RouterProcess {
     /// As [`start`](Self::start), with first-party plugins built and copied into `{dir}/plugins`
     /// first: each `(crate, plugin)` as the plugin named `plugin` (file `plugin` with `-` as `_`).
     pub fn start_with_plugins(config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
+        RouterProcess::spawn(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, plugins)
+    }
+
+    /// As [`start`](Self::start), running another `eventyard` binary (for benchmarks that compare
+    /// two builds side by side).
+    pub fn start_binary(binary: &Path, config: &str) -> RouterProcess {
+        RouterProcess::spawn(binary, config, &[])
+    }
+
+    fn spawn(binary: &Path, config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
         let dir = super::tempdir();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("the plugin directory is made");
@@ -51,7 +61,7 @@ impl RouterProcess {
         let path = dir.path().join("eventyard.toml");
         std::fs::write(&path, config).expect("config is written");
         let stdout = std::fs::File::create(dir.path().join(STDOUT_FILE)).expect("the stdout file is made");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+        let mut child = Command::new(binary)
             .args(["serve", "--log-format", "json", "--log-level", "info", "--config"])
             .arg(&path)
             .current_dir(dir.path())
