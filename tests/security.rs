@@ -105,7 +105,9 @@ fn probe(client: Client, router: &RouterProcess, spec: Value) -> Value {
 /// The subjects a probe received.
 fn received(result: &Value) -> Vec<String> {
     let got = result["got"].as_array().unwrap_or_else(|| panic!("no messages in {result}"));
-    got.iter().map(|message| format!("{} via {}", message["subject"].as_str().unwrap(), message["via"])).collect()
+    got.iter()
+        .map(|message| format!("{} via {}", message["subject"].as_str().expect("a subject"), message["via"]))
+        .collect()
 }
 
 fn errors(result: &Value) -> String {

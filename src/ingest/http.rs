@@ -244,19 +244,16 @@ async fn authenticate(auth: &Credentials, headers: &HeaderMap, caller: &Caller) 
 }
 
 /// Checks `publisher` may publish on `subject`: not a reserved subject, a `$` subject only where an
-/// allow entry names it, and within its publish permissions.
-fn permit(publisher: &Publisher, subject: &str) -> Result<(), Response> {
-    let refuse = |why: String| Err(error(StatusCode::FORBIDDEN, why, None));
+/// allow entry names it, and within its publish permissions. The error says why (a 403).
+fn permit(publisher: &Publisher, subject: &str) -> Result<(), String> {
     if let Err(reserved) = publisher.namespace.check(subject) {
-        return refuse(format!("not allowed to publish to \"{subject}\": {reserved}"));
+        return Err(format!("not allowed to publish to \"{subject}\": {reserved}"));
     }
     if subject.starts_with('$') && !publisher.publish.names_literally(subject) {
-        return refuse(format!(
-            "not allowed to publish to \"{subject}\": `$` subjects need a permission that names them"
-        ));
+        return Err(format!("not allowed to publish to \"{subject}\": `$` subjects need a permission that names them"));
     }
     if !publisher.publish.permits_publish(subject) {
-        return refuse(format!("not allowed to publish to \"{subject}\""));
+        return Err(format!("not allowed to publish to \"{subject}\""));
     }
     Ok(())
 }
@@ -298,8 +295,8 @@ async fn publish(
         Ok(publisher) => publisher,
         Err(denied) => return denied,
     };
-    if let Err(denied) = permit(&publisher, &subject) {
-        return denied;
+    if let Err(why) = permit(&publisher, &subject) {
+        return error(StatusCode::FORBIDDEN, why, None);
     }
     let limit = state.max_body.load(Ordering::Relaxed);
     let body = match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
