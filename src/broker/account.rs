@@ -65,9 +65,12 @@ impl Namespace {
         Namespace { account: Arc::from(account), prefix: Arc::from(prefix(account)), system }
     }
 
-    /// The global account's namespace: the broker's root.
+    /// The global account's namespace: the broker's root. Made once; a copy costs two reference
+    /// counts (HTTP asks for it on every request).
     pub fn global() -> Namespace {
-        Namespace::new(GLOBAL_ACCOUNT, false)
+        static GLOBAL: std::sync::LazyLock<Namespace> =
+            std::sync::LazyLock::new(|| Namespace::new(GLOBAL_ACCOUNT, false));
+        GLOBAL.clone()
     }
 
     pub fn account(&self) -> &str {
