@@ -74,6 +74,15 @@ impl Rule {
         Rule { allow: Some(allow), deny }
     }
 
+    /// The rule an auth policy's permissions describe (an empty allow list allows nothing); the error
+    /// names the first invalid entry, so a grant is never taken in part.
+    pub fn from_policy(permissions: &crate::auth::Permissions) -> Result<Rule, String> {
+        let entries = |texts: &[String]| -> Result<Vec<Entry>, String> {
+            texts.iter().map(|text| Entry::parse(text).map_err(|err| format!("`{text}`: {err}"))).collect()
+        };
+        Ok(Rule::allowing(entries(&permissions.allow)?, entries(&permissions.deny)?))
+    }
+
     /// True when a publish to the literal `subject` passes the rule.
     pub fn permits_publish(&self, subject: &str) -> bool {
         let matches = |entry: &Entry| entry.subject.matches(subject);
@@ -207,6 +216,15 @@ mod tests {
         assert!(not_prod.subscription(&pattern("jobs.a"), Some("eu.dev")).is_some());
         assert!(not_prod.subscription(&pattern("jobs.a"), None).is_some());
         assert!(Entry::parse("a b c").is_err() && Entry::parse("a..b").is_err());
+    }
+
+    #[test]
+    fn a_policy_grant_is_taken_whole_or_not_at_all() {
+        let grant = |deny: &str| crate::auth::Permissions { allow: vec![">".into()], deny: vec![deny.into()] };
+        let rule = Rule::from_policy(&grant("orders.secret")).unwrap();
+        assert!(!rule.permits_publish("orders.secret") && rule.permits_publish("orders.eu"));
+        let refused = Rule::from_policy(&grant("orders..secret")).unwrap_err();
+        assert!(refused.contains("orders..secret"), "an invalid deny is not dropped: {refused}");
     }
 
     #[test]

@@ -395,7 +395,11 @@ cache_dir = ""
 config = {{ tokens = [
     {{ token = "feed", account = "$G", publish = {{ allow = ["feed.>"] }} }},
     {{ token = "team", account = "TEAM", publish = {{ allow = ["feed.>"] }} }},
+    {{ token = "ops", account = "SYS", publish = {{ allow = [] }} }},
 ] }}
+[admin]
+policy = "token-auth"
+account = "SYS"
 [http]
 listen = "127.0.0.1:0"
 [http.auth]
@@ -426,6 +430,11 @@ root = "{{dir}}/files"
     assert_eq!(send("admin.reports", Some("feed")).await, 403, "the grant allows feed.> only");
     assert_eq!(send("feed.reports", Some("team")).await, 202, "taken, into account TEAM");
     assert_eq!(send("feed.reports", Some("feed")).await, 202);
+    // The same policy names administrators: those it grants the `[admin] account`.
+    for (token, status) in [("ops", 200), ("feed", 403), ("nope", 403)] {
+        let reload = client().post(router.url("/v1/admin/reload")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(reload.status(), status, "admin reload with token {token}");
+    }
 
     let files = router.path("files");
     let lines = eventually("the mapped event", WAIT, || Some(json_lines_under(&files)).filter(|l| !l.is_empty())).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Grant};
 pub use crate::broker::account::{GLOBAL_ACCOUNT, is_account_name};
-use crate::permission::{Entry, Permissions, Rule};
+use crate::permission::{Permissions, Rule};
 
 /// `[service.auth]`: how clients authenticate. Nothing configured means anyone may connect, in
 /// the global account.
@@ -51,14 +51,6 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// The rule a policy's permissions describe; the error names the first invalid pattern.
-fn rule_from_policy(permissions: crate::auth::Permissions) -> Result<Rule, String> {
-    let entries = |texts: Vec<String>| -> Result<Vec<Entry>, String> {
-        texts.iter().map(|text| Entry::parse(text).map_err(|err| format!("`{text}`: {err}"))).collect()
-    };
-    Ok(Rule::allowing(entries(permissions.allow)?, entries(permissions.deny)?))
-}
-
 /// A client that authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -85,8 +77,8 @@ impl Identity {
             user,
             account: grant.account,
             permissions: Permissions {
-                publish: rule_from_policy(grant.publish)?,
-                subscribe: rule_from_policy(grant.subscribe)?,
+                publish: Rule::from_policy(&grant.publish)?,
+                subscribe: Rule::from_policy(&grant.subscribe)?,
                 responses: None,
             },
         })
@@ -176,7 +168,7 @@ mod tests {
     use crate::auth::Protocol;
 
     fn auth() -> GatewayAuth {
-        let deny_secret = Rule { allow: None, deny: vec![Entry::parse("secret.>").unwrap()] };
+        let deny_secret = Rule { allow: None, deny: vec![crate::permission::Entry::parse("secret.>").unwrap()] };
         let user = |name: &str, password: Option<String>, account: &str| User {
             name: name.into(),
             password,

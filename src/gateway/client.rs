@@ -24,14 +24,14 @@ use super::auth::{GLOBAL_ACCOUNT, Identity};
 use super::protocol::{self, ClientOp, Parser};
 use super::system::ClientInfo;
 use super::tls::PeerCertificate;
-use super::{Authenticator, Shared, binding};
+use super::{Shared, binding};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::dead_letter;
 use crate::event::Event;
 use crate::ingest::cloudevents::{self, DecodeError};
-use crate::permission::{Responses, Subscription};
+use crate::permission::{Permissions, Responses, Subscription};
 
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -228,6 +228,12 @@ struct ResponseGrants {
 const MOST_OPEN_REPLIES: usize = 4096;
 
 impl ResponseGrants {
+    /// What `permissions` allow of responses: `None` when they allow none beyond `publish`.
+    fn of(permissions: &Permissions) -> Option<Arc<ResponseGrants>> {
+        let limits = permissions.responses?;
+        Some(Arc::new(ResponseGrants { limits, open: Mutex::new(HashMap::new()) }))
+    }
+
     fn open(&self, reply: &str) {
         let Ok(mut open) = self.open.lock() else { return };
         let now = Instant::now();
@@ -597,9 +603,11 @@ impl Client {
     /// accepted CONNECT, when auth is required, anything but CONNECT is refused at its first byte,
     /// as nats-server does: an unauthenticated client cannot make the gateway buffer a payload.
     async fn handle_all(&mut self, parser: &Parser, buf: &mut BytesMut) -> bool {
-        let (_, auth) = self.shared.auth.current();
         loop {
-            if !self.connected && auth.required() && buf.first().is_some_and(|first| !b"Cc".contains(first)) {
+            if !self.connected
+                && buf.first().is_some_and(|first| !b"Cc".contains(first))
+                && self.shared.auth.current().1.required()
+            {
                 self.outbound.fail("Authorization Violation");
                 self.reason = "Authentication Failure";
                 self.shared.system.auth_error(&self.info()).await;
@@ -607,7 +615,7 @@ impl Client {
             }
             match parser.next(buf) {
                 Ok(Some(op)) => {
-                    if !self.handle(op, &auth).await {
+                    if !self.handle(op).await {
                         return false;
                     }
                 }
@@ -640,7 +648,7 @@ impl Client {
     /// Handles one op; false when the connection is to close. Whatever the op, what earlier PUBs
     /// left unpublished is published before it acts on the broker or answers: a PONG still means
     /// every PUB before its PING was taken (and, in durable or cluster mode, stored).
-    async fn handle(&mut self, op: ClientOp, auth: &Arc<Authenticator>) -> bool {
+    async fn handle(&mut self, op: ClientOp) -> bool {
         if !matches!(op, ClientOp::Pub { .. }) {
             self.publish_unpublished().await;
         }
@@ -663,6 +671,8 @@ impl Client {
                     tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
                     remote_addr: self.remote.to_string(),
                 };
+                // Checked against the running config, whenever the client sends it.
+                let (_, auth) = self.shared.auth.current();
                 let identity = match auth.clone().authenticate(request.clone()).await {
                     Ok(identity) => identity,
                     Err(reason) => {
@@ -692,10 +702,7 @@ impl Client {
                 }
                 let system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
                 self.namespace = Namespace::new(&identity.account, system);
-                self.responses = identity
-                    .permissions
-                    .responses
-                    .map(|limits| Arc::new(ResponseGrants { limits, open: Mutex::new(HashMap::new()) }));
+                self.responses = ResponseGrants::of(&identity.permissions);
                 self.identity = identity;
                 self.credentials = Some(request);
                 self.options = options;
@@ -900,10 +907,7 @@ impl Client {
             return true;
         }
         let responses_changed = identity.permissions.responses != self.identity.permissions.responses;
-        self.responses = identity
-            .permissions
-            .responses
-            .map(|limits| Arc::new(ResponseGrants { limits, open: Mutex::new(HashMap::new()) }));
+        self.responses = ResponseGrants::of(&identity.permissions);
         self.identity = identity;
         let subscriptions: Vec<_> = self.subscriptions.values().cloned().collect();
         for subscription in subscriptions {

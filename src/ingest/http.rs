@@ -29,7 +29,7 @@ use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::broker::account::{Namespace, is_account_name};
 use crate::broker::{Broker, PublishError, Refusal};
 use crate::gateway::tls::PeerCertificate;
-use crate::permission::{Entry, Rule};
+use crate::permission::Rule;
 use crate::slot::Slot;
 
 /// Who may publish over HTTP (`[http.auth]`), and who may call the admin endpoints (`[admin]`).
@@ -226,17 +226,17 @@ async fn authenticate(auth: &Credentials, headers: &HeaderMap, caller: &Caller) 
                     }
                 }
                 Decision::Allow(grant) => {
-                    let entries = |texts: &[String]| texts.iter().filter_map(|t| Entry::parse(t).ok()).collect();
-                    let account_ok = is_account_name(&grant.account);
-                    if !account_ok {
-                        tracing::warn!(%remote, account = grant.account, "the auth policy granted an unusable account");
-                        return Err(error(StatusCode::FORBIDDEN, "not allowed", None));
-                    }
-                    Ok(Publisher {
-                        // HTTP never publishes system events, whatever account it is granted.
-                        namespace: Namespace::new(&grant.account, false),
-                        publish: Rule::allowing(entries(&grant.publish.allow), entries(&grant.publish.deny)),
-                    })
+                    let publish = Rule::from_policy(&grant.publish);
+                    let publish = match publish {
+                        Ok(publish) if is_account_name(&grant.account) => publish,
+                        unusable => {
+                            let why = unusable.err().unwrap_or_else(|| format!("account `{}`", grant.account));
+                            tracing::warn!(%remote, why, "the auth policy's grant is unusable");
+                            return Err(error(StatusCode::FORBIDDEN, "not allowed", None));
+                        }
+                    };
+                    // HTTP never publishes system events, whatever account it is granted.
+                    Ok(Publisher { namespace: Namespace::new(&grant.account, false), publish })
                 }
             }
         }
