@@ -22,7 +22,7 @@ use eventyard::broker::{Broker, EmbeddedBroker, Pattern};
 use eventyard::config::Config;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
-use eventyard::queue::{OverflowPolicy, SinkQueue};
+use eventyard::queue::{MemoryBudget, OverflowPolicy, QueueLimits, SinkQueue};
 use eventyard::route::{ChainStep, FailurePolicy, Route};
 use eventyard::sink::worker::{Delivery, RetryPolicy, SinkStats, SinkWorker};
 use eventyard::sink::{DeliveryError, Sink};
@@ -150,7 +150,11 @@ async fn broker_with_wasm_handler() {
         panic!("passthrough loads as a handler");
     };
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
-    let queue = Arc::new(SinkQueue::new("count", 1_000_000, OverflowPolicy::Block, Duration::from_secs(10)));
+    let queue = Arc::new(SinkQueue::new(
+        "count",
+        QueueLimits::events(1_000_000, OverflowPolicy::Block, Duration::from_secs(10)),
+        MemoryBudget::unbounded(),
+    ));
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
     let delivery = Delivery {
         sink: sink.clone(),

@@ -24,12 +24,24 @@ pub struct RouterAdmin {
     pub reloader: Arc<Reloader>,
     pub gateway: Option<Arc<GatewayStats>>,
     pub sources: BTreeMap<String, Arc<SourceStats>>,
+    /// What the write-ahead log held at start, in durable embedded mode.
+    pub wal_recovery: Option<WalRecovery>,
+}
+
+/// What opening the write-ahead log found at start.
+#[derive(Debug, Clone, Copy)]
+pub struct WalRecovery {
+    /// Events never marked done, replayed.
+    pub pending: u64,
+    /// Damaged tails cut off, and unreadable events skipped.
+    pub skipped: u64,
+    pub skipped_bytes: u64,
 }
 
 #[async_trait::async_trait]
 impl Admin for RouterAdmin {
     fn metrics(&self) -> String {
-        render_metrics(&self.reloader, self.gateway.as_deref(), &self.sources)
+        render_metrics(self)
     }
 
     fn plugins(&self) -> Value {
@@ -80,11 +92,8 @@ impl Admin for RouterAdmin {
 }
 
 /// The Prometheus text of every route, queue, sink and plugin, and of reloads.
-fn render_metrics(
-    reloader: &Reloader,
-    gateway: Option<&GatewayStats>,
-    sources: &BTreeMap<String, Arc<SourceStats>>,
-) -> String {
+fn render_metrics(admin: &RouterAdmin) -> String {
+    let (reloader, gateway, sources) = (&admin.reloader, admin.gateway.as_deref(), &admin.sources);
     let routes = reloader.pipeline().routes();
     let sinks = reloader.pipeline().sinks();
     let plugins: Vec<(String, Plugin)> =
@@ -116,7 +125,23 @@ fn render_metrics(
     text.gauge(
         "eventyard_queue_capacity_events",
         "Bound of a sink queue.",
-        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.capacity() as u64)),
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.limits().map_or(0, |l| l.events) as u64)),
+    );
+    text.gauge(
+        "eventyard_queue_bytes",
+        "Bytes a sink queue holds: events waiting and being delivered.",
+        sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.held_bytes() as u64)),
+    );
+    let budget = reloader.pipeline().budget();
+    text.gauge(
+        "eventyard_queues_bytes",
+        "Bytes every sink queue holds together.",
+        [(Vec::new(), budget.used() as u64)],
+    );
+    text.gauge(
+        "eventyard_queues_capacity_bytes",
+        "Bound of what every sink queue holds together ([service] queue_bytes).",
+        [(Vec::new(), budget.limit() as u64)],
     );
     text.counter(
         "eventyard_queue_dropped_total",
@@ -230,6 +255,12 @@ fn render_metrics(
         );
         counter(
             &mut text,
+            "eventyard_gateway_slowed_publishes_total",
+            "Times a full queue made the gateway hold a NATS publisher until it took the events.",
+            &gateway.slowed_publishes,
+        );
+        counter(
+            &mut text,
             "eventyard_gateway_malformed_publishes_total",
             "NATS publishes that were not valid events (dead-lettered on $DLQ.gateway).",
             &gateway.malformed_publishes,
@@ -259,6 +290,23 @@ fn render_metrics(
             "eventyard_source_dead_letters_lost_total",
             "Dead letters of malformed source messages that no route took.",
             |s| &s.dead_letters_lost,
+        );
+    }
+    if let Some(recovery) = admin.wal_recovery {
+        text.gauge(
+            "eventyard_wal_recovered_events",
+            "Events the write-ahead log held at start, never marked done.",
+            [(Vec::new(), recovery.pending)],
+        );
+        text.gauge(
+            "eventyard_wal_recovery_skipped",
+            "Damaged log tails cut off and unreadable events skipped at start (each logged with its segment and offset).",
+            [(Vec::new(), recovery.skipped)],
+        );
+        text.gauge(
+            "eventyard_wal_recovery_skipped_bytes",
+            "Bytes of the write-ahead log skipped at start.",
+            [(Vec::new(), recovery.skipped_bytes)],
         );
     }
     text.finish()

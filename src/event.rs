@@ -65,6 +65,28 @@ const RESERVED_ATTRIBUTES: [&str; 10] =
     ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data", "data_base64"];
 
 impl Event {
+    /// About how many bytes the event holds in memory: its data, attributes and NATS envelope,
+    /// and the fixed part. What queues count against their byte bounds. Copies of one event share
+    /// its data, so counting each copy in full overstates, never understates, what is held.
+    pub fn size(&self) -> usize {
+        let c = &self.context;
+        let required = [&self.subject, &c.id, &c.source, &c.ty, &c.specversion].map(|text| text.len());
+        let optional =
+            [&c.subject, &c.time, &c.datacontenttype, &c.dataschema].map(|text| text.as_ref().map_or(0, String::len));
+        let extensions: usize = self.extensions.iter().map(|(name, value)| name.len() + value.len()).sum();
+        let envelope = self.nats.as_ref().map_or(0, |nats| {
+            std::mem::size_of::<NatsEnvelope>()
+                + nats.reply.as_ref().map_or(0, String::len)
+                + nats.headers.as_ref().map_or(0, Bytes::len)
+        });
+        std::mem::size_of::<Event>()
+            + required.iter().sum::<usize>()
+            + optional.iter().sum::<usize>()
+            + extensions
+            + envelope
+            + self.data.len()
+    }
+
     /// The value of extension `name`, if set.
     pub fn extension(&self, name: &str) -> Option<&str> {
         self.extensions.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())

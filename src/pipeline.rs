@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, NewSubscription, SubscriptionId};
 use crate::config::{Config, RoutePlan, SinkKindPlan, SinkPlan};
-use crate::queue::SinkQueue;
+use crate::queue::{MemoryBudget, SinkQueue};
 use crate::route::{ChainStep, FailurePolicy, Handler, KeyFilter, Route, RouteStats};
 use crate::sink::Sink;
 use crate::sink::builtin::{FileSink, HttpSink, NatsSink, StdoutSink};
@@ -62,6 +62,8 @@ struct State {
 /// The running sinks and routes.
 pub struct Pipeline {
     broker: Arc<dyn Broker>,
+    /// What every sink queue holds together may not pass `[service] queue_bytes`.
+    budget: Arc<MemoryBudget>,
     workers: TaskTracker,
     /// Cancelled when the drain timeout ends: workers give up what they hold.
     stop_workers: CancellationToken,
@@ -70,6 +72,7 @@ pub struct Pipeline {
 
 /// A config built into sinks and routes, not yet running; see [`Pipeline::commit`].
 pub struct Staged {
+    queue_bytes: usize,
     sinks: Vec<(String, StagedSink)>,
     routes: Vec<(RoutePlan, Arc<Route>)>,
 }
@@ -110,10 +113,16 @@ impl Pipeline {
     pub fn new(broker: Arc<dyn Broker>) -> Self {
         Pipeline {
             broker,
+            budget: MemoryBudget::new(usize::MAX),
             workers: TaskTracker::new(),
             stop_workers: CancellationToken::new(),
             state: Default::default(),
         }
+    }
+
+    /// What every sink queue holds together, and its bound.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -175,7 +184,7 @@ impl Pipeline {
             if running.contains_key(name) {
                 sinks.push((name.clone(), StagedSink::Update { plan: plan.clone(), delivery }));
             } else {
-                let queue = Arc::new(SinkQueue::new(name.clone(), plan.queue_size, plan.overflow, plan.block_timeout));
+                let queue = Arc::new(SinkQueue::new(name.clone(), plan.queue_limits(), self.budget.clone()));
                 queues.insert(name.as_str(), queue.clone());
                 sinks.push((name.clone(), StagedSink::Add { plan: plan.clone(), queue, delivery }));
             }
@@ -209,13 +218,15 @@ impl Pipeline {
                 errors.push(err.to_string());
             }
         }
-        if errors.is_empty() { Ok(Staged { sinks, routes }) } else { Err(errors) }
+        let queue_bytes = config.service.queue_bytes;
+        if errors.is_empty() { Ok(Staged { queue_bytes, sinks, routes }) } else { Err(errors) }
     }
 
     /// Puts `staged` in place of what runs and reports what changed. Staged against the running
     /// pipeline by [`stage`](Self::stage), with no other commit in between.
     pub fn commit(&self, staged: Staged) -> Changes {
         let mut changes = Changes::default();
+        self.budget.set_limit(staged.queue_bytes);
         let mut state = self.state();
         let keep: Vec<&String> = staged.sinks.iter().map(|(name, _)| name).collect();
         let removed: Vec<String> = state.sinks.keys().filter(|name| !keep.contains(name)).cloned().collect();
@@ -224,7 +235,7 @@ impl Pipeline {
                 StagedSink::Keep => {}
                 StagedSink::Update { plan, delivery } => {
                     if let Some(live) = state.sinks.get_mut(&name) {
-                        live.queue.set_limits(plan.queue_size, plan.overflow, plan.block_timeout);
+                        live.queue.set_limits(plan.queue_limits());
                         live.delivery.replace(Arc::new(delivery));
                         live.plan = plan;
                         changes.sinks_changed.push(name);

@@ -14,19 +14,18 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::RouterAdmin;
+use crate::admin::{RouterAdmin, WalRecovery};
 use crate::broker::cluster::BrokerMode;
 use crate::broker::{Broker, DurableBroker, EmbeddedBroker, NatsBroker, Replayed};
 use crate::capability::HostServices;
 use crate::config::Config;
-use crate::event::Event;
 use crate::gateway::Gateway;
 use crate::gateway::publisher::BrokerPublisher;
 use crate::ingest::http::IngestState;
 use crate::kafka::KafkaConnection;
 use crate::reload::Reloader;
 use crate::source::Sources;
-use crate::wal::{DurabilitySettings, LogWriter, Seq, WriteAheadLog};
+use crate::wal::{DurabilitySettings, LogWriter, PendingEvents, WriteAheadLog};
 
 /// A running router: what `start` built, until `shutdown`.
 pub struct Running {
@@ -67,11 +66,13 @@ pub struct ShutdownReport {
 /// Builds every part the config describes and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut durable = None;
+    let mut wal_recovery = None;
     let (broker, cluster): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match (config.broker.mode, &config.durability) {
         (BrokerMode::Embedded, None) => (Arc::new(EmbeddedBroker::new()), None),
         (BrokerMode::Embedded, Some(settings)) => {
-            let (broker, pending) = open_durable(settings).await?;
+            let (broker, pending, recovered) = open_durable(settings).await?;
             durable = Some((broker.clone(), pending));
+            wal_recovery = Some(recovered);
             (broker, None)
         }
         (BrokerMode::Nats, _) => {
@@ -104,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reloader: reloader.clone(),
         gateway: gateway.as_ref().map(|g| g.stats.clone()),
         sources: sources.stats.clone(),
+        wal_recovery,
     };
     let ready = Arc::new(AtomicBool::new(false));
     let state = IngestState {
@@ -169,25 +171,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// Opens the write-ahead log of `[durability]` (reading it back is blocking work) and the broker
 /// that writes it; returns what the log held that was never done.
-async fn open_durable(settings: &DurabilitySettings) -> anyhow::Result<(Arc<DurableBroker>, Vec<(Seq, Event)>)> {
+async fn open_durable(
+    settings: &DurabilitySettings,
+) -> anyhow::Result<(Arc<DurableBroker>, PendingEvents, WalRecovery)> {
     let wal = settings.wal();
     let dir = wal.dir.clone();
     let (log, recovery) = tokio::task::spawn_blocking(move || WriteAheadLog::open(wal))
         .await
         .context("opening the write-ahead log")?
         .with_context(|| format!("[durability] opening the write-ahead log in {}", dir.display()))?;
-    for tail in &recovery.corrupt {
-        let segment = tail.segment.display();
-        tracing::warn!(%segment, offset = tail.offset, reason = %tail.reason, "skipped a torn or corrupt tail of the write-ahead log");
+    for skipped in &recovery.skipped {
+        let segment = skipped.segment.display();
+        tracing::warn!(%segment, offset = skipped.offset, bytes = skipped.bytes, reason = %skipped.reason, "skipped a torn or corrupt tail of the write-ahead log");
     }
     let pending = recovery.pending.len();
+    let recovered = WalRecovery {
+        pending: pending as u64,
+        skipped: recovery.skipped.len() as u64,
+        skipped_bytes: recovery.skipped.iter().map(|s| s.bytes).sum(),
+    };
     tracing::info!(dir = %dir.display(), pending, fsync = ?settings.fsync, "write-ahead log open");
     let log = LogWriter::start(log).context("starting the write-ahead log's thread")?;
-    Ok((Arc::new(DurableBroker::new(log)), recovery.pending))
+    Ok((Arc::new(DurableBroker::new(log)), recovery.pending, recovered))
 }
 
 /// Delivers what the log held to the routes, then marks the router ready.
-async fn replay(broker: Arc<DurableBroker>, pending: Vec<(Seq, Event)>, ready: Arc<AtomicBool>) {
+async fn replay(broker: Arc<DurableBroker>, pending: PendingEvents, ready: Arc<AtomicBool>) {
     if !pending.is_empty() {
         let Replayed { delivered, unrouted } = broker.replay(pending).await;
         tracing::info!(delivered, "replayed the events the write-ahead log held");

@@ -214,26 +214,38 @@ root = "{{dir}}/dead"
     ))
 }
 
+/// Posts event `{prefix}0` and waits until `destination` holds it in flight, so that the queue
+/// behind it is empty: the next `queue_size` events queue and the rest overflow.
+async fn one_in_flight(router: &RouterProcess, destination: &HttpDestination, prefix: &str) {
+    let before = destination.received().len();
+    assert_eq!(
+        post(router, "orders", STRUCTURED, ce(&format!("{prefix}0"), None, json!(0)).to_string()).await.status(),
+        202
+    );
+    eventually("the first event in flight", WAIT, || (destination.received().len() > before).then_some(())).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn full_queues_follow_their_overflow_policy() {
-    // The destination takes 3 s per request, so the queue of 2 fills at once.
+    // The destination takes 3 s per request: one event in flight, then the queue of 2 fills.
     let slow = HttpDestination::start(vec![], StatusCode::OK, Duration::from_secs(3)).await;
 
     let router = router_to(&slow, "queue_size = 2\noverflow = \"reject\"");
+    one_in_flight(&router, &slow, "r").await;
     let mut statuses = Vec::new();
-    for i in 0..6 {
+    for i in 1..6 {
         let response = post(&router, "orders", STRUCTURED, ce(&format!("r{i}"), None, json!(i)).to_string()).await;
         if response.status() == 429 {
             assert!(response.headers().contains_key("retry-after"), "429 says when to retry");
         }
         statuses.push(response.status().as_u16());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 3, "2 queued + 1 in flight: {statuses:?}");
-    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(statuses, [202, 202, 429, 429, 429], "2 queued behind the one in flight");
     drop(router);
 
     let router = router_to(&slow, "queue_size = 2\noverflow = \"block\"\nblock_timeout_ms = 300");
-    for i in 0..3 {
+    one_in_flight(&router, &slow, "b").await;
+    for i in 1..3 {
         assert_eq!(
             post(&router, "orders", STRUCTURED, ce(&format!("b{i}"), None, json!(i)).to_string()).await.status(),
             202
@@ -245,9 +257,10 @@ async fn full_queues_follow_their_overflow_policy() {
     assert!(started.elapsed() >= Duration::from_millis(300), "block waited {:?}", started.elapsed());
     drop(router);
 
-    for (policy, kept) in [("drop_oldest", "d5"), ("drop_newest", "d1")] {
+    for policy in ["drop_oldest", "drop_newest"] {
         let router = router_to(&slow, &format!("queue_size = 2\noverflow = \"{policy}\""));
-        for i in 0..6 {
+        one_in_flight(&router, &slow, "d").await;
+        for i in 1..6 {
             assert_eq!(
                 post(&router, "orders", STRUCTURED, ce(&format!("d{i}"), None, json!(i)).to_string()).await.status(),
                 202
@@ -256,7 +269,6 @@ async fn full_queues_follow_their_overflow_policy() {
         let metrics = client().get(router.url("/metrics")).send().await.unwrap().text().await.unwrap();
         let dropped = format!("eventyard_queue_dropped_total{{sink=\"hook\",policy=\"{policy}\"}} 3");
         assert!(metrics.contains(&dropped), "{policy}: {metrics}");
-        let _ = kept;
     }
 }
 

@@ -22,7 +22,10 @@ use super::{
 };
 use crate::completion::{Completion, Outcome};
 use crate::event::Event;
-use crate::wal::{self, AppendError, LogWriter, Seq};
+use crate::wal::{self, AppendError, LogWriter, PendingEvents, Seq};
+
+/// Events read back from the log ahead of their delivery in a replay.
+const REPLAY_AHEAD: usize = 64;
 
 /// The routes, as the log sees them: what an event needs a record for, and where a replay goes.
 #[derive(Default)]
@@ -62,12 +65,22 @@ impl DurableBroker {
     }
 
     /// Delivers `pending` (what [`wal::WriteAheadLog::open`] found) to the routes that take each
-    /// event now, waiting out full queues. Each event is marked done in the log as any other, once
-    /// its copies are; one that no route takes stays in the log. Stops early, leaving the rest in
-    /// the log, when a route is closing (the router is shutting down).
-    pub async fn replay(&self, pending: Vec<(Seq, Event)>) -> Replayed {
+    /// event now, waiting out full queues. The log is read back on a blocking thread a few events
+    /// ahead of delivery, so a log larger than memory replays in bounded memory. Each event is
+    /// marked done in the log as any other, once its copies are; one that no route takes stays in
+    /// the log. Stops early, leaving the rest in the log, when a route is closing (the router is
+    /// shutting down).
+    pub async fn replay(&self, pending: PendingEvents) -> Replayed {
+        let (read, mut events) = tokio::sync::mpsc::channel(REPLAY_AHEAD);
+        let reader = tokio::task::spawn_blocking(move || {
+            for found in pending {
+                if read.blocking_send(found).is_err() {
+                    break;
+                }
+            }
+        });
         let mut replayed = Replayed::default();
-        for (seq, mut event) in pending {
+        while let Some((seq, mut event)) = events.recv().await {
             let completion = completion(&self.log, seq);
             let targets = self.routes_for(&event.subject);
             if targets.is_empty() {
@@ -81,11 +94,14 @@ impl DurableBroker {
                     if let Some(completion) = &event.completion {
                         completion.fail();
                     }
+                    drop(events);
+                    let _ = reader.await;
                     return replayed;
                 }
             }
             replayed.delivered += 1;
         }
+        let _ = reader.await;
         replayed
     }
 
@@ -118,7 +134,7 @@ impl DurableBroker {
         if routed.is_empty() {
             return Ok(());
         }
-        let records = routed.iter().map(|&i| wal::encode(&events[i])).collect();
+        let records = routed.iter().map(|&i| record(&events[i])).collect::<Result<_, _>>()?;
         let seqs = self.log.append(records).await.map_err(unavailable)?;
         for (i, seq) in routed.into_iter().zip(seqs) {
             events[i].completion = Some(completion(&self.log, seq));
@@ -136,6 +152,11 @@ fn completion(log: &LogWriter, seq: Seq) -> Completion {
     })
 }
 
+/// `event`'s log record, or the refusal of an event too large for the log.
+fn record(event: &Event) -> Result<Vec<u8>, Refusal> {
+    wal::encode(event).map_err(|err| Refusal::TooLarge { size: err.size, limit: wal::MAX_RECORD })
+}
+
 fn unavailable(err: AppendError) -> Refusal {
     Refusal::Unavailable { what: "the write-ahead log".into(), reason: err.message }
 }
@@ -148,6 +169,8 @@ async fn deliver_patiently(route: &dyn Subscriber, event: &Event) -> bool {
             Err(Refusal::Closed(_)) => return false,
             Err(Refusal::Full { retry_after, .. }) => tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await,
             Err(Refusal::Unavailable { .. }) => tokio::time::sleep(Duration::from_secs(1)).await,
+            // Never logged, so never replayed; a route refuses it only for its own reasons.
+            Err(Refusal::TooLarge { .. }) => return true,
         }
     }
 }
@@ -164,7 +187,7 @@ impl Subscriber for Logged {
         if event.completion.is_some() {
             return self.route.deliver(event).await;
         }
-        let seq = self.log.append(vec![wal::encode(event)]).await.map_err(unavailable)?;
+        let seq = self.log.append(vec![record(event)?]).await.map_err(unavailable)?;
         let mut event = event.clone();
         event.completion = Some(completion(&self.log, seq[0]));
         self.route.deliver(&event).await
@@ -251,10 +274,14 @@ mod tests {
             .unwrap()
     }
 
-    fn open(dir: &std::path::Path) -> (DurableBroker, Vec<(Seq, Event)>) {
+    fn open(dir: &std::path::Path) -> (DurableBroker, PendingEvents) {
         let settings = WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always, segment_bytes: 1 << 20 };
         let (log, recovery) = WriteAheadLog::open(settings).unwrap();
         (DurableBroker::new(LogWriter::start(log).unwrap()), recovery.pending)
+    }
+
+    fn ids(pending: PendingEvents) -> Vec<String> {
+        pending.map(|(_, e)| e.context.id).collect()
     }
 
     fn route(broker: &DurableBroker, pattern: &str) -> Arc<Collect> {
@@ -267,10 +294,6 @@ mod tests {
         };
         let _ = broker.replace_subscriptions(&[], vec![subscription]);
         route
-    }
-
-    fn ids(events: &[(Seq, Event)]) -> Vec<&str> {
-        events.iter().map(|(_, e)| e.context.id.as_str()).collect()
     }
 
     #[tokio::test]
@@ -289,7 +312,7 @@ mod tests {
         plain.0.lock().unwrap().clear();
         broker.sync().await.unwrap();
         let (_, pending) = open(dir.path());
-        assert_eq!(ids(&pending), ["c"]);
+        assert_eq!(ids(pending), ["c"]);
     }
 
     #[tokio::test]
@@ -302,14 +325,14 @@ mod tests {
         broker.sync().await.unwrap();
 
         let (broker, pending) = open(dir.path());
-        assert_eq!(ids(&pending), ["a", "b"]);
+        assert_eq!(pending.len(), 2);
         let orders = route(&broker, "orders.1");
         assert_eq!(broker.replay(pending).await, Replayed { delivered: 1, unrouted: 1 });
         assert_eq!(orders.0.lock().unwrap()[0].context.id, "a");
         orders.0.lock().unwrap().clear();
         broker.sync().await.unwrap();
         let (_, pending) = open(dir.path());
-        assert_eq!(ids(&pending), ["b"], "an event no route takes stays in the log");
+        assert_eq!(ids(pending), ["b"], "an event no route takes stays in the log");
         drop(kept);
     }
 
@@ -323,6 +346,6 @@ mod tests {
         assert!(orders.0.lock().unwrap()[0].completion.is_some());
         broker.sync().await.unwrap();
         let (_, pending) = open(dir.path());
-        assert_eq!(ids(&pending), ["a"]);
+        assert_eq!(ids(pending), ["a"]);
     }
 }

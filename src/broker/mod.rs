@@ -41,6 +41,9 @@ pub enum Refusal {
     /// It is shutting down and takes no more events.
     #[error("{0} is closed")]
     Closed(String),
+    /// The event is larger than what it keeps events in takes (durable mode: a log frame).
+    #[error("an event of {size} bytes is larger than the {limit} bytes the router keeps")]
+    TooLarge { size: usize, limit: usize },
     /// What it keeps events in (cluster mode: JetStream) did not confirm it has the event.
     #[error("{what} is unavailable: {reason}")]
     Unavailable { what: String, reason: String },

@@ -90,6 +90,8 @@ pub struct ConfigOrigin {
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub event_limit: usize,
+    /// What every sink queue holds together, in bytes.
+    pub queue_bytes: usize,
     pub drain_timeout: Duration,
     /// The NATS gateway, on when the config has a `[service]` section that does not set `nats = false`.
     pub gateway: Option<GatewaySettings>,
@@ -175,11 +177,23 @@ pub struct SinkPlan {
     pub name: String,
     pub kind: SinkKindPlan,
     pub queue_size: usize,
+    pub queue_bytes: usize,
     pub overflow: OverflowPolicy,
     pub block_timeout: Duration,
     pub batch_size: usize,
     pub linger: Duration,
     pub retry: RetryPolicy,
+}
+
+impl SinkPlan {
+    pub fn queue_limits(&self) -> crate::queue::QueueLimits {
+        crate::queue::QueueLimits {
+            events: self.queue_size,
+            bytes: self.queue_bytes,
+            overflow: self.overflow,
+            block_timeout: self.block_timeout,
+        }
+    }
 }
 
 /// What a sink is, with its kind's own settings.

@@ -86,6 +86,10 @@ pub struct ServiceConfig {
     /// The most events a queue holds: the default `queue_size` of every sink.
     #[serde(default = "default_event_limit")]
     pub event_limit: Spanned<usize>,
+    /// The most bytes every sink queue holds together, counting events being delivered: the
+    /// router's memory bound for events.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: Spanned<ByteSize>,
     /// The most concurrent client connections.
     #[serde(default = "default_listener_limit")]
     pub listener_limit: Spanned<usize>,
@@ -203,6 +207,7 @@ impl Default for ServiceConfig {
             host: default_host(),
             port: default_port(),
             event_limit: default_event_limit(),
+            queue_bytes: default_queue_bytes(),
             listener_limit: default_listener_limit(),
             drain_timeout_ms: default_drain_timeout_ms(),
             max_payload: default_max_payload(),
@@ -216,6 +221,10 @@ impl Default for ServiceConfig {
             auth: None,
         }
     }
+}
+
+fn default_queue_bytes() -> Spanned<ByteSize> {
+    unspanned(ByteSize(512 << 20))
 }
 
 fn default_max_payload() -> Spanned<ByteSize> {
@@ -432,6 +441,9 @@ pub struct SinkConfig {
     pub plugin: Option<String>,
     /// Queue bound (default: `[service] event_limit`).
     pub queue_size: Option<Spanned<usize>>,
+    /// Bytes the queue holds, counting events being delivered (default: no bound of its own,
+    /// `[service] queue_bytes` still applies).
+    pub queue_bytes: Option<Spanned<ByteSize>>,
     #[serde(default)]
     pub overflow: crate::queue::OverflowPolicy,
     /// How long `overflow = "block"` makes a publisher wait.

@@ -64,6 +64,19 @@ impl Checker<'_> {
         }
     }
 
+    /// In durable mode, an event of `size` bytes must fit one write-ahead log frame, or it would be
+    /// acknowledged and then lost at the next start.
+    fn kept_whole(&mut self, key: &str, size: &Spanned<usize>) {
+        if *size.get_ref() > crate::wal::MAX_EVENT_BYTES {
+            let reason = format!(
+                "durable mode ([durability]) keeps events of at most {} bytes (64 MiB), the most its write-ahead log reads back; got {}",
+                crate::wal::MAX_EVENT_BYTES,
+                size.get_ref()
+            );
+            self.error(key, size.span(), reason);
+        }
+    }
+
     /// `overrides` over `defaults` over the built-in defaults, each value checked once.
     fn limits(&mut self, prefix: &str, overrides: &LimitsConfig, defaults: &Limits, consume_fuel: bool) -> Limits {
         let mut limits = defaults.clone();
@@ -218,6 +231,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         plugins: BTreeMap::new(),
         service: ServiceSettings {
             event_limit: 0,
+            queue_bytes: 0,
             drain_timeout: Duration::ZERO,
             gateway: None,
             gateway_auth: GatewayAuth::default(),
@@ -323,14 +337,20 @@ impl Checker<'_> {
         self.range("service.max_pings_out", &s.max_pings_out, 1, 1_000);
         self.range("service.max_subscriptions", &s.max_subscriptions, 0, 100_000_000);
         self.range("service.max_connections_per_account", &s.max_connections_per_account, 0, 1_000_000);
+        let queue_bytes = Spanned::new(s.queue_bytes.span(), s.queue_bytes.get_ref().0);
+        self.range("service.queue_bytes", &queue_bytes, 1 << 20, 1 << 40);
         let max_payload = Spanned::new(s.max_payload.span(), s.max_payload.get_ref().0);
         self.range("service.max_payload", &max_payload, 1, 64 << 20);
+        if file.durability.is_some() {
+            self.kept_whole("service.max_payload", &max_payload);
+        }
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
         self.range("service.max_pending", &max_pending, 1, 1 << 34);
         let gateway_auth =
             s.auth.as_ref().map(|auth| self.gateway_auth(auth.get_ref(), auth.span())).unwrap_or_default();
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
+            queue_bytes: *queue_bytes.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
             gateway: file.service.as_ref().filter(|service| service.nats).map(|_| GatewaySettings {
                 host: s.host.clone(),
@@ -430,6 +450,9 @@ impl Checker<'_> {
         }
         let max_body = Spanned::new(h.max_body.span(), h.max_body.get_ref().0);
         self.range("http.max_body", &max_body, 1, 1 << 30);
+        if file.durability.is_some() {
+            self.kept_whole("http.max_body", &max_body);
+        }
         config.http.max_body = *max_body.get_ref();
         self.range("http.max_connections", &h.max_connections, 1, 1_000_000);
         self.range("http.header_timeout_ms", &h.header_timeout_ms, 1, 3_600_000);
@@ -587,6 +610,7 @@ impl Checker<'_> {
             name: name.to_owned(),
             kind,
             queue_size: event_limit,
+            queue_bytes: usize::MAX,
             overflow: sink.overflow,
             block_timeout: Duration::from_secs(1),
             batch_size: 100,
@@ -596,6 +620,11 @@ impl Checker<'_> {
         if let Some(size) = &sink.queue_size {
             self.range(&format!("{key}.queue_size"), size, 1, 100_000_000);
             plan.queue_size = *size.get_ref();
+        }
+        if let Some(bytes) = &sink.queue_bytes {
+            let bytes = Spanned::new(bytes.span(), bytes.get_ref().0);
+            self.range(&format!("{key}.queue_bytes"), &bytes, 1 << 10, 1 << 40);
+            plan.queue_bytes = *bytes.get_ref();
         }
         if let Some(ms) = &sink.block_timeout_ms {
             self.range(&format!("{key}.block_timeout_ms"), ms, 0, 600_000);

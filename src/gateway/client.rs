@@ -36,6 +36,9 @@ use crate::permission::{Permissions, Responses, Subscription};
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The longest a slowed publisher waits before its events are offered again.
+const SLOWED_RETRY: Duration = Duration::from_millis(250);
+
 /// Malformed publishes are dead-lettered on `$DLQ.gateway`.
 const DEAD_LETTER_NAME: &str = "gateway";
 
@@ -595,8 +598,7 @@ impl Client {
     /// the connection is to close.
     async fn work_through(&mut self, parser: &Parser, buf: &mut BytesMut) -> bool {
         let going = self.handle_all(parser, buf).await;
-        self.publish_unpublished().await;
-        going
+        self.publish_unpublished().await && going
     }
 
     /// Handles every whole op in `buf`; false when the connection is to close. Before an
@@ -632,25 +634,68 @@ impl Client {
 
     /// Publishes the events PUBs left to publish together ([`Client::unpublished`]). Only clients
     /// that are told nothing per message leave any, so a refusal is counted and logged, as a
-    /// single publish's is for them: every event not known to be taken counts as refused.
-    async fn publish_unpublished(&mut self) {
+    /// single publish's is for them: every event not known to be taken counts as refused. False
+    /// when the connection is to close.
+    async fn publish_unpublished(&mut self) -> bool {
         if self.unpublished.is_empty() {
-            return;
+            return true;
         }
         let events = std::mem::take(&mut self.unpublished);
         let count = events.len();
-        if let Err((taken, PublishError::Refused(refusal))) = self.shared.broker.publish_all(events).await {
-            self.shared.stats.refused_publishes.fetch_add((count - taken) as u64, Ordering::Relaxed);
-            tracing::debug!(client = self.id, error = %refusal, "gateway publishes refused");
+        match self.publish_patiently(events).await {
+            Ok(()) => true,
+            Err((taken, refusal)) => {
+                self.shared.stats.refused_publishes.fetch_add((count - taken) as u64, Ordering::Relaxed);
+                tracing::debug!(client = self.id, error = %refusal, "gateway publishes refused");
+                self.refused(&refusal)
+            }
         }
+    }
+
+    /// Publishes `events` in order, waiting while a queue is full. Only for a client told nothing
+    /// per message where the broker stores publishes: its PONG means every PUB before the PING is
+    /// stored, so a full queue cannot refuse its events; it slows the client instead — nothing
+    /// more is read from the connection until the routes take them (TCP backpressure). Another
+    /// refusal ends it: how many events were taken before, and why.
+    async fn publish_patiently(&mut self, events: Vec<Event>) -> Result<(), (usize, Refusal)> {
+        let mut taken = 0;
+        loop {
+            // A copy per attempt: a refused batch is gone, and a stored publish costs far more.
+            match self.shared.broker.publish_all(events[taken..].to_vec()).await {
+                Ok(()) => return Ok(()),
+                Err((more, PublishError::Refused(Refusal::Full { retry_after, what }))) => {
+                    self.shared.stats.slowed_publishes.fetch_add(1, Ordering::Relaxed);
+                    taken += more;
+                    tokio::select! {
+                        _ = self.outbound.close.cancelled() => {
+                            return Err((taken, Refusal::Closed(format!("the connection, waiting for {what}"))));
+                        }
+                        _ = tokio::time::sleep(retry_after.min(SLOWED_RETRY)) => {}
+                    }
+                }
+                Err((more, PublishError::Refused(refusal))) => return Err((taken + more, refusal)),
+            }
+        }
+    }
+
+    /// Tells the client about a refusal its publisher hears of: `-ERR 'Maximum Payload Violation'`
+    /// and the end of the connection for an event too large to keep, as nats-server does for a
+    /// payload over its limit. False when the connection is to close.
+    fn refused(&mut self, refusal: &Refusal) -> bool {
+        if matches!(refusal, Refusal::TooLarge { .. }) {
+            self.outbound.fail("Maximum Payload Violation");
+            self.reason = "Maximum Payload Exceeded";
+            return false;
+        }
+        true
     }
 
     /// Handles one op; false when the connection is to close. Whatever the op, what earlier PUBs
     /// left unpublished is published before it acts on the broker or answers: a PONG still means
     /// every PUB before its PING was taken (and, in durable or cluster mode, stored).
     async fn handle(&mut self, op: ClientOp) -> bool {
-        if !matches!(op, ClientOp::Pub { .. }) {
-            self.publish_unpublished().await;
+        if !matches!(op, ClientOp::Pub { .. }) && !self.publish_unpublished().await {
+            return false;
         }
         match op {
             ClientOp::Connect(json) => {
@@ -784,7 +829,9 @@ impl Client {
                             cloudevents::raw(binding::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
                         });
                         if let Some(raw) = raw {
-                            self.publish_unpublished().await;
+                            if !self.publish_unpublished().await {
+                                return false;
+                            }
                             let stats = &self.shared.stats;
                             let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
                             // Dead letters of an account's publishes stay in that account.
@@ -802,7 +849,9 @@ impl Client {
                     self.unpublished.extend(events);
                     return true;
                 }
-                self.publish_unpublished().await;
+                if !self.publish_unpublished().await {
+                    return false;
+                }
                 if !stored {
                     self.ok();
                 }
@@ -813,6 +862,9 @@ impl Client {
                         Err(PublishError::Refused(refusal)) => {
                             self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
+                            if !self.refused(&refusal) {
+                                return false;
+                            }
                             refused = Some(refusal);
                         }
                     }

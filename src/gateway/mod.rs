@@ -72,6 +72,8 @@ pub struct GatewayStats {
     pub slow_consumers: AtomicU64,
     /// Publishes a queue refused (full or closed).
     pub refused_publishes: AtomicU64,
+    /// Times a full queue made the gateway hold a publisher until it took its events.
+    pub slowed_publishes: AtomicU64,
     /// Publishes that were not valid events (told to the client, and dead-lettered).
     pub malformed_publishes: AtomicU64,
     /// Dead letters of malformed publishes that no route took.

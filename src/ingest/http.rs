@@ -341,6 +341,10 @@ async fn publish(
                 let message = format!("{refusal}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);
             }
+            PublishError::Refused(refusal @ Refusal::TooLarge { .. }) => {
+                let message = format!("{refusal}; {accepted} of {count} event(s) accepted");
+                return error(StatusCode::PAYLOAD_TOO_LARGE, message, None);
+            }
             PublishError::Refused(Refusal::Closed(what)) => {
                 let message = format!("{what}; {accepted} of {count} event(s) accepted");
                 return retry_after(StatusCode::SERVICE_UNAVAILABLE, message, 1, accepted);

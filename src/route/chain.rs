@@ -196,7 +196,7 @@ mod tests {
     use crate::broker::EmbeddedBroker;
     use crate::event::EventJson;
     use crate::fault::Fault;
-    use crate::queue::OverflowPolicy;
+    use crate::queue::{MemoryBudget, OverflowPolicy, QueueLimits};
     use crate::route::HandlerError;
 
     #[test]
@@ -257,7 +257,11 @@ mod tests {
     }
 
     fn queue(name: &str) -> Arc<SinkQueue> {
-        Arc::new(SinkQueue::new(name, 100, OverflowPolicy::Reject, Duration::ZERO))
+        Arc::new(SinkQueue::new(
+            name,
+            QueueLimits::events(100, OverflowPolicy::Reject, Duration::ZERO),
+            MemoryBudget::unbounded(),
+        ))
     }
 
     #[tokio::test]
@@ -337,7 +341,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_sink_refuses_the_event() {
-        let tiny = Arc::new(SinkQueue::new("tiny", 1, OverflowPolicy::Reject, Duration::ZERO));
+        let tiny = Arc::new(SinkQueue::new(
+            "tiny",
+            QueueLimits::events(1, OverflowPolicy::Reject, Duration::ZERO),
+            MemoryBudget::unbounded(),
+        ));
         let route = route(FailurePolicy::FailClosed, Arc::new(EmbeddedBroker::new()), vec![tiny]);
         route.deliver(&event("plain", Some("node-1"))).await.unwrap();
         assert!(matches!(route.deliver(&event("plain", Some("node-1"))).await, Err(Refusal::Full { .. })));

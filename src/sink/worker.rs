@@ -96,7 +96,10 @@ impl SinkWorker {
                 batch = self.queue.pop_batch(delivery.batch_size, delivery.linger) => batch,
             };
             let Some(batch) = batch else { break };
-            self.deliver(&delivery, batch, &stop).await;
+            // The batch's bytes stay counted against the queue until its delivery is over.
+            let (events, held) = batch.into_parts();
+            self.deliver(&delivery, events, &stop).await;
+            drop(held);
         }
         let left = self.queue.abandon_all();
         if left > 0 {
@@ -196,7 +199,7 @@ mod tests {
     use super::*;
     use crate::broker::{Collect, EmbeddedBroker, Pattern};
     use crate::event::EventJson;
-    use crate::queue::OverflowPolicy;
+    use crate::queue::{MemoryBudget, OverflowPolicy, QueueLimits};
     use crate::sink::EventFailure;
 
     /// Fails its first `failures` calls with `error`, then accepts; records what it accepted.
@@ -243,7 +246,11 @@ mod tests {
         let broker = Arc::new(EmbeddedBroker::new());
         let dead = Arc::new(Collect::default());
         broker.subscribe(Pattern::new("$DLQ.>").unwrap(), None, dead.clone());
-        let queue = Arc::new(SinkQueue::new("out", 100, OverflowPolicy::Block, Duration::ZERO));
+        let queue = Arc::new(SinkQueue::new(
+            "out",
+            QueueLimits::events(100, OverflowPolicy::Block, Duration::ZERO),
+            MemoryBudget::unbounded(),
+        ));
         for id in events {
             queue.push(event(id)).await.unwrap();
         }

@@ -6,21 +6,23 @@
 //! Segment files, not an embedded store: the log is append-only and read back only at start, and
 //! its space is given back a whole segment at a time — the shape Kafka's and JetStream's own logs
 //! have; a B-tree store would pay a page write and a tree update for each event and compaction to
-//! reclaim space. Each segment, `<first seq>.wal` in the log's directory, is a run of frames:
+//! reclaim space. Each segment, `<first seq>.wal` in the log's directory, is a run of frames
+//! (`frame`).
 //!
-//! ```text
-//! kind u8 (1 event, 2 done) | length u32 LE | crc32 u32 LE of kind and payload | payload
-//! event payload: seq u64 LE, then the record (`record`); done payload: seq u64 LE
-//! ```
-//!
-//! A frame whose length runs past the file or whose checksum fails ends what is read of its
-//! segment: the valid frames before it are kept, and the tail is reported ([`CorruptTail`]). A
-//! segment is removed once every event in it and in every older segment is done, so the done
-//! frames of an event never go before the event does. It never decides what an event is for.
+//! Invariants: a frame that could not be read back is never written (an event over
+//! [`MAX_RECORD`] is refused); nothing is ever appended behind a damaged frame (recovery cuts a
+//! damaged tail off, `recover`, and every run starts a fresh segment); a seq is never used twice
+//! (a run goes on after every seq and segment name it finds); a segment is removed once every
+//! event in it and in every older segment is done, so the done frames of an event never go before
+//! the event does. It never decides what an event is for.
 
+mod frame;
 mod record;
+mod recover;
 mod writer;
 
+pub use frame::{MAX_EVENT_BYTES, MAX_RECORD};
+pub use recover::{PendingEvents, Skipped};
 pub use writer::{AppendError, LogWriter};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,15 +32,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
+use frame::{DONE, EVENT};
 
 /// A log position: one per appended event, increasing.
 pub type Seq = u64;
-
-const EVENT: u8 = 1;
-const DONE: u8 = 2;
-const HEADER: usize = 9;
-/// A frame longer than this is taken for garbage, not allocated.
-const MAX_FRAME: usize = 64 << 20;
 
 /// When appends reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,19 +116,19 @@ pub struct WalSettings {
     pub segment_bytes: u64,
 }
 
-/// A segment's tail that was cut off (a torn write) or damaged, and skipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorruptTail {
-    pub segment: PathBuf,
-    pub offset: u64,
-    pub reason: String,
+/// What `open` found: the events never marked done, to read back in log order, and the damage it
+/// skipped.
+pub struct Recovery {
+    pub pending: PendingEvents,
+    pub skipped: Vec<Skipped>,
 }
 
-/// What `open` found: the events never marked done, in log order, and the tails it skipped.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    pub pending: Vec<(Seq, Event)>,
-    pub corrupt: Vec<CorruptTail>,
+/// An event whose record is larger than a frame may hold ([`MAX_RECORD`]): never written, as it
+/// could not be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an event of {size} bytes is larger than the write-ahead log takes ({MAX_RECORD} bytes)")]
+pub struct TooLarge {
+    pub size: usize,
 }
 
 /// The log; see the module docs. Appends and done marks are buffered until [`commit`](Self::commit)
@@ -160,65 +157,20 @@ struct Active {
 }
 
 impl WriteAheadLog {
-    /// Opens the log in `settings.dir` (made if missing), reads back every segment, and starts a new
-    /// segment for what comes next.
+    /// Opens the log in `settings.dir` (made if missing): reads every segment back, cuts off a
+    /// damaged tail, and starts a fresh segment after every seq it found for what comes next.
     pub fn open(settings: WalSettings) -> io::Result<(WriteAheadLog, Recovery)> {
         fs::create_dir_all(&settings.dir)?;
-        let mut recovery = Recovery::default();
-        let mut events: BTreeMap<Seq, (Seq, Event)> = BTreeMap::new();
-        let mut done = BTreeSet::new();
-        let mut next_seq = 0;
-        for (first, path) in segments(&settings.dir)? {
-            let bytes = fs::read(&path)?;
-            let mut at = 0;
-            while at < bytes.len() {
-                let frame = match read_frame(&bytes[at..]) {
-                    Ok(frame) => frame,
-                    Err(reason) => {
-                        recovery.corrupt.push(CorruptTail { segment: path.clone(), offset: at as u64, reason });
-                        break;
-                    }
-                };
-                at += HEADER + frame.1.len();
-                let Some((seq, body)) = frame.1.split_first_chunk::<8>().map(|(s, b)| (u64::from_le_bytes(*s), b))
-                else {
-                    continue;
-                };
-                next_seq = next_seq.max(seq + 1);
-                match frame.0 {
-                    EVENT => match record::decode(body) {
-                        Some(event) => {
-                            events.insert(seq, (first, event));
-                        }
-                        None => recovery.corrupt.push(CorruptTail {
-                            segment: path.clone(),
-                            offset: at as u64,
-                            reason: format!("event {seq} is not a record this version reads"),
-                        }),
-                    },
-                    _ => {
-                        done.insert(seq);
-                    }
-                }
-            }
-        }
-        let mut pending: BTreeMap<Seq, BTreeSet<Seq>> = BTreeMap::new();
-        for (seq, (segment, event)) in events {
-            if !done.contains(&seq) {
-                pending.entry(segment).or_default().insert(seq);
-                recovery.pending.push((seq, event));
-            }
-        }
-        for (first, _) in segments(&settings.dir)? {
-            pending.entry(first).or_default();
-        }
-        let active = Active::start(&settings.dir, next_seq)?;
-        pending.entry(next_seq).or_default();
+        let scan = recover::scan(&settings.dir)?;
+        let recovery = Recovery { pending: PendingEvents::new(&settings.dir, &scan.pending), skipped: scan.skipped };
+        let mut pending = scan.pending;
+        let active = Active::start(&settings.dir, scan.next_seq)?;
+        pending.entry(scan.next_seq).or_default();
         let mut log = WriteAheadLog {
             settings,
             pending,
             active,
-            next_seq,
+            next_seq: scan.next_seq,
             events: Vec::new(),
             uncommitted: Vec::new(),
             dones: Vec::new(),
@@ -231,7 +183,7 @@ impl WriteAheadLog {
     pub fn append(&mut self, record: &[u8]) -> Seq {
         let seq = self.next_seq;
         self.next_seq += 1;
-        frame(&mut self.events, EVENT, seq, record);
+        frame::write(&mut self.events, EVENT, seq, record);
         self.uncommitted.push(seq);
         seq
     }
@@ -241,7 +193,7 @@ impl WriteAheadLog {
     /// synced on its own: lost in a crash, it makes the event come back once more (a duplicate,
     /// never a loss).
     pub fn done(&mut self, seq: Seq) {
-        frame(&mut self.dones, DONE, seq, &[]);
+        frame::write(&mut self.dones, DONE, seq, &[]);
         if let Some((_, events)) = self.pending.range_mut(..=seq).next_back() {
             events.remove(&seq);
         }
@@ -278,6 +230,8 @@ impl WriteAheadLog {
         }
         if self.active.bytes >= self.settings.segment_bytes {
             self.sync()?;
+            // A segment of done marks only has no event of its own: the next one is still new.
+            self.next_seq = self.next_seq.max(self.active.first + 1);
             self.active = Active::start(&self.settings.dir, self.next_seq)?;
             self.pending.entry(self.next_seq).or_default();
         }
@@ -324,38 +278,27 @@ impl WriteAheadLog {
 
     /// Segment files on disk now.
     pub fn segments(&self) -> io::Result<usize> {
-        Ok(segments(&self.settings.dir)?.len())
+        Ok(recover::segments(&self.settings.dir)?.len())
     }
 }
 
-/// The record of `event`, for [`WriteAheadLog::append`].
-pub fn encode(event: &Event) -> Vec<u8> {
+/// The record of `event`, for [`WriteAheadLog::append`]; refused if a frame could not hold it.
+pub fn encode(event: &Event) -> Result<Vec<u8>, TooLarge> {
     let mut record = Vec::with_capacity(128 + event.data.len());
     record::encode(event, &mut record);
-    record
-}
-
-/// Appends a frame of `kind` holding `seq` and `body` to `out`.
-fn frame(out: &mut Vec<u8>, kind: u8, seq: Seq, body: &[u8]) {
-    let len = (8 + body.len()) as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&[kind]);
-    crc.update(&seq.to_le_bytes());
-    crc.update(body);
-    out.push(kind);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(body);
+    if record.len() > MAX_RECORD {
+        return Err(TooLarge { size: record.len() });
+    }
+    Ok(record)
 }
 
 impl Active {
     fn start(dir: &Path, first: Seq) -> io::Result<Active> {
-        let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, first))?;
+        // Always a new file: nothing is appended to what an earlier run left.
+        let file = OpenOptions::new().create_new(true).append(true).open(segment_path(dir, first))?;
         // The new file's directory entry must survive a crash too.
         File::open(dir)?.sync_all()?;
-        let bytes = file.metadata()?.len();
-        Ok(Active { first, file, bytes, synced: Instant::now(), dirty: false })
+        Ok(Active { first, file, bytes: 0, synced: Instant::now(), dirty: false })
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -367,50 +310,16 @@ fn segment_path(dir: &Path, first: Seq) -> PathBuf {
     dir.join(format!("{first:020}.wal"))
 }
 
-/// The segment files of `dir`, oldest first.
-fn segments(dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let first = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wal"));
-        if let Some(first) = first.and_then(|f| f.parse().ok()) {
-            found.push((first, path));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// The kind and payload of the frame `bytes` start with, or why there is none.
-fn read_frame(bytes: &[u8]) -> Result<(u8, &[u8]), String> {
-    let Some(header) = bytes.get(..HEADER) else {
-        return Err(format!("a frame header cut after {} of {HEADER} bytes", bytes.len()));
-    };
-    let kind = header[0];
-    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    let crc = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
-    if kind != EVENT && kind != DONE || len > MAX_FRAME {
-        return Err(format!("no frame here (kind {kind}, length {len})"));
-    }
-    let Some(payload) = bytes.get(HEADER..HEADER + len) else {
-        return Err(format!("a frame of {len} bytes cut after {}", bytes.len() - HEADER));
-    };
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[kind]);
-    hasher.update(payload);
-    if hasher.finalize() != crc {
-        return Err("checksum mismatch".into());
-    }
-    Ok((kind, payload))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use super::frame::{FrameReader, HEADER};
     use super::*;
     use crate::event::EventJson;
 
-    fn event(n: usize) -> Event {
-        serde_json::from_value::<EventJson>(serde_json::json!({"subject": "a.b", "id": n.to_string(), "data": n}))
+    fn event(id: &str) -> Event {
+        serde_json::from_value::<EventJson>(serde_json::json!({"subject": "a.b", "id": id, "data": id}))
             .unwrap()
             .into_event(|| unreachable!())
             .unwrap()
@@ -420,8 +329,8 @@ mod tests {
         WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always, segment_bytes }
     }
 
-    fn append(log: &mut WriteAheadLog, n: usize) -> Seq {
-        let seq = log.append(&encode(&event(n)));
+    fn append(log: &mut WriteAheadLog, id: &str) -> Seq {
+        let seq = log.append(&encode(&event(id)).unwrap());
         log.commit().unwrap();
         seq
     }
@@ -431,60 +340,93 @@ mod tests {
         log.commit().unwrap();
     }
 
-    fn ids(recovery: &Recovery) -> Vec<String> {
-        recovery.pending.iter().map(|(_, e)| e.context.id.clone()).collect()
+    fn open(dir: &Path) -> (WriteAheadLog, Vec<String>, Vec<Skipped>) {
+        let (log, recovery) = WriteAheadLog::open(settings(dir, 1 << 20)).unwrap();
+        let ids = recovery.pending.map(|(_, e)| e.context.id).collect();
+        (log, ids, recovery.skipped)
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let mut segments = recover::segments(dir).unwrap();
+        assert_eq!(segments.len(), 1);
+        segments.remove(0).1
     }
 
     #[test]
     fn what_was_not_done_comes_back_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert!(recovery.pending.is_empty() && recovery.corrupt.is_empty());
-        let seqs: Vec<Seq> = (0..5).map(|n| append(&mut log, n)).collect();
+        let (mut log, ids, skipped) = open(dir.path());
+        assert!(ids.is_empty() && skipped.is_empty());
+        let seqs: Vec<Seq> = (0..5).map(|n| append(&mut log, &n.to_string())).collect();
         done(&mut log, seqs[1]);
         done(&mut log, seqs[3]);
         drop(log);
         let (log, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert_eq!(ids(&recovery), ["0", "2", "4"]);
-        assert_eq!(recovery.pending[0].1, event(0));
+        assert_eq!(recovery.pending.len(), 3);
+        let events: Vec<Event> = recovery.pending.map(|(_, e)| e).collect();
+        assert_eq!(events, [event("0"), event("2"), event("4")]);
         assert_eq!(log.pending(), 3);
     }
 
     #[test]
-    fn a_torn_tail_is_reported_and_the_frames_before_it_are_kept() {
+    fn a_damaged_tail_is_reported_cut_off_and_the_frames_before_it_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        for n in 0..3 {
-            append(&mut log, n);
+        let (mut log, _, _) = open(dir.path());
+        for id in ["0", "1", "2"] {
+            append(&mut log, id);
         }
         drop(log);
-        let (_, path) = segments(dir.path()).unwrap().remove(0);
+        let path = only_segment(dir.path());
         let length = fs::metadata(&path).unwrap().len();
         OpenOptions::new().write(true).open(&path).unwrap().set_len(length - 3).unwrap();
-        let (_, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert_eq!(ids(&recovery), ["0", "1"]);
-        assert_eq!(recovery.corrupt.len(), 1);
-        assert!(recovery.corrupt[0].reason.contains("cut"), "{:?}", recovery.corrupt);
+        let (log, ids, skipped) = open(dir.path());
+        assert_eq!(ids, ["0", "1"]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].reason.contains("cut"), "{skipped:?}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), skipped[0].offset, "cut back to the last good frame");
+        drop(log);
 
-        // A flipped byte in the middle: the checksum says so, and the rest of that segment goes.
+        // A flipped byte in the first frame: the checksum says so, and the rest of that segment goes.
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER + 10] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        let (_, recovery) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert!(ids(&recovery).is_empty());
-        assert_eq!(recovery.corrupt[0].reason, "checksum mismatch");
+        let (_, ids, skipped) = open(dir.path());
+        assert!(ids.is_empty());
+        assert_eq!(skipped[0].reason, "checksum mismatch");
+    }
+
+    #[test]
+    fn a_segment_holding_only_a_torn_frame_is_never_appended_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let first = append(&mut log, "a");
+        drop(log);
+        // The crash came while the next run's first frame was being written.
+        let (log, _, _) = open(dir.path());
+        let torn = segment_path(dir.path(), log.active.first);
+        drop(log);
+        fs::write(&torn, [EVENT, 40, 0, 0]).unwrap();
+
+        let (mut log, ids, skipped) = open(dir.path());
+        assert_eq!((ids, skipped.len()), (vec!["a".to_owned()], 1));
+        let after = append(&mut log, "b");
+        assert!(after > first);
+        drop(log);
+        let (_, ids, skipped) = open(dir.path());
+        assert_eq!((ids, skipped), (vec!["a".to_owned(), "b".to_owned()], vec![]));
     }
 
     #[test]
     fn segments_go_once_they_and_every_older_one_are_done() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1)).unwrap();
-        let seqs: Vec<Seq> = (0..3).map(|n| append(&mut log, n)).collect();
+        let seqs: Vec<Seq> = ["0", "1", "2"].iter().map(|id| append(&mut log, id)).collect();
+        let exists = |seq: Seq| segment_path(dir.path(), seq).exists();
         assert_eq!(log.segments().unwrap(), 4, "a segment per event, and the active one");
         done(&mut log, seqs[1]);
-        assert_eq!(log.segments().unwrap(), 4, "the oldest segment still has an event");
+        assert!(exists(seqs[0]) && exists(seqs[1]), "the oldest segment still has an event");
         done(&mut log, seqs[0]);
-        assert_eq!(log.segments().unwrap(), 2, "the two oldest went together");
+        assert!(!exists(seqs[0]) && !exists(seqs[1]) && exists(seqs[2]), "the two oldest went together");
         done(&mut log, seqs[2]);
         drop(log);
         let (log, recovery) = WriteAheadLog::open(settings(dir.path(), 1)).unwrap();
@@ -498,20 +440,127 @@ mod tests {
         let interval =
             WalSettings { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..settings(dir.path(), 1 << 20) };
         let (mut log, _) = WriteAheadLog::open(interval.clone()).unwrap();
-        append(&mut log, 7);
+        append(&mut log, "7");
         // Read while the log is still open, as after a crash of the process.
-        let (_, recovery) = WriteAheadLog::open(interval).unwrap();
-        assert_eq!(ids(&recovery), ["7"]);
+        let (_, ids, _) = open(dir.path());
+        assert_eq!(ids, ["7"]);
         drop(log);
     }
 
     #[test]
-    fn sequence_numbers_go_on_after_a_restart() {
+    fn sequence_numbers_are_never_used_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        let first = append(&mut log, 0);
+        let (mut log, _, _) = open(dir.path());
+        let first = append(&mut log, "0");
+        done(&mut log, first);
         drop(log);
-        let (mut log, _) = WriteAheadLog::open(settings(dir.path(), 1 << 20)).unwrap();
-        assert!(append(&mut log, 1) > first);
+        // Every event done, every older segment gone: the empty active one still counts.
+        let (mut log, _, _) = open(dir.path());
+        assert!(append(&mut log, "1") > first);
+    }
+
+    #[test]
+    fn an_event_a_frame_cannot_hold_is_refused() {
+        let mut big = event("big");
+        big.data = bytes::Bytes::from(vec![b'x'; MAX_RECORD]);
+        assert!(matches!(encode(&big), Err(TooLarge { size }) if size > MAX_RECORD));
+        big.data = bytes::Bytes::from(vec![b'x'; MAX_EVENT_BYTES]);
+        assert!(encode(&big).is_ok());
+    }
+
+    /// A log of one segment written in commits of appends and done marks, and the frames it holds
+    /// as the test wrote them: where each ends, and the event it appends or marks done.
+    struct Written {
+        bytes: Vec<u8>,
+        frames: Vec<(u64, Option<String>, String)>,
+    }
+
+    impl Written {
+        fn new(seed: u64) -> Written {
+            let mut random = fastrand::Rng::with_seed(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _, _) = open(dir.path());
+            let mut ids: BTreeMap<Seq, String> = BTreeMap::new();
+            let mut open_events: Vec<Seq> = Vec::new();
+            for commit in 0..6 {
+                for _ in 0..random.usize(0..3).min(open_events.len()) {
+                    log.done(open_events.remove(random.usize(..open_events.len())));
+                }
+                for n in 0..random.usize(1..4) {
+                    let id = format!("c{commit}e{n}");
+                    let seq = log.append(&encode(&event(&id)).unwrap());
+                    ids.insert(seq, id);
+                    open_events.push(seq);
+                }
+                log.commit().unwrap();
+            }
+            drop(log);
+            let bytes = fs::read(only_segment(dir.path())).unwrap();
+            let mut reader = FrameReader::new(bytes.as_slice());
+            let mut frames = Vec::new();
+            while let Some(frame) = reader.next().ok().flatten() {
+                let (appended, id) = ((frame.kind == EVENT).then_some(()), ids[&frame.seq].clone());
+                frames.push((reader.offset(), appended.map(|()| id.clone()), id));
+            }
+            assert_eq!(reader.offset(), bytes.len() as u64, "the test reads every frame it wrote");
+            Written { bytes, frames }
+        }
+
+        /// The events appended and not marked done by the frames that end at or before `end`.
+        fn pending_up_to(&self, end: u64) -> BTreeSet<String> {
+            let mut pending = BTreeSet::new();
+            for (_, appended, id) in self.frames.iter().filter(|(at, _, _)| *at <= end) {
+                match appended {
+                    Some(_) => pending.insert(id.clone()),
+                    None => pending.remove(id),
+                };
+            }
+            pending
+        }
+
+        /// Recovers a copy of the log as `damage` leaves it: exactly `want`, and after a run that
+        /// appends and crashes, `want` and what that run appended.
+        fn recovers(&self, damage: impl FnOnce(&mut Vec<u8>), want: BTreeSet<String>, case: &str) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = self.bytes.clone();
+            damage(&mut bytes);
+            fs::write(segment_path(dir.path(), 0), bytes).unwrap();
+            let (mut log, ids, _) = open(dir.path());
+            assert_eq!(ids.iter().cloned().collect::<BTreeSet<_>>(), want, "{case}");
+            assert_eq!(ids.len(), want.len(), "{case}: once each");
+            log.append(&encode(&event("next")).unwrap());
+            log.commit().unwrap();
+            drop(log);
+            let (_, ids, skipped) = open(dir.path());
+            let mut want = want;
+            want.insert("next".into());
+            assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), want, "{case}, after another run");
+            assert!(skipped.is_empty(), "{case}: the damage was cut off once: {skipped:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_damaged_byte_of_the_last_frames_recovers_what_was_kept() {
+        for seed in 0..3 {
+            let written = Written::new(seed);
+            let length = written.bytes.len() as u64;
+            for cut in 0..=length {
+                let want = written.pending_up_to(cut);
+                written.recovers(|bytes| bytes.truncate(cut as usize), want, &format!("seed {seed}, cut at {cut}"));
+            }
+            // The last three frames: a byte there changed, in three ways, loses that frame and what
+            // follows it, and nothing before.
+            let frames = &written.frames;
+            let start = if frames.len() > 3 { frames[frames.len() - 4].0 } else { 0 };
+            for at in start..length {
+                let frame_start =
+                    written.frames.iter().map(|(end, _, _)| *end).filter(|end| *end <= at).max().unwrap_or(0);
+                let want = written.pending_up_to(frame_start);
+                for flip in [0x01, 0x80, 0xff] {
+                    let case = format!("seed {seed}, byte {at} ^ {flip:#x}");
+                    written.recovers(|bytes| bytes[at as usize] ^= flip, want.clone(), &case);
+                }
+            }
+        }
     }
 }
