@@ -159,6 +159,7 @@ async fn broker_with_wasm_handler() {
     let delivery = Delivery {
         sink: sink.clone(),
         batch_size: 1000,
+        batch_bytes: usize::MAX,
         linger: Duration::from_millis(1),
         retry: RetryPolicy::default(),
     };

@@ -180,7 +180,13 @@ impl Pipeline {
                 },
             };
             let delivery =
-                Delivery { sink, batch_size: plan.batch_size, linger: plan.linger, retry: plan.retry.clone() };
+                Delivery {
+                sink,
+                batch_size: plan.batch_size,
+                batch_bytes: plan.batch_bytes,
+                linger: plan.linger,
+                retry: plan.retry.clone(),
+            };
             if running.contains_key(name) {
                 sinks.push((name.clone(), StagedSink::Update { plan: plan.clone(), delivery }));
             } else {

@@ -127,6 +127,8 @@ pub struct SinkQueue {
 struct State {
     /// Each event with the bytes it was counted for.
     items: VecDeque<(Event, usize)>,
+    /// Bytes of the queued events.
+    queued: usize,
     /// Bytes of the queued events and of the batches being delivered.
     held: usize,
     limits: QueueLimits,
@@ -148,7 +150,7 @@ impl SinkQueue {
         let limits = QueueLimits { events: limits.events.max(1), ..limits };
         SinkQueue {
             name: name.into(),
-            state: Mutex::new(State { items: VecDeque::new(), held: 0, limits }),
+            state: Mutex::new(State { items: VecDeque::new(), queued: 0, held: 0, limits }),
             budget,
             not_empty: Notify::new(),
             not_full: Notify::new(),
@@ -203,6 +205,7 @@ impl SinkQueue {
             return false;
         }
         state.held += bytes;
+        state.queued += bytes;
         state.items.extend(event.take().map(|event| (event, bytes)));
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         true
@@ -245,6 +248,7 @@ impl SinkQueue {
                         let mut dropped = 0;
                         while let Some((_, old)) = state.items.pop_front() {
                             state.held -= old;
+                            state.queued -= old;
                             self.budget.give_back(old);
                             dropped += 1;
                             if self.try_queue(&mut state, &mut event, bytes) {
@@ -278,14 +282,15 @@ impl SinkQueue {
         }
     }
 
-    /// Takes up to `max` events: waits for the first, then up to `linger` for more. `None` once the
-    /// queue is closed and empty. The batch holds the events' bytes until it is dropped.
+    /// Takes up to `max_events` events and, past the first, `max_bytes` bytes: waits for the
+    /// first, then up to `linger` for more. `None` once the queue is closed and empty. The batch
+    /// holds the events' bytes until it is dropped.
     ///
     /// # Cancel safety
     /// Cancel safe: events stay in the queue while the batch fills and leave it only in the poll
     /// that returns them, so dropping the future loses nothing.
-    pub async fn pop_batch(self: &Arc<Self>, max: usize, linger: Duration) -> Option<Batch> {
-        let max = max.max(1);
+    pub async fn pop_batch(self: &Arc<Self>, max_events: usize, max_bytes: usize, linger: Duration) -> Option<Batch> {
+        let max_events = max_events.max(1);
         let mut deadline = None;
         loop {
             let more = self.not_empty.notified();
@@ -296,13 +301,17 @@ impl SinkQueue {
                 let closed = self.closed.load(Ordering::Acquire);
                 let lingered = deadline.is_some_and(|until| tokio::time::Instant::now() >= until);
                 let queued = state.items.len();
-                if queued >= max || (queued > 0 && (closed || lingered || linger.is_zero())) {
-                    let mut bytes = 0;
-                    let events = state.items.drain(..queued.min(max)).map(|(event, size)| {
+                let full = queued >= max_events || state.queued >= max_bytes;
+                if full || (queued > 0 && (closed || lingered || linger.is_zero())) {
+                    let (mut events, mut bytes) = (Vec::new(), 0);
+                    while let Some((_, size)) = state.items.front() {
+                        if events.len() == max_events || (bytes > 0 && bytes + size > max_bytes) {
+                            break;
+                        }
                         bytes += size;
-                        event
-                    });
-                    let events = events.collect();
+                        events.extend(state.items.pop_front().map(|(event, _)| event));
+                    }
+                    state.queued -= bytes;
                     drop(state);
                     self.not_full.notify_waiters();
                     return Some(Batch { events, held: Held { queue: self.clone(), bytes } });
@@ -341,6 +350,9 @@ impl SinkQueue {
         };
         let count = left.len();
         let bytes = left.iter().map(|(_, size)| size).sum();
+        if let Ok(mut state) = self.state.lock() {
+            state.queued -= bytes;
+        }
         abandon(left.into_iter().map(|(event, _)| event));
         self.release(bytes);
         count
@@ -449,14 +461,14 @@ mod tests {
         for n in 1..=4 {
             oldest.push(event(n)).await.unwrap();
         }
-        assert_eq!(ids(&oldest.pop_batch(10, Duration::ZERO).await.unwrap()), ["3", "4"]);
+        assert_eq!(ids(&oldest.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap()), ["3", "4"]);
         assert_eq!(oldest.stats.dropped_oldest.load(Ordering::Relaxed), 2);
 
         let newest = queue("n", 2, OverflowPolicy::DropNewest, Duration::ZERO);
         for n in 1..=4 {
             newest.push(event(n)).await.unwrap();
         }
-        assert_eq!(ids(&newest.pop_batch(10, Duration::ZERO).await.unwrap()), ["1", "2"]);
+        assert_eq!(ids(&newest.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap()), ["1", "2"]);
         assert_eq!(newest.stats.dropped_newest.load(Ordering::Relaxed), 2);
     }
 
@@ -480,12 +492,15 @@ mod tests {
             queue.push(sized(n, 1000)).await.unwrap();
         }
         assert!(matches!(queue.push(sized(3, 1000)).await, Err(Refusal::Full { .. })));
-        let batch = queue.pop_batch(2, Duration::ZERO).await.unwrap();
+        let batch = queue.pop_batch(2, usize::MAX, Duration::ZERO).await.unwrap();
         assert_eq!((queue.len(), queue.held_bytes(), budget.used()), (1, 3000, 3000), "in delivery still counts");
         assert!(matches!(queue.push(sized(3, 1000)).await, Err(Refusal::Full { .. })));
         drop(batch);
         assert_eq!((queue.held_bytes(), budget.used()), (1000, 1000));
         queue.push(sized(3, 1000)).await.unwrap();
+        // A batch stops at its byte bound, and always takes one event.
+        assert_eq!(queue.pop_batch(10, 1500, Duration::from_secs(1)).await.unwrap().len(), 1);
+        assert_eq!(queue.pop_batch(10, 10, Duration::ZERO).await.unwrap().len(), 1);
 
         // One event larger than the bound passes once the queue holds nothing.
         let empty = bounded("e", 100, OverflowPolicy::Reject, &budget);
@@ -513,7 +528,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished(), "the router's budget is full");
-        drop(b.pop_batch(10, Duration::ZERO).await.unwrap());
+        drop(b.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap());
         waiting.await.unwrap().unwrap();
         assert_eq!(budget.used(), 2000);
 
@@ -535,9 +550,9 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished(), "a full blocking queue makes the publisher wait");
-        assert_eq!(ids(&queue.pop_batch(1, Duration::ZERO).await.unwrap()), ["1"]);
+        assert_eq!(ids(&queue.pop_batch(1, usize::MAX, Duration::ZERO).await.unwrap()), ["1"]);
         waiting.await.unwrap().unwrap();
-        assert_eq!(ids(&queue.pop_batch(1, Duration::ZERO).await.unwrap()), ["2"]);
+        assert_eq!(ids(&queue.pop_batch(1, usize::MAX, Duration::ZERO).await.unwrap()), ["2"]);
 
         queue.push(event(3)).await.unwrap();
         let started = tokio::time::Instant::now();
@@ -551,7 +566,7 @@ mod tests {
         for n in 0..5 {
             queue.push(event(n)).await.unwrap();
         }
-        assert_eq!(queue.pop_batch(3, Duration::from_secs(1)).await.unwrap().len(), 3);
+        assert_eq!(queue.pop_batch(3, usize::MAX, Duration::from_secs(1)).await.unwrap().len(), 3);
         let started = tokio::time::Instant::now();
         let producer = tokio::spawn({
             let queue = queue.clone();
@@ -560,7 +575,7 @@ mod tests {
                 queue.push(event(9)).await.unwrap();
             }
         });
-        let batch = queue.pop_batch(10, Duration::from_millis(500)).await.unwrap();
+        let batch = queue.pop_batch(10, usize::MAX, Duration::from_millis(500)).await.unwrap();
         assert_eq!(ids(&batch), ["3", "4", "9"]);
         assert_eq!(started.elapsed(), Duration::from_millis(500));
         producer.await.unwrap();
@@ -581,16 +596,16 @@ mod tests {
         assert!(matches!(queue.push(event(3)).await, Err(Refusal::Full { .. })), "the new policy applies");
         queue.set_limits(QueueLimits::events(1, OverflowPolicy::Reject, Duration::ZERO));
         assert_eq!(queue.len(), 2, "a smaller capacity drops nothing already queued");
-        assert_eq!(ids(&queue.pop_batch(10, Duration::ZERO).await.unwrap()), ["1", "2"]);
+        assert_eq!(ids(&queue.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap()), ["1", "2"]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_dropped_while_it_fills_leaves_its_events_queued() {
         let queue = queue("d", 10, OverflowPolicy::Block, Duration::ZERO);
         queue.push(event(1)).await.unwrap();
-        let filling = tokio::time::timeout(Duration::from_millis(100), queue.pop_batch(5, Duration::from_secs(1)));
+        let filling = tokio::time::timeout(Duration::from_millis(100), queue.pop_batch(5, usize::MAX, Duration::from_secs(1)));
         assert!(filling.await.is_err(), "still lingering when dropped");
-        assert_eq!(ids(&queue.pop_batch(5, Duration::ZERO).await.unwrap()), ["1"]);
+        assert_eq!(ids(&queue.pop_batch(5, usize::MAX, Duration::ZERO).await.unwrap()), ["1"]);
     }
 
     #[tokio::test]
@@ -604,7 +619,7 @@ mod tests {
             event.completion = Some(completion);
             queue.push(event).await.unwrap();
         }
-        drop(queue.pop_batch(1, Duration::ZERO).await.unwrap());
+        drop(queue.pop_batch(1, usize::MAX, Duration::ZERO).await.unwrap());
         assert_eq!(delivered_outcome.try_recv(), Ok(Outcome::Done));
         assert_eq!(queue.abandon_all(), 1);
         assert_eq!(abandoned_outcome.try_recv(), Ok(Outcome::Failed));
@@ -618,7 +633,7 @@ mod tests {
             let queue = queue.clone();
             async move {
                 let mut seen = Vec::new();
-                while let Some(batch) = queue.pop_batch(10, Duration::from_secs(60)).await {
+                while let Some(batch) = queue.pop_batch(10, usize::MAX, Duration::from_secs(60)).await {
                     seen.extend(ids(&batch));
                 }
                 seen

@@ -86,3 +86,123 @@ async fn idle_nats_clients_cost_a_bounded_amount_each() {
     assert!(each < 32.0 * 1024.0, "an idle client costs {each:.0} bytes");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
+
+/// `[service] queue_bytes` of the byte-bound test.
+const BOUND: u64 = 256 << 20;
+/// What the router holds beyond its queues, as docs/operations.md states it: the process itself
+/// (about 30 MiB), the requests being read and sent, and pages the allocator has not given back.
+const OVERHEAD: u64 = 128 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_mib_events_keep_the_router_within_its_byte_bound_and_all_arrive_once_the_sink_is_back() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use common::http_server::HttpDestination;
+    use common::memory::peak_resident;
+
+    let port = common::free_port();
+    let mut router = RouterProcess::start(&format!(
+        r#"
+[service]
+nats = false
+queue_bytes = "256MiB"
+[http]
+listen = "127.0.0.1:0"
+max_body = "2MiB"
+[plugins]
+dir = "{{dir}}/plugins"
+[[route]]
+name = "orders"
+subject = "orders.>"
+sinks = ["down"]
+[sinks.down]
+kind = "http"
+url = "http://127.0.0.1:{port}/events"
+overflow = "block"
+block_timeout_ms = 200
+[sinks.down.retry]
+max_attempts = 1000
+initial_backoff_ms = 50
+max_backoff_ms = 200
+max_elapsed_ms = 600000
+"#
+    ));
+    let base = resident(router.pid());
+    let client = reqwest::Client::new();
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let data = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let publishers: Vec<_> = (0..4)
+        .map(|publisher| {
+            let (client, url, data) = (client.clone(), router.url("/v1/events/orders.big"), data.clone());
+            let (acknowledged, refused) = (acknowledged.clone(), refused.clone());
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(6);
+                for n in 0.. {
+                    if tokio::time::Instant::now() > until {
+                        break;
+                    }
+                    let id = format!("p{publisher}-{n}");
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/octet-stream")
+                        .header("ce-specversion", "1.0")
+                        .header("ce-id", &id)
+                        .header("ce-source", "/load")
+                        .header("ce-type", "big")
+                        .body(data.clone())
+                        .send()
+                        .await
+                        .expect("the router answers");
+                    match response.status().as_u16() {
+                        202 => {
+                            acknowledged.lock().expect("not poisoned").insert(id);
+                        }
+                        429 => {
+                            assert!(response.headers().contains_key("retry-after"));
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        status => panic!("unexpected {status}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.expect("the publisher did not fail");
+    }
+    let peak = peak_resident(router.pid());
+    let held = router.metric("eventyard_queues_bytes").await;
+    let acknowledged = acknowledged.lock().expect("not poisoned").clone();
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "sink down: {} events of 1 MiB acknowledged, {refused} refused with 429; queues hold {held} bytes of a {BOUND} bound; resident {base} at start, peak {peak}",
+        acknowledged.len()
+    );
+    assert!(refused > 0, "publishers got backpressure");
+    assert!(held <= BOUND, "the queues hold {held} bytes, over the bound");
+    assert!(peak < BOUND + OVERHEAD, "peak resident {peak} bytes, over {BOUND} + {OVERHEAD}");
+
+    // The sink comes back: every acknowledged event arrives.
+    let destination = HttpDestination::start_on(port, vec![], axum::http::StatusCode::OK, Duration::ZERO).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: BTreeSet<String> = destination
+            .received()
+            .iter()
+            .map(|request| serde_json::from_slice::<serde_json::Value>(&request.body).expect("a JSON event"))
+            .map(|event| event["id"].as_str().expect("events have ids").to_owned())
+            .collect();
+        if acknowledged.is_subset(&delivered) {
+            break;
+        }
+        let missing = acknowledged.difference(&delivered).count();
+        if tokio::time::Instant::now() > deadline {
+            let logs = router.logs().iter().rev().take(5).cloned().collect::<Vec<_>>();
+            panic!("{missing} acknowledged events never arrived; the router's last words: {logs:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -181,6 +181,7 @@ pub struct SinkPlan {
     pub overflow: OverflowPolicy,
     pub block_timeout: Duration,
     pub batch_size: usize,
+    pub batch_bytes: usize,
     pub linger: Duration,
     pub retry: RetryPolicy,
 }

@@ -450,6 +450,8 @@ pub struct SinkConfig {
     pub block_timeout_ms: Option<Spanned<u64>>,
     /// Most events per delivery.
     pub batch_size: Option<Spanned<usize>>,
+    /// Most bytes per delivery (a batch always takes at least one event).
+    pub batch_bytes: Option<Spanned<ByteSize>>,
     /// How long a batch waits to fill.
     pub linger_ms: Option<Spanned<u64>>,
     #[serde(default)]

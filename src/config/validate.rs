@@ -614,6 +614,7 @@ impl Checker<'_> {
             overflow: sink.overflow,
             block_timeout: Duration::from_secs(1),
             batch_size: 100,
+            batch_bytes: 4 << 20,
             linger: Duration::from_millis(5),
             retry: RetryPolicy::default(),
         };
@@ -633,6 +634,11 @@ impl Checker<'_> {
         if let Some(size) = &sink.batch_size {
             self.range(&format!("{key}.batch_size"), size, 1, 100_000);
             plan.batch_size = *size.get_ref();
+        }
+        if let Some(bytes) = &sink.batch_bytes {
+            let bytes = Spanned::new(bytes.span(), bytes.get_ref().0);
+            self.range(&format!("{key}.batch_bytes"), &bytes, 1, 1 << 30);
+            plan.batch_bytes = *bytes.get_ref();
         }
         if let Some(ms) = &sink.linger_ms {
             self.range(&format!("{key}.linger_ms"), ms, 0, 60_000);

@@ -290,11 +290,11 @@ mod tests {
         input.completion = Some(completion);
         route.deliver(&input).await.unwrap();
         drop(input);
-        let from_a = a.pop_batch(1, Duration::ZERO).await.unwrap();
+        let from_a = a.pop_batch(1, usize::MAX, Duration::ZERO).await.unwrap();
         assert_eq!(from_a[0].context.ty, "made");
         drop(from_a);
         assert!(outcome.try_recv().is_err(), "the copy for sink b is not done yet");
-        drop(b.pop_batch(1, Duration::ZERO).await.unwrap());
+        drop(b.pop_batch(1, usize::MAX, Duration::ZERO).await.unwrap());
         assert_eq!(outcome.try_recv(), Ok(Outcome::Done));
     }
 
@@ -319,7 +319,7 @@ mod tests {
         broker.subscribe(dead_route.subject.clone(), None, Arc::new(dead_route));
         let letter = route(FailurePolicy::DeadLetter, broker, vec![queue("x")]);
         letter.deliver(&event("bad", Some("node-1"))).await.unwrap();
-        let got = dead.pop_batch(10, Duration::ZERO).await.unwrap();
+        let got = dead.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap();
         assert_eq!(got[0].subject, "$DLQ.r");
         assert!(got[0].extension("deadletterreason").unwrap().contains("handler `splitter`"));
     }
@@ -332,7 +332,7 @@ mod tests {
             route.deliver(&event(ty, Some("node-1"))).await.unwrap();
         }
         assert_eq!(route.stats.handler_failures.load(Ordering::Relaxed), 3);
-        let passed = sink.pop_batch(10, Duration::ZERO).await.unwrap();
+        let passed = sink.pop_batch(10, usize::MAX, Duration::ZERO).await.unwrap();
         assert_eq!(passed.len(), 3, "fail_open passes each input on as it came");
         assert!(passed.iter().all(|event| event.subject == "orders.x"));
         let own = Event { subject: "$DLQ.orders".into(), ..event("plain", Some("node-1")) };

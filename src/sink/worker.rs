@@ -70,6 +70,8 @@ pub struct SinkStats {
 pub struct Delivery {
     pub sink: Arc<dyn Sink>,
     pub batch_size: usize,
+    /// Most bytes per delivery past its first event.
+    pub batch_bytes: usize,
     pub linger: Duration,
     pub retry: RetryPolicy,
 }
@@ -93,7 +95,7 @@ impl SinkWorker {
             let batch = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                batch = self.queue.pop_batch(delivery.batch_size, delivery.linger) => batch,
+                batch = self.queue.pop_batch(delivery.batch_size, delivery.batch_bytes, delivery.linger) => batch,
             };
             let Some(batch) = batch else { break };
             // The batch's bytes stay counted against the queue until its delivery is over.
@@ -256,7 +258,7 @@ mod tests {
         }
         queue.close();
         let stats = Arc::new(SinkStats::default());
-        let delivery = Delivery { sink, batch_size: 10, linger: Duration::ZERO, retry };
+        let delivery = Delivery { sink, batch_size: 10, batch_bytes: usize::MAX, linger: Duration::ZERO, retry };
         let worker = SinkWorker {
             name: "out".into(),
             delivery: Arc::new(Slot::new(Arc::new(delivery))),

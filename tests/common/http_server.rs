@@ -38,7 +38,12 @@ pub struct HttpDestination {
 impl HttpDestination {
     /// Answers `answers` in order, then `default` to every later request, after `delay` each.
     pub async fn start(answers: Vec<StatusCode>, default: StatusCode, delay: Duration) -> HttpDestination {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("destination binds");
+        HttpDestination::start_on(0, answers, default, delay).await
+    }
+
+    /// As [`start`](Self::start), on `port` of 127.0.0.1 (a sink may already be failing to reach it).
+    pub async fn start_on(port: u16, answers: Vec<StatusCode>, default: StatusCode, delay: Duration) -> HttpDestination {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("destination binds");
         let addr = listener.local_addr().expect("destination has an address");
         let script = Arc::new(Script {
             answers: Mutex::new(answers.into_iter().rev().collect()),
@@ -46,7 +51,11 @@ impl HttpDestination {
             delay,
             received: Mutex::new(Vec::new()),
         });
-        let app = Router::new().route("/{*path}", post(answer)).with_state(script.clone());
+        // Takes a batch of any size, as the destinations sinks post to do.
+        let app = Router::new()
+            .route("/{*path}", post(answer))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(script.clone());
         let mut tasks = JoinSet::new();
         tasks.spawn(async move { axum::serve(listener, app).await.expect("destination serves") });
         HttpDestination { addr, script, _tasks: tasks }

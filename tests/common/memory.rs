@@ -8,9 +8,18 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 /// Resident memory of process `pid`, in bytes.
 pub fn resident(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had, in bytes.
+pub fn peak_resident(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status reads");
-    let kib = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("VmRSS is there");
-    kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("VmRSS is a number") * 1024
+    let kib = status.lines().find_map(|line| line.strip_prefix(field)).expect("the field is there");
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("the field is a number") * 1024
 }
 
 /// Bytes of resident memory process `pid` grows by for each of `count` NATS clients that connect
