@@ -14,7 +14,7 @@
 mod common;
 
 use common::bench_row as row;
-use common::crash::kill_loop;
+use common::crash::{KillAt, kill_loop};
 use common::load::{Over, batch_load, jetstream_direct, load};
 use common::memory::per_idle_connection;
 use common::nats::{NatsCluster, NatsServer};
@@ -28,10 +28,10 @@ const IDLE_CONNECTIONS: usize = 2000;
 
 #[tokio::main]
 async fn main() {
-    let report = kill_loop(KILLS).await;
+    let report = kill_loop(KILLS, KillAt::Random).await;
     let acknowledged = report.acknowledged.len();
-    let recovered = report.acknowledged.intersection(&report.delivered).count();
-    let extra = report.delivered.len() - recovered;
+    let recovered = report.acknowledged.intersection(&report.delivered.ids).count();
+    let extra = report.delivered.ids.len() - recovered;
     let note =
         format!("{} over HTTP, {} over NATS; seed {}", report.over_http, acknowledged - report.over_http, report.seed);
     row(&format!("{KILLS} kills: events acknowledged"), acknowledged as f64, "events", &note);

@@ -179,8 +179,7 @@ impl Pipeline {
                     }
                 },
             };
-            let delivery =
-                Delivery {
+            let delivery = Delivery {
                 sink,
                 batch_size: plan.batch_size,
                 batch_bytes: plan.batch_bytes,

@@ -603,7 +603,8 @@ mod tests {
     async fn a_batch_dropped_while_it_fills_leaves_its_events_queued() {
         let queue = queue("d", 10, OverflowPolicy::Block, Duration::ZERO);
         queue.push(event(1)).await.unwrap();
-        let filling = tokio::time::timeout(Duration::from_millis(100), queue.pop_batch(5, usize::MAX, Duration::from_secs(1)));
+        let filling =
+            tokio::time::timeout(Duration::from_millis(100), queue.pop_batch(5, usize::MAX, Duration::from_secs(1)));
         assert!(filling.await.is_err(), "still lingering when dropped");
         assert_eq!(ids(&queue.pop_batch(5, usize::MAX, Duration::ZERO).await.unwrap()), ["1"]);
     }

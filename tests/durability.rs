@@ -8,22 +8,40 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::crash::{KillReport, config, file_sink, kill_loop, ordered, stalled_sink, start, wait_delivered};
+use common::crash::{
+    KillAt, config, file_sink, kill_during_recovery, kill_loop, ordered, stalled_sink, start, wait_delivered,
+};
 use common::nats::RawClient;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_event_survives_random_kills() {
     const KILLS: usize = 6;
-    let report = kill_loop(KILLS).await;
-    let KillReport { seed, acknowledged, over_http, delivered, torn_lines } = &report;
-    println!(
-        "seed {seed}: {KILLS} kills, {} acknowledged ({over_http} over HTTP, {} over NATS), {} delivered, {torn_lines} torn sink lines",
-        acknowledged.len(),
-        acknowledged.len() - over_http,
-        delivered.len(),
+    let report = kill_loop(KILLS, KillAt::Random).await;
+    println!("{}", report.summary(KILLS, "at random"));
+    assert!(
+        report.over_http > 0 && report.acknowledged.len() > report.over_http,
+        "both protocols got events acknowledged"
     );
-    assert!(*over_http > 0 && acknowledged.len() > *over_http, "both protocols got events acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_event_survives_kills_during_segment_rotation() {
+    const KILLS: usize = 20;
+    let report = kill_loop(KILLS, KillAt::Rotation).await;
+    println!("{}", report.summary(KILLS, "as a segment began"));
+    assert!(
+        report.over_http > 0 && report.acknowledged.len() > report.over_http,
+        "both protocols got events acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_event_survives_kills_during_recovery() {
+    const KILLS: usize = 20;
+    let (report, while_recovering) = kill_during_recovery(KILLS).await;
+    println!("{} ({while_recovering} before the replay was over)", report.summary(KILLS, "while recovering"));
+    assert!(while_recovering > KILLS / 2, "most kills came during recovery: {while_recovering} of {KILLS}");
 }
 
 #[tokio::test]
@@ -47,13 +65,95 @@ async fn a_torn_log_tail_is_reported_and_the_events_before_it_are_replayed() {
     let mut router = start(&config(state.path(), "always", &file_sink(state.path()))).await;
     router.wait_for_log("skipped a torn or corrupt tail of the write-ahead log", Duration::from_secs(5));
     let want: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
-    assert_eq!(wait_delivered(state.path(), &want).await.0, want);
+    assert_eq!(wait_delivered(state.path(), &want).await.ids, want);
     // Delivered and marked done: a second restart replays nothing.
     router.terminate(Duration::from_secs(10)).await;
     let mut router = start(&config(state.path(), "always", &file_sink(state.path()))).await;
     let line = router.wait_for_log("write-ahead log open", Duration::from_secs(5));
     assert!(line.contains("\"pending\":0"), "{line}");
     router.terminate(Duration::from_secs(10)).await;
+}
+
+/// The log's segment files under `{state}/wal`, oldest first, with the first seq their names give.
+fn segments(state: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut found: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(state.join("wal"))
+        .expect("the log directory reads")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter_map(|path| Some((path.file_stem()?.to_str()?.parse().ok()?, path)))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_segment_torn_in_its_first_frame_is_never_appended_behind() {
+    let state = common::tempdir();
+    let stalled = config(state.path(), "always", &stalled_sink());
+    let mut router = start(&stalled).await;
+    for id in ["a", "b", "c"] {
+        assert_eq!(router.post_event("orders.x", &ordered(id)).await, 202);
+    }
+    router.kill();
+    // The next run had begun its segment, after seqs 0-2, and died inside its first frame.
+    let (first, _) = segments(state.path()).pop().expect("the log has a segment");
+    let torn = state.path().join("wal").join(format!("{:020}.wal", first + 3));
+    std::fs::write(&torn, [1, 200, 0, 0, 0, 7, 7]).expect("the torn segment is written");
+
+    // A run that acknowledges more, then dies too.
+    let mut router = start(&stalled).await;
+    router.wait_for_log("skipped a torn or corrupt tail of the write-ahead log", Duration::from_secs(5));
+    assert_eq!(router.metric("eventyard_wal_recovery_skipped_bytes").await, 7);
+    for id in ["d", "e"] {
+        assert_eq!(router.post_event("orders.x", &ordered(id)).await, 202);
+    }
+    router.kill();
+
+    let mut router = start(&config(state.path(), "always", &file_sink(state.path()))).await;
+    let want: BTreeSet<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
+    assert_eq!(wait_delivered(state.path(), &want).await.ids, want, "what came after the torn frame was kept");
+    assert!(!router.has_logged("torn or corrupt"), "the torn frame was cut off once");
+    router.terminate(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn an_event_the_log_cannot_read_back_is_refused_and_the_largest_it_can_survives_a_kill() {
+    let state = common::tempdir();
+    let stalled = config(state.path(), "always", &stalled_sink());
+    let over = stalled.replace("[http]\n", "[http]\nmax_body = \"100MiB\"\n");
+    let (code, _, err) = common::run_eventyard(&["check", "--config", &write_config(state.path(), &over)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http.max_body") && err.contains("64 MiB"), "{err}");
+
+    let at_limit = stalled.replace("[http]\n", "[http]\nmax_body = \"64MiB\"\n");
+    let mut router = start(&at_limit).await;
+    let big = vec![b'x'; 64 << 20];
+    let response = reqwest::Client::new()
+        .post(router.url("/v1/events/orders.big"))
+        .header("content-type", "application/octet-stream")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "big")
+        .header("ce-source", "/test")
+        .header("ce-type", "order")
+        .header("ce-padding", "p".repeat(16 << 10))
+        .body(big)
+        .send()
+        .await
+        .expect("the router answers");
+    assert_eq!(response.status(), 202);
+    router.kill();
+
+    let mut router = start(&config(state.path(), "always", &file_sink(state.path()))).await;
+    let want: BTreeSet<String> = ["big".to_owned()].into();
+    assert_eq!(wait_delivered(state.path(), &want).await.ids, want, "a 64 MiB event survives the kill");
+    router.terminate(Duration::from_secs(10)).await;
+}
+
+/// Writes `config` as a file in `dir`; returns its path.
+fn write_config(dir: &Path, config: &str) -> String {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, config).expect("the config is written");
+    path.display().to_string()
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
@@ -125,7 +225,7 @@ async fn a_full_disk_refuses_events_with_503_and_takes_them_again_once_there_is_
     assert_eq!(router.post_event("orders.x", &big).await, 202);
     assert_eq!(router.post_event("orders.x", &ordered("after")).await, 202);
     let want: BTreeSet<String> = ["before", "big", "after"].map(String::from).into();
-    assert_eq!(wait_delivered(state.path(), &want).await.0, want, "the refused event was not kept twice");
+    assert_eq!(wait_delivered(state.path(), &want).await.ids, want, "the refused event was not kept twice");
     router.terminate(Duration::from_secs(10)).await;
 
     // The log the failed write was cut back from reads whole.

@@ -56,21 +56,32 @@ pub fn stalled_sink() -> String {
     )
 }
 
-/// The ids of the events in the file sink under `{state}/out`. A line cut short by a kill is
-/// skipped: the sink had not confirmed it, so the log replays its event.
-pub fn delivered(state: &Path) -> (BTreeSet<String>, usize) {
-    let (mut ids, mut torn) = (BTreeSet::new(), 0);
+/// The ids of the events in the file sink under `{state}/out`, and how many lines were cut short
+/// by a kill (skipped: the sink had not confirmed them, so the log replays their events) and how
+/// many repeat an id already seen (an event delivered again after a kill: at least once).
+pub fn delivered(state: &Path) -> Delivered {
+    let mut found = Delivered::default();
     for (_, bytes) in super::files_under(&state.join("out")) {
         for line in String::from_utf8_lossy(&bytes).lines() {
             match serde_json::from_str::<serde_json::Value>(line) {
                 Ok(event) => {
-                    ids.insert(event["id"].as_str().expect("events have ids").to_owned());
+                    if !found.ids.insert(event["id"].as_str().expect("events have ids").to_owned()) {
+                        found.duplicates += 1;
+                    }
                 }
-                Err(_) => torn += 1,
+                Err(_) => found.torn += 1,
             }
         }
     }
-    (ids, torn)
+    found
+}
+
+/// What the file sink holds; see [`delivered`].
+#[derive(Default)]
+pub struct Delivered {
+    pub ids: BTreeSet<String>,
+    pub torn: usize,
+    pub duplicates: usize,
 }
 
 /// Waits until `/readyz` says the router is ready (it replays its log first).
@@ -165,13 +176,13 @@ pub async fn start(config: &str) -> RouterProcess {
 }
 
 /// Waits until every id of `acked` is in the file sink; returns what it holds.
-pub async fn wait_delivered(state: &Path, acked: &BTreeSet<String>) -> (BTreeSet<String>, usize) {
+pub async fn wait_delivered(state: &Path, acked: &BTreeSet<String>) -> Delivered {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (ids, torn) = delivered(state);
-        let missing: Vec<&String> = acked.difference(&ids).collect();
+        let found = delivered(state);
+        let missing: Vec<&String> = acked.difference(&found.ids).collect();
         if missing.is_empty() {
-            return (ids, torn);
+            return found;
         }
         assert!(
             Instant::now() < deadline,
@@ -183,23 +194,55 @@ pub async fn wait_delivered(state: &Path, acked: &BTreeSet<String>) -> (BTreeSet
     }
 }
 
-/// What [`kill_loop`] found.
+/// What a kill loop found.
 pub struct KillReport {
     pub seed: u64,
     pub acknowledged: BTreeSet<String>,
     /// Over HTTP; the rest came through the NATS gateway.
     pub over_http: usize,
-    pub delivered: BTreeSet<String>,
-    pub torn_lines: usize,
+    pub delivered: Delivered,
+}
+
+impl KillReport {
+    fn new(seed: u64, acknowledged: BTreeSet<String>, delivered: Delivered) -> KillReport {
+        let over_http = acknowledged.iter().filter(|id| id.starts_with('h')).count();
+        KillReport { seed, acknowledged, over_http, delivered }
+    }
+
+    /// One line for the test's output.
+    pub fn summary(&self, kills: usize, at: &str) -> String {
+        format!(
+            "seed {}: {kills} kills {at}, {} acknowledged ({} over HTTP, {} over NATS), {} delivered, {} duplicates, {} torn sink lines",
+            self.seed,
+            self.acknowledged.len(),
+            self.over_http,
+            self.acknowledged.len() - self.over_http,
+            self.delivered.ids.len(),
+            self.delivered.duplicates,
+            self.delivered.torn,
+        )
+    }
+}
+
+/// When [`kill_loop`] kills the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillAt {
+    /// After a random 150-700 ms.
+    Random,
+    /// After a random 50-300 ms, as soon as the log begins a new segment file: in the middle of
+    /// the rotation, or of the first writes to the new segment.
+    Rotation,
 }
 
 /// Starts a router with `[durability]` (fsync `always`) on one state directory `kills` times,
-/// publishes over HTTP and NATS, and kills it with SIGKILL after a random 150-700 ms each time;
-/// then starts it once more and waits until the file sink has every acknowledged event (panics
-/// if one never comes).
-pub async fn kill_loop(kills: usize) -> KillReport {
+/// publishes over HTTP and NATS, and kills it with SIGKILL as `at` says; then starts it once more
+/// and waits until the file sink has every acknowledged event (panics if one never comes).
+pub async fn kill_loop(kills: usize, at: KillAt) -> KillReport {
     let state = super::tempdir();
-    let config = config(state.path(), "always", &file_sink(state.path()));
+    let mut config = config(state.path(), "always", &file_sink(state.path()));
+    if at == KillAt::Rotation {
+        config = config.replace("segment_bytes = 65536", "segment_bytes = 8192");
+    }
     let seed = fastrand::u64(..);
     let mut random = fastrand::Rng::with_seed(seed);
     let mut acknowledged = BTreeSet::new();
@@ -208,14 +251,70 @@ pub async fn kill_loop(kills: usize) -> KillReport {
         let from = (round as u64) * 1_000_000;
         let http = tokio::spawn(publish_http(format!("http://{}", router.http), from));
         let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), from));
-        tokio::time::sleep(Duration::from_millis(random.u64(150..700))).await;
+        match at {
+            KillAt::Random => tokio::time::sleep(Duration::from_millis(random.u64(150..700))).await,
+            KillAt::Rotation => {
+                tokio::time::sleep(Duration::from_millis(random.u64(50..300))).await;
+                next_segment(state.path()).await;
+            }
+        }
         router.kill();
         acknowledged.extend(http.await.expect("the HTTP publisher did not fail"));
         acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
     }
     let mut router = start(&config).await;
-    let (delivered, torn_lines) = wait_delivered(state.path(), &acknowledged).await;
+    let delivered = wait_delivered(state.path(), &acknowledged).await;
     router.terminate(Duration::from_secs(10)).await;
-    let over_http = acknowledged.iter().filter(|id| id.starts_with('h')).count();
-    KillReport { seed, acknowledged, over_http, delivered, torn_lines }
+    KillReport::new(seed, acknowledged, delivered)
+}
+
+/// Returns as soon as the log under `{state}/wal` has a segment newer than it has now.
+async fn next_segment(state: &Path) {
+    let newest = || {
+        std::fs::read_dir(state.join("wal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.path().file_stem()?.to_str()?.parse::<u64>().ok())
+            .max()
+    };
+    let now = newest();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while newest() == now {
+        assert!(Instant::now() < deadline, "the log began no new segment");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+/// Fills a log with events a stalled sink never takes, then starts a router on it `kills` times
+/// and kills it with SIGKILL a random 0-600 ms after it was started — while it reads the log back,
+/// cuts a torn tail off, or replays — then starts it once more and waits until the file sink has
+/// every acknowledged event. Returns the report and how many kills came before the router was
+/// ready (in the middle of recovery).
+pub async fn kill_during_recovery(kills: usize) -> (KillReport, usize) {
+    let state = super::tempdir();
+    let seed = fastrand::u64(..);
+    let mut random = fastrand::Rng::with_seed(seed);
+    let mut router = start(&config(state.path(), "always", &stalled_sink())).await;
+    let http = tokio::spawn(publish_http(format!("http://{}", router.http), 0));
+    let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), 0));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    router.kill();
+    let mut acknowledged: BTreeSet<String> = http.await.expect("the HTTP publisher did not fail").into_iter().collect();
+    acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
+
+    let config = config(state.path(), "always", &file_sink(state.path()));
+    let mut while_recovering = 0;
+    for _ in 0..kills {
+        let mut router = RouterProcess::launch(&config);
+        tokio::time::sleep(Duration::from_millis(random.u64(0..600))).await;
+        if !router.has_logged_now("replayed the events the write-ahead log held") {
+            while_recovering += 1;
+        }
+        router.kill();
+    }
+    let mut router = start(&config).await;
+    let delivered = wait_delivered(state.path(), &acknowledged).await;
+    router.terminate(Duration::from_secs(10)).await;
+    (KillReport::new(seed, acknowledged, delivered), while_recovering)
 }

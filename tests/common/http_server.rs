@@ -42,7 +42,12 @@ impl HttpDestination {
     }
 
     /// As [`start`](Self::start), on `port` of 127.0.0.1 (a sink may already be failing to reach it).
-    pub async fn start_on(port: u16, answers: Vec<StatusCode>, default: StatusCode, delay: Duration) -> HttpDestination {
+    pub async fn start_on(
+        port: u16,
+        answers: Vec<StatusCode>,
+        default: StatusCode,
+        delay: Duration,
+    ) -> HttpDestination {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("destination binds");
         let addr = listener.local_addr().expect("destination has an address");
         let script = Arc::new(Script {

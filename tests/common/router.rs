@@ -49,7 +49,23 @@ impl RouterProcess {
         RouterProcess::spawn(binary, config, &[])
     }
 
+    /// Starts the router on `config` without waiting for it to run (to kill it while it starts);
+    /// its addresses are unknown.
+    pub fn launch(config: &str) -> RouterProcess {
+        RouterProcess::launch_binary(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, &[])
+    }
+
     fn spawn(binary: &Path, config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
+        let mut router = RouterProcess::launch_binary(binary, config, plugins);
+        let line = router.wait_for_log("eventyard running", START_TIMEOUT);
+        let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        router.http =
+            json["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("the log names http_addr");
+        router.nats = json["fields"]["nats_addr"].as_str().and_then(|a| a.parse().ok());
+        router
+    }
+
+    fn launch_binary(binary: &Path, config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
         let dir = super::tempdir();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("the plugin directory is made");
@@ -78,20 +94,14 @@ impl RouterProcess {
                 }
             }
         });
-        let mut router = RouterProcess {
+        RouterProcess {
             child: Some(child),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
             nats: None,
             logs,
             seen: Vec::new(),
             dir,
-        };
-        let line = router.wait_for_log("eventyard running", START_TIMEOUT);
-        let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
-        router.http =
-            json["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("the log names http_addr");
-        router.nats = json["fields"]["nats_addr"].as_str().and_then(|a| a.parse().ok());
-        router
+        }
     }
 
     /// Waits for a log line containing `needle`; panics with every line seen when it does not come.
@@ -117,6 +127,14 @@ impl RouterProcess {
     /// Whether a log line seen so far (by [`wait_for_log`](Self::wait_for_log)) contains `needle`.
     pub fn has_logged(&self, needle: &str) -> bool {
         self.seen.iter().any(|line| line.contains(needle))
+    }
+
+    /// As [`has_logged`](Self::has_logged), counting what the router has printed up to now.
+    pub fn has_logged_now(&mut self, needle: &str) -> bool {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        self.has_logged(needle)
     }
 
     /// The router's process id.
