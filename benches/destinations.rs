@@ -74,13 +74,7 @@ async fn ingest(router: &RouterProcess, count: usize) {
         let (client, url, part) = (client.clone(), url.clone(), part.to_vec());
         senders.spawn(async move {
             for body in part {
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/cloudevents-batch+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("the router answers");
+                let response = common::post_batch(&client, &url, body).await;
                 assert_eq!(response.status(), 202);
             }
         });

@@ -169,13 +169,7 @@ pub async fn load_on(http: std::net::SocketAddr, nats: Option<std::net::SocketAd
                     })
                     .collect();
                 let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/cloudevents-batch+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("request");
+                let response = super::post_batch(&client, &url, body).await;
                 assert_eq!(response.status(), 202, "the router accepts the load");
                 sent += 1;
             }

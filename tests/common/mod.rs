@@ -230,6 +230,17 @@ pub fn replace_file(source: &Path, target: &Path) {
 }
 
 /// Prints one row of the project's benchmark table (what `scripts/bench` collects).
+/// POSTs `body`, a JSON array of CloudEvents, to `url` as one batch.
+pub async fn post_batch(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(body)
+        .send()
+        .await
+        .expect("the router answers")
+}
+
 pub fn bench_row(name: &str, value: f64, unit: &str, note: &str) {
     println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
 }
