@@ -151,11 +151,12 @@ impl Event {
     }
 }
 
-/// True for `application/json`, `text/json` and any `+json` structured syntax suffix, ignoring
-/// case and parameters such as `; charset=utf-8`.
-fn is_json_media_type(media_type: &str) -> bool {
-    let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+/// Whether a `datacontenttype` declares JSON data: `*/json` or `*/*+json` (CloudEvents JSON
+/// format, 3.1.1), ignoring case and parameters such as `; charset=utf-8`. The one rule for
+/// decoding and for writing events.
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    media_type.split_once('/').is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// The JSON form of an event used by the CLI and fixture files: CloudEvents structured JSON with
@@ -329,9 +330,19 @@ mod tests {
     }
 
     #[test]
+    fn data_decoded_as_json_is_written_as_json() {
+        // `vnd.acme/json` is JSON to the decoder (`*/json`), so it is written as `data` too.
+        for media_type in ["vnd.acme/json", "application/json; charset=utf-8", "application/ld+json", "TEXT/JSON"] {
+            let value = sdk_test_event(Some(media_type), br#"{"n": 1}"#).to_cloudevents_json();
+            assert_eq!(value["data"], serde_json::json!({"n": 1}), "{media_type}");
+        }
+        assert!(!is_json_media_type("application/jsonl") && !is_json_media_type("json"));
+    }
+
+    #[test]
     fn cloudevents_json_matches_the_sdk_output_for_the_same_event() {
         // The expected value is the SDK's, from its test of the same name; the end-to-end test
-        // `tests/builtin_sinks.rs` also compares bytes written by the Wasm file-sink.
+        // `tests/e2e/builtin_sinks.rs` also compares bytes written by the Wasm file-sink.
         let value =
             sdk_test_event(Some("application/cloudevents+json; charset=utf-8"), br#"{"n": 1}"#).to_cloudevents_json();
         let expected = serde_json::json!({

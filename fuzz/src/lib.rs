@@ -1,5 +1,5 @@
 //! The checks of the fuzz targets, one function per target over the raw input: libFuzzer calls
-//! them through `fuzz_targets/<target>.rs`, and `tests/fuzz_corpus.rs` replays every input kept in
+//! them through `fuzz_targets/<target>.rs`, and `tests/e2e/fuzz_corpus.rs` replays every input kept in
 //! `fuzz/corpus/<target>/` through them in the ordinary test suite, so an input that once failed
 //! stays a regression test.
 

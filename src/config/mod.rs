@@ -448,6 +448,23 @@ compression = "zstd"
     }
 
     #[test]
+    fn byte_bounds_parse_and_durable_mode_refuses_events_its_log_cannot_keep() {
+        let config = Config::from_toml(
+            "[service]\nnats = false\nqueue_bytes = \"1GiB\"\n[sinks.s]\nkind = \"stdout\"\nqueue_bytes = \"8MiB\"\nbatch_bytes = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.service.queue_bytes, 1 << 30);
+        let limits = config.sinks["s"].queue_limits();
+        assert_eq!((limits.bytes, config.sinks["s"].batch_bytes), (8 << 20, 1 << 20));
+        assert_eq!(Config::from_toml("").unwrap().service.queue_bytes, 512 << 20, "bounded by default");
+
+        let errors = Config::from_toml("[durability]\ndir = \"wal\"\n[http]\nmax_body = \"65MiB\"\n").unwrap_err();
+        assert!(errors[0].key == "http.max_body" && errors[0].reason.contains("64 MiB"), "{errors:?}");
+        assert!(Config::from_toml("[http]\nmax_body = \"65MiB\"\n").is_ok(), "only the log limits it");
+        assert!(Config::from_toml("[durability]\ndir = \"wal\"\n[http]\nmax_body = \"64MiB\"\n").is_ok());
+    }
+
+    #[test]
     fn restart_only_settings_are_named_and_kept() {
         let running = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n[service]\nevent_limit = 5\n").unwrap();
         assert_eq!(running.service.gateway.as_ref().map(|g| g.port), Some(10132));

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::event::{Context, Event};
+use crate::event::{Context, Event, ROUTING_KEY_EXTENSION, is_json_media_type};
 
 /// Media type of a structured-mode request: one CloudEvent as a JSON object.
 pub const STRUCTURED_MEDIA_TYPE: &str = "application/cloudevents+json";
@@ -43,8 +43,6 @@ pub const BATCH_MEDIA_TYPE: &str = "application/cloudevents-batch+json";
 pub const SPEC_VERSION: &str = "1.0";
 /// Prefix of the headers that carry attributes in binary mode (lower-case).
 pub const HEADER_PREFIX: &str = "ce-";
-/// The extension attribute that carries the routing key (`ce-routingkey` in binary mode).
-pub const ROUTING_KEY_EXTENSION: &str = "routingkey";
 /// `source` of events built from a raw body.
 pub const RAW_SOURCE: &str = "/eventyard/http";
 /// `type` of events built from a raw body.
@@ -259,12 +257,6 @@ fn mode(content_type: Option<&str>, headers: &[(String, String)]) -> Result<Mode
 /// A content type's media type: lower-cased, without parameters or surrounding whitespace.
 fn media_type(content_type: &str) -> String {
     content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
-}
-
-/// Whether a `datacontenttype` declares JSON data: `*/json` or `*/*+json` (JSON format, 3.1.1).
-fn is_json_media_type(content_type: &str) -> bool {
-    let media_type = media_type(content_type);
-    media_type.split_once('/').is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// The attribute name of a binary-mode header (`ce-id` → `id`), if it is one.

@@ -5,7 +5,7 @@ Usage: conformance.py EVENTYARD_BINARY [--json]
 
 Raw scenarios send exact protocol bytes and compare the bytes that come back (INFO lines are
 compared by the keys clients rely on); client scenarios run nats-py against both. Exit status 0
-either way: the differences are the output. The Rust test `tests/conformance.rs` checks that they
+either way: the differences are the output. The Rust test `tests/e2e/conformance.rs` checks that they
 are exactly the ones the README lists as kept on purpose."""
 
 import asyncio

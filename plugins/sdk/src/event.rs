@@ -165,11 +165,11 @@ impl Event {
 const RESERVED_ATTRIBUTES: [&str; 10] =
     ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data", "data_base64"];
 
-/// True for `application/json`, `text/json` and any `+json` structured syntax suffix, ignoring
-/// case and parameters such as `; charset=utf-8`.
-fn is_json_media_type(media_type: &str) -> bool {
-    let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+/// Whether a `datacontenttype` declares JSON data: `*/json` or `*/*+json` (CloudEvents JSON
+/// format, 3.1.1), ignoring case and parameters such as `; charset=utf-8` — the host's rule.
+fn is_json_media_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    media_type.split_once('/').is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// A per-instance counter that keeps ids unique within one nanosecond.
@@ -231,5 +231,7 @@ mod tests {
         assert_eq!(base64_of(&event(Some("text/plain"), b"abc")).as_deref(), Some("YWJj"));
         let empty = event(Some("application/json"), b"").to_cloudevents_json();
         assert!(empty.get("data").is_none() && empty.get("data_base64").is_none());
+        // Any `*/json` is JSON, as the host decodes it.
+        assert_eq!(event(Some("vnd.acme/json"), b"{}").to_cloudevents_json()["data"], serde_json::json!({}));
     }
 }

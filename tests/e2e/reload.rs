@@ -2,7 +2,7 @@
 //! files and the config file change; reloads through `POST /v1/admin/reload`, SIGHUP and the file
 //! watcher. Every test checks that no event is lost or handled twice.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The NATS gateway end to end: the real binary with `[service]` on, driven by the real nats-py
 //! and nats.js clients and by a raw protocol client over TCP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

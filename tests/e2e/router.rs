@@ -2,7 +2,7 @@
 //! real HTTP destination. Covers the seed 002 flow, the three CloudEvents modes, bad input,
 //! overflow policies, retries and dead letters, and a SIGTERM under load.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! permanent delivery errors. Kafka: the `kafka-probe` fixture sends through the host's producer
 //! to a real Kafka-protocol broker, only to the topics its grant lists.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! configured with the same users, and lists every difference. This test holds the list to the
 //! differences the README keeps on purpose, so any other one fails it.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

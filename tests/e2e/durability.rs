@@ -2,7 +2,7 @@
 //! SIGKILL while real HTTP and NATS clients publish, restarted on the same write-ahead log; a log
 //! with a torn tail; a disk that fills up (a real tmpfs).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::crash::{
     KillAt, config, file_sink, kill_during_recovery, kill_loop, ordered, stalled_sink, start, wait_delivered,
 };
+use common::http_server::HttpDestination;
 use common::nats::RawClient;
 use serde_json::json;
 
@@ -146,6 +147,41 @@ async fn an_event_the_log_cannot_read_back_is_refused_and_the_largest_it_can_sur
     let mut router = start(&config(state.path(), "always", &file_sink(state.path()))).await;
     let want: BTreeSet<String> = ["big".to_owned()].into();
     assert_eq!(wait_delivered(state.path(), &want).await.ids, want, "a 64 MiB event survives the kill");
+    router.terminate(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_slows_a_nats_publisher_and_its_pong_still_means_stored() {
+    use tokio::io::AsyncReadExt as _;
+
+    let state = common::tempdir();
+    let port = common::free_port();
+    let sink = format!(
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/events\"\nqueue_size = 5\noverflow = \"reject\"\nbatch_size = 1\n\
+         [sinks.out.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n"
+    );
+    let mut router = start(&config(state.path(), "always", &sink)).await;
+    let mut client = RawClient::connect(router.nats.expect("the gateway is on")).await;
+    let pubs = "PUB orders.nats 2\r\n{}\r\n".repeat(20);
+    client.send(format!("CONNECT {{\"verbose\":false}}\r\n{pubs}PING\r\n").as_bytes()).await;
+    // One event in delivery and five queued: the rest wait, and so does the PONG.
+    let mut answer = vec![0; 1024];
+    let early = tokio::time::timeout(Duration::from_secs(1), client.stream.read(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "no PONG while the queue is full: {:?}",
+        early.map(|n| String::from_utf8_lossy(&answer[..n.unwrap_or(0)]).into_owned())
+    );
+    assert!(router.metric("eventyard_gateway_slowed_publishes_total").await > 0);
+    assert_eq!(router.metric("eventyard_gateway_refused_publishes_total").await, 0);
+
+    let destination = HttpDestination::start_on(port, vec![], axum::http::StatusCode::OK, Duration::ZERO).await;
+    client.read_until("PONG\r\n", Duration::from_secs(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while destination.received().len() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "{} of 20 arrived", destination.received().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     router.terminate(Duration::from_secs(10)).await;
 }
 

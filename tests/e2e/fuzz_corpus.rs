@@ -3,7 +3,7 @@
 //! without libFuzzer: a regression test for each.
 
 #[allow(dead_code, reason = "shared with the fuzz targets")]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod checks;
 
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! nats-py and nats.js clients, raw sockets and an HTTP client against the real binary; each test
 //! reproduces one hole of issue 18 and fails without its fix.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

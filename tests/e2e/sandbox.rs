@@ -4,7 +4,7 @@
 //! which must deny, never allow. Outbound HTTP outside the allow-list, ungranted capabilities and a
 //! handler's memory cap are tried in `plugin_capabilities.rs` and `plugin_runtime.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

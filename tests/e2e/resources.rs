@@ -1,7 +1,7 @@
 //! Resource bounds of a real router process under load: a sink that stalls holds memory to its
 //! queue's size however much is published at it, and idle NATS clients cost a bounded amount each.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

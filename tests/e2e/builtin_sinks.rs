@@ -4,7 +4,7 @@
 //! `HttpSink` against a real axum server on `127.0.0.1:0` answering 200, 500, 400, or too slowly.
 //! `StdoutSink`'s lines are unit-tested beside it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! its listen ports moved to free ones) in the real binary, driven by real clients, checked at the
 //! real destination.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

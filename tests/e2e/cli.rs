@@ -1,7 +1,7 @@
 //! The `eventyard plugin` commands as a plugin author runs them: the real binary, real components,
 //! exit codes 0 (success), 1 (the plugin failed) and 2 (bad input).
 
-mod common;
+use crate::common;
 
 use common::router::{RouterProcess, eventually, json_lines_under};
 use common::{plugin, run_eventyard, tempdir};

@@ -1,7 +1,7 @@
 //! `eventyard tap` against a live router: it records events as the user it is given into a fixture
 //! file, which `plugin test` replays, against one plugin version and then another.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Cluster mode end to end: real `nats-server` nodes with JetStream on loopback, real router
 //! processes in `[broker] mode = "nats"`, events over HTTP and NATS.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! for the Python one under load, losing nothing. A Python sink granted NATS subjects publishes on
 //! those only.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `tests/fixtures/plugins/`, loaded through `PluginRuntime` and called through the host's role
 //! traits, as the router will call them.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

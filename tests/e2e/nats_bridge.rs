@@ -2,7 +2,7 @@
 //! `nats` brings the server's subjects into routes, and a sink of kind `nats` publishes events
 //! there. Against a real nats-server, with the real binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
