@@ -540,6 +540,26 @@ mod tests {
     }
 
     #[test]
+    fn every_value_of_every_byte_of_the_last_frames_stops_reading_at_the_damaged_frame() {
+        for seed in 0..3 {
+            let written = Written::new(seed);
+            let frames = &written.frames;
+            let start = if frames.len() > 3 { frames[frames.len() - 4].0 } else { 0 };
+            for at in start..written.bytes.len() as u64 {
+                let frame_start = frames.iter().map(|(end, _, _)| *end).filter(|end| *end <= at).max().unwrap_or(0);
+                let mut bytes = written.bytes.clone();
+                for flip in 1..=255u8 {
+                    bytes[at as usize] ^= flip;
+                    let mut reader = FrameReader::new(bytes.as_slice());
+                    while let Ok(Some(_)) = reader.next() {}
+                    assert_eq!(reader.offset(), frame_start, "seed {seed}, byte {at} ^ {flip:#x}");
+                    bytes[at as usize] ^= flip;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_truncation_and_every_damaged_byte_of_the_last_frames_recovers_what_was_kept() {
         for seed in 0..3 {
             let written = Written::new(seed);
