@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use crate::gateway::GatewayStats;
 use crate::ingest::http::Admin;
+use crate::pipeline::SinkView;
 use crate::plugin::{CallStats, Plugin};
-use crate::reload::Reloader;
-use crate::route::RouteStats;
+use crate::queue::MemoryBudget;
+use crate::reload::{ReloadStats, Reloader};
+use crate::route::{Route, RouteStats};
 use crate::sink::worker::SinkStats;
 use crate::source::SourceStats;
 use crate::telemetry::metrics::MetricsText;
@@ -91,32 +93,52 @@ impl Admin for RouterAdmin {
     }
 }
 
-/// The Prometheus text of every route, queue, sink and plugin, and of reloads.
+/// The Prometheus text of every route, queue, sink and plugin, of reloads, and of the gateway,
+/// sources and write-ahead log where the router has them: one function a family.
 fn render_metrics(admin: &RouterAdmin) -> String {
-    let (reloader, gateway, sources) = (&admin.reloader, admin.gateway.as_deref(), &admin.sources);
-    let routes = reloader.pipeline().routes();
-    let sinks = reloader.pipeline().sinks();
+    let reloader = &admin.reloader;
+    let mut text = MetricsText::default();
+    let (routes, sinks) = (reloader.pipeline().routes(), reloader.pipeline().sinks());
+    route_metrics(&mut text, &routes);
+    queue_metrics(&mut text, &sinks, reloader.pipeline().budget());
+    sink_metrics(&mut text, &sinks);
     let plugins: Vec<(String, Plugin)> =
         reloader.plugins().iter().map(|(name, live)| (name.clone(), live.current().plugin)).collect();
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let mut text = MetricsText::default();
+    plugin_metrics(&mut text, &plugins);
+    reload_metrics(&mut text, &reloader.stats);
+    if let Some(gateway) = admin.gateway.as_deref() {
+        gateway_metrics(&mut text, gateway);
+    }
+    if !admin.sources.is_empty() {
+        source_metrics(&mut text, &admin.sources);
+    }
+    if let Some(recovery) = admin.wal_recovery {
+        wal_metrics(&mut text, recovery);
+    }
+    text.finish()
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+fn route_metrics(text: &mut MetricsText, routes: &[Arc<Route>]) {
     let route_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&RouteStats) -> &AtomicU64| {
         text.counter(name, help, routes.iter().map(|r| (vec![("route", r.name.as_str())], load(pick(&r.stats)))));
     };
-    route_counter(&mut text, "eventyard_route_matched_total", "Events that matched the route.", |s| &s.matched);
-    route_counter(&mut text, "eventyard_route_forwarded_total", "Events put on the route's sink queues.", |s| {
-        &s.forwarded
-    });
-    route_counter(&mut text, "eventyard_route_filtered_total", "Events a handler dropped.", |s| &s.filtered);
-    route_counter(&mut text, "eventyard_route_handler_failures_total", "Handler errors, traps and timeouts.", |s| {
+    route_counter(text, "eventyard_route_matched_total", "Events that matched the route.", |s| &s.matched);
+    route_counter(text, "eventyard_route_forwarded_total", "Events put on the route's sink queues.", |s| &s.forwarded);
+    route_counter(text, "eventyard_route_filtered_total", "Events a handler dropped.", |s| &s.filtered);
+    route_counter(text, "eventyard_route_handler_failures_total", "Handler errors, traps and timeouts.", |s| {
         &s.handler_failures
     });
-    route_counter(&mut text, "eventyard_route_failed_closed_total", "Events dropped by fail_closed.", |s| {
-        &s.failed_closed
-    });
-    route_counter(&mut text, "eventyard_route_dead_lettered_total", "Events dead-lettered by a handler policy.", |s| {
+    route_counter(text, "eventyard_route_failed_closed_total", "Events dropped by fail_closed.", |s| &s.failed_closed);
+    route_counter(text, "eventyard_route_dead_lettered_total", "Events dead-lettered by a handler policy.", |s| {
         &s.dead_lettered
     });
+}
+
+fn queue_metrics(text: &mut MetricsText, sinks: &[SinkView], budget: &MemoryBudget) {
     text.gauge(
         "eventyard_queue_depth_events",
         "Events waiting in a sink queue.",
@@ -132,7 +154,6 @@ fn render_metrics(admin: &RouterAdmin) -> String {
         "Bytes a sink queue holds: events waiting and being delivered.",
         sinks.iter().map(|s| (vec![("sink", s.name.as_str())], s.queue.held_bytes() as u64)),
     );
-    let budget = reloader.pipeline().budget();
     text.gauge(
         "eventyard_queues_bytes",
         "Bytes every sink queue holds together.",
@@ -159,15 +180,18 @@ fn render_metrics(admin: &RouterAdmin) -> String {
         "Events refused by a full queue.",
         sinks.iter().map(|s| (vec![("sink", s.name.as_str())], load(&s.queue.stats.refused))),
     );
+}
+
+fn sink_metrics(text: &mut MetricsText, sinks: &[SinkView]) {
     let sink_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&SinkStats) -> &AtomicU64| {
         text.counter(name, help, sinks.iter().map(|s| (vec![("sink", s.name.as_str())], load(pick(&s.stats)))));
     };
-    sink_counter(&mut text, "eventyard_sink_delivered_total", "Events delivered.", |s| &s.delivered);
-    sink_counter(&mut text, "eventyard_sink_failed_attempts_total", "Delivery attempts that failed.", |s| {
+    sink_counter(text, "eventyard_sink_delivered_total", "Events delivered.", |s| &s.delivered);
+    sink_counter(text, "eventyard_sink_failed_attempts_total", "Delivery attempts that failed.", |s| {
         &s.failed_attempts
     });
-    sink_counter(&mut text, "eventyard_sink_dead_lettered_total", "Events dead-lettered.", |s| &s.dead_lettered);
-    sink_counter(&mut text, "eventyard_sink_dead_letters_lost_total", "Dead letters no route took.", |s| {
+    sink_counter(text, "eventyard_sink_dead_lettered_total", "Events dead-lettered.", |s| &s.dead_lettered);
+    sink_counter(text, "eventyard_sink_dead_letters_lost_total", "Dead letters no route took.", |s| {
         &s.dead_letters_lost
     });
     text.histogram(
@@ -175,23 +199,21 @@ fn render_metrics(admin: &RouterAdmin) -> String {
         "Time per delivery attempt.",
         sinks.iter().map(|s| (vec![("sink", s.name.as_str())], &s.stats.delivery_seconds)),
     );
+}
+
+fn plugin_metrics(text: &mut MetricsText, plugins: &[(String, Plugin)]) {
     let plugin_counter = |text: &mut MetricsText, name: &str, help: &str, pick: fn(&CallStats) -> &AtomicU64| {
         text.counter(name, help, plugins.iter().map(|(n, p)| (vec![("plugin", n.as_str())], load(pick(p.stats())))));
     };
-    plugin_counter(&mut text, "eventyard_plugin_calls_total", "Calls into the plugin.", |s| &s.calls);
-    plugin_counter(&mut text, "eventyard_plugin_errors_total", "Calls the plugin answered with an error.", |s| {
-        &s.errors
+    plugin_counter(text, "eventyard_plugin_calls_total", "Calls into the plugin.", |s| &s.calls);
+    plugin_counter(text, "eventyard_plugin_errors_total", "Calls the plugin answered with an error.", |s| &s.errors);
+    plugin_counter(text, "eventyard_plugin_faults_total", "Calls that trapped, timed out or ran out of memory.", |s| {
+        &s.faults
     });
-    plugin_counter(
-        &mut text,
-        "eventyard_plugin_faults_total",
-        "Calls that trapped, timed out or ran out of memory.",
-        |s| &s.faults,
-    );
-    plugin_counter(&mut text, "eventyard_plugin_quarantines_total", "Times the plugin was quarantined.", |s| {
-        &s.quarantines
-    });
-    let stats = &reloader.stats;
+    plugin_counter(text, "eventyard_plugin_quarantines_total", "Times the plugin was quarantined.", |s| &s.quarantines);
+}
+
+fn reload_metrics(text: &mut MetricsText, stats: &ReloadStats) {
     text.counter(
         "eventyard_reloads_total",
         "Reloads of plugins and of the config, by result.",
@@ -202,76 +224,65 @@ fn render_metrics(admin: &RouterAdmin) -> String {
             (vec![("kind", "config"), ("result", "failed")], load(&stats.configs_failed)),
         ],
     );
-    if let Some(gateway) = gateway {
-        let gauge = |text: &mut MetricsText, name: &str, help: &str, value: usize| {
-            text.gauge(name, help, [(Vec::new(), value as u64)]);
-        };
-        let counter = |text: &mut MetricsText, name: &str, help: &str, value: &AtomicU64| {
-            text.counter(name, help, [(Vec::new(), load(value))]);
-        };
-        gauge(
-            &mut text,
-            "eventyard_gateway_connections",
-            "NATS clients connected.",
-            gateway.connections.load(Ordering::Relaxed),
-        );
-        counter(&mut text, "eventyard_gateway_connections_total", "NATS clients accepted.", &gateway.total_connections);
-        counter(
-            &mut text,
-            "eventyard_gateway_refused_connections_total",
-            "NATS clients over the limit.",
-            &gateway.refused_connections,
-        );
-        counter(&mut text, "eventyard_gateway_in_messages_total", "Messages NATS clients published.", &gateway.in_msgs);
-        counter(
-            &mut text,
-            "eventyard_gateway_in_bytes_total",
-            "Payload bytes NATS clients published.",
-            &gateway.in_bytes,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_out_messages_total",
-            "Messages sent to NATS subscribers.",
-            &gateway.out_msgs,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_out_bytes_total",
-            "Payload bytes sent to NATS subscribers.",
-            &gateway.out_bytes,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_slow_consumers_total",
-            "NATS clients cut off as slow consumers.",
-            &gateway.slow_consumers,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_refused_publishes_total",
-            "NATS publishes a queue refused.",
-            &gateway.refused_publishes,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_slowed_publishes_total",
-            "Times a full queue made the gateway hold a NATS publisher until it took the events.",
-            &gateway.slowed_publishes,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_malformed_publishes_total",
-            "NATS publishes that were not valid events (dead-lettered on $DLQ.gateway).",
-            &gateway.malformed_publishes,
-        );
-        counter(
-            &mut text,
-            "eventyard_gateway_dead_letters_lost_total",
-            "Dead letters of malformed NATS publishes that no route took.",
-            &gateway.dead_letters_lost,
-        );
-    }
+}
+
+fn gateway_metrics(text: &mut MetricsText, gateway: &GatewayStats) {
+    let gauge = |text: &mut MetricsText, name: &str, help: &str, value: usize| {
+        text.gauge(name, help, [(Vec::new(), value as u64)]);
+    };
+    let counter = |text: &mut MetricsText, name: &str, help: &str, value: &AtomicU64| {
+        text.counter(name, help, [(Vec::new(), load(value))]);
+    };
+    gauge(
+        text,
+        "eventyard_gateway_connections",
+        "NATS clients connected.",
+        gateway.connections.load(Ordering::Relaxed),
+    );
+    counter(text, "eventyard_gateway_connections_total", "NATS clients accepted.", &gateway.total_connections);
+    counter(
+        text,
+        "eventyard_gateway_refused_connections_total",
+        "NATS clients over the limit.",
+        &gateway.refused_connections,
+    );
+    counter(text, "eventyard_gateway_in_messages_total", "Messages NATS clients published.", &gateway.in_msgs);
+    counter(text, "eventyard_gateway_in_bytes_total", "Payload bytes NATS clients published.", &gateway.in_bytes);
+    counter(text, "eventyard_gateway_out_messages_total", "Messages sent to NATS subscribers.", &gateway.out_msgs);
+    counter(text, "eventyard_gateway_out_bytes_total", "Payload bytes sent to NATS subscribers.", &gateway.out_bytes);
+    counter(
+        text,
+        "eventyard_gateway_slow_consumers_total",
+        "NATS clients cut off as slow consumers.",
+        &gateway.slow_consumers,
+    );
+    counter(
+        text,
+        "eventyard_gateway_refused_publishes_total",
+        "NATS publishes a queue refused.",
+        &gateway.refused_publishes,
+    );
+    counter(
+        text,
+        "eventyard_gateway_slowed_publishes_total",
+        "Times a full queue made the gateway hold a NATS publisher until it took the events.",
+        &gateway.slowed_publishes,
+    );
+    counter(
+        text,
+        "eventyard_gateway_malformed_publishes_total",
+        "NATS publishes that were not valid events (dead-lettered on $DLQ.gateway).",
+        &gateway.malformed_publishes,
+    );
+    counter(
+        text,
+        "eventyard_gateway_dead_letters_lost_total",
+        "Dead letters of malformed NATS publishes that no route took.",
+        &gateway.dead_letters_lost,
+    );
+}
+
+fn source_metrics(text: &mut MetricsText, sources: &BTreeMap<String, Arc<SourceStats>>) {
     let per_source = |text: &mut MetricsText, name: &str, help: &str, value: fn(&SourceStats) -> &AtomicU64| {
         text.counter(
             name,
@@ -279,35 +290,33 @@ fn render_metrics(admin: &RouterAdmin) -> String {
             sources.iter().map(|(source, stats)| (vec![("source", source.as_str())], load(value(stats)))),
         );
     };
-    if !sources.is_empty() {
-        per_source(&mut text, "eventyard_source_events_total", "Events a source published.", |s| &s.received);
-        per_source(&mut text, "eventyard_source_malformed_total", "Source messages dead-lettered as no event.", |s| {
-            &s.malformed
-        });
-        per_source(&mut text, "eventyard_source_refused_total", "Source events a queue refused.", |s| &s.refused);
-        per_source(
-            &mut text,
-            "eventyard_source_dead_letters_lost_total",
-            "Dead letters of malformed source messages that no route took.",
-            |s| &s.dead_letters_lost,
-        );
-    }
-    if let Some(recovery) = admin.wal_recovery {
-        text.gauge(
-            "eventyard_wal_recovered_events",
-            "Events the write-ahead log held at start, never marked done.",
-            [(Vec::new(), recovery.pending)],
-        );
-        text.gauge(
-            "eventyard_wal_recovery_skipped",
-            "Damaged log tails cut off and unreadable events skipped at start (each logged with its segment and offset).",
-            [(Vec::new(), recovery.skipped)],
-        );
-        text.gauge(
-            "eventyard_wal_recovery_skipped_bytes",
-            "Bytes of the write-ahead log skipped at start.",
-            [(Vec::new(), recovery.skipped_bytes)],
-        );
-    }
-    text.finish()
+    per_source(text, "eventyard_source_events_total", "Events a source published.", |s| &s.received);
+    per_source(text, "eventyard_source_malformed_total", "Source messages dead-lettered as no event.", |s| {
+        &s.malformed
+    });
+    per_source(text, "eventyard_source_refused_total", "Source events a queue refused.", |s| &s.refused);
+    per_source(
+        text,
+        "eventyard_source_dead_letters_lost_total",
+        "Dead letters of malformed source messages that no route took.",
+        |s| &s.dead_letters_lost,
+    );
+}
+
+fn wal_metrics(text: &mut MetricsText, recovery: WalRecovery) {
+    text.gauge(
+        "eventyard_wal_recovered_events",
+        "Events the write-ahead log held at start, never marked done.",
+        [(Vec::new(), recovery.pending)],
+    );
+    text.gauge(
+        "eventyard_wal_recovery_skipped",
+        "Damaged log tails cut off and unreadable events skipped at start (each logged with its segment and offset).",
+        [(Vec::new(), recovery.skipped)],
+    );
+    text.gauge(
+        "eventyard_wal_recovery_skipped_bytes",
+        "Bytes of the write-ahead log skipped at start.",
+        [(Vec::new(), recovery.skipped_bytes)],
+    );
 }
