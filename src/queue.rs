@@ -344,17 +344,18 @@ impl SinkQueue {
 
     /// Takes every queued event out as undelivered (see [`abandon`]); returns how many there were.
     pub fn abandon_all(&self) -> usize {
-        let left: Vec<(Event, usize)> = match self.state.lock() {
-            Ok(mut state) => state.items.drain(..).collect(),
+        let (left, bytes): (Vec<(Event, usize)>, usize) = match self.state.lock() {
+            Ok(mut state) => {
+                let bytes = std::mem::take(&mut state.queued);
+                state.held -= bytes;
+                (state.items.drain(..).collect(), bytes)
+            }
             Err(_) => return 0,
         };
         let count = left.len();
-        let bytes = left.iter().map(|(_, size)| size).sum();
-        if let Ok(mut state) = self.state.lock() {
-            state.queued -= bytes;
-        }
         abandon(left.into_iter().map(|(event, _)| event));
-        self.release(bytes);
+        self.budget.give_back(bytes);
+        self.not_full.notify_waiters();
         count
     }
 

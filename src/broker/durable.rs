@@ -337,6 +337,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_too_large_for_the_log_is_refused_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = open(dir.path());
+        let orders = route(&broker, "orders.>");
+        let mut big = event("orders.1", "big");
+        big.data = bytes::Bytes::from(vec![b'x'; wal::MAX_RECORD]);
+        let refused = broker.publish(big).await;
+        assert!(matches!(refused, Err(PublishError::Refused(Refusal::TooLarge { limit: wal::MAX_RECORD, .. }))));
+        assert!(orders.0.lock().unwrap().is_empty(), "not delivered either");
+        broker.sync().await.unwrap();
+        let (_, pending) = open(dir.path());
+        assert!(pending.is_empty());
+    }
+
+    #[tokio::test]
     async fn an_event_reaching_a_route_unlogged_is_logged_there() {
         let dir = tempfile::tempdir().unwrap();
         let (broker, _) = open(dir.path());
