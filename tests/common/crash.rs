@@ -247,25 +247,35 @@ pub async fn kill_loop(kills: usize, at: KillAt) -> KillReport {
     let mut random = fastrand::Rng::with_seed(seed);
     let mut acknowledged = BTreeSet::new();
     for round in 0..kills {
-        let mut router = start(&config).await;
+        let router = start(&config).await;
         let from = (round as u64) * 1_000_000;
-        let http = tokio::spawn(publish_http(format!("http://{}", router.http), from));
-        let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), from));
-        match at {
-            KillAt::Random => tokio::time::sleep(Duration::from_millis(random.u64(150..700))).await,
-            KillAt::Rotation => {
-                tokio::time::sleep(Duration::from_millis(random.u64(50..300))).await;
-                next_segment(state.path()).await;
+        let until = async {
+            match at {
+                KillAt::Random => tokio::time::sleep(Duration::from_millis(random.u64(150..700))).await,
+                KillAt::Rotation => {
+                    tokio::time::sleep(Duration::from_millis(random.u64(50..300))).await;
+                    next_segment(state.path()).await;
+                }
             }
-        }
-        router.kill();
-        acknowledged.extend(http.await.expect("the HTTP publisher did not fail"));
-        acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
+        };
+        acknowledged.extend(publish_then_kill(router, from, until).await);
     }
     let mut router = start(&config).await;
     let delivered = wait_delivered(state.path(), &acknowledged).await;
     router.terminate(Duration::from_secs(10)).await;
     KillReport::new(seed, acknowledged, delivered)
+}
+
+/// Publishes over HTTP and NATS, ids from `from` on, until `until` is over, then kills the router
+/// with SIGKILL; returns the ids it acknowledged.
+async fn publish_then_kill(mut router: RouterProcess, from: u64, until: impl Future<Output = ()>) -> Vec<String> {
+    let http = tokio::spawn(publish_http(format!("http://{}", router.http), from));
+    let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), from));
+    until.await;
+    router.kill();
+    let mut acknowledged = http.await.expect("the HTTP publisher did not fail");
+    acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
+    acknowledged
 }
 
 /// Returns as soon as the log under `{state}/wal` has a segment newer than it has now.
@@ -295,13 +305,9 @@ pub async fn kill_during_recovery(kills: usize) -> (KillReport, usize) {
     let state = super::tempdir();
     let seed = fastrand::u64(..);
     let mut random = fastrand::Rng::with_seed(seed);
-    let mut router = start(&config(state.path(), "always", &stalled_sink())).await;
-    let http = tokio::spawn(publish_http(format!("http://{}", router.http), 0));
-    let nats = tokio::spawn(publish_nats(router.nats.expect("the gateway is on"), 0));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    router.kill();
-    let mut acknowledged: BTreeSet<String> = http.await.expect("the HTTP publisher did not fail").into_iter().collect();
-    acknowledged.extend(nats.await.expect("the NATS publisher did not fail"));
+    let router = start(&config(state.path(), "always", &stalled_sink())).await;
+    let filled = tokio::time::sleep(Duration::from_millis(1500));
+    let acknowledged: BTreeSet<String> = publish_then_kill(router, 0, filled).await.into_iter().collect();
 
     let config = config(state.path(), "always", &file_sink(state.path()));
     let mut while_recovering = 0;
