@@ -8,6 +8,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::slot::Slot;
+
 /// The protocol a client connects with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -76,6 +78,14 @@ pub enum Decision {
 #[async_trait]
 pub trait AuthPolicy: Send + Sync {
     async fn authorize(&self, request: &AuthRequest) -> Decision;
+}
+
+#[async_trait]
+impl AuthPolicy for Slot<dyn AuthPolicy> {
+    async fn authorize(&self, request: &AuthRequest) -> Decision {
+        let (_, policy) = self.current();
+        policy.authorize(request).await
+    }
 }
 
 /// Compares secrets in a time that depends on neither how much of one matched nor their lengths:

@@ -60,10 +60,6 @@ pub struct NatsEnvelope {
 /// The extension that carries an event's routing key (seed 002's second path level).
 pub const ROUTING_KEY_EXTENSION: &str = "routingkey";
 
-/// Attribute names of the CloudEvents JSON form that an extension may not take over.
-const RESERVED_ATTRIBUTES: [&str; 10] =
-    ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data", "data_base64"];
-
 impl Event {
     /// About how many bytes the event holds in memory: its data, attributes and NATS envelope,
     /// and the fixed part. What queues count against their byte bounds. Copies of one event share
@@ -96,67 +92,6 @@ impl Event {
     pub fn routing_key(&self) -> Option<&str> {
         self.extension(ROUTING_KEY_EXTENSION)
     }
-
-    /// The event in CloudEvents 1.0 structured JSON form, as sinks write it: `specversion`, `id`,
-    /// `source`, `type`, then `subject`, `time`, `datacontenttype` and `dataschema` when set, and
-    /// each extension as a top-level string attribute. An extension named like one of those
-    /// attributes (or `data`, `data_base64`) is left out rather than overwrite it.
-    ///
-    /// `data` holds the payload as a JSON value when `datacontenttype` is a JSON media type
-    /// (`application/json`, `text/json` or `*/*+json`, parameters allowed) and the payload parses;
-    /// otherwise `data_base64` holds it base64-encoded. An empty payload gives neither. The routing
-    /// subject is not part of the CloudEvents form. Object keys come out sorted, so equal events
-    /// give equal JSON text.
-    ///
-    /// This is a port of `eventyard_sdk::Event::to_cloudevents_json` (plugins/sdk/src/event.rs):
-    /// the built-in sinks and the Wasm `file-sink` must write the same bytes for the same event, so
-    /// a change to one is a change to both.
-    pub fn to_cloudevents_json(&self) -> serde_json::Value {
-        use serde_json::{Map, Value};
-
-        let c = &self.context;
-        let mut out = Map::new();
-        out.insert("specversion".into(), Value::String(c.specversion.clone()));
-        out.insert("id".into(), Value::String(c.id.clone()));
-        out.insert("source".into(), Value::String(c.source.clone()));
-        out.insert("type".into(), Value::String(c.ty.clone()));
-        let optional = [
-            ("subject", &c.subject),
-            ("time", &c.time),
-            ("datacontenttype", &c.datacontenttype),
-            ("dataschema", &c.dataschema),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                out.insert(name.into(), Value::String(value.clone()));
-            }
-        }
-        for (name, value) in &self.extensions {
-            if !RESERVED_ATTRIBUTES.contains(&name.as_str()) {
-                out.insert(name.clone(), Value::String(value.clone()));
-            }
-        }
-        if !self.data.is_empty() {
-            let json = c
-                .datacontenttype
-                .as_deref()
-                .filter(|media_type| is_json_media_type(media_type))
-                .and_then(|_| serde_json::from_slice::<Value>(&self.data).ok());
-            match json {
-                Some(value) => out.insert("data".into(), value),
-                None => out.insert("data_base64".into(), Value::String(BASE64.encode(&self.data))),
-            };
-        }
-        Value::Object(out)
-    }
-}
-
-/// Whether a `datacontenttype` declares JSON data: `*/json` or `*/*+json` (CloudEvents JSON
-/// format, 3.1.1), ignoring case and parameters such as `; charset=utf-8`. The one rule for
-/// decoding and for writing events.
-pub fn is_json_media_type(content_type: &str) -> bool {
-    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    media_type.split_once('/').is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// The JSON form of an event used by the CLI and fixture files: CloudEvents structured JSON with
@@ -305,74 +240,6 @@ mod tests {
         let back = EventJson::from_event(&event);
         assert_eq!(back.data, Some(serde_json::json!({"x": 1})));
         assert_eq!(back.into_event(|| unreachable!()).unwrap(), event);
-    }
-
-    /// The event of the SDK's own `to_cloudevents_json` tests (plugins/sdk/src/event.rs), on the
-    /// host type.
-    fn sdk_test_event(datacontenttype: Option<&str>, data: &[u8]) -> Event {
-        Event {
-            subject: "orders.eu.created".into(),
-            context: Context {
-                id: "e-1".into(),
-                source: "/shop".into(),
-                ty: "com.example.order.created".into(),
-                specversion: "1.0".into(),
-                subject: Some("order-7".into()),
-                time: Some("2022-07-12T07:08:09Z".into()),
-                datacontenttype: datacontenttype.map(str::to_owned),
-                dataschema: None,
-            },
-            extensions: vec![("routingkey".into(), "eu".into()), ("id".into(), "spoofed".into())],
-            data: Bytes::copy_from_slice(data),
-            nats: None,
-            completion: None,
-        }
-    }
-
-    #[test]
-    fn data_decoded_as_json_is_written_as_json() {
-        // `vnd.acme/json` is JSON to the decoder (`*/json`), so it is written as `data` too.
-        for media_type in ["vnd.acme/json", "application/json; charset=utf-8", "application/ld+json", "TEXT/JSON"] {
-            let value = sdk_test_event(Some(media_type), br#"{"n": 1}"#).to_cloudevents_json();
-            assert_eq!(value["data"], serde_json::json!({"n": 1}), "{media_type}");
-        }
-        assert!(!is_json_media_type("application/jsonl") && !is_json_media_type("json"));
-    }
-
-    #[test]
-    fn cloudevents_json_matches_the_sdk_output_for_the_same_event() {
-        // The expected value is the SDK's, from its test of the same name; the end-to-end test
-        // `tests/e2e/builtin_sinks.rs` also compares bytes written by the Wasm file-sink.
-        let value =
-            sdk_test_event(Some("application/cloudevents+json; charset=utf-8"), br#"{"n": 1}"#).to_cloudevents_json();
-        let expected = serde_json::json!({
-            "specversion": "1.0",
-            "id": "e-1",
-            "source": "/shop",
-            "type": "com.example.order.created",
-            "subject": "order-7",
-            "time": "2022-07-12T07:08:09Z",
-            "datacontenttype": "application/cloudevents+json; charset=utf-8",
-            "routingkey": "eu",
-            "data": {"n": 1},
-        });
-        assert_eq!(value, expected);
-        assert_eq!(
-            serde_json::to_string(&value).unwrap(),
-            r#"{"data":{"n":1},"datacontenttype":"application/cloudevents+json; charset=utf-8","id":"e-1","routingkey":"eu","source":"/shop","specversion":"1.0","subject":"order-7","time":"2022-07-12T07:08:09Z","type":"com.example.order.created"}"#
-        );
-    }
-
-    #[test]
-    fn cloudevents_json_falls_back_to_base64_like_the_sdk() {
-        let base64_of = |e: &Event| e.to_cloudevents_json()["data_base64"].as_str().map(str::to_owned);
-        assert_eq!(base64_of(&sdk_test_event(Some("application/json"), b"not json")).as_deref(), Some("bm90IGpzb24="));
-        assert_eq!(base64_of(&sdk_test_event(None, b"{}")).as_deref(), Some("e30="));
-        assert_eq!(base64_of(&sdk_test_event(Some("text/plain"), b"ab")).as_deref(), Some("YWI="));
-        assert_eq!(base64_of(&sdk_test_event(Some("TEXT/JSON"), br#""s""#)), None);
-        let empty = sdk_test_event(Some("application/json"), b"").to_cloudevents_json();
-        assert!(empty.get("data").is_none() && empty.get("data_base64").is_none());
-        assert_eq!(sdk_test_event(None, b"").routing_key(), Some("eu"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Layout, in the order an event crosses it (see ARCHITECTURE.md for the whole map):
 //! - [`event`]: the event type (CloudEvents context, extensions, routing subject, data).
-//! - [`ingest`]: events in: the CloudEvents HTTP decoder (structured, batch, binary, raw bodies).
+//! - [`codec`]: the CloudEvents codec: structured, batch, binary and raw modes, the NATS binding,
+//!   the rules every event meets.
+//! - [`ingest`]: events in over HTTP.
 //! - [`gateway`]: events in and out over the NATS client protocol.
 //! - [`source`]: events pulled from elsewhere (an external NATS server), with [`nats_client`] the
 //!   connection settings that sources and the NATS sink share.
@@ -36,6 +38,7 @@ pub mod auth;
 pub mod broker;
 pub mod capability;
 pub mod cli;
+pub mod codec;
 pub mod completion;
 pub mod config;
 pub mod dead_letter;
@@ -56,4 +59,5 @@ pub mod sink;
 pub mod slot;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 pub mod wal;

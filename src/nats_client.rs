@@ -1,10 +1,9 @@
 //! Eventyard as a client of an external NATS server (seed 003's event system): the connection
-//! settings sources and sinks share, and the conversion between async-nats header maps and the
-//! NATS header blocks [`gateway::binding`](crate::gateway::binding) reads and writes. Connects
-//! through async-nats, retrying in the background; never serves NATS itself (that is `gateway`).
+//! settings sources, sinks and cluster mode share. Connects through async-nats, retrying in the
+//! background; never serves NATS itself (that is `gateway`) nor converts messages (that is
+//! [`codec::nats`](crate::codec::nats)).
 
 use anyhow::Context as _;
-use bytes::Bytes;
 
 /// Where and as whom to connect; what `[sources.NAME]` and `[sinks.NAME]` of kind `nats` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,48 +53,9 @@ impl NatsConnection {
     }
 }
 
-/// `headers` as a NATS header block (`NATS/1.0\r\n...\r\n\r\n`).
-pub fn header_block(headers: &async_nats::HeaderMap) -> Bytes {
-    let mut block = String::from("NATS/1.0\r\n");
-    for (name, values) in headers.iter() {
-        for value in values {
-            block.push_str(name.as_ref());
-            block.push_str(": ");
-            block.push_str(value.as_str());
-            block.push_str("\r\n");
-        }
-    }
-    block.push_str("\r\n");
-    Bytes::from(block)
-}
-
-/// The header map a NATS header block describes; lines that are not valid headers are left out.
-pub fn header_map(block: &[u8]) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in crate::gateway::protocol::parse_headers(block) {
-        if let (Ok(name), Ok(value)) =
-            (name.parse::<async_nats::HeaderName>(), value.parse::<async_nats::HeaderValue>())
-        {
-            headers.append(name, value);
-        }
-    }
-    headers
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_blocks_and_maps_convert_both_ways() {
-        let block = b"NATS/1.0\r\nce-id: 7\r\nX-Many: a\r\nX-Many: b\r\n\r\n";
-        let map = header_map(block);
-        assert_eq!(map.get("ce-id").map(|v| v.as_str()), Some("7"));
-        assert_eq!(map.get_all("X-Many").count(), 2);
-        let back = crate::gateway::protocol::parse_headers(&header_block(&map));
-        assert!(back.contains(&("ce-id".into(), "7".into())));
-        assert_eq!(back.iter().filter(|(name, _)| name == "X-Many").count(), 2);
-    }
 
     #[test]
     fn settings_are_checked() {

@@ -1,16 +1,10 @@
 //! [`Slot`]: a handler, sink or auth policy that can be replaced while it runs. Each call takes the
 //! current generation's `Arc` and keeps it to the end, so calls in flight finish on the old
 //! generation while new calls go to the new one: every event is handled once, by one generation.
-//! A slot implements the same role trait as what it holds, so routes never know they hold one.
+//! A slot implements the same role trait as what it holds (beside each trait: `route`, `sink`,
+//! `auth`), so routes never know they hold one. Knows nothing of any role.
 
 use std::sync::{Arc, RwLock};
-
-use async_trait::async_trait;
-
-use crate::auth::{AuthPolicy, AuthRequest, Decision};
-use crate::event::Event;
-use crate::route::{Handler, HandlerError};
-use crate::sink::{DeliveryError, Sink};
 
 /// A replaceable `Arc<T>` with a generation number.
 pub struct Slot<T: ?Sized> {
@@ -52,77 +46,5 @@ impl<T: ?Sized> Slot<T> {
         drop(current);
         self.generation.send_replace(old + 1);
         (old, old + 1)
-    }
-}
-
-#[async_trait]
-impl Handler for Slot<dyn Handler> {
-    async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
-        let (_, handler) = self.current();
-        handler.handle(event).await
-    }
-
-    async fn handle_batch(&self, events: Vec<Event>) -> Vec<Result<Vec<Event>, HandlerError>> {
-        let (_, handler) = self.current();
-        handler.handle_batch(events).await
-    }
-}
-
-#[async_trait]
-impl Sink for Slot<dyn Sink> {
-    async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
-        let (_, sink) = self.current();
-        sink.deliver(batch).await
-    }
-}
-
-#[async_trait]
-impl AuthPolicy for Slot<dyn AuthPolicy> {
-    async fn authorize(&self, request: &AuthRequest) -> Decision {
-        let (_, policy) = self.current();
-        policy.authorize(request).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::event::EventJson;
-
-    /// Tags events with its name, slowly.
-    struct Tag(&'static str);
-
-    #[async_trait]
-    impl Handler for Tag {
-        async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            event.extensions.push(("tag".into(), self.0.into()));
-            Ok(vec![event])
-        }
-    }
-
-    fn event() -> Event {
-        serde_json::from_value::<EventJson>(serde_json::json!({"subject": "a"}))
-            .unwrap()
-            .into_event(String::new)
-            .unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn calls_in_flight_finish_on_the_old_generation_and_new_calls_use_the_new() {
-        let slot: Arc<Slot<dyn Handler>> = Arc::new(Slot::new(Arc::new(Tag("old"))));
-        let in_flight = tokio::spawn({
-            let slot = slot.clone();
-            async move { slot.handle(event()).await }
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(slot.replace(Arc::new(Tag("new"))), (1, 2));
-        let after = slot.handle(event()).await.unwrap();
-        let before = in_flight.await.unwrap().unwrap();
-        assert_eq!(before[0].extension("tag"), Some("old"));
-        assert_eq!(after[0].extension("tag"), Some("new"));
-        assert_eq!(slot.current().0, 2);
     }
 }

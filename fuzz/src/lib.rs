@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use eventyard::broker::{Pattern, Subject, SubscriptionIndex};
+use eventyard::codec;
 use eventyard::config::Config;
 use eventyard::gateway::protocol::{ClientOp, Parser};
-use eventyard::ingest::cloudevents;
 
 /// The gateway's NATS protocol parser on any bytes: it never panics, and the ops it parses do not
 /// depend on how the bytes were split into reads (the first byte sets the read size).
@@ -58,7 +58,7 @@ pub fn cloudevents(data: &[u8]) {
         _ => ("application/json", Vec::new(), rest),
     };
     let body = Bytes::copy_from_slice(body);
-    let Ok(events) = cloudevents::decode("fuzz.events", Some(content_type), &headers, body, SystemTime::now()) else {
+    let Ok(events) = codec::decode("fuzz.events", Some(content_type), &headers, body, SystemTime::now()) else {
         return;
     };
     for event in events {

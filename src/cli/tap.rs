@@ -12,9 +12,8 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::Failure;
 use crate::broker::Pattern;
+use crate::codec::nats::{self as binding, header_block};
 use crate::event::EventJson;
-use crate::gateway::binding;
-use crate::nats_client::header_block;
 
 #[derive(Debug, Args)]
 pub(crate) struct TapArgs {

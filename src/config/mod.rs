@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::broker::Pattern;
 use crate::broker::cluster::BrokerSettings;
 use crate::gateway::{GatewayAuth, GatewaySettings};
+use crate::ingest::serve::HttpServerSettings;
 use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
@@ -24,6 +25,7 @@ use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, Stdou
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
 use crate::telemetry::LogFormat;
+use crate::tls::TlsSettings;
 use crate::wal::DurabilitySettings;
 
 /// One problem with the config: the dotted key, its line (0 when it has none) and why.
@@ -121,28 +123,6 @@ pub struct AdminPlan {
     pub protect_metrics: bool,
 }
 
-/// The HTTP listener's connection limits and TLS.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpServerSettings {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub tls: Option<TlsSettings>,
-}
-
-impl Default for HttpServerSettings {
-    fn default() -> Self {
-        HttpServerSettings {
-            max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            tls: None,
-        }
-    }
-}
-
 /// Who may publish over HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpAuthPlan {
@@ -150,15 +130,6 @@ pub enum HttpAuthPlan {
     Tokens(Vec<String>),
     /// An auth-policy plugin, by name.
     Policy(String),
-}
-
-/// `[tls]`, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsSettings {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub root_ca_path: Option<PathBuf>,
-    pub verify_and_map: bool,
 }
 
 /// One `[[route]]`, checked.

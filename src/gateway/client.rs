@@ -20,18 +20,18 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::auth::{GLOBAL_ACCOUNT, Identity};
 use super::protocol::{self, ClientOp, Parser};
 use super::system::ClientInfo;
-use super::tls::PeerCertificate;
-use super::{Shared, binding};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::codec::{self, DecodeError};
 use crate::dead_letter;
 use crate::event::Event;
-use crate::ingest::cloudevents::{self, DecodeError};
 use crate::permission::{Permissions, Responses, Subscription};
+use crate::tls::PeerCertificate;
 
 /// How long a write to a client may block before the client counts as a slow consumer.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -308,8 +308,8 @@ impl Subscriber for ClientSubscription {
         if !self.permission.delivers(subject) {
             return Ok(());
         }
-        let headers = if self.headers { binding::headers_of(event) } else { None };
-        let reply = binding::reply_of(event);
+        let headers = if self.headers { codec::nats::headers_of(event) } else { None };
+        let reply = codec::nats::reply_of(event);
         if let (Some(responses), Some(reply)) = (&self.responses, reply) {
             responses.open(reply);
         }
@@ -809,7 +809,7 @@ impl Client {
                 // Only a message with headers can fail to decode past its subject: keep what its dead
                 // letter needs then, and copy nothing on the plain-message path.
                 let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
-                let events = match binding::decode(internal, reply.clone(), headers, payload, self.id) {
+                let events = match codec::nats::decode(internal, reply.clone(), headers, payload, self.id) {
                     Ok(events) => events,
                     // As nats-server: the error, then the +OK a verbose client counts on.
                     Err(DecodeError::InvalidSubject { .. }) => {
@@ -826,7 +826,7 @@ impl Client {
                         let stats = &self.shared.stats;
                         stats.malformed_publishes.fetch_add(1, Ordering::Relaxed);
                         let raw = kept.and_then(|(subject, payload)| {
-                            cloudevents::raw(binding::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
+                            codec::raw(codec::nats::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
                         });
                         if let Some(raw) = raw {
                             if !self.publish_unpublished().await {

@@ -2,18 +2,16 @@
 //! its subjects on `[service] host:port`. Published messages enter the broker like HTTP ingest
 //! (so they reach routes and other subscribers); each client subscription is a broker subscriber
 //! that writes `MSG`/`HMSG` to a bounded outbound buffer. Owns the listener, the connection limit
-//! and the server's INFO; [`client`] owns one connection, [`protocol`] the wire format and
-//! [`binding`] the mapping between NATS messages and events; [`publisher`] publishes sink plugins'
-//! messages (the `nats-publisher` capability) through that binding. Never routes or queues events
+//! and the server's INFO; [`client`] owns one connection and [`protocol`] the wire format; messages
+//! become events through the NATS binding of [`crate::codec::nats`]; [`publisher`] publishes sink
+//! plugins' messages (the `nats-publisher` capability) the same way. Never routes or queues events
 //! itself.
 
 pub mod auth;
-pub mod binding;
 mod client;
 pub mod protocol;
 pub mod publisher;
 pub mod system;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,11 +106,11 @@ impl Gateway {
     /// Binds `[service] host:port` and starts accepting clients.
     pub async fn start(
         settings: GatewaySettings,
-        tls: Option<&crate::config::TlsSettings>,
+        tls: Option<&crate::tls::TlsSettings>,
         broker: Arc<dyn Broker>,
         auth: Arc<Slot<Authenticator>>,
     ) -> anyhow::Result<Gateway> {
-        let tls = tls.map(tls::acceptor).transpose().context("[tls]")?;
+        let tls = tls.map(crate::tls::acceptor).transpose().context("[tls]")?;
         let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("binding the NATS gateway to {}:{}", settings.host, settings.port))?;

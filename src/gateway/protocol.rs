@@ -259,17 +259,6 @@ pub fn write_err(out: &mut BytesMut, text: &str) {
     out.put_slice(b"'\r\n");
 }
 
-/// Parses a header block (`NATS/1.0[ status]\r\nName: value\r\n...\r\n\r\n`) into pairs, names
-/// as sent; lines without a colon are skipped.
-pub fn parse_headers(block: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(block);
-    text.split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,9 +357,5 @@ mod tests {
         write_msg(&mut out, "foo", "1", None, None, b"hello");
         write_msg(&mut out, "foo", "2", Some("_INBOX.x"), Some(b"NATS/1.0\r\nA: b\r\n\r\n"), b"hi");
         assert_eq!(&out[..], b"MSG foo 1 5\r\nhello\r\nHMSG foo 2 _INBOX.x 18 20\r\nNATS/1.0\r\nA: b\r\n\r\nhi\r\n");
-        assert_eq!(
-            parse_headers(b"NATS/1.0\r\nA: b\r\nce-id: 7\r\n\r\n"),
-            [("A".into(), "b".into()), ("ce-id".into(), "7".into())]
-        );
     }
 }

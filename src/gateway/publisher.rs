@@ -9,9 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::binding;
 use crate::broker::Broker;
 use crate::capability::{CapabilityError, NatsPublisher};
+use crate::codec;
 
 /// Publishes plugin messages into a broker.
 pub struct BrokerPublisher {
@@ -57,7 +57,7 @@ impl NatsPublisher for BrokerPublisher {
         if let Err(reserved) = crate::broker::account::check_global(&subject) {
             return Err(CapabilityError { message: format!("{subject}: {reserved}"), retryable: false });
         }
-        let events = binding::decode(subject.clone(), None, header_block(&headers), payload.into(), 0)
+        let events = codec::nats::decode(subject.clone(), None, header_block(&headers), payload.into(), 0)
             .map_err(|err| CapabilityError { message: format!("{subject}: {err}"), retryable: false })?;
         for event in events {
             self.broker

@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{GatewayStats, binding};
+use super::GatewayStats;
 use crate::broker::account::prefix as account_prefix;
 use crate::broker::{Broker, Pattern, Refusal, Subscriber};
+use crate::codec;
 use crate::event::{Event, NatsEnvelope};
 
 /// A connection as system events describe it.
@@ -110,7 +111,7 @@ impl SystemEvents {
     async fn publish(&self, subject: &str, reply_to: Option<&str>, body: &Value) {
         let Some(prefix) = &self.prefix else { return };
         let target = format!("{prefix}{}", reply_to.unwrap_or(subject));
-        let Ok(mut events) = binding::decode(target, None, None, Bytes::from(body.to_string()), 0) else { return };
+        let Ok(mut events) = codec::nats::decode(target, None, None, Bytes::from(body.to_string()), 0) else { return };
         for mut event in events.drain(..) {
             event.nats = Some(Arc::new(NatsEnvelope { reply: None, headers: None, client: 0 }));
             if let Err(err) = self.broker.publish(event).await {
@@ -207,7 +208,7 @@ struct Requests(Arc<SystemEvents>);
 #[async_trait]
 impl Subscriber for Requests {
     async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
-        if let Some(reply) = binding::reply_of(event) {
+        if let Some(reply) = codec::nats::reply_of(event) {
             let statsz = self.0.statsz();
             self.0.publish("", Some(reply), &statsz).await;
         }

@@ -24,13 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::cloudevents;
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::broker::account::{Namespace, is_account_name};
 use crate::broker::{Broker, PublishError, Refusal};
-use crate::gateway::tls::PeerCertificate;
+use crate::codec;
 use crate::permission::Rule;
 use crate::slot::Slot;
+use crate::tls::PeerCertificate;
 
 /// Who may publish over HTTP (`[http.auth]`), and who may call the admin endpoints (`[admin]`).
 #[derive(Clone)]
@@ -319,12 +319,12 @@ async fn publish(
         ce_headers.push((name.as_str().to_owned(), value.to_owned()));
     }
     let subject = publisher.namespace.internal(subject);
-    let events = match cloudevents::decode(&subject, content_type, &ce_headers, body, SystemTime::now()) {
+    let events = match codec::decode(&subject, content_type, &ce_headers, body, SystemTime::now()) {
         Ok(events) => events,
-        Err(err @ cloudevents::DecodeError::UnsupportedFormat { .. }) => {
+        Err(err @ codec::DecodeError::UnsupportedFormat { .. }) => {
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string(), None);
         }
-        Err(err @ cloudevents::DecodeError::HostClock { .. }) => {
+        Err(err @ codec::DecodeError::HostClock { .. }) => {
             tracing::error!(error = %err, "cannot timestamp a raw event");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "the server clock is out of range", None);
         }

@@ -27,16 +27,37 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use crate::config::HttpServerSettings;
-use crate::gateway::tls::PeerCertificate;
+use crate::tls::{PeerCertificate, TlsSettings};
 
 /// What a connection over the cap is told before it is closed.
 const OVER_CAPACITY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
+/// The HTTP listener's connection limits and TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpServerSettings {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls: Option<TlsSettings>,
+}
+
+impl Default for HttpServerSettings {
+    fn default() -> Self {
+        HttpServerSettings {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            tls: None,
+        }
+    }
+}
+
 /// The TLS acceptor `[http.tls]` describes, if any.
 pub fn tls(settings: &HttpServerSettings) -> anyhow::Result<Option<TlsAcceptor>> {
-    settings.tls.as_ref().map(crate::gateway::tls::acceptor).transpose().context("[http.tls]")
+    settings.tls.as_ref().map(crate::tls::acceptor).transpose().context("[http.tls]")
 }
 
 /// Serves `app` on `listener` (over `tls`, when given) until `stop` is cancelled, then lets

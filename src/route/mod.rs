@@ -13,6 +13,7 @@ pub use chain::{ChainStep, KeyFilter, Route, RouteStats};
 
 use crate::event::Event;
 use crate::fault::Fault;
+use crate::slot::Slot;
 
 /// Why a handler gave no events for an input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +41,19 @@ pub trait Handler: Send + Sync {
             results.push(self.handle(event).await);
         }
         results
+    }
+}
+
+#[async_trait]
+impl Handler for Slot<dyn Handler> {
+    async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
+        let (_, handler) = self.current();
+        handler.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: Vec<Event>) -> Vec<Result<Vec<Event>, HandlerError>> {
+        let (_, handler) = self.current();
+        handler.handle_batch(events).await
     }
 }
 
@@ -92,6 +106,9 @@ impl FailurePolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
     use crate::event::EventJson;
 
@@ -114,5 +131,33 @@ mod tests {
             Disposition::DeadLetter { event: e, reason } if *e == event() && reason.contains("trapped")
         ));
         assert_eq!(FailurePolicy::FailClosed.apply(None, Ok(vec![])), Disposition::Forward(vec![]));
+    }
+
+    /// Tags events with its name, slowly.
+    struct Tag(&'static str);
+
+    #[async_trait]
+    impl Handler for Tag {
+        async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            event.extensions.push(("tag".into(), self.0.into()));
+            Ok(vec![event])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_in_flight_finish_on_the_old_generation_and_new_calls_use_the_new() {
+        let slot: Arc<Slot<dyn Handler>> = Arc::new(Slot::new(Arc::new(Tag("old"))));
+        let in_flight = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.handle(event()).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(slot.replace(Arc::new(Tag("new"))), (1, 2));
+        let after = slot.handle(event()).await.unwrap();
+        let before = in_flight.await.unwrap().unwrap();
+        assert_eq!(before[0].extension("tag"), Some("old"));
+        assert_eq!(after[0].extension("tag"), Some("new"));
+        assert_eq!(slot.current().0, 2);
     }
 }

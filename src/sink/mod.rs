@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::event::Event;
 use crate::fault::Fault;
+use crate::slot::Slot;
 
 /// One event of a batch that was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,4 +50,12 @@ impl DeliveryError {
 pub trait Sink: Send + Sync {
     /// Delivers `batch`; `Ok` only once every event is at the destination.
     async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError>;
+}
+
+#[async_trait]
+impl Sink for Slot<dyn Sink> {
+    async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
+        let (_, sink) = self.current();
+        sink.deliver(batch).await
+    }
 }

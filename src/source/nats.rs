@@ -17,9 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::{SourcePlan, SourceStats};
 use crate::broker::Broker;
-use crate::gateway::binding::{self, NATS_SOURCE};
-use crate::ingest::cloudevents;
-use crate::nats_client::header_block;
+use crate::codec;
+use crate::codec::nats::{self as binding, NATS_SOURCE, header_block};
 
 /// How long starting a source waits for its server to confirm the subscriptions.
 const SUBSCRIBED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -86,10 +85,10 @@ async fn take(
     // an external server's message on one is kept as a dead letter, never published there.
     let decoded = match (crate::broker::account::check_global(&subject), headers, content_type) {
         (Err(reserved), _, _) => {
-            Err(cloudevents::DecodeError::InvalidSubject { subject: subject.clone(), reason: reserved.to_string() })
+            Err(codec::DecodeError::InvalidSubject { subject: subject.clone(), reason: reserved.to_string() })
         }
         (Ok(()), None, Some(content_type)) => {
-            cloudevents::raw_of_type(NATS_SOURCE, subject.clone(), content_type, payload, SystemTime::now())
+            codec::raw_of_type(NATS_SOURCE, subject.clone(), content_type, payload, SystemTime::now())
                 .map(|event| smallvec::smallvec![event])
         }
         (Ok(()), headers, _) => binding::decode(subject.clone(), reply, headers, payload, 0),
@@ -110,7 +109,7 @@ async fn take(
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(source = name, %subject, error = %err, "source message is not an event: dead-lettered");
             // The message as it came, as a raw event, with the reason.
-            let Ok(raw) = cloudevents::raw(NATS_SOURCE, subject, message.payload, SystemTime::now()) else { return };
+            let Ok(raw) = codec::raw(NATS_SOURCE, subject, message.payload, SystemTime::now()) else { return };
             crate::dead_letter::publish(broker, raw, name, &err.to_string(), 0, &stats.dead_letters_lost).await;
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::http_server::{HttpDestination, Received};
 use common::{event, files_under, plugin_runtime, tempdir, wasm_file_sink};
+use eventyard::codec::structured;
 use eventyard::event::Event;
 use eventyard::sink::builtin::{FileSink, FileSinkConfig, FsyncPolicy, HttpSink, HttpSinkConfig};
 use eventyard::sink::{DeliveryError, EventFailure, Sink};
@@ -206,7 +207,7 @@ async fn http_sink_posts_each_event_as_cloudevents_json_with_its_headers() {
         assert_eq!(header(request, "content-type"), Some("application/cloudevents+json"));
         assert_eq!(header(request, "authorization"), Some("Bearer t0ken"));
         assert_eq!(header(request, "x-tenant"), Some("acme"));
-        assert_eq!(body(request), event.to_cloudevents_json());
+        assert_eq!(body(request), structured::encode(event));
     }
     deliver(&sink, &[]).await.unwrap();
     assert_eq!(server.received().len(), 3, "an empty batch sends nothing");
@@ -224,7 +225,7 @@ async fn http_sink_posts_a_whole_batch_as_a_json_array() {
     assert_eq!(received.len(), 1);
     assert_eq!(header(&received[0], "content-type"), Some("application/cloudevents-batch+json"));
     assert_eq!(header(&received[0], "authorization"), None);
-    assert_eq!(body(&received[0]), Value::Array(batch.iter().map(Event::to_cloudevents_json).collect()));
+    assert_eq!(body(&received[0]), Value::Array(batch.iter().map(structured::encode).collect()));
 }
 
 #[tokio::test]

@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Pattern, Subscriber};
+use crate::codec::nats as binding;
 use crate::event::Event;
-use crate::gateway::binding;
-use crate::nats_client;
 
 /// The cluster subjects of plain events: `<prefix>.event.` and the event's subject.
 #[derive(Debug, Clone)]
@@ -29,7 +28,7 @@ impl EventSubjects {
 
     /// What other routers' subscribers get of `event`: subject, reply, headers, payload.
     pub fn message(&self, event: &Event) -> (String, Option<String>, Option<async_nats::HeaderMap>, Bytes) {
-        let headers = binding::headers_of(event).map(|block| nats_client::header_map(&block));
+        let headers = binding::headers_of(event).map(|block| binding::header_map(&block));
         let reply = binding::reply_of(event).map(str::to_owned);
         (format!("{}{}", self.prefix, event.subject), reply, headers, event.data.clone())
     }
@@ -63,7 +62,7 @@ impl EventSubjects {
                 };
                 let Some(message) = message else { break };
                 let Some(subject) = message.subject.strip_prefix(prefix.as_str()) else { continue };
-                let headers = message.headers.as_ref().map(nats_client::header_block);
+                let headers = message.headers.as_ref().map(binding::header_block);
                 let reply = message.reply.map(|reply| reply.to_string());
                 let Ok(events) = binding::decode(subject.to_owned(), reply, headers, message.payload, 0) else {
                     continue;

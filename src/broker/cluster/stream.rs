@@ -16,9 +16,8 @@ use bytes::Bytes;
 use super::connect::ClusterError;
 use super::settings::BrokerSettings;
 use crate::broker::{Refusal, Subscriber};
+use crate::codec::nats as binding;
 use crate::event::Event;
-use crate::gateway::binding;
-use crate::nats_client;
 
 /// The durable consumer every router of a cluster shares on a route's stream.
 const CONSUMER: &str = "eventyard";
@@ -119,7 +118,7 @@ impl RouteStream {
             .subject
             .strip_prefix(self.subject_prefix.as_str())
             .ok_or_else(|| format!("subject `{}` is outside stream `{}`", message.subject, self.name))?;
-        let headers = message.headers.as_ref().map(nats_client::header_block);
+        let headers = message.headers.as_ref().map(binding::header_block);
         let mut events = binding::decode(subject.to_owned(), None, headers, message.payload.clone(), 0)
             .map_err(|err| err.to_string())?;
         let mut event = match events.len() {
@@ -167,7 +166,7 @@ pub fn message_id(event: &Event) -> String {
 
 /// An event as a stored message's headers: its context in CloudEvents binary mode.
 fn stored_headers(event: &Event) -> HeaderMap {
-    let mut headers = nats_client::header_map(&binding::context_headers(event));
+    let mut headers = binding::header_map(&binding::context_headers(event));
     headers.insert("Nats-Msg-Id", message_id(event).as_str());
     headers
 }

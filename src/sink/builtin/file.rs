@@ -204,7 +204,7 @@ impl Sink for FileSink {
 pub fn json_line(event: &Event) -> Vec<u8> {
     // `Value`'s Display is serde_json's compact form, the same text as `serde_json::to_vec`, and
     // cannot fail.
-    let mut bytes = event.to_cloudevents_json().to_string().into_bytes();
+    let mut bytes = crate::codec::structured::encode(event).to_string().into_bytes();
     bytes.push(b'\n');
     bytes
 }

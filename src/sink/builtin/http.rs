@@ -23,6 +23,7 @@ use reqwest::{Certificate, Client, StatusCode, Url};
 use serde::Deserialize;
 
 use super::{SinkBuildError, event_failure, outcome};
+use crate::codec::structured;
 use crate::event::Event;
 use crate::sink::{DeliveryError, Sink};
 
@@ -283,7 +284,7 @@ impl Sink for HttpSink {
         }
         match self.mode {
             HttpMode::Batch => {
-                let body = serde_json::Value::Array(batch.iter().map(Event::to_cloudevents_json).collect());
+                let body = serde_json::Value::Array(batch.iter().map(structured::encode).collect());
                 self.post(BATCH_CONTENT_TYPE, body.to_string()).await.map_err(|failure| {
                     let message = format!("{} event(s): {}", batch.len(), failure.reason);
                     if failure.retryable {
@@ -296,7 +297,7 @@ impl Sink for HttpSink {
             HttpMode::Event => {
                 let mut failures = Vec::new();
                 for (index, event) in batch.iter().enumerate() {
-                    let Err(failure) = self.post(EVENT_CONTENT_TYPE, event.to_cloudevents_json().to_string()).await
+                    let Err(failure) = self.post(EVENT_CONTENT_TYPE, structured::encode(event).to_string()).await
                     else {
                         continue;
                     };

@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::SinkBuildError;
 use crate::broker::Subject;
+use crate::codec::nats::{header_map, headers_of};
 use crate::event::Event;
-use crate::gateway::binding;
-use crate::nats_client::{NatsConnection, header_map};
+use crate::nats_client::NatsConnection;
 use crate::sink::{DeliveryError, Sink};
 
 /// Config of a [`NatsSink`] (TOML, under the sink's table).
@@ -72,7 +72,7 @@ impl Sink for NatsSink {
     async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
         for event in batch {
             let subject = self.subject.clone().unwrap_or_else(|| event.subject.clone());
-            let headers = binding::headers_of(event).map(|block| header_map(&block)).unwrap_or_default();
+            let headers = headers_of(event).map(|block| header_map(&block)).unwrap_or_default();
             self.client
                 .publish_with_headers(subject, headers, event.data.clone())
                 .await

@@ -35,7 +35,7 @@ pub struct StdoutSinkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StdoutFormat {
-    /// The CloudEvents structured JSON form ([`Event::to_cloudevents_json`]), as the file sinks
+    /// The CloudEvents structured JSON form ([`structured::encode`](crate::codec::structured::encode)), as the file sinks
     /// write it.
     Json,
     /// `<time> <subject> <type> <id> <data>`: the event's `time` (the clock's, RFC 3339 UTC, when
@@ -67,7 +67,7 @@ impl StdoutSink {
     /// The line for `event`, newline included.
     pub fn line(&self, event: &Event) -> String {
         let mut line = match self.format {
-            StdoutFormat::Json => event.to_cloudevents_json().to_string(),
+            StdoutFormat::Json => crate::codec::structured::encode(event).to_string(),
             StdoutFormat::Text => text_line(event),
         };
         line.push('\n');

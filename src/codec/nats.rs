@@ -1,4 +1,4 @@
-//! The CloudEvents NATS binding as the gateway applies it. A NATS message becomes an event:
+//! The CloudEvents NATS binding, as the gateway, sources, sinks and cluster mode apply it. A NATS message becomes an event:
 //! binary mode when it has `ce-` headers, structured or batched when its `Content-Type` says so,
 //! raw otherwise; a single event keeps the message's envelope (reply subject, header block,
 //! publisher). An event becomes what a NATS subscriber gets: the message exactly as a NATS client
@@ -10,9 +10,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::protocol::parse_headers;
+use super::DecodeError;
 use crate::event::{Event, NatsEnvelope};
-use crate::ingest::cloudevents::{self, DecodeError};
 
 /// `source` of events built from a raw NATS message.
 pub const NATS_SOURCE: &str = "/eventyard/nats";
@@ -31,7 +30,7 @@ pub fn decode(
 ) -> Result<Events, DecodeError> {
     let Some(header_block) = &headers else {
         // The common case, and the fast one: a plain message is a raw event.
-        let mut event = cloudevents::raw(NATS_SOURCE, subject, payload, SystemTime::now())?;
+        let mut event = super::raw(NATS_SOURCE, subject, payload, SystemTime::now())?;
         event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
         return Ok(smallvec::smallvec![event]);
     };
@@ -43,8 +42,7 @@ pub fn decode(
         .filter(|(name, _)| name.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case("ce-")))
         .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
         .collect();
-    let decoded =
-        cloudevents::decode_from(NATS_SOURCE, &subject, content_type, &attributes, payload, SystemTime::now())?;
+    let decoded = super::decode_from(NATS_SOURCE, &subject, content_type, &attributes, payload, SystemTime::now())?;
     let mut events = Events::from_vec(decoded);
     if let [event] = &mut events[..] {
         event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
@@ -97,6 +95,45 @@ pub fn reply_of(event: &Event) -> Option<&str> {
     event.nats.as_ref().and_then(|envelope| envelope.reply.as_deref())
 }
 
+/// Parses a header block (`NATS/1.0[ status]\r\nName: value\r\n...\r\n\r\n`) into pairs, names
+/// as sent; lines without a colon are skipped.
+pub fn parse_headers(block: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(block);
+    text.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// `headers` as a NATS header block (`NATS/1.0\r\n...\r\n\r\n`).
+pub fn header_block(headers: &async_nats::HeaderMap) -> Bytes {
+    let mut block = String::from("NATS/1.0\r\n");
+    for (name, values) in headers.iter() {
+        for value in values {
+            block.push_str(name.as_ref());
+            block.push_str(": ");
+            block.push_str(value.as_str());
+            block.push_str("\r\n");
+        }
+    }
+    block.push_str("\r\n");
+    Bytes::from(block)
+}
+
+/// The header map a NATS header block describes; lines that are not valid headers are left out.
+pub fn header_map(block: &[u8]) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in parse_headers(block) {
+        if let (Ok(name), Ok(value)) =
+            (name.parse::<async_nats::HeaderName>(), value.parse::<async_nats::HeaderValue>())
+        {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +167,24 @@ mod tests {
         assert!(pairs.contains(&("content-type".into(), "application/json".into())));
         event.context.source = "/a\r\nInjected: yes".into();
         assert!(!parse_headers(&headers_of(&event).unwrap()).iter().any(|(name, _)| name == "Injected"));
+    }
+
+    #[test]
+    fn header_blocks_and_maps_convert_both_ways() {
+        let block = b"NATS/1.0\r\nce-id: 7\r\nX-Many: a\r\nX-Many: b\r\n\r\n";
+        let map = header_map(block);
+        assert_eq!(map.get("ce-id").map(|v| v.as_str()), Some("7"));
+        assert_eq!(map.get_all("X-Many").count(), 2);
+        let back = parse_headers(&header_block(&map));
+        assert!(back.contains(&("ce-id".into(), "7".into())));
+        assert_eq!(back.iter().filter(|(name, _)| name == "X-Many").count(), 2);
+    }
+
+    #[test]
+    fn header_blocks_parse_into_pairs_as_sent() {
+        assert_eq!(
+            parse_headers(b"NATS/1.0\r\nA: b\r\nce-id: 7\r\n\r\n"),
+            [("A".into(), "b".into()), ("ce-id".into(), "7".into())]
+        );
     }
 }

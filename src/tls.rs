@@ -1,8 +1,10 @@
-//! TLS for the gateway from `[tls]` (seed 000): the server's certificate chain and key, and with
+//! TLS for the listeners (the gateway's `[tls]`, seed 000, and HTTP's `[http.tls]`): the settings,
+//! the server's certificate chain and key, and with
 //! `root_ca_path`, mutual TLS — every client must present a certificate that chains to that CA and
 //! is valid now, or the handshake fails — and what a verified client certificate says about its
 //! holder ([`PeerCertificate`]). Reads PEM files; never logs key material.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -12,7 +14,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsSettings;
+/// `[tls]` or `[http.tls]`, checked: the certificate chain and key, and for mutual TLS the CA that
+/// client certificates must chain to, and whether a verified certificate maps to a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub root_ca_path: Option<PathBuf>,
+    pub verify_and_map: bool,
+}
 
 /// The acceptor `tls` describes.
 pub fn acceptor(tls: &TlsSettings) -> anyhow::Result<TlsAcceptor> {

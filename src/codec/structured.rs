@@ -1,0 +1,412 @@
+//! Structured mode: one CloudEvent as a JSON object, a batch as a JSON array of them, and the
+//! structured JSON form sinks write ([`encode`]).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::validate::{Attributes, build_context, check_specversion, invalid, quote, validate_extension_name};
+use super::{DecodeError, is_json_media_type};
+use crate::event::Event;
+
+/// Attribute names of the CloudEvents JSON form that an extension may not take over.
+const RESERVED_ATTRIBUTES: [&str; 10] =
+    ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data", "data_base64"];
+
+/// The `datacontenttype` implied for JSON `data` sent without one (JSON format, section 3.1.2).
+const JSON_MEDIA_TYPE: &str = "application/json";
+
+/// Standard base64, padded when written, read with or without padding.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The event in CloudEvents 1.0 structured JSON form, as sinks write it: `specversion`, `id`,
+/// `source`, `type`, then `subject`, `time`, `datacontenttype` and `dataschema` when set, and
+/// each extension as a top-level string attribute. An extension named like one of those
+/// attributes (or `data`, `data_base64`) is left out rather than overwrite it.
+///
+/// `data` holds the payload as a JSON value when `datacontenttype` is a JSON media type
+/// (`application/json`, `text/json` or `*/*+json`, parameters allowed) and the payload parses;
+/// otherwise `data_base64` holds it base64-encoded. An empty payload gives neither. The routing
+/// subject is not part of the CloudEvents form. Object keys come out sorted, so equal events
+/// give equal JSON text.
+///
+/// This is a port of `eventyard_sdk::Event::to_cloudevents_json` (plugins/sdk/src/event.rs):
+/// the built-in sinks and the Wasm `file-sink` must write the same bytes for the same event, so
+/// a change to one is a change to both.
+pub fn encode(event: &Event) -> serde_json::Value {
+    use serde_json::{Map, Value};
+
+    let c = &event.context;
+    let mut out = Map::new();
+    out.insert("specversion".into(), Value::String(c.specversion.clone()));
+    out.insert("id".into(), Value::String(c.id.clone()));
+    out.insert("source".into(), Value::String(c.source.clone()));
+    out.insert("type".into(), Value::String(c.ty.clone()));
+    let optional = [
+        ("subject", &c.subject),
+        ("time", &c.time),
+        ("datacontenttype", &c.datacontenttype),
+        ("dataschema", &c.dataschema),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            out.insert(name.into(), Value::String(value.clone()));
+        }
+    }
+    for (name, value) in &event.extensions {
+        if !RESERVED_ATTRIBUTES.contains(&name.as_str()) {
+            out.insert(name.clone(), Value::String(value.clone()));
+        }
+    }
+    if !event.data.is_empty() {
+        let json = c
+            .datacontenttype
+            .as_deref()
+            .filter(|media_type| is_json_media_type(media_type))
+            .and_then(|_| serde_json::from_slice::<Value>(&event.data).ok());
+        match json {
+            Some(value) => out.insert("data".into(), value),
+            None => out.insert("data_base64".into(), Value::String(BASE64.encode(&event.data))),
+        };
+    }
+    Value::Object(out)
+}
+
+// Both JSON modes parse the body once on the happy path; only when that fails is it parsed again
+// to tell "not JSON" from "JSON of the wrong shape".
+
+pub(super) fn decode_one(subject: &str, body: &Bytes) -> Result<Event, DecodeError> {
+    match serde_json::from_slice::<RawObject>(body) {
+        Ok(RawObject(members)) => decode_object(subject, members, None, body),
+        Err(err) => Err(match serde_json::from_slice::<&RawValue>(body) {
+            Ok(_) => DecodeError::NotAnObject { index: None },
+            Err(_) => not_json(err),
+        }),
+    }
+}
+
+pub(super) fn decode_batch(subject: &str, body: &Bytes) -> Result<Vec<Event>, DecodeError> {
+    let objects: Vec<RawObject> = match serde_json::from_slice(body) {
+        Ok(objects) => objects,
+        Err(err) => return Err(batch_shape_error(body, err)),
+    };
+    if objects.is_empty() {
+        return Err(DecodeError::EmptyBatch);
+    }
+    objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, RawObject(members))| decode_object(subject, members, Some(i), body))
+        .collect()
+}
+
+/// Why a batch body that did not parse as an array of objects failed.
+fn batch_shape_error(body: &[u8], err: serde_json::Error) -> DecodeError {
+    if let Ok(elements) = serde_json::from_slice::<Vec<&RawValue>>(body) {
+        if let Some(index) = elements.iter().position(|element| !element.get().starts_with('{')) {
+            return DecodeError::NotAnObject { index: Some(index) };
+        }
+    } else if serde_json::from_slice::<&RawValue>(body).is_ok() {
+        return DecodeError::NotAnArray;
+    }
+    not_json(err)
+}
+
+fn not_json(err: serde_json::Error) -> DecodeError {
+    DecodeError::NotJson { reason: err.to_string() }
+}
+
+/// The members of one JSON object, in order, each value left as unparsed JSON text.
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a json object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(32));
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(RawObject(members))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// The members of an event object that are not extensions, each at most once.
+#[derive(Default)]
+struct KnownMembers<'a> {
+    specversion: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    source: Option<&'a RawValue>,
+    ty: Option<&'a RawValue>,
+    subject: Option<&'a RawValue>,
+    time: Option<&'a RawValue>,
+    datacontenttype: Option<&'a RawValue>,
+    dataschema: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    data_base64: Option<&'a RawValue>,
+}
+
+impl<'a> KnownMembers<'a> {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<&'a RawValue>> {
+        Some(match name {
+            "specversion" => &mut self.specversion,
+            "id" => &mut self.id,
+            "source" => &mut self.source,
+            "type" => &mut self.ty,
+            "subject" => &mut self.subject,
+            "time" => &mut self.time,
+            "datacontenttype" => &mut self.datacontenttype,
+            "dataschema" => &mut self.dataschema,
+            "data" => &mut self.data,
+            "data_base64" => &mut self.data_base64,
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes the members of one JSON event object; `body` is the request buffer they were parsed
+/// from, so `data` can share it.
+fn decode_object(
+    subject: &str,
+    members: Vec<(String, &RawValue)>,
+    index: Option<usize>,
+    body: &Bytes,
+) -> Result<Event, DecodeError> {
+    let mut known = KnownMembers::default();
+    let mut raw_extensions = Vec::new();
+    let mut extension_names = HashSet::new();
+    for (name, value) in members {
+        let first = match known.slot(&name) {
+            Some(slot) => slot.replace(value).is_none(),
+            None => {
+                let first = extension_names.insert(name.clone());
+                if first {
+                    raw_extensions.push((name.clone(), value));
+                }
+                first
+            }
+        };
+        if !first {
+            return Err(invalid(index, &name, "member appears more than once".into()));
+        }
+    }
+
+    // The version decides how the rest is read, so it is checked first.
+    let specversion = json_string(index, "specversion", known.specversion)?;
+    check_specversion(index, specversion.as_deref())?;
+    let mut attributes = Attributes {
+        specversion,
+        id: json_string(index, "id", known.id)?,
+        source: json_string(index, "source", known.source)?,
+        ty: json_string(index, "type", known.ty)?,
+        subject: json_string(index, "subject", known.subject)?,
+        time: json_string(index, "time", known.time)?,
+        datacontenttype: json_string(index, "datacontenttype", known.datacontenttype)?,
+        dataschema: json_string(index, "dataschema", known.dataschema)?,
+        extensions: Vec::with_capacity(raw_extensions.len()),
+    };
+    for (name, value) in raw_extensions {
+        validate_extension_name(index, &name)?;
+        if let Some(value) = extension_value(index, &name, value)? {
+            attributes.extensions.push((name, value));
+        }
+    }
+
+    let data_base64 = known.data_base64.filter(|v| !is_null(v));
+    let data = match (known.data, data_base64) {
+        (Some(_), Some(_)) => return Err(DecodeError::AmbiguousData { index }),
+        (None, Some(encoded)) => {
+            let Some(encoded) = json_string(index, "data_base64", Some(encoded))? else {
+                return Err(invalid(index, "data_base64", "must be a string".into()));
+            };
+            Bytes::from(
+                BASE64.decode(encoded.as_bytes()).map_err(|err| invalid(index, "data_base64", base64_reason(err)))?,
+            )
+        }
+        (Some(data), None) => {
+            let json = attributes.datacontenttype.as_deref().is_none_or(is_json_media_type);
+            if json {
+                attributes.datacontenttype.get_or_insert_with(|| JSON_MEDIA_TYPE.into());
+                share(body, data.get().as_bytes())
+            } else if data.get().starts_with('"') {
+                // Non-JSON data travels as a JSON string of its text (JSON format, 3.1.1).
+                let text: String = serde_json::from_str(data.get())
+                    .map_err(|err| invalid(index, "data", format!("bad json string: {err}")))?;
+                Bytes::from(text)
+            } else {
+                share(body, data.get().as_bytes())
+            }
+        }
+        (None, None) => Bytes::new(),
+    };
+
+    let (context, extensions) = build_context(index, attributes)?;
+    Ok(Event { subject: subject.to_owned(), context, extensions, data, nats: None, completion: None })
+}
+
+fn is_null(value: &RawValue) -> bool {
+    value.get() == "null"
+}
+
+/// A JSON member that must be a string; `null` counts as absent (JSON format, 2.2).
+fn json_string(index: Option<usize>, name: &str, value: Option<&RawValue>) -> Result<Option<String>, DecodeError> {
+    let Some(value) = value.filter(|v| !is_null(v)) else {
+        return Ok(None);
+    };
+    if !value.get().starts_with('"') {
+        return Err(invalid(index, name, format!("must be a string, found {}", json_kind(value))));
+    }
+    serde_json::from_str(value.get()).map(Some).map_err(|err| invalid(index, name, format!("bad json string: {err}")))
+}
+
+/// The JSON type of a value, named for messages.
+fn json_kind(value: &RawValue) -> &'static str {
+    match value.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// An extension value as a string. The CloudEvents type system allows strings, booleans and
+/// integers (whole numbers in the 32-bit range); `null` means absent.
+fn extension_value(index: Option<usize>, name: &str, value: &RawValue) -> Result<Option<String>, DecodeError> {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'"') => json_string(index, name, Some(value)),
+        Some(b'n') => Ok(None),
+        Some(b't' | b'f') => Ok(Some(text.to_owned())),
+        Some(b'{' | b'[') => {
+            Err(invalid(index, name, format!("must be a string, number or boolean, found {}", json_kind(value))))
+        }
+        _ => match text.parse::<i32>() {
+            Ok(number) => Ok(Some(number.to_string())),
+            Err(_) => Err(invalid(
+                index,
+                name,
+                format!("number {} is not a cloudevents integer (whole, 32-bit); send it as a string", quote(text)),
+            )),
+        },
+    }
+}
+
+fn base64_reason(err: base64::DecodeError) -> String {
+    match err {
+        base64::DecodeError::InvalidByte(offset, byte) => {
+            format!("not base64: invalid byte {byte:#04x} at offset {offset}")
+        }
+        base64::DecodeError::InvalidLength(length) => format!("not base64: {length} symbols is not a valid length"),
+        base64::DecodeError::InvalidLastSymbol(offset, byte) => {
+            format!("not base64: invalid last symbol {byte:#04x} at offset {offset}")
+        }
+        base64::DecodeError::InvalidPadding => "not base64: invalid padding".into(),
+    }
+}
+
+/// `part` as a [`Bytes`] sharing `body`'s buffer when it lies inside it, else a copy.
+fn share(body: &Bytes, part: &[u8]) -> Bytes {
+    let start = body.as_ptr() as usize;
+    let part_start = part.as_ptr() as usize;
+    if part_start >= start && part_start + part.len() <= start + body.len() {
+        body.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Context;
+
+    /// The event of the SDK's own `to_cloudevents_json` tests (plugins/sdk/src/event.rs), on the
+    /// host type.
+    fn sdk_test_event(datacontenttype: Option<&str>, data: &[u8]) -> Event {
+        Event {
+            subject: "orders.eu.created".into(),
+            context: Context {
+                id: "e-1".into(),
+                source: "/shop".into(),
+                ty: "com.example.order.created".into(),
+                specversion: "1.0".into(),
+                subject: Some("order-7".into()),
+                time: Some("2022-07-12T07:08:09Z".into()),
+                datacontenttype: datacontenttype.map(str::to_owned),
+                dataschema: None,
+            },
+            extensions: vec![("routingkey".into(), "eu".into()), ("id".into(), "spoofed".into())],
+            data: Bytes::copy_from_slice(data),
+            nats: None,
+            completion: None,
+        }
+    }
+
+    #[test]
+    fn data_decoded_as_json_is_written_as_json() {
+        // `vnd.acme/json` is JSON to the decoder (`*/json`), so it is written as `data` too.
+        for media_type in ["vnd.acme/json", "application/json; charset=utf-8", "application/ld+json", "TEXT/JSON"] {
+            let value = encode(&sdk_test_event(Some(media_type), br#"{"n": 1}"#));
+            assert_eq!(value["data"], serde_json::json!({"n": 1}), "{media_type}");
+        }
+        assert!(!is_json_media_type("application/jsonl") && !is_json_media_type("json"));
+    }
+
+    #[test]
+    fn cloudevents_json_matches_the_sdk_output_for_the_same_event() {
+        // The expected value is the SDK's, from its test of the same name; the end-to-end test
+        // `tests/e2e/builtin_sinks.rs` also compares bytes written by the Wasm file-sink.
+        let value = encode(&sdk_test_event(Some("application/cloudevents+json; charset=utf-8"), br#"{"n": 1}"#));
+        let expected = serde_json::json!({
+            "specversion": "1.0",
+            "id": "e-1",
+            "source": "/shop",
+            "type": "com.example.order.created",
+            "subject": "order-7",
+            "time": "2022-07-12T07:08:09Z",
+            "datacontenttype": "application/cloudevents+json; charset=utf-8",
+            "routingkey": "eu",
+            "data": {"n": 1},
+        });
+        assert_eq!(value, expected);
+        assert_eq!(
+            serde_json::to_string(&value).unwrap(),
+            r#"{"data":{"n":1},"datacontenttype":"application/cloudevents+json; charset=utf-8","id":"e-1","routingkey":"eu","source":"/shop","specversion":"1.0","subject":"order-7","time":"2022-07-12T07:08:09Z","type":"com.example.order.created"}"#
+        );
+    }
+
+    #[test]
+    fn cloudevents_json_falls_back_to_base64_like_the_sdk() {
+        let base64_of = |e: &Event| encode(e)["data_base64"].as_str().map(str::to_owned);
+        assert_eq!(base64_of(&sdk_test_event(Some("application/json"), b"not json")).as_deref(), Some("bm90IGpzb24="));
+        assert_eq!(base64_of(&sdk_test_event(None, b"{}")).as_deref(), Some("e30="));
+        assert_eq!(base64_of(&sdk_test_event(Some("text/plain"), b"ab")).as_deref(), Some("YWI="));
+        assert_eq!(base64_of(&sdk_test_event(Some("TEXT/JSON"), br#""s""#)), None);
+        let empty = encode(&sdk_test_event(Some("application/json"), b""));
+        assert!(empty.get("data").is_none() && empty.get("data_base64").is_none());
+        assert_eq!(sdk_test_event(None, b"").routing_key(), Some("eu"));
+    }
+}
