@@ -25,6 +25,8 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
 /// Bytes of resident memory process `pid` grows by for each of `count` NATS clients that connect
 /// to `addr`, exchange a PING and stay idle.
 pub async fn per_idle_connection(pid: u32, addr: SocketAddr, count: usize) -> f64 {
+    // Settling time for a measurement, not a wait for an event: lets a process just started come to
+    // rest before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident(pid);
     let mut connections = Vec::with_capacity(count);
@@ -37,6 +39,8 @@ pub async fn per_idle_connection(pid: u32, addr: SocketAddr, count: usize) -> f6
         while lines.next_line().await.expect("the server answers").expect("the server answers") != "PONG" {}
         connections.push((lines, write));
     }
+    // Every client has had its PONG, so the server holds every connection: this is settling time
+    // for the measurement (work after a connect, the allocator), not a wait for an event.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = resident(pid);
     drop(connections);

@@ -140,6 +140,22 @@ pub async fn wait_for_port(addr: std::net::SocketAddr, what: &str) {
     }
 }
 
+/// Polls `probe` every 20 ms until it yields `Some`, or panics after `within` naming `what`: for a
+/// probe that awaits (a request, a metric). [`router::eventually`] takes a plain check.
+pub async fn eventually_async<T, F>(what: &str, within: std::time::Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// An event from its JSON form (see `EventJson`).
 pub fn event(json: serde_json::Value) -> Event {
     serde_json::from_value::<EventJson>(json)

@@ -265,14 +265,7 @@ impl Drop for RouterProcess {
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::eventually_async(what, timeout, || std::future::ready(check())).await
 }
 
 /// Every complete JSON line of every file under `root`, keyed by path relative to `root`.

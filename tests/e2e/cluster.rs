@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, NatsServer, RawClient};
-use common::router::{RouterProcess, json_lines_under};
+use common::router::{RouterProcess, eventually, json_lines_under};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
@@ -78,6 +78,34 @@ async fn publish(client: &reqwest::Client, urls: &[String], n: u64) -> u64 {
     unreachable!("the router list cycles")
 }
 
+/// Waits until every node of `cluster` knows of a subscriber to cluster subject `subject`: a
+/// router's plain subscription has spread through the cluster. Until then a request there fails at
+/// once with "no responders"; after, it goes unanswered. The request is a CloudEvent of version
+/// 0.3, which no router decodes, so no client gets it.
+async fn wait_for_interest(cluster: &NatsCluster, subject: &str) {
+    let mut nodes = Vec::new();
+    for url in cluster.urls() {
+        nodes.push(async_nats::connect(url.as_str()).await.expect("a node accepts a client"));
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-specversion", "0.3");
+    let (nodes, headers) = (&nodes, &headers);
+    let what = format!("a subscriber to {subject} on every NATS node");
+    common::eventually_async(&what, Duration::from_secs(20), move || async move {
+        let asked = nodes.iter().map(|node| {
+            let request = async_nats::Request::new().headers(headers.clone()).timeout(Some(Duration::from_millis(100)));
+            node.send_request(subject.to_owned(), request)
+        });
+        let answers = futures_util::future::join_all(asked).await;
+        let heard = |answer: &Result<async_nats::Message, async_nats::RequestError>| match answer {
+            Ok(_) => true,
+            Err(err) => err.kind() == async_nats::RequestErrorKind::TimedOut,
+        };
+        answers.iter().all(heard).then_some(())
+    })
+    .await;
+}
+
 /// Two routers share one route's work on a three-node cluster; during the run one router is
 /// SIGKILLed and one NATS node stopped. Every acknowledged event reaches a sink at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +155,7 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     let system = "[service.auth]\nsystem_account = \"SYS\"\n[[service.auth.users]]\nuser = \"sys\"\npassword = \"sys\"\naccount = \"SYS\"\n[[service.auth.users]]\nuser = \"app\"\npassword = \"app\"\n";
     let config = router_config(&cluster.servers_toml(), "").replace("[http]", &format!("{system}\n[http]"))
         + common::router::ADMIN;
-    let (first, second) = (RouterProcess::start(&config), RouterProcess::start(&config));
+    let (first, mut second) = (RouterProcess::start(&config), RouterProcess::start(&config));
 
     let app = async_nats::ConnectOptions::with_user_and_password("app".into(), "app".into())
         .connect(second.nats_url())
@@ -141,8 +169,9 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     let mut reloads = sys.subscribe("$SYS.EVENTYARD.RELOAD").await.expect("subscribes");
     app.flush().await.expect("flushes");
     sys.flush().await.expect("flushes");
-    // Subscriptions reach the other router through the cluster, which takes a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Subscriptions reach the other router through the cluster, which takes a moment. (Reload
+    // reports reach the second router through its own subscription, made when it started.)
+    wait_for_interest(&cluster, "eventyard.event.orders.probe").await;
 
     let client = reqwest::Client::new();
     for n in 0..40 {
@@ -183,7 +212,13 @@ async fn routers_share_routes_and_subscribers_across_the_cluster() {
     // The second router learns the new route from the cluster's route directory: what it accepts
     // for the route is stored, and the first router delivers it. The route the reload kept pulls
     // into its new chain.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the second router to learn the jobs route", Duration::from_secs(20), || {
+        let learned = |line: &String| {
+            line.contains("storing events for a route another router runs") && line.contains(r#""route":"jobs""#)
+        };
+        second.logs().iter().any(learned).then_some(())
+    })
+    .await;
     for n in 100..110 {
         publish(&client, &[second.url("/v1/events/jobs.run")], n).await;
         publish(&client, &[second.url("/v1/events/orders.new"), first.url("/v1/events/orders.new")], n + 100).await;
@@ -211,7 +246,9 @@ async fn queue_groups_span_the_routers_and_plain_subscribers_get_each_message_on
     let mut plain = a.subscribe("jobs.>").await.expect("subscribes");
     a.flush().await.expect("flushes");
     b.flush().await.expect("flushes");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Subscriptions spread through the cluster: wait until every node knows of a subscriber to
+    // `jobs.>` (the three go out together).
+    wait_for_interest(&cluster, "eventyard.event.jobs.probe").await;
 
     for n in 0..40 {
         let publisher = if n % 2 == 0 { &a } else { &b };
@@ -348,6 +385,7 @@ async fn without_jetstream_publishes_are_refused_and_a_retry_is_stored_once() {
         let lines = json_lines_under(&router.path("out"));
         ids = lines.iter().map(|(_, e)| e["id"].as_str().unwrap_or_default().to_owned()).collect();
     }
+    // A check that nothing more comes: the sleep gives a second copy of either event time to arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let lines = json_lines_under(&router.path("out"));
     let ids: Vec<String> = lines.iter().map(|(_, e)| e["id"].as_str().unwrap_or_default().to_owned()).collect();

@@ -278,6 +278,7 @@ async fn repeated_faults_quarantine_the_plugin_until_its_backoff_ends() {
     let err = misbehave.handle(order("ok")).await.unwrap_err();
     assert!(matches!(err, HandlerError::Fault(Fault::Quarantined(_))), "{err}");
     assert_eq!(misbehave.stats().quarantines.load(Ordering::Relaxed), 1);
+    // Waits out the 400 ms backoff: the time passing is what is under test, not an event to poll for.
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(misbehave.handle(order("ok")).await.unwrap().len(), 1, "served again after the backoff");
 }

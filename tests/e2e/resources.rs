@@ -84,7 +84,6 @@ async fn idle_nats_clients_cost_a_bounded_amount_each() {
     let each = per_idle_connection(router.pid(), router.nats.expect("the gateway is on"), CLIENTS).await;
     println!("{CLIENTS} idle NATS clients: {each:.0} bytes of resident memory each");
     assert!(each < 32.0 * 1024.0, "an idle client costs {each:.0} bytes");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// `[service] queue_bytes` of the byte-bound test.
