@@ -15,7 +15,7 @@ use crate::ingest::http::Admin;
 use crate::pipeline::SinkView;
 use crate::plugin::{CallStats, Plugin};
 use crate::queue::MemoryBudget;
-use crate::reload::{ReloadStats, Reloader};
+use crate::reload::{ReloadReport, ReloadStats, Reloader};
 use crate::route::{Route, RouteStats};
 use crate::sink::worker::SinkStats;
 use crate::source::SourceStats;
@@ -89,7 +89,7 @@ impl Admin for RouterAdmin {
     }
 
     async fn reload(&self) -> Vec<Value> {
-        self.reloader.reload().await
+        self.reloader.reload().await.iter().map(ReloadReport::to_json).collect()
     }
 }
 

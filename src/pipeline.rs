@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -84,7 +84,7 @@ enum StagedSink {
 }
 
 /// What a commit changed, by name.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     pub sinks_added: Vec<String>,
     pub sinks_changed: Vec<String>,
@@ -363,4 +363,218 @@ async fn build_sink(name: &str, kind: &SinkKindPlan) -> anyhow::Result<Arc<dyn S
         SinkKindPlan::Nats(c) => Arc::new(NatsSink::connect(name, c.clone()).await.with_context(context)?),
         SinkKindPlan::Plugin(plugin) => anyhow::bail!("sink `{name}`: plugin `{plugin}` is not a built-in sink"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Staging and committing configs on a live pipeline, in process: what each commit reports, and
+    //! that events keep flowing through it, each to exactly one generation of the routes.
+
+    use std::collections::BTreeSet;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::broker::EmbeddedBroker;
+    use crate::event::{Event, EventJson};
+    use crate::route::HandlerError;
+    use crate::sink::DeliveryError;
+
+    /// A sink that keeps what it is given, by name, once `open` lets it.
+    struct Collect {
+        name: &'static str,
+        into: Arc<Mutex<Vec<(&'static str, Event)>>>,
+        open: tokio::sync::watch::Receiver<bool>,
+    }
+
+    #[async_trait]
+    impl Sink for Collect {
+        async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
+            let _ = self.open.clone().wait_for(|open| *open).await;
+            self.into.lock().unwrap().extend(batch.iter().map(|event| (self.name, event.clone())));
+            Ok(())
+        }
+    }
+
+    /// A handler that tags each event.
+    struct Tag;
+
+    #[async_trait]
+    impl Handler for Tag {
+        async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
+            event.extensions.push(("tag".into(), "yes".into()));
+            Ok(vec![event])
+        }
+    }
+
+    /// Two collecting sink plugins, `a` and `b`, and the `tag` handler.
+    struct Plugins {
+        sinks: BTreeMap<&'static str, Arc<dyn Sink>>,
+        delivered: Arc<Mutex<Vec<(&'static str, Event)>>>,
+        open: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl Plugins {
+        fn new() -> Self {
+            let delivered = Arc::new(Mutex::new(Vec::new()));
+            let open = tokio::sync::watch::Sender::new(true);
+            let sinks = ["a", "b"]
+                .map(|name| {
+                    let sink = Collect { name, into: delivered.clone(), open: open.subscribe() };
+                    (name, Arc::new(sink) as Arc<dyn Sink>)
+                })
+                .into();
+            Plugins { sinks, delivered, open }
+        }
+
+        /// Ids delivered to each sink.
+        fn delivered(&self) -> Vec<(&'static str, String)> {
+            self.delivered.lock().unwrap().iter().map(|(sink, event)| (*sink, event.context.id.clone())).collect()
+        }
+
+        /// Waits until `count` events are delivered in all.
+        async fn wait_for(&self, count: usize) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.delivered.lock().unwrap().len() < count {
+                assert!(tokio::time::Instant::now() < deadline, "only {:?} of {count} delivered", self.delivered());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    impl PluginSlots for Plugins {
+        fn handler(&self, name: &str) -> Option<(Arc<dyn Handler>, FailurePolicy)> {
+            (name == "tag").then(|| (Arc::new(Tag) as Arc<dyn Handler>, FailurePolicy::FailClosed))
+        }
+
+        fn sink(&self, name: &str) -> Option<Arc<dyn Sink>> {
+            self.sinks.get(name).cloned()
+        }
+    }
+
+    /// A config of routes `(name, subject, handlers, sinks)` over the plugin sinks it names.
+    fn config(routes: &[(&str, &str, &[&str], &[&str])], batch_size: usize) -> Config {
+        let mut toml = String::new();
+        let mut sinks = BTreeSet::new();
+        for (name, subject, handlers, route_sinks) in routes {
+            toml += &format!(
+                "[[route]]\nname = \"{name}\"\nsubject = \"{subject}\"\nhandlers = {handlers:?}\nsinks = {route_sinks:?}\n"
+            );
+            sinks.extend(route_sinks.iter().copied());
+        }
+        for sink in sinks {
+            toml += &format!("[sinks.{sink}]\nkind = \"plugin\"\nplugin = \"{sink}\"\nbatch_size = {batch_size}\n");
+        }
+        Config::from_toml(&toml).unwrap_or_else(|errors| panic!("{errors:?}\n{toml}"))
+    }
+
+    fn event(subject: &str, id: usize) -> Event {
+        serde_json::from_value::<EventJson>(serde_json::json!({"subject": subject, "id": id.to_string()}))
+            .unwrap()
+            .into_event(String::new)
+            .unwrap()
+    }
+
+    async fn started(config: &Config, plugins: &Plugins) -> (Arc<dyn Broker>, Pipeline) {
+        let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new());
+        let pipeline = Pipeline::new(broker.clone());
+        let changes = pipeline.commit(pipeline.stage(config, plugins).await.unwrap());
+        assert_eq!((changes.sinks_added.len(), changes.routes_added.len()), (config.sinks.len(), config.routes.len()));
+        (broker, pipeline)
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_staged_config_changes_nothing_until_it_is_committed() {
+        let plugins = Plugins::new();
+        let (broker, pipeline) = started(&config(&[("orders", "orders.>", &[], &["a"])], 10), &plugins).await;
+        let staged = pipeline.stage(&config(&[("orders", "orders.>", &["tag"], &["b"])], 10), &plugins).await.unwrap();
+        broker.publish(event("orders.new", 1)).await.unwrap();
+        plugins.wait_for(1).await;
+
+        let changes = pipeline.commit(staged);
+        let expected = Changes {
+            sinks_added: names(&["b"]),
+            sinks_removed: names(&["a"]),
+            routes_changed: names(&["orders"]),
+            ..Changes::default()
+        };
+        assert_eq!(changes, expected);
+        broker.publish(event("orders.new", 2)).await.unwrap();
+        plugins.wait_for(2).await;
+        assert_eq!(plugins.delivered(), [("a", "1".into()), ("b", "2".into())]);
+        let tags: Vec<Option<String>> =
+            plugins.delivered.lock().unwrap().iter().map(|(_, e)| e.extension("tag").map(str::to_owned)).collect();
+        assert_eq!(tags, [None, Some("yes".into())], "the new chain runs only on events after the commit");
+        assert_eq!(pipeline.sinks().iter().map(|sink| sink.name.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn a_config_that_cannot_be_built_changes_nothing() {
+        let plugins = Plugins::new();
+        let (broker, pipeline) = started(&config(&[("orders", "orders.>", &[], &["a"])], 10), &plugins).await;
+        let broken = config(&[("orders", "orders.>", &["missing"], &["a"]), ("more", "more.>", &[], &["c"])], 10);
+        let errors = pipeline.stage(&broken, &plugins).await.err().expect("the config is refused");
+        assert_eq!(errors, ["sink `c`: no sink plugin `c`", "route `orders`: no handler plugin `missing`"]);
+        broker.publish(event("orders.new", 1)).await.unwrap();
+        plugins.wait_for(1).await;
+        assert_eq!(plugins.delivered(), [("a", "1".into())]);
+        assert_eq!(pipeline.routes().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_sink_keeps_its_queue_and_takes_new_settings() {
+        let plugins = Plugins::new();
+        let (broker, pipeline) = started(&config(&[("orders", "orders.>", &[], &["a"])], 10), &plugins).await;
+        plugins.open.send_replace(false);
+        for id in 0..5 {
+            broker.publish(event("orders.new", id)).await.unwrap();
+        }
+        let queue = pipeline.sinks()[0].queue.clone();
+        let staged = pipeline.stage(&config(&[("orders", "orders.>", &[], &["a"])], 2), &plugins).await.unwrap();
+        assert_eq!(pipeline.commit(staged), Changes { sinks_changed: names(&["a"]), ..Changes::default() });
+        assert!(Arc::ptr_eq(&queue, &pipeline.sinks()[0].queue), "the sink kept its queue");
+        plugins.open.send_replace(true);
+        plugins.wait_for(5).await;
+        let mut ids: Vec<String> = plugins.delivered().into_iter().map(|(_, id)| id).collect();
+        ids.sort();
+        assert_eq!(ids, ["0", "1", "2", "3", "4"], "nothing queued before the commit is lost or repeated");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_published_across_commits_reach_exactly_one_generation() {
+        const EVENTS: usize = 2000;
+        const ROUNDS: usize = 20;
+        let plugins = Arc::new(Plugins::new());
+        let configs = [
+            config(&[("orders", "orders.>", &[], &["a"]), ("spare", "spare.>", &[], &["b"])], 10),
+            config(&[("orders", "orders.>", &["tag"], &["b"]), ("spare", "spare.>", &[], &["a"])], 10),
+        ];
+        let (broker, pipeline) = started(&configs[0], &plugins).await;
+        // Rounds of publishes, each beside a commit that swaps which sink takes the orders.
+        for round in 0..ROUNDS {
+            let publisher = tokio::spawn({
+                let broker = broker.clone();
+                async move {
+                    for id in round * EVENTS / ROUNDS..(round + 1) * EVENTS / ROUNDS {
+                        broker.publish(event("orders.new", id)).await.unwrap();
+                    }
+                }
+            });
+            let staged = pipeline.stage(&configs[(round + 1) % 2], plugins.as_ref()).await.unwrap();
+            assert_eq!(pipeline.commit(staged).routes_changed, names(&["orders", "spare"]));
+            publisher.await.unwrap();
+        }
+        plugins.wait_for(EVENTS).await;
+        let delivered = plugins.delivered();
+        let ids: BTreeSet<&str> = delivered.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!((delivered.len(), ids.len()), (EVENTS, EVENTS), "each event once");
+        let to_a = delivered.iter().filter(|(sink, _)| *sink == "a").count();
+        assert!(to_a > 0 && to_a < EVENTS, "both generations took events: {to_a} went to `a`");
+        let tagged = plugins.delivered.lock().unwrap().iter().filter(|(_, e)| e.extension("tag").is_some()).count();
+        assert_eq!(tagged, EVENTS - to_a, "events to `b` came through the tagging chain, and only they");
+    }
 }

@@ -23,7 +23,7 @@ use crate::gateway::Gateway;
 use crate::gateway::publisher::BrokerPublisher;
 use crate::ingest::http::IngestState;
 use crate::kafka::KafkaConnection;
-use crate::reload::Reloader;
+use crate::reload::{ReloadReport, Reloader};
 use crate::source::Sources;
 use crate::wal::{DurabilitySettings, LogWriter, PendingEvents, WriteAheadLog};
 
@@ -224,7 +224,7 @@ async fn host_services(config: &Config, broker: &Arc<dyn Broker>) -> anyhow::Res
 
 impl Running {
     /// Reapplies the config file and the plugin directory; returns the reports it published.
-    pub async fn reload(&self) -> Vec<serde_json::Value> {
+    pub async fn reload(&self) -> Vec<ReloadReport> {
         self.reloader.reload().await
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -698,192 +698,225 @@ impl Client {
             return false;
         }
         match op {
-            ClientOp::Connect(json) => {
-                let options: ConnectOptions = match serde_json::from_slice(&json) {
-                    Ok(options) => options,
-                    Err(_) => {
-                        self.outbound.fail("Unknown Protocol Operation");
-                        return false;
-                    }
-                };
-                let request = AuthRequest {
-                    protocol: Protocol::Nats,
-                    client_name: options.name.clone(),
-                    user: options.user.clone(),
-                    token: options.auth_token.clone(),
-                    password: options.pass.clone(),
-                    tls_subject: self.certificate.as_ref().map(|c| c.subject.clone()),
-                    tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
-                    remote_addr: self.remote.to_string(),
-                };
-                // Checked against the running config, whenever the client sends it.
-                let (_, auth) = self.shared.auth.current();
-                let identity = match auth.clone().authenticate(request.clone()).await {
-                    Ok(identity) => identity,
-                    Err(reason) => {
-                        tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");
-                        self.outbound.fail("Authorization Violation");
-                        self.options = options;
-                        self.reason = "Authentication Failure";
-                        self.shared.system.auth_error(&self.info()).await;
-                        return false;
-                    }
-                };
-                // A second CONNECT may not move the connection to another account.
-                if self.connected && identity.account != self.identity.account {
-                    tracing::info!(client = self.id, "a second CONNECT named another account");
-                    self.outbound.fail("Authorization Violation");
-                    return false;
-                }
-                if self.account_seat.is_none() {
-                    match AccountSeat::take(&self.shared, &identity.account) {
-                        Some(seat) => self.account_seat = Some(seat),
-                        None => {
-                            self.outbound.fail("maximum account active connections exceeded");
-                            self.reason = "Maximum Account Connections Exceeded";
-                            return false;
-                        }
-                    }
-                }
-                let system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
-                self.namespace = Namespace::new(&identity.account, system);
-                self.responses = ResponseGrants::of(&identity.permissions);
-                self.identity = identity;
-                self.credentials = Some(request);
-                self.options = options;
-                let first = !std::mem::replace(&mut self.connected, true);
-                self.ok();
-                if first {
-                    self.shared.system.connected(&self.info()).await;
-                }
+            ClientOp::Connect(json) => self.connect(&json).await,
+            ClientOp::Ping => {
+                self.outbound.send(|out| out.put_slice(b"PONG\r\n"));
+                true
             }
-            ClientOp::Ping => self.outbound.send(|out| out.put_slice(b"PONG\r\n")),
-            ClientOp::Pong => self.pings_out = 0,
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                true
+            }
             ClientOp::Sub { subject, queue, sid } => {
-                let Ok(pattern) = Pattern::new(subject.as_str()) else {
-                    self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));
-                    return true;
-                };
-                let Some(permission) = self.may_subscribe(&pattern, queue.as_deref()) else {
-                    let text = match &queue {
-                        None => format!("Permissions Violation for Subscription to \"{subject}\""),
-                        Some(queue) => {
-                            format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{queue}\"")
-                        }
-                    };
-                    self.outbound.send(|out| protocol::write_err(out, &text));
-                    return true;
-                };
-                let most = self.shared.settings.max_subscriptions;
-                if most > 0 && self.subscriptions.len() >= most && !self.subscriptions.contains_key(&sid) {
-                    self.outbound.send(|out| protocol::write_err(out, "Maximum Subscriptions Exceeded"));
-                    return true;
-                }
-                self.subscribe(sid, pattern, queue, permission);
-                self.ok();
+                self.subscribe_op(&subject, queue, sid);
+                true
             }
             ClientOp::Unsub { sid, max } => {
+                self.unsubscribe_op(sid, max);
+                true
+            }
+            ClientOp::Pub { subject, reply, headers, payload } => self.publish(subject, reply, headers, payload).await,
+        }
+    }
+
+    /// `CONNECT`: authenticates (again, on a second one) and takes the account's seat.
+    async fn connect(&mut self, json: &[u8]) -> bool {
+        let options: ConnectOptions = match serde_json::from_slice(json) {
+            Ok(options) => options,
+            Err(_) => {
+                self.outbound.fail("Unknown Protocol Operation");
+                return false;
+            }
+        };
+        let request = AuthRequest {
+            protocol: Protocol::Nats,
+            client_name: options.name.clone(),
+            user: options.user.clone(),
+            token: options.auth_token.clone(),
+            password: options.pass.clone(),
+            tls_subject: self.certificate.as_ref().map(|c| c.subject.clone()),
+            tls_sans: self.certificate.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
+            remote_addr: self.remote.to_string(),
+        };
+        // Checked against the running config, whenever the client sends it.
+        let (_, auth) = self.shared.auth.current();
+        let identity = match auth.clone().authenticate(request.clone()).await {
+            Ok(identity) => identity,
+            Err(reason) => {
+                tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");
+                self.outbound.fail("Authorization Violation");
+                self.options = options;
+                self.reason = "Authentication Failure";
+                self.shared.system.auth_error(&self.info()).await;
+                return false;
+            }
+        };
+        // A second CONNECT may not move the connection to another account.
+        if self.connected && identity.account != self.identity.account {
+            tracing::info!(client = self.id, "a second CONNECT named another account");
+            self.outbound.fail("Authorization Violation");
+            return false;
+        }
+        if self.account_seat.is_none() {
+            match AccountSeat::take(&self.shared, &identity.account) {
+                Some(seat) => self.account_seat = Some(seat),
+                None => {
+                    self.outbound.fail("maximum account active connections exceeded");
+                    self.reason = "Maximum Account Connections Exceeded";
+                    return false;
+                }
+            }
+        }
+        let system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
+        self.namespace = Namespace::new(&identity.account, system);
+        self.responses = ResponseGrants::of(&identity.permissions);
+        self.identity = identity;
+        self.credentials = Some(request);
+        self.options = options;
+        let first = !std::mem::replace(&mut self.connected, true);
+        self.ok();
+        if first {
+            self.shared.system.connected(&self.info()).await;
+        }
+        true
+    }
+
+    /// `SUB`: a subscription, if the subject is valid and permitted and the client has room.
+    fn subscribe_op(&mut self, subject: &str, queue: Option<String>, sid: String) {
+        let Ok(pattern) = Pattern::new(subject) else {
+            self.outbound.send(|out| protocol::write_err(out, "Invalid Subject"));
+            return;
+        };
+        let Some(permission) = self.may_subscribe(&pattern, queue.as_deref()) else {
+            let text = match &queue {
+                None => format!("Permissions Violation for Subscription to \"{subject}\""),
+                Some(queue) => {
+                    format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{queue}\"")
+                }
+            };
+            self.outbound.send(|out| protocol::write_err(out, &text));
+            return;
+        };
+        let most = self.shared.settings.max_subscriptions;
+        if most > 0 && self.subscriptions.len() >= most && !self.subscriptions.contains_key(&sid) {
+            self.outbound.send(|out| protocol::write_err(out, "Maximum Subscriptions Exceeded"));
+            return;
+        }
+        self.subscribe(sid, pattern, queue, permission);
+        self.ok();
+    }
+
+    /// `UNSUB`: now, or after `max` messages in all.
+    fn unsubscribe_op(&mut self, sid: String, max: Option<u64>) {
+        self.ok();
+        match (max, self.subscriptions.get(&sid)) {
+            (Some(max), Some(subscription)) if subscription.delivered.load(Ordering::Acquire) < max => {
+                let left = max - subscription.delivered.load(Ordering::Acquire);
+                subscription.remaining.store(left, Ordering::Release);
+            }
+            _ => self.unsubscribe(&sid),
+        }
+    }
+
+    /// `PUB`/`HPUB`: permissions, the NATS binding, then the broker (or, stored, the read's batch).
+    async fn publish(
+        &mut self,
+        subject: String,
+        reply: Option<String>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) -> bool {
+        if headers.is_some() && !self.options.headers {
+            self.outbound.fail("Headers Not Supported");
+            return false;
+        }
+        if !self.may_publish(&subject) {
+            let text = format!("Permissions Violation for Publish to \"{subject}\"");
+            self.outbound.send(|out| protocol::write_err(out, &text));
+            return true;
+        }
+        // Added to the gateway's counters once per read.
+        self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
+        // The global account's subjects are the broker's own: no copy on that hot path.
+        let internal = self.namespace.internal(subject);
+        // Only a message with headers can fail to decode past its subject: keep what its dead
+        // letter needs then, and copy nothing on the plain-message path.
+        let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
+        let events = match codec::nats::decode(internal, reply.clone(), headers, payload, self.id) {
+            Ok(events) => events,
+            // As nats-server: the error, then the +OK a verbose client counts on.
+            Err(DecodeError::InvalidSubject { .. }) => {
+                self.outbound.send(|out| protocol::write_err(out, "Invalid Publish Subject"));
                 self.ok();
-                match (max, self.subscriptions.get(&sid)) {
-                    (Some(max), Some(subscription)) if subscription.delivered.load(Ordering::Acquire) < max => {
-                        let left = max - subscription.delivered.load(Ordering::Acquire);
-                        subscription.remaining.store(left, Ordering::Release);
+                return true;
+            }
+            Err(err) => return self.malformed(err, kept).await,
+        };
+        // In durable and cluster mode +OK means "stored": it waits for the store. A client
+        // that expects no answer per message (not verbose, no reply subject) has its PUBs
+        // stored together, up to its next other op or the end of this read.
+        let stored = self.shared.broker.stores_publishes();
+        if stored && !self.options.verbose && reply.is_none() {
+            self.unpublished.extend(events);
+            return true;
+        }
+        if !self.publish_unpublished().await {
+            return false;
+        }
+        if !stored {
+            self.ok();
+        }
+        let (mut delivered, mut elsewhere, mut refused) = (0, false, None);
+        for event in events {
+            match self.shared.broker.publish(event).await {
+                Ok(ack) => (delivered, elsewhere) = (delivered + ack.delivered, elsewhere || ack.elsewhere),
+                Err(PublishError::Refused(refusal)) => {
+                    self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
+                    if !self.refused(&refusal) {
+                        return false;
                     }
-                    _ => self.unsubscribe(&sid),
+                    refused = Some(refusal);
                 }
             }
-            ClientOp::Pub { subject, reply, headers, payload } => {
-                if headers.is_some() && !self.options.headers {
-                    self.outbound.fail("Headers Not Supported");
-                    return false;
-                }
-                if !self.may_publish(&subject) {
-                    let text = format!("Permissions Violation for Publish to \"{subject}\"");
-                    self.outbound.send(|out| protocol::write_err(out, &text));
-                    return true;
-                }
-                // Added to the gateway's counters once per read.
-                self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
-                // The global account's subjects are the broker's own: no copy on that hot path.
-                let internal = self.namespace.internal(subject);
-                // Only a message with headers can fail to decode past its subject: keep what its dead
-                // letter needs then, and copy nothing on the plain-message path.
-                let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
-                let events = match codec::nats::decode(internal, reply.clone(), headers, payload, self.id) {
-                    Ok(events) => events,
-                    // As nats-server: the error, then the +OK a verbose client counts on.
-                    Err(DecodeError::InvalidSubject { .. }) => {
-                        self.outbound.send(|out| protocol::write_err(out, "Invalid Publish Subject"));
-                        self.ok();
-                        return true;
-                    }
-                    Err(err) => {
-                        let text = err.to_string().replace('\'', "\"");
-                        self.outbound.send(|out| protocol::write_err(out, &format!("Invalid Publish: {text}")));
-                        self.ok();
-                        // Most NATS publishers never read an asynchronous -ERR: the message is
-                        // kept as a dead letter, with the reason, as it came.
-                        let stats = &self.shared.stats;
-                        stats.malformed_publishes.fetch_add(1, Ordering::Relaxed);
-                        let raw = kept.and_then(|(subject, payload)| {
-                            codec::raw(codec::nats::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
-                        });
-                        if let Some(raw) = raw {
-                            if !self.publish_unpublished().await {
-                                return false;
-                            }
-                            let stats = &self.shared.stats;
-                            let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
-                            // Dead letters of an account's publishes stay in that account.
-                            let (prefix, reason) = (self.namespace.prefix(), err.to_string());
-                            dead_letter::publish_in(prefix, broker, raw, DEAD_LETTER_NAME, &reason, 0, lost).await;
-                        }
-                        return true;
-                    }
-                };
-                // In durable and cluster mode +OK means "stored": it waits for the store. A client
-                // that expects no answer per message (not verbose, no reply subject) has its PUBs
-                // stored together, up to its next other op or the end of this read.
-                let stored = self.shared.broker.stores_publishes();
-                if stored && !self.options.verbose && reply.is_none() {
-                    self.unpublished.extend(events);
-                    return true;
-                }
-                if !self.publish_unpublished().await {
-                    return false;
-                }
-                if !stored {
-                    self.ok();
-                }
-                let (mut delivered, mut elsewhere, mut refused) = (0, false, None);
-                for event in events {
-                    match self.shared.broker.publish(event).await {
-                        Ok(ack) => (delivered, elsewhere) = (delivered + ack.delivered, elsewhere || ack.elsewhere),
-                        Err(PublishError::Refused(refusal)) => {
-                            self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
-                            if !self.refused(&refusal) {
-                                return false;
-                            }
-                            refused = Some(refusal);
-                        }
-                    }
-                }
-                match refused {
-                    None if stored => self.ok(),
-                    Some(refusal) if stored && self.options.verbose => {
-                        let text = format!("Publish Not Stored: {refusal}").replace('\'', "\"");
-                        self.outbound.send(|out| protocol::write_err(out, &text));
-                    }
-                    _ => {}
-                }
-                if delivered == 0
-                    && !elsewhere
-                    && let Some(reply) = reply
-                {
-                    self.no_responders(&reply);
-                }
+        }
+        match refused {
+            None if stored => self.ok(),
+            Some(refusal) if stored && self.options.verbose => {
+                let text = format!("Publish Not Stored: {refusal}").replace('\'', "\"");
+                self.outbound.send(|out| protocol::write_err(out, &text));
             }
+            _ => {}
+        }
+        if delivered == 0
+            && !elsewhere
+            && let Some(reply) = reply
+        {
+            self.no_responders(&reply);
+        }
+        true
+    }
+
+    /// A PUB whose message is not an event: the `-ERR` and `+OK` nats-server sends, and, as most
+    /// NATS publishers never read an asynchronous `-ERR`, the message as a dead letter with the
+    /// reason. `kept` is its subject and payload; false when the connection is to close.
+    async fn malformed(&mut self, err: DecodeError, kept: Option<(String, Bytes)>) -> bool {
+        let text = err.to_string().replace('\'', "\"");
+        self.outbound.send(|out| protocol::write_err(out, &format!("Invalid Publish: {text}")));
+        self.ok();
+        self.shared.stats.malformed_publishes.fetch_add(1, Ordering::Relaxed);
+        let raw = kept.and_then(|(subject, payload)| {
+            codec::raw(codec::nats::NATS_SOURCE, subject, payload, SystemTime::now()).ok()
+        });
+        if let Some(raw) = raw {
+            if !self.publish_unpublished().await {
+                return false;
+            }
+            let stats = &self.shared.stats;
+            let (broker, lost) = (&*self.shared.broker, &stats.dead_letters_lost);
+            // Dead letters of an account's publishes stay in that account.
+            let (prefix, reason) = (self.namespace.prefix(), err.to_string());
+            dead_letter::publish_in(prefix, broker, raw, DEAD_LETTER_NAME, &reason, 0, lost).await;
         }
         true
     }

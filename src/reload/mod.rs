@@ -17,6 +17,7 @@
 //! `POST /v1/admin/reload`.
 
 pub mod plugins;
+pub mod report;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,18 +27,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use serde_json::{Value, json};
 
 pub use plugins::{Generation, LivePlugin, RoleSlot};
+pub use report::{ConfigApplied, ConfigReport, Outcome, PluginChange, PluginReport, ReloadReport};
 
 use crate::broker::Broker;
 use crate::capability::HostServices;
-use crate::config::{Config, ConfigOrigin};
+use crate::config::{Config, ConfigOrigin, PluginPlan};
 use crate::event::{Context, Event};
 use crate::gateway::Authenticator;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
-use crate::plugin::{ComponentInfo, Plugin, PluginRuntime, content_hash};
+use crate::plugin::{Plugin, PluginRuntime, content_hash};
 use crate::slot::Slot;
 
 /// Where reload reports are published.
@@ -129,227 +130,72 @@ impl Reloader {
 
     /// Applies the config file and the plugin directory as they are now; returns the reports it
     /// published (none when nothing changed).
-    pub async fn reload(&self) -> Vec<Value> {
+    pub async fn reload(&self) -> Vec<ReloadReport> {
         let mut applied = self.applied.lock().await;
         let reports = self.reload_locked(&mut applied).await;
         for report in &reports {
-            let ok = report["result"] == "ok";
-            let counter = match (report["kind"].as_str(), ok) {
-                (Some("plugin"), true) => &self.stats.plugins_ok,
-                (Some("plugin"), false) => &self.stats.plugins_failed,
-                (_, true) => &self.stats.configs_ok,
-                (_, false) => &self.stats.configs_failed,
+            let counter = match (report, report.is_ok()) {
+                (ReloadReport::Plugin(_), true) => &self.stats.plugins_ok,
+                (ReloadReport::Plugin(_), false) => &self.stats.plugins_failed,
+                (ReloadReport::Config(_), true) => &self.stats.configs_ok,
+                (ReloadReport::Config(_), false) => &self.stats.configs_failed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            if ok {
-                tracing::info!(report = %report, "reloaded");
+            let json = report.to_json();
+            if report.is_ok() {
+                tracing::info!(report = %json, "reloaded");
             } else {
-                tracing::error!(report = %report, "reload failed, nothing it covers changed");
+                tracing::error!(report = %json, "reload failed, nothing it covers changed");
             }
-            self.publish(report).await;
+            self.publish(report, json).await;
         }
         reports
     }
 
-    async fn reload_locked(&self, applied: &mut Applied) -> Vec<Value> {
+    /// The four steps of a reload (see the module's documentation), under the reload lock.
+    async fn reload_locked(&self, applied: &mut Applied) -> Vec<ReloadReport> {
         let running = applied.config.clone();
         let old_generation = applied.generation;
         let old_sha256 = running.origin.as_ref().map(|s| s.sha256.clone());
-        let config_failed = |new_sha256: Option<&str>, errors: &[String]| {
-            vec![json!({
-                "kind": "config", "result": "failed",
-                "old_generation": old_generation, "new_generation": null,
-                "old_sha256": old_sha256, "new_sha256": new_sha256,
-                "error": errors.join("; "),
-            })]
+        let failed = |new_sha256: Option<String>, errors: &[String]| {
+            ReloadReport::Config(ConfigReport::failed(old_generation, old_sha256.clone(), new_sha256, errors))
         };
 
         // 1. The config.
-        let (mut config, config_changed) = match &running.origin {
-            None => (running.clone(), false),
-            Some(source) => match tokio::fs::read_to_string(&source.path).await {
-                Err(err) => return config_failed(None, &[format!("cannot read {}: {err}", source.path.display())]),
-                Ok(text) => {
-                    let sha256 = content_hash(text.as_bytes());
-                    if sha256 == source.sha256 {
-                        (running.clone(), false)
-                    } else {
-                        match Config::from_toml(&text) {
-                            Ok(mut config) => {
-                                config.origin = Some(ConfigOrigin { path: source.path.clone(), sha256 });
-                                (config, true)
-                            }
-                            Err(errors) => {
-                                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                                return config_failed(Some(&sha256), &errors);
-                            }
-                        }
-                    }
-                }
-            },
+        let (mut config, config_changed) = match read_config(&running).await {
+            Ok(read) => read,
+            Err((new_sha256, errors)) => return vec![failed(new_sha256, &errors)],
         };
         let restart_required = if config_changed { config.keep_restart_only(&running) } else { Vec::new() };
         let new_sha256 = config.origin.as_ref().map(|s| s.sha256.clone());
 
         // 2. The plugins.
-        let plans = match plugins::plugin_plans(&config).await {
-            Ok(plans) => plans,
-            Err(err) => return config_failed(new_sha256.as_deref(), &[err]),
+        let mut step = match self.load_plugins(&config).await {
+            Ok(step) => step,
+            Err(err) => return vec![failed(new_sha256, &[err])],
         };
-        let mut users: BTreeMap<String, String> = BTreeMap::new();
-        for reference in plugins::references(&config) {
-            users.entry(reference.plugin).or_insert(reference.user);
-        }
-        let current = self.plugins();
-        let mut next: BTreeMap<String, Arc<LivePlugin>> = BTreeMap::new();
-        let mut swaps: Vec<(Arc<LivePlugin>, crate::config::PluginPlan, Plugin)> = Vec::new();
-        let (mut added, mut unloaded) = (Vec::new(), Vec::new());
-        let mut reports = Vec::new();
-        // Problems that fail the whole reload.
-        let mut fatal = Vec::new();
-        let keep_serving = |name: &str, live: &Arc<LivePlugin>, why: String, reports: &mut Vec<Value>| {
-            let error = format!("{why}; {} uses it, so its running generation keeps serving", users[name]);
-            let old = live.current();
-            reports.push(plugin_report(
-                name,
-                "reload",
-                Some((old.number, &old.plugin.meta().info)),
-                None,
-                None,
-                Some(error),
-            ));
-        };
-        let planned: BTreeSet<String> = plans.iter().map(|plan| plan.name.clone()).collect();
-        for plan in plans {
-            let name = plan.name.clone();
-            let live = current.get(&name);
-            let bytes = match tokio::fs::read(&plan.file).await {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    let why = format!("cannot read {}: {err}", plan.file.display());
-                    match live {
-                        Some(live) if users.contains_key(&name) => {
-                            keep_serving(&name, live, why, &mut reports);
-                            next.insert(name, live.clone());
-                        }
-                        Some(live) => unloaded.push((name, live.current())),
-                        None => fatal.push(format!("plugin `{name}`: {why}")),
-                    }
-                    continue;
-                }
-            };
-            let sha256 = tokio::task::spawn_blocking(move || content_hash(&bytes)).await.unwrap_or_default();
-            let Some(live) = live else {
-                match self.runtime.load(plan.spec()).await {
-                    Ok(plugin) => {
-                        added.push(name.clone());
-                        next.insert(name, Arc::new(LivePlugin::new(plan, plugin)));
-                    }
-                    Err(err) if plan.configured || users.contains_key(&name) => fatal.push(err.to_string()),
-                    Err(err) => {
-                        reports.push(plugin_report(&name, "add", None, None, Some(&sha256), Some(err.to_string())))
-                    }
-                }
-                continue;
-            };
-            next.insert(name.clone(), live.clone());
-            let old = live.current();
-            if old.plan == plan && old.plugin.meta().info.sha256 == sha256 {
-                continue;
-            }
-            let error = match self.runtime.load(plan.spec()).await {
-                Ok(plugin) if plugin.role() == live.role() => {
-                    swaps.push((live.clone(), plan, plugin));
-                    continue;
-                }
-                Ok(plugin) => format!(
-                    "the new file exports the {} world; plugin `{name}` is a {} plugin (rename it to change its world)",
-                    plugin.role(),
-                    live.role()
-                ),
-                Err(err) => err.to_string(),
-            };
-            if old.plan != plan {
-                fatal.push(error);
-            } else {
-                let old_info = &old.plugin.meta().info;
-                reports.push(plugin_report(
-                    &name,
-                    "reload",
-                    Some((old.number, old_info)),
-                    None,
-                    Some(&sha256),
-                    Some(error),
-                ));
-            }
-        }
-        for (name, live) in &current {
-            if planned.contains(name) {
-                continue;
-            }
-            if users.contains_key(name) {
-                let why = "its file is gone".to_owned();
-                keep_serving(name, live, why, &mut reports);
-                next.insert(name.clone(), live.clone());
-            } else {
-                unloaded.push((name.clone(), live.current()));
-            }
-        }
-        fatal.extend(plugins::check_references(&config, |name| next.get(name).map(|live| live.role())));
 
         // 3. The pipeline and HTTP settings.
-        let auth = plugins::http_auth(&config.http, &next);
-        let gateway_auth = plugins::gateway_auth(&config, &next);
-        let staged = if config_changed || !added.is_empty() || !unloaded.is_empty() {
-            match self.pipeline.stage(&config, &next).await {
+        let auth = plugins::http_auth(&config.http, &step.next);
+        let gateway_auth = plugins::gateway_auth(&config, &step.next);
+        let staged = if config_changed || !step.added.is_empty() || !step.unloaded.is_empty() {
+            match self.pipeline.stage(&config, &step.next).await {
                 Ok(staged) => Some(staged),
                 Err(errors) => {
-                    fatal.extend(errors);
+                    step.fatal.extend(errors);
                     None
                 }
             }
         } else {
             None
         };
-        if !fatal.is_empty() {
-            reports.extend(config_failed(new_sha256.as_deref(), &fatal));
-            return reports;
+        if !step.fatal.is_empty() {
+            step.reports.push(failed(new_sha256, &step.fatal));
+            return step.reports;
         }
 
         // 4. Swap.
-        let mut reloaded = Vec::new();
-        for (live, plan, plugin) in swaps {
-            let old = live.current();
-            let name = plan.name.clone();
-            if let Some((old_generation, new_generation)) = live.replace(plan, plugin.clone()) {
-                let (old_info, new_info) = (&old.plugin.meta().info, &plugin.meta().info);
-                reports.push(plugin_report(
-                    &name,
-                    "reload",
-                    Some((old_generation, old_info)),
-                    Some((new_generation, new_info)),
-                    None,
-                    None,
-                ));
-                reloaded.push(name);
-            }
-        }
-        for name in &added {
-            if let Some(live) = next.get(name) {
-                reports.push(plugin_report(
-                    name,
-                    "add",
-                    None,
-                    Some((1, &live.current().plugin.meta().info)),
-                    None,
-                    None,
-                ));
-            }
-        }
-        for (name, old) in &unloaded {
-            reports.push(plugin_report(name, "unload", Some((old.number, &old.plugin.meta().info)), None, None, None));
-        }
-        *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        let reloaded = self.swap_plugins(&mut step);
         let changes = staged.map(|staged| self.pipeline.commit(staged)).unwrap_or_default();
         // A new version of the gateway's auth policy checks every client again, as a config
         // change does.
@@ -368,24 +214,162 @@ impl Reloader {
                 tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
             }
             applied.generation += 1;
-            reports.push(json!({
-                "kind": "config", "result": "ok",
-                "old_generation": old_generation, "new_generation": applied.generation,
-                "old_sha256": old_sha256, "new_sha256": new_sha256,
-                "changes": changes,
-                "plugins_added": added,
-                "plugins_reloaded": reloaded,
-                "plugins_unloaded": unloaded.iter().map(|(name, _)| name).collect::<Vec<_>>(),
-                "restart_required": restart_required,
-                "error": null,
+            step.reports.push(ReloadReport::Config(ConfigReport {
+                result: Outcome::Ok,
+                old_generation,
+                new_generation: Some(applied.generation),
+                old_sha256,
+                new_sha256,
+                applied: Some(ConfigApplied {
+                    changes,
+                    plugins_added: step.added,
+                    plugins_reloaded: reloaded,
+                    plugins_unloaded: step.unloaded.into_iter().map(|(name, _)| name).collect(),
+                    restart_required: restart_required.into_iter().map(str::to_owned).collect(),
+                }),
+                error: None,
             }));
             applied.config = config;
         }
-        reports
+        step.reports
     }
 
-    /// Publishes a report on [`RELOAD_SUBJECT`]; nobody listening is fine.
-    async fn publish(&self, report: &Value) {
+    /// Step 2: loads each new or changed plugin file beside its running version and decides what
+    /// unloads, changing nothing yet. `Err` when the plugin directory cannot be read.
+    async fn load_plugins(&self, config: &Config) -> Result<PluginStep, String> {
+        let plans = plugins::plugin_plans(config).await?;
+        let mut users: BTreeMap<String, String> = BTreeMap::new();
+        for reference in plugins::references(config) {
+            users.entry(reference.plugin).or_insert(reference.user);
+        }
+        let current = self.plugins();
+        let mut step = PluginStep::default();
+        let planned: BTreeSet<String> = plans.iter().map(|plan| plan.name.clone()).collect();
+        for plan in plans {
+            let name = plan.name.clone();
+            let live = current.get(&name);
+            let bytes = match tokio::fs::read(&plan.file).await {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    let why = format!("cannot read {}: {err}", plan.file.display());
+                    match (live, users.get(&name)) {
+                        (Some(live), Some(user)) => step.keep_serving(&name, live, user, why),
+                        (Some(live), None) => step.unloaded.push((name, live.current())),
+                        (None, _) => step.fatal.push(format!("plugin `{name}`: {why}")),
+                    }
+                    continue;
+                }
+            };
+            let sha256 = tokio::task::spawn_blocking(move || content_hash(&bytes)).await.unwrap_or_default();
+            match live {
+                None => self.load_added(plan, &sha256, users.contains_key(&name), &mut step).await,
+                Some(live) => self.load_changed(live, plan, &sha256, &mut step).await,
+            }
+        }
+        for (name, live) in &current {
+            match (planned.contains(name), users.get(name)) {
+                (true, _) => {}
+                (false, Some(user)) => step.keep_serving(name, live, user, "its file is gone".into()),
+                (false, None) => step.unloaded.push((name.clone(), live.current())),
+            }
+        }
+        step.fatal.extend(plugins::check_references(config, |name| step.next.get(name).map(|live| live.role())));
+        Ok(step)
+    }
+
+    /// A plugin not loaded yet. Failing to load fails the reload when the config names or uses it;
+    /// a file merely dropped in the directory is reported and left out.
+    async fn load_added(&self, plan: PluginPlan, sha256: &str, used: bool, step: &mut PluginStep) {
+        let name = plan.name.clone();
+        match self.runtime.load(plan.spec()).await {
+            Ok(plugin) => {
+                step.added.push(name.clone());
+                step.next.insert(name, Arc::new(LivePlugin::new(plan, plugin)));
+            }
+            Err(err) if plan.configured || used => step.fatal.push(err.to_string()),
+            Err(err) => step.reports.push(ReloadReport::Plugin(PluginReport::new(
+                &name,
+                PluginChange::Add,
+                None,
+                None,
+                Some(sha256),
+                Some(err.to_string()),
+            ))),
+        }
+    }
+
+    /// A loaded plugin whose file or settings may have changed: the new version is loaded beside
+    /// the running one, to be swapped in at step 4. A new file alone that fails leaves the running
+    /// version serving; new settings that fail fail the reload.
+    async fn load_changed(&self, live: &Arc<LivePlugin>, plan: PluginPlan, sha256: &str, step: &mut PluginStep) {
+        let name = plan.name.clone();
+        step.next.insert(name.clone(), live.clone());
+        let old = live.current();
+        if old.plan == plan && old.plugin.meta().info.sha256 == sha256 {
+            return;
+        }
+        let error = match self.runtime.load(plan.spec()).await {
+            Ok(plugin) if plugin.role() == live.role() => {
+                step.swaps.push((live.clone(), plan, plugin));
+                return;
+            }
+            Ok(plugin) => format!(
+                "the new file exports the {} world; plugin `{name}` is a {} plugin (rename it to change its world)",
+                plugin.role(),
+                live.role()
+            ),
+            Err(err) => err.to_string(),
+        };
+        if old.plan != plan {
+            step.fatal.push(error);
+        } else {
+            let old_version = (old.number, &old.plugin.meta().info);
+            let report =
+                PluginReport::new(&name, PluginChange::Reload, Some(old_version), None, Some(sha256), Some(error));
+            step.reports.push(ReloadReport::Plugin(report));
+        }
+    }
+
+    /// Step 4 for plugins: each new version into its slot, the plugin set replaced, a report for
+    /// every change. Returns the names of the plugins reloaded.
+    fn swap_plugins(&self, step: &mut PluginStep) -> Vec<String> {
+        let mut reloaded = Vec::new();
+        for (live, plan, plugin) in std::mem::take(&mut step.swaps) {
+            let old = live.current();
+            let name = plan.name.clone();
+            if let Some((old_generation, new_generation)) = live.replace(plan, plugin.clone()) {
+                let (old_info, new_info) = (&old.plugin.meta().info, &plugin.meta().info);
+                let report = PluginReport::new(
+                    &name,
+                    PluginChange::Reload,
+                    Some((old_generation, old_info)),
+                    Some((new_generation, new_info)),
+                    None,
+                    None,
+                );
+                step.reports.push(ReloadReport::Plugin(report));
+                reloaded.push(name);
+            }
+        }
+        for name in &step.added {
+            if let Some(live) = step.next.get(name) {
+                let new = live.current();
+                let new_version = (new.number, &new.plugin.meta().info);
+                let report = PluginReport::new(name, PluginChange::Add, None, Some(new_version), None, None);
+                step.reports.push(ReloadReport::Plugin(report));
+            }
+        }
+        for (name, old) in &step.unloaded {
+            let old_version = (old.number, &old.plugin.meta().info);
+            let report = PluginReport::new(name, PluginChange::Unload, Some(old_version), None, None, None);
+            step.reports.push(ReloadReport::Plugin(report));
+        }
+        *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = std::mem::take(&mut step.next);
+        reloaded
+    }
+
+    /// Publishes a report (`json`, its JSON form) on [`RELOAD_SUBJECT`]; nobody listening is fine.
+    async fn publish(&self, report: &ReloadReport, json: serde_json::Value) {
         let event = Event {
             subject: RELOAD_SUBJECT.into(),
             context: Context {
@@ -393,13 +377,13 @@ impl Reloader {
                 source: "/eventyard/reload".into(),
                 ty: "eventyard.reload".into(),
                 specversion: "1.0".into(),
-                subject: report["plugin"].as_str().or(report["kind"].as_str()).map(str::to_owned),
+                subject: Some(report.about().to_owned()),
                 time: None,
                 datacontenttype: Some("application/json".into()),
                 dataschema: None,
             },
             extensions: Vec::new(),
-            data: Bytes::from(report.to_string()),
+            data: Bytes::from(json.to_string()),
             nats: None,
             completion: None,
         };
@@ -409,37 +393,52 @@ impl Reloader {
     }
 }
 
-/// The report of one plugin's change: `change` is `add`, `reload` or `unload`; `old` and `new` are
-/// the generations before and after (a failed change has no `new`, and may know the new file's
-/// hash); `error` makes it a failure.
-fn plugin_report(
-    name: &str,
-    change: &str,
-    old: Option<(u64, &ComponentInfo)>,
-    new: Option<(u64, &ComponentInfo)>,
-    new_sha256: Option<&str>,
-    error: Option<String>,
-) -> Value {
-    let capabilities = |info: Option<(u64, &ComponentInfo)>| -> Vec<String> {
-        info.map(|(_, info)| info.capabilities.iter().map(ToString::to_string).collect()).unwrap_or_default()
+/// What step 2 makes of the plugin directory: the plugins the reload leaves loaded, and what it
+/// changes on the way.
+#[derive(Default)]
+struct PluginStep {
+    /// The plugin set after the reload.
+    next: BTreeMap<String, Arc<LivePlugin>>,
+    /// New versions loaded beside running ones, for step 4.
+    swaps: Vec<(Arc<LivePlugin>, PluginPlan, Plugin)>,
+    added: Vec<String>,
+    unloaded: Vec<(String, Generation)>,
+    reports: Vec<ReloadReport>,
+    /// Problems that fail the whole reload.
+    fatal: Vec<String>,
+}
+
+impl PluginStep {
+    /// A plugin whose file cannot be loaded but that a route or policy uses: its running version
+    /// stays, and the failure is reported.
+    fn keep_serving(&mut self, name: &str, live: &Arc<LivePlugin>, user: &str, why: String) {
+        let error = format!("{why}; {user} uses it, so its running generation keeps serving");
+        let old = live.current();
+        let old_version = (old.number, &old.plugin.meta().info);
+        let report = PluginReport::new(name, PluginChange::Reload, Some(old_version), None, None, Some(error));
+        self.reports.push(ReloadReport::Plugin(report));
+        self.next.insert(name.to_owned(), live.clone());
+    }
+}
+
+/// Step 1: the config file as it is now and whether it differs from `running`; or, when it cannot
+/// be applied, the new file's hash (if it could be read) and every problem.
+async fn read_config(running: &Config) -> Result<(Config, bool), (Option<String>, Vec<String>)> {
+    let Some(source) = &running.origin else {
+        return Ok((running.clone(), false));
     };
-    let (old_capabilities, new_capabilities) = (capabilities(old), capabilities(new));
-    let (added, removed): (Vec<&String>, Vec<&String>) = if error.is_some() {
-        (Vec::new(), Vec::new())
-    } else {
-        (
-            new_capabilities.iter().filter(|c| !old_capabilities.contains(c)).collect(),
-            old_capabilities.iter().filter(|c| !new_capabilities.contains(c)).collect(),
-        )
-    };
-    json!({
-        "kind": "plugin", "plugin": name, "change": change,
-        "result": if error.is_some() { "failed" } else { "ok" },
-        "old_generation": old.map(|(generation, _)| generation),
-        "new_generation": new.map(|(generation, _)| generation),
-        "old_sha256": old.map(|(_, info)| &info.sha256),
-        "new_sha256": new.map(|(_, info)| info.sha256.as_str()).or(new_sha256),
-        "capabilities_added": added, "capabilities_removed": removed,
-        "error": error,
-    })
+    let text = tokio::fs::read_to_string(&source.path)
+        .await
+        .map_err(|err| (None, vec![format!("cannot read {}: {err}", source.path.display())]))?;
+    let sha256 = content_hash(text.as_bytes());
+    if sha256 == source.sha256 {
+        return Ok((running.clone(), false));
+    }
+    match Config::from_toml(&text) {
+        Ok(mut config) => {
+            config.origin = Some(ConfigOrigin { path: source.path.clone(), sha256 });
+            Ok((config, true))
+        }
+        Err(errors) => Err((Some(sha256), errors.iter().map(ToString::to_string).collect())),
+    }
 }

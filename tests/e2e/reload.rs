@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::load::{NumberedPublisher, by_number};
 use common::replace_file;
 use common::router::{RouterProcess, eventually, json_lines_under};
-use serde_json::{Value, json};
+use eventyard::reload::{ConfigReport, Outcome, PluginChange, PluginReport, ReloadReport};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -63,11 +64,33 @@ fn rewrite_config(router: &RouterProcess, config: &str) {
     std::fs::write(router.path("eventyard.toml"), config).expect("config is written");
 }
 
-async fn reload(router: &RouterProcess) -> Vec<Value> {
+/// Reloads through the admin API; the reports it answers, read as the typed reports they are.
+async fn reload(router: &RouterProcess) -> Vec<ReloadReport> {
     let response = router.admin("/v1/admin/reload").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("reload answers JSON");
-    body["reports"].as_array().expect("reports").clone()
+    serde_json::from_value(body["reports"].clone()).expect("reload reports")
+}
+
+/// `report` as a config report.
+fn config_report(report: &ReloadReport) -> &ConfigReport {
+    match report {
+        ReloadReport::Config(report) => report,
+        other => panic!("not a config report: {other:?}"),
+    }
+}
+
+/// `report` as a plugin report.
+fn plugin_report(report: &ReloadReport) -> &PluginReport {
+    match report {
+        ReloadReport::Plugin(report) => report,
+        other => panic!("not a plugin report: {other:?}"),
+    }
+}
+
+/// Names, as a report lists them.
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| name.to_string()).collect()
 }
 
 /// Waits until `root` holds at least `count` events.
@@ -92,8 +115,12 @@ async fn all_delivered(load: NumberedPublisher, root: &Path) -> Vec<Value> {
 }
 
 /// The reports published on `$SYS.EVENTYARD.RELOAD` so far.
-fn published_reports(router: &RouterProcess) -> Vec<Value> {
-    json_lines_under(&router.path("reloads")).into_iter().map(|(_, event)| event["data"].clone()).collect()
+fn published_reports(router: &RouterProcess) -> Vec<ReloadReport> {
+    let events = json_lines_under(&router.path("reloads"));
+    events
+        .into_iter()
+        .map(|(_, event)| serde_json::from_value(event["data"].clone()).expect("a reload report"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,16 +142,18 @@ async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output
         replace_file(file, &stage);
         let reports = reload(&router).await;
         assert_eq!(reports.len(), 1, "{reports:?}");
-        assert_eq!(reports[0]["result"], "failed", "{reports:?}");
-        assert!(reports[0]["error"].as_str().unwrap().contains(reason), "{reports:?}");
+        let report = plugin_report(&reports[0]);
+        assert_eq!(report.result, Outcome::Failed, "{reports:?}");
+        assert!(report.error.as_deref().unwrap().contains(reason), "{reports:?}");
         let seen = json_lines_under(&files).len();
         written(&files, seen + 50).await;
     }
 
     replace_file(&common::plugin("json-transform"), &stage);
     let reports = reload(&router).await;
-    assert_eq!(reports[0]["result"], "ok", "{reports:?}");
-    assert_eq!((reports[0]["old_generation"].as_u64(), reports[0]["new_generation"].as_u64()), (Some(1), Some(2)));
+    let report = plugin_report(&reports[0]);
+    assert_eq!(report.result, Outcome::Ok, "{reports:?}");
+    assert_eq!((report.old_generation, report.new_generation), (Some(1), Some(2)));
     let seen = json_lines_under(&files).len();
     written(&files, seen + 100).await;
 
@@ -134,8 +163,8 @@ async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output
     assert!(first_new > 0, "the old generation handled the first events");
     assert!(new[first_new..].iter().all(|new| *new), "once swapped, every later event went to the new generation");
 
-    let results: Vec<Value> = published_reports(&router).iter().map(|r| r["result"].clone()).collect();
-    assert_eq!(results, ["failed", "failed", "failed", "ok"]);
+    let results: Vec<bool> = published_reports(&router).iter().map(ReloadReport::is_ok).collect();
+    assert_eq!(results, [false, false, false, true]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,9 +187,10 @@ async fn an_invalid_config_changes_nothing_and_publishes_why() {
     for (text, reason) in &invalid {
         rewrite_config(&router, text);
         let reports = reload(&router).await;
-        let config_report = reports.iter().find(|r| r["kind"] == "config").expect("a config report");
-        assert_eq!(config_report["result"], "failed", "{reports:?}");
-        assert!(config_report["error"].as_str().unwrap().contains(reason), "{reports:?}");
+        let report = reports.iter().find_map(|r| matches!(r, ReloadReport::Config(_)).then(|| config_report(r)));
+        let report = report.expect("a config report");
+        assert_eq!(report.result, Outcome::Failed, "{reports:?}");
+        assert!(report.error.as_deref().unwrap().contains(reason), "{reports:?}");
         let seen = json_lines_under(&files).len();
         written(&files, seen + 50).await;
     }
@@ -168,7 +198,7 @@ async fn an_invalid_config_changes_nothing_and_publishes_why() {
     assert!(events.iter().all(|event| event["data"]["stage"] == "b"), "the first generation handled every event");
     let published = published_reports(&router);
     assert_eq!(published.len(), invalid.len());
-    assert!(published.iter().all(|r| r["kind"] == "config" && r["result"] == "failed"), "{published:?}");
+    assert!(published.iter().all(|r| config_report(r).result == Outcome::Failed), "{published:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,10 +231,12 @@ linger_ms = 2000
     rewrite_config(&router, &with_copy);
     let reports = reload(&router).await;
     assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0]["result"], "ok", "{reports:?}");
-    assert_eq!(reports[0]["changes"]["sinks_added"], json!(["copy"]));
-    assert_eq!(reports[0]["changes"]["routes_added"], json!(["copying"]));
-    assert_eq!(reports[0]["changes"]["sinks_changed"], json!(["files"]));
+    let report = config_report(&reports[0]);
+    assert_eq!(report.result, Outcome::Ok, "{reports:?}");
+    let changes = &report.applied.as_ref().expect("what the config changed").changes;
+    assert_eq!(changes.sinks_added, names(&["copy"]));
+    assert_eq!(changes.routes_added, names(&["copying"]));
+    assert_eq!(changes.sinks_changed, names(&["files"]));
     // The event in flight while the reload returned may have been accepted just before it.
     let copy_from = load.sent() + 1;
     let copy = router.path("copy");
@@ -213,9 +245,10 @@ linger_ms = 2000
     rewrite_config(&router, &base);
     let copy_until = load.sent();
     let reports = reload(&router).await;
-    assert_eq!(reports[0]["changes"]["sinks_removed"], json!(["copy"]), "{reports:?}");
-    assert_eq!(reports[0]["changes"]["routes_removed"], json!(["copying"]), "{reports:?}");
-    assert_eq!(reports[0]["changes"]["sinks_changed"], json!(["files"]), "{reports:?}");
+    let changes = &config_report(&reports[0]).applied.as_ref().expect("what the config changed").changes;
+    assert_eq!(changes.sinks_removed, names(&["copy"]), "{reports:?}");
+    assert_eq!(changes.routes_removed, names(&["copying"]), "{reports:?}");
+    assert_eq!(changes.sinks_changed, names(&["files"]), "{reports:?}");
     let seen = json_lines_under(&files).len();
     written(&files, seen + 100).await;
     all_delivered(load, &files).await;
@@ -246,8 +279,8 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
     let extra = plugins.path().join("extra.wasm");
     std::fs::copy(common::plugin("subject-filter"), &extra).unwrap();
     let reports = reload(&router).await;
-    assert_eq!((reports[0]["plugin"].as_str(), reports[0]["change"].as_str()), (Some("extra"), Some("add")));
-    assert_eq!(reports[0]["result"], "ok", "{reports:?}");
+    let report = plugin_report(&reports[0]);
+    assert_eq!((report.plugin.as_str(), report.change, report.result), ("extra", PluginChange::Add, Outcome::Ok));
 
     let listed: Value = router.admin("/v1/admin/plugins").await.json().await.unwrap();
     let names: Vec<&str> = listed["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
@@ -262,10 +295,11 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
     std::fs::remove_file(&extra).unwrap();
     std::fs::remove_file(&stage).unwrap();
     let mut reports = reload(&router).await;
-    reports.sort_by_key(|r| r["plugin"].as_str().unwrap_or_default().to_owned());
-    assert_eq!((reports[0]["change"].as_str(), reports[0]["result"].as_str()), (Some("unload"), Some("ok")));
-    assert_eq!(reports[1]["result"], "failed", "{reports:?}");
-    assert!(reports[1]["error"].as_str().unwrap().contains("route `all` uses it"), "{reports:?}");
+    reports.sort_by_key(|r| plugin_report(r).plugin.clone());
+    let (extra, stage) = (plugin_report(&reports[0]), plugin_report(&reports[1]));
+    assert_eq!((extra.change, extra.result), (PluginChange::Unload, Outcome::Ok));
+    assert_eq!(stage.result, Outcome::Failed, "{reports:?}");
+    assert!(stage.error.as_deref().unwrap().contains("route `all` uses it"), "{reports:?}");
     let seen = json_lines_under(&files).len();
     written(&files, seen + 50).await;
     all_delivered(load, &files).await;
@@ -297,12 +331,13 @@ async fn an_edited_config_applies_new_tokens_live_and_reports_what_needs_a_resta
     // The watcher sees the edit; no reload call.
     rewrite_config(&router, &with_token("second", "127.0.0.1:1"));
     let report = eventually("the config reload report", WAIT, || {
-        published_reports(&router).into_iter().find(|r| r["kind"] == "config")
+        published_reports(&router).into_iter().find(|r| matches!(r, ReloadReport::Config(_)))
     })
     .await;
-    assert_eq!(report["result"], "ok", "{report}");
-    assert_eq!(report["restart_required"], json!(["http.listen"]));
-    assert_eq!((report["old_generation"].as_u64(), report["new_generation"].as_u64()), (Some(1), Some(2)));
+    let report = config_report(&report);
+    assert_eq!(report.result, Outcome::Ok, "{report:?}");
+    assert_eq!(report.applied.as_ref().expect("what the config changed").restart_required, names(&["http.listen"]));
+    assert_eq!((report.old_generation, report.new_generation), (1, Some(2)));
     assert_eq!(publish("first").await, 403, "the old token no longer works");
     assert_eq!(publish("second").await, 202, "the new one does, on the old address");
 }
