@@ -1,6 +1,7 @@
 //! Eventyard: a WebAssembly-extensible event router.
 //!
-//! Layout, in the order an event crosses it (see ARCHITECTURE.md for the whole map):
+//! Layout, in the order an event crosses it (ARCHITECTURE.md has the whole map, and the layers
+//! `tests/layering.rs` holds the modules to):
 //! - [`event`]: the event type (CloudEvents context, extensions, routing subject, data).
 //! - [`codec`]: the CloudEvents codec: structured, batch, binary and raw modes, the NATS binding,
 //!   the rules every event meets.
@@ -30,6 +31,7 @@
 //! - [`server`]: starts the router from a validated config, serves until a signal, shuts down.
 //! - [`cli`]: the `eventyard` command line.
 //! - [`telemetry`]: logging setup.
+//! - [`tls`]: TLS settings and acceptors for the HTTP and NATS listeners, and client certificates.
 //! - [`wal`]: the write-ahead log of durable embedded mode (segment files with checksums).
 #![deny(clippy::print_stdout)]
 
