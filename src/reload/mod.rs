@@ -154,32 +154,36 @@ impl Reloader {
 
     /// The four steps of a reload (see the module's documentation), under the reload lock.
     async fn reload_locked(&self, applied: &mut Applied) -> Vec<ReloadReport> {
-        let running = applied.config.clone();
         let old_generation = applied.generation;
-        let old_sha256 = running.origin.as_ref().map(|s| s.sha256.clone());
+        let old_sha256 = applied.config.origin.as_ref().map(|s| s.sha256.clone());
         let failed = |new_sha256: Option<String>, errors: &[String]| {
             ReloadReport::Config(ConfigReport::failed(old_generation, old_sha256.clone(), new_sha256, errors))
         };
 
         // 1. The config.
-        let (mut config, config_changed) = match read_config(&running).await {
-            Ok(read) => read,
+        let mut changed = match read_config(&applied.config).await {
+            Ok(changed) => changed,
             Err((new_sha256, errors)) => return vec![failed(new_sha256, &errors)],
         };
-        let restart_required = if config_changed { config.keep_restart_only(&running) } else { Vec::new() };
+        let restart_required = match &mut changed {
+            Some(config) => config.keep_restart_only(&applied.config),
+            None => Vec::new(),
+        };
+        let config_changed = changed.is_some();
+        let config = changed.as_ref().unwrap_or(&applied.config);
         let new_sha256 = config.origin.as_ref().map(|s| s.sha256.clone());
 
         // 2. The plugins.
-        let mut step = match self.load_plugins(&config).await {
+        let mut step = match self.load_plugins(config).await {
             Ok(step) => step,
             Err(err) => return vec![failed(new_sha256, &[err])],
         };
 
         // 3. The pipeline and HTTP settings.
         let auth = plugins::http_auth(&config.http, &step.next);
-        let gateway_auth = plugins::gateway_auth(&config, &step.next);
+        let gateway_auth = plugins::gateway_auth(config, &step.next);
         let staged = if config_changed || !step.added.is_empty() || !step.unloaded.is_empty() {
-            match self.pipeline.stage(&config, &step.next).await {
+            match self.pipeline.stage(config, &step.next).await {
                 Ok(staged) => Some(staged),
                 Err(errors) => {
                     step.fatal.extend(errors);
@@ -205,7 +209,7 @@ impl Reloader {
         {
             self.gateway_auth.replace(Arc::new(gateway_auth));
         }
-        if config_changed {
+        if let Some(config) = changed {
             if let Some(auth) = auth {
                 self.http_auth.replace(Arc::new(auth));
             }
@@ -421,23 +425,23 @@ impl PluginStep {
     }
 }
 
-/// Step 1: the config file as it is now and whether it differs from `running`; or, when it cannot
-/// be applied, the new file's hash (if it could be read) and every problem.
-async fn read_config(running: &Config) -> Result<(Config, bool), (Option<String>, Vec<String>)> {
+/// Step 1: the config file as it is now, if it differs from `running`; or, when it cannot be
+/// applied, the new file's hash (if it could be read) and every problem.
+async fn read_config(running: &Config) -> Result<Option<Config>, (Option<String>, Vec<String>)> {
     let Some(source) = &running.origin else {
-        return Ok((running.clone(), false));
+        return Ok(None);
     };
     let text = tokio::fs::read_to_string(&source.path)
         .await
         .map_err(|err| (None, vec![format!("cannot read {}: {err}", source.path.display())]))?;
     let sha256 = content_hash(text.as_bytes());
     if sha256 == source.sha256 {
-        return Ok((running.clone(), false));
+        return Ok(None);
     }
     match Config::from_toml(&text) {
         Ok(mut config) => {
             config.origin = Some(ConfigOrigin { path: source.path.clone(), sha256 });
-            Ok((config, true))
+            Ok(Some(config))
         }
         Err(errors) => Err((Some(sha256), errors.iter().map(ToString::to_string).collect())),
     }
