@@ -452,6 +452,10 @@ root = "{{dir}}/files"
     let lines = eventually("the mapped event", WAIT, || Some(json_lines_under(&files)).filter(|l| !l.is_empty())).await;
     assert_eq!(lines[0].1["data"], json!({"severity": "Major"}), "severity-map ran in the route's chain");
 
+    // The sink counts a delivery once its write returned, a moment after the line is readable.
+    let delivered = r#"eventyard_sink_delivered_total{sink="files"}"#;
+    common::eventually_async("the delivery counted", WAIT, || async { (router.metric(delivered).await == 1).then_some(()) })
+        .await;
     let metrics = client().get(router.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for expected in [
         "eventyard_route_matched_total{route=\"feed\"} 1",
