@@ -454,8 +454,10 @@ root = "{{dir}}/files"
 
     // The sink counts a delivery once its write returned, a moment after the line is readable.
     let delivered = r#"eventyard_sink_delivered_total{sink="files"}"#;
-    common::eventually_async("the delivery counted", WAIT, || async { (router.metric(delivered).await == 1).then_some(()) })
-        .await;
+    common::eventually_async("the delivery counted", WAIT, || async {
+        (router.metric(delivered).await == 1).then_some(())
+    })
+    .await;
     let metrics = client().get(router.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for expected in [
         "eventyard_route_matched_total{route=\"feed\"} 1",
