@@ -3,21 +3,17 @@
 //! side by side in one run: rounds alternate between the two, best of three each, and each row
 //! prints this build's figure, the other's and the ratio.
 //!
-//! Run: `EVENTYARD_BEFORE=/path/to/eventyard cargo bench --bench boundary`, the other binary built
+//! Run: `EVENTYARD_BEFORE=/path/to/eventyard cargo bench --bench benchmarks -- boundary`, the other binary built
 //! from the commit to compare with (`git worktree add /tmp/before <commit>`, then
 //! `cargo build --release` there). Without `EVENTYARD_BEFORE`, this build's figures only.
 
 use std::path::{Path, PathBuf};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 use common::load::{Over, load_config, load_on, nats_throughput};
 use common::router::RouterProcess;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 3;
 
@@ -46,7 +42,7 @@ async fn measure(binary: &Path, load: Load) -> f64 {
     }
 }
 
-fn main() {
+pub fn run() {
     let this = PathBuf::from(env!("CARGO_BIN_EXE_eventyard"));
     let before = std::env::var_os("EVENTYARD_BEFORE").map(PathBuf::from);
     if before.is_none() {

@@ -8,25 +8,21 @@
 //! the sink delivered the last one; the peer is async-nats publishing the same events straight into
 //! JetStream on the same cluster, the ceiling of what a router can get stored there.
 //!
-//! Run: `cargo bench --bench cluster` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- cluster` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 use common::load::{batch_load as load, jetstream_direct};
 
 use common::nats::NatsCluster;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn nats_broker(cluster: &NatsCluster, replicas: usize) -> String {
     format!("[broker]\nmode = \"nats\"\nservers = [{}]\nreplicas = {replicas}\n", cluster.servers_toml())
 }
 
 #[tokio::main]
-async fn main() {
+pub async fn run() {
     let (embedded_ack, embedded_delivered) = load("").await;
     let note = "1 KiB events, batches of 100, 8 clients";
     row("embedded, acknowledged", embedded_ack, "events/s", note);

@@ -9,7 +9,7 @@
 //!
 //! Prints events/s for each and the ratio Eventyard / direct.
 //!
-//! Run: `cargo bench --bench destinations` (or `scripts/bench`). Needs `tansu` on PATH
+//! Run: `cargo bench --bench benchmarks -- destinations` (or `scripts/bench`). Needs `tansu` on PATH
 //! (`scripts/setup --test` installs it); without it, only the REST rows print.
 
 use std::process::Command;
@@ -19,17 +19,13 @@ use eventyard::capability::{KafkaProducer as _, KafkaRecord};
 use eventyard::kafka::{KafkaConnection, KafkaSettings};
 use serde_json::{Value, json};
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 
 use common::http_server::HttpDestination;
 use common::kafka::KafkaBroker;
 use common::router::RouterProcess;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KAFKA_EVENTS: usize = 20_000;
 const REST_EVENTS: usize = 2_000;
@@ -189,7 +185,7 @@ async fn rest_rows() {
     row("rest: HTTP → Eventyard → servicelog-sink", ours, "events/s", &format!("{:.2}x direct", ours / direct));
 }
 
-fn main() {
+pub fn run() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         kafka_rows().await;

@@ -8,10 +8,9 @@
 //! - memory per idle NATS connection: resident memory a router's gateway and a nats-server each
 //!   grow by for 2,000 connected, idle clients.
 //!
-//! Run: `cargo bench --bench durability` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- durability` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 use common::crash::{KillAt, kill_loop};
@@ -20,14 +19,11 @@ use common::memory::per_idle_connection;
 use common::nats::{NatsCluster, NatsServer};
 use common::router::RouterProcess;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const KILLS: usize = 20;
 const IDLE_CONNECTIONS: usize = 2000;
 
 #[tokio::main]
-async fn main() {
+pub async fn run() {
     let report = kill_loop(KILLS, KillAt::Random).await;
     let acknowledged = report.acknowledged.len();
     let recovered = report.acknowledged.intersection(&report.delivered.ids).count();

@@ -7,7 +7,7 @@
 //! nats-server as well; a NATS subscriber gets at most once) — and for Eventyard, from its metrics,
 //! the messages its gateway never received and those it received but did not write (must be 0).
 //!
-//! Run: `cargo bench --bench gateway` (or `scripts/bench`). Needs `nats-server` on PATH
+//! Run: `cargo bench --bench benchmarks -- gateway` (or `scripts/bench`). Needs `nats-server` on PATH
 //! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
 
 use std::process::Command;
@@ -16,17 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 use common::load::nats_throughput;
 
 use common::nats::NatsServer;
 use common::router::RouterProcess;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const LATENCY_SAMPLES: usize = 2000;
 
@@ -72,7 +68,7 @@ async fn latency(port: u16, size: usize) -> (f64, f64, usize) {
     (at(0.5), at(0.99), lost)
 }
 
-fn main() {
+pub fn run() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let router = eventyard();

@@ -8,10 +8,9 @@
 //! The sink's rate is set by its destination: an HTTP server that takes 20 ms per batch of 100.
 //! The sustained rate is measured first, by saturating the router for 5 s.
 //!
-//! Run: `cargo bench --bench overload` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- overload` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -26,9 +25,6 @@ use common::http_server::HttpDestination;
 use common::memory::peak_resident;
 use common::nats::NatsCluster;
 use common::router::RouterProcess;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Events per HTTP request; the peer publishes the same events one by one.
 const BATCH: usize = 10;
@@ -269,7 +265,7 @@ async fn jetstream_peer(rate: f64, sustained: f64, duration: Duration) -> Outcom
 }
 
 #[tokio::main]
-async fn main() {
+pub async fn run() {
     let seconds = std::env::var("OVERLOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let duration = Duration::from_secs(seconds);
     let (sustained, mut ours) = eventyard(duration).await;

@@ -3,11 +3,10 @@
 //! and in batches of 64. Variants run interleaved, several rounds, and the median is printed, since
 //! timings on a shared 2-core machine vary by tens of percent from run to run.
 //!
-//! Run: `cargo bench --bench passthrough`; `BENCH_ONLY=1024:batch` (payload bytes, `one` or `batch`)
+//! Run: `cargo bench --bench benchmarks -- passthrough`; `BENCH_ONLY=1024:batch` (payload bytes, `one` or `batch`)
 //! runs a single case, for profiling.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,6 @@ use bytes::Bytes;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::route::{Handler, HandlerError};
-
-// The allocator the `eventyard` binary uses, so the figures match the router's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The native twin of the `passthrough` plugin.
 struct NativePassthrough;
@@ -61,7 +56,7 @@ fn machine() -> String {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn run() {
     let wasm_path = common::plugin("passthrough");
     let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("runtime");
 

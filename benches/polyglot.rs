@@ -5,10 +5,9 @@
 //! seen before pays). Rounds run
 //! interleaved and the median is printed, since timings on a shared 2-core machine vary.
 //!
-//! Run: `cargo bench --bench polyglot` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- polyglot` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,9 +17,6 @@ use common::bench_row as row;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::route::Handler;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 64;
 const ROUNDS: usize = 5;
@@ -48,7 +44,7 @@ fn sample() -> Event {
 }
 
 #[tokio::main]
-async fn main() {
+pub async fn run() {
     let plugins: [(&str, PathBuf); 3] = [
         ("Rust", common::plugin("severity-map")),
         ("Python", common::polyglot_plugin("python/severity-map")),

@@ -8,10 +8,9 @@
 //! be quiet for `QUIET` first, so a half-written file is never loaded) and `Running::reload` right
 //! after the rename (what `POST /v1/admin/reload` and SIGHUP do).
 //!
-//! Run: `cargo bench --bench reload` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- reload` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 
@@ -23,9 +22,6 @@ use common::load::NumberedPublisher;
 use common::replace_file;
 use eventyard::config::Config;
 use eventyard::reload::watch::QUIET;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SWAPS: usize = 100;
 /// The longest one swap may take before the benchmark gives up.
@@ -136,7 +132,7 @@ fn report(trigger: &str, outcome: &Outcome) {
     row(&format!("duplicated over {SWAPS} swaps ({trigger})"), outcome.duplicated as f64, "events", &note);
 }
 
-fn main() {
+pub fn run() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let called = swaps(false).await;

@@ -5,10 +5,9 @@
 //!   acknowledged (202), p50/p99 acknowledgement latency, and events/s until the last one is on disk.
 //! - publish → route → sink through the embedded broker with one Wasm handler (`passthrough`).
 //!
-//! Run: `cargo bench --bench router` (or `scripts/bench` for every benchmark).
+//! Run: `cargo bench --bench benchmarks -- router` (or `scripts/bench` for every benchmark).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::bench_row as row;
 
@@ -28,9 +27,6 @@ use eventyard::sink::worker::{Delivery, RetryPolicy, SinkStats, SinkWorker};
 use eventyard::sink::{DeliveryError, Sink};
 use eventyard::slot::Slot;
 use tokio_util::sync::CancellationToken;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 100;
 const CLIENTS: usize = 8;
@@ -206,7 +202,7 @@ async fn broker_with_wasm_handler() {
 }
 
 #[tokio::main]
-async fn main() {
+pub async fn run() {
     http_to_file().await;
     broker_with_wasm_handler().await;
 }

@@ -156,6 +156,25 @@ where
     }
 }
 
+/// What is wrong with each of `documents` against the JSON Schema in `schema` (formats included),
+/// as PyPI's jsonschema says (`tests/clients/validate_json.py`): one list a document, empty when valid.
+pub fn schema_errors(schema: &Path, documents: &[serde_json::Value]) -> Vec<Vec<String>> {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .arg(repo_root().join("tests/clients/validate_json.py"))
+        .arg(schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let input = serde_json::to_vec(documents).expect("JSON documents");
+    child.stdin.take().expect("stdin").write_all(&input).expect("validate_json.py reads");
+    let output = child.wait_with_output().expect("validate_json.py ends");
+    assert!(output.status.success(), "validate_json.py: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("validate_json.py prints JSON")
+}
+
 /// An event from its JSON form (see `EventJson`).
 pub fn event(json: serde_json::Value) -> Event {
     serde_json::from_value::<EventJson>(json)
