@@ -3,7 +3,10 @@
 //! background; never serves NATS itself (that is `gateway`) nor converts messages (that is
 //! [`codec::nats`](crate::codec::nats)).
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
+use serde::Deserialize;
 
 /// Where and as whom to connect; what `[sources.NAME]` and `[sinks.NAME]` of kind `nats` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +16,19 @@ pub struct NatsConnection {
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS to the server, required when set.
+    pub tls: Option<NatsTls>,
+}
+
+/// `tls = { ca = "…", cert = "…", key = "…" }` of a NATS source or sink: TLS is required, the
+/// server's certificate must chain to `ca` (PEM; the system's roots when absent), and `cert` with
+/// `key` (PEM) is the client certificate for a server that verifies its clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl NatsConnection {
@@ -26,6 +42,18 @@ impl NatsConnection {
         }
         if self.user.is_some() != self.password.is_some() {
             return Err(("user", "set both `user` and `password`, or neither".into()));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(("tls.cert", "set both `cert` and `key`, or neither".into()));
+            }
+            for (field, path) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if let Some(path) = path
+                    && let Err(err) = std::fs::metadata(path)
+                {
+                    return Err((field, format!("cannot read {}: {err}", path.display())));
+                }
+            }
         }
         Ok(())
     }
@@ -44,6 +72,15 @@ impl NatsConnection {
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.clone());
         }
+        if let Some(tls) = &self.tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
         let servers: Vec<async_nats::ServerAddr> = self
             .servers
             .iter()
@@ -59,9 +96,21 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let mut connection =
-            NatsConnection { servers: vec!["nats://127.0.0.1:4222".into()], token: None, user: None, password: None };
+        let mut connection = NatsConnection {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            token: None,
+            user: None,
+            password: None,
+            tls: None,
+        };
         assert!(connection.check().is_ok());
+        connection.tls = Some(NatsTls { cert: Some("Cargo.toml".into()), ..NatsTls::default() });
+        assert_eq!(connection.check().unwrap_err().0, "tls.cert", "a certificate needs its key");
+        connection.tls = Some(NatsTls { ca: Some("no/such/ca.pem".into()), ..NatsTls::default() });
+        let (field, reason) = connection.check().unwrap_err();
+        assert_eq!(field, "tls.ca");
+        assert!(reason.starts_with("cannot read no/such/ca.pem: "), "{reason}");
+        connection.tls = None;
         connection.user = Some("a".into());
         assert_eq!(connection.check().unwrap_err().0, "user");
         connection.servers.clear();

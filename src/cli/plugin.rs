@@ -275,8 +275,11 @@ async fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
     tokio::fs::rename(&tmp, to).await
 }
 
+/// The runtime of the plugin commands: compiled components are kept in `EVENTYARD_CACHE_DIR` when
+/// it is set, so testing a plugin again skips Cranelift (seconds for a Python or JS component).
 fn runtime() -> Result<PluginRuntime, Failure> {
-    PluginRuntime::new(RuntimeOptions { pool_instances: 8, ..RuntimeOptions::default() })
+    let cache_dir = crate::plugin::cache_dir_from_env();
+    PluginRuntime::new(RuntimeOptions { pool_instances: 8, cache_dir, ..RuntimeOptions::default() })
         .map_err(|err| Failure::plugin(format!("{err:#}")))
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::nats_client::NatsTls;
 use crate::route::FailurePolicy;
 use crate::telemetry::LogFormat;
 
@@ -55,6 +56,8 @@ pub struct SourceConfig {
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS to the server (required when set): `ca`, `cert`, `key`.
+    pub tls: Option<NatsTls>,
     /// NATS subjects or patterns.
     pub subjects: Vec<String>,
     pub queue_group: Option<String>,
@@ -540,8 +543,9 @@ fn default_plugin_dir() -> PathBuf {
     "run/plugins".into()
 }
 
+/// `EVENTYARD_CACHE_DIR` when set, else `run/cache`.
 fn default_cache_dir() -> PathBuf {
-    "run/cache".into()
+    crate::plugin::cache_dir_from_env().unwrap_or_else(|| "run/cache".into())
 }
 
 fn default_watch() -> bool {

@@ -525,6 +525,7 @@ impl Checker<'_> {
             token: source.token.clone(),
             user: source.user.clone(),
             password: source.password.clone(),
+            tls: source.tls.clone(),
         };
         if let Err((field, reason)) = connection.check() {
             self.error(format!("{key}.{field}"), span.clone(), reason);

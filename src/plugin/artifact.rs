@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The environment variable naming the directory of compiled components when the config names
+/// none (`[plugins] cache_dir`), and the one the `eventyard plugin` commands use.
+pub const CACHE_DIR_ENV: &str = "EVENTYARD_CACHE_DIR";
+
+/// The directory `EVENTYARD_CACHE_DIR` names, if it names one.
+pub fn cache_dir_from_env() -> Option<PathBuf> {
+    std::env::var_os(CACHE_DIR_ENV).filter(|dir| !dir.is_empty()).map(PathBuf::from)
+}
+
 /// A directory of precompiled components.
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
@@ -51,8 +60,12 @@ impl ArtifactCache {
     }
 
     fn store(&self, component: &Component, path: &std::path::Path) -> anyhow::Result<()> {
+        // Unique per process and call: routers and threads sharing the directory may compile the
+        // same component at once; each writes its own file and the last rename wins.
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let n = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&tmp, component.serialize()?)?;
         std::fs::rename(&tmp, path)?;
         Ok(())

@@ -25,6 +25,7 @@ use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use adapter::{PluginMeta, WasmAuthPolicy, WasmHandler, WasmSink};
+pub use artifact::{CACHE_DIR_ENV, cache_dir_from_env};
 pub use component::{Capability, ComponentInfo, WIT_PACKAGE, WIT_VERSION, content_hash};
 pub use engine::RuntimeOptions;
 pub use error::PluginError;

@@ -22,6 +22,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "passthrough",
     "subject-filter",
     "json-transform",
+    "jq",
     "severity-map",
     "token-auth",
     "file-sink",
@@ -195,7 +196,9 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// The `eventyard` binary built for these tests.
 pub fn eventyard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eventyard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventyard"));
+    command.env(eventyard::plugin::CACHE_DIR_ENV, artifact_cache());
+    command
 }
 
 /// Runs `eventyard` with `args`; returns (exit code, stdout, stderr).
@@ -208,10 +211,25 @@ pub fn run_eventyard(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A plugin runtime for tests: the default options with room for 16 instances per plugin.
+/// The compiled-plugin cache every router, `eventyard` command and runtime of the tests shares
+/// (`EVENTYARD_CACHE_DIR`), in cargo's scratch directory for tests: each component is compiled once,
+/// as a router restart would find it, instead of once per test (seconds each for a Python or
+/// JavaScript component). Tests of compiling and of the cache itself name their own `cache_dir`.
+pub fn artifact_cache() -> &'static Path {
+    static CACHE: OnceLock<PathBuf> = OnceLock::new();
+    CACHE.get_or_init(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"))
+}
+
+/// A plugin runtime for tests: the default options with room for 16 instances per plugin, and the
+/// shared [`artifact_cache`].
 pub fn plugin_runtime() -> eventyard::plugin::PluginRuntime {
     use eventyard::plugin::{PluginRuntime, RuntimeOptions};
-    PluginRuntime::new(RuntimeOptions { pool_instances: 16, ..RuntimeOptions::default() }).expect("runtime starts")
+    let options = RuntimeOptions {
+        pool_instances: 16,
+        cache_dir: Some(artifact_cache().to_owned()),
+        ..RuntimeOptions::default()
+    };
+    PluginRuntime::new(options).expect("runtime starts")
 }
 
 /// The first-party Wasm `file-sink` loaded through `runtime`, granted `dir` (its `/data`), with

@@ -81,6 +81,7 @@ impl RouterProcess {
             .args(["serve", "--log-format", "json", "--log-level", "info", "--config"])
             .arg(&path)
             .current_dir(dir.path())
+            .env(eventyard::plugin::CACHE_DIR_ENV, super::artifact_cache())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -314,33 +315,35 @@ async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapp
         ("127.0.0.1:8000", service_addr.as_str()),
     ];
     let plugins = [
-        ("json-transform", "json-transform"),
+        ("jq", "jq"),
         ("kafka-sink", "kafka-sink"),
         ("severity-map", "severity-map"),
         ("servicelog-sink", "servicelog-sink"),
     ];
     let router = example("notification-targets", &local, &plugins);
 
-    let report = |rule: &str, total_risk: &str| {
+    // Total risk as a level's name, or as CCX computes it: its number, 1 (Low) to 4 (Critical).
+    let report = |rule: &str, total_risk: Value| {
         json!({"org_id": "11789772", "cluster_uuid": "d484b150-3106-4d6a-96b4-e03c327a2f66",
-               "cluster_name": "prod-1", "summary": format!("{rule} found"),
-               "description": format!("Rule *{rule}* matched."), "total_risk": total_risk,
+               "cluster_name": "prod-1", "description": format!("{rule} found"),
+               "rule_id": format!("ccx_rules_ocp.external.rules.{rule}|{}", rule.to_uppercase()),
+               "reason": format!("Rule *{rule}* matched."), "total_risk": total_risk,
                "link": format!("https://console.redhat.com/openshift/insights/advisor/recommendations/{rule}")})
     };
-    let mut unmappable = report("upgrade", "Severe");
-    unmappable["summary"] = json!("unmappable");
-    let mut incomplete = report("disk", "Low");
+    let mut unmappable = report("upgrade", json!("Severe"));
+    unmappable["description"] = json!("unmappable");
+    let mut incomplete = report("disk", json!(1));
     for field in ["org_id", "cluster_uuid"] {
         incomplete.as_object_mut().unwrap().remove(field);
     }
     let reports = [
-        ("ccx.reports.upgrade", report("upgrade", "Important")),
-        ("ccx.reports.etcd", report("etcd", "Low")),
+        ("ccx.reports.upgrade", report("upgrade", json!("Important"))),
+        ("ccx.reports.etcd", report("etcd", json!(1))),
         // Unknown total risk: Service Log cannot take it; the notification backend can.
         ("ccx.reports.unknown", unmappable),
         // No organization and no cluster: neither target can take it.
         ("ccx.reports.disk", incomplete),
-        ("ccx.reports.api", report("api", "Critical")),
+        ("ccx.reports.api", report("api", json!(4))),
     ];
     for (subject, data) in &reports {
         let sent = reqwest::Client::new()
@@ -353,16 +356,29 @@ async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapp
         assert_eq!(sent.status(), 202, "{subject}");
     }
 
-    // The notification backend: every report with an organization, reshaped, keyed by it.
+    // The notification backend: every report with an organization as a notification message
+    // valid against the Action schema, keyed by the organization.
     let records = kafka.consume("platform.notifications.ingress", 4, WAIT);
     assert_eq!(records.len(), 4, "{records:?}");
-    for record in &records {
+    let messages: Vec<Value> =
+        records.iter().map(|r| serde_json::from_str(r["value"].as_str().unwrap()).expect("JSON value")).collect();
+    let action_schema = common::repo_root().join("examples/notification-targets/schemas/Action.json");
+    for ((record, message), errors) in
+        records.iter().zip(&messages).zip(common::schema_errors(&action_schema, &messages))
+    {
+        assert!(errors.is_empty(), "{message}: {errors:?}");
         assert_eq!(record["key"], "11789772", "{record}");
-        let value: Value = serde_json::from_str(record["value"].as_str().unwrap()).expect("JSON value");
-        assert_eq!((value["version"].as_str(), value["application"].as_str()), (Some("2.0.0"), Some("advisor")));
-        assert_eq!(value["context"]["cluster_uuid"], "d484b150-3106-4d6a-96b4-e03c327a2f66", "{value}");
-        assert!(value.get("cluster_uuid").is_none(), "moved into context: {value}");
+        assert_eq!(
+            (message["version"].as_str(), message["event_type"].as_str()),
+            (Some("2.0.0"), Some("new-recommendation"))
+        );
+        assert_eq!(message["context"]["display_name"], "prod-1", "{message}");
+        let payload = &message["events"][0]["payload"];
+        assert!(payload["rule_id"].as_str().unwrap().starts_with("ccx_rules_ocp.external.rules."), "{message}");
     }
+    let risks: BTreeSet<&str> =
+        messages.iter().map(|m| m["events"][0]["payload"]["total_risk"].as_str().unwrap()).collect();
+    assert_eq!(risks, BTreeSet::from(["1", "4", "Important", "Severe"]));
 
     // Service Log: the three complete, mappable reports, each body valid against the schema.
     let received = eventually("three records delivered", WAIT, || {
@@ -381,7 +397,9 @@ async fn notification_targets_send_reports_to_kafka_and_to_service_log_with_mapp
         assert_eq!(request.headers["authorization"], "Bearer ocm-offline-token");
         assert!(errors.is_empty(), "{record}: {errors:?}");
         assert_eq!(record["service_name"], "CCX Notification Service");
-        assert!(record["description"].as_str().unwrap().contains("](https://console.redhat.com/"), "{record}");
+        assert_eq!(record["internal_only"], false, "{record}");
+        let description = record["description"].as_str().unwrap();
+        assert!(description.starts_with("Rule *") && description.contains("](https://console.redhat.com/"), "{record}");
         delivered
             .insert(record["summary"].as_str().unwrap().to_owned(), record["severity"].as_str().unwrap().to_owned());
     }

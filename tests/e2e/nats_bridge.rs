@@ -101,3 +101,77 @@ servers = ["{url}"]
     assert!(message.contains("HMSG orders.eu 1 "), "{message}");
     assert!(message.contains("ce-id: o-1\r\n") && message.contains("ce-type: order.created\r\n"), "{message}");
 }
+
+/// A client of the upstream server below with `pki`'s CA and, when `identity`, its client certificate.
+async fn tls_client(url: &str, pki: &common::tls::Pki, identity: bool) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new().require_tls(true).add_root_certificates(pki.ca.clone());
+    if identity {
+        options = options.add_client_certificate(pki.client.0.clone(), pki.client.1.clone());
+    }
+    options.connect(url).await.map_err(|err| err.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_source_and_sink_reach_a_server_that_requires_tls_and_client_certificates() {
+    let certs = common::tempdir();
+    let pki = common::tls::pki(certs.path());
+    let path = |p: &std::path::Path| p.display().to_string();
+    let args = ["--tls", "--tlscert", &path(&pki.server.0), "--tlskey", &path(&pki.server.1)]
+        .into_iter()
+        .chain(["--tlscacert", &path(&pki.ca), "--tlsverify"])
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let upstream = NatsServer::start_with(common::free_port(), &args).await;
+    assert!(
+        tls_client(&upstream.url(), &pki, false).await.is_err(),
+        "the server refuses a client without a certificate"
+    );
+    let client = tls_client(&upstream.url(), &pki, true).await.expect("a client with its certificate connects");
+
+    let tls = format!(
+        r#"tls = {{ ca = "{}", cert = "{}", key = "{}" }}"#,
+        path(&pki.ca),
+        path(&pki.client.0),
+        path(&pki.client.1)
+    );
+    let _router = RouterProcess::start(&format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[plugins]
+dir = "{{dir}}/plugins"
+[sources.aporeto]
+kind = "nats"
+servers = ["{url}"]
+subjects = ["squall-events"]
+{tls}
+[[route]]
+name = "back-upstream"
+subject = "squall-events"
+sinks = ["upstream"]
+[sinks.upstream]
+kind = "nats"
+servers = ["{url}"]
+subject = "exported"
+{tls}
+"#,
+        url = upstream.url()
+    ));
+
+    // Through the source over TLS, a route, and the sink over TLS, back to this client.
+    let mut exported = client.subscribe("exported").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    // The source subscribes in the background: publish until a message comes back.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let message = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no message came back through the router");
+        client.publish("squall-events", "{\"identity\":\"enforcer\"}".into()).await.expect("publish");
+        let next = tokio::time::timeout(Duration::from_millis(200), futures_util::StreamExt::next(&mut exported));
+        if let Ok(Some(message)) = next.await {
+            break message;
+        }
+    };
+    // A plain message stays plain, on the sink's subject.
+    assert_eq!((message.subject.as_str(), message.headers), ("exported", None));
+    assert_eq!(&message.payload[..], b"{\"identity\":\"enforcer\"}");
+}

@@ -1,5 +1,7 @@
 // severity-map in JavaScript: the same handler as plugins/severity-map (Rust).
 const MAPPING = { Critical: 'Critical', Important: 'Major', Moderate: 'Warning', Low: 'Info' };
+// Risk levels by number, 1 to 4 (CCX's `total_risk`).
+const BY_NUMBER = [undefined, 'Low', 'Moderate', 'Important', 'Critical'];
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 let field = 'severity';
@@ -21,8 +23,16 @@ function handle(event) {
     throw permanent(`event "${id}": data is not a JSON object`);
   }
   if (!(field in data)) throw permanent(`event "${id}": field "${field}" is missing`);
-  const level = data[field];
-  if (typeof level !== 'string') throw permanent(`event "${id}": field "${field}" is ${JSON.stringify(level)}, not a string`);
+  let level = data[field];
+  if (typeof level === 'number') {
+    if (!Number.isInteger(level) || level < 1 || level > 4) {
+      throw permanent(`event "${id}": field "${field}": unknown level ${JSON.stringify(level)} (expected 1 to 4)`);
+    }
+    level = BY_NUMBER[level];
+  }
+  if (typeof level !== 'string') {
+    throw permanent(`event "${id}": field "${field}" is ${JSON.stringify(level)}, not a level name or number`);
+  }
   if (!Object.hasOwn(MAPPING, level)) {
     throw permanent(`event "${id}": field "${field}": unknown level "${level}" (expected Critical, Important, Moderate or Low)`);
   }

@@ -7,6 +7,8 @@ from wit_world.exports.event_handler import Outcome_Emit
 from wit_world.imports.types import Error
 
 MAPPING = {"Critical": "Critical", "Important": "Major", "Moderate": "Warning", "Low": "Info"}
+# Risk levels by number, 1 to 4 (CCX's `total_risk`).
+BY_NUMBER = {1: "Low", 2: "Moderate", 3: "Important", 4: "Critical"}
 
 field = "severity"
 target = "severity"
@@ -37,8 +39,12 @@ class EventHandler(exports.EventHandler):
         if field not in data:
             raise permanent(f'event "{event_id}": field "{field}" is missing')
         level = data[field]
+        if isinstance(level, (int, float)) and not isinstance(level, bool):
+            if level not in BY_NUMBER:
+                raise permanent(f'event "{event_id}": field "{field}": unknown level {json.dumps(level)} (expected 1 to 4)')
+            level = BY_NUMBER[level]
         if not isinstance(level, str):
-            raise permanent(f'event "{event_id}": field "{field}" is {json.dumps(level)}, not a string')
+            raise permanent(f'event "{event_id}": field "{field}" is {json.dumps(level)}, not a level name or number')
         if level not in MAPPING:
             raise permanent(
                 f'event "{event_id}": field "{field}": unknown level "{level}"'

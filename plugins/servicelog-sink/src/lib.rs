@@ -3,7 +3,8 @@
 //!
 //! The record is built from the event's JSON data: every top-level field the ServiceLog schema
 //! names is copied (others are left out), then `service_name` and `username` come from config when
-//! the data has none, `timestamp` from the event's time, and `event_stream_id` from its id. A
+//! the data has none, `internal_only` from config (default `false`, as the CCX notification service
+//! sends it), `timestamp` from the event's time, and `event_stream_id` from its id. A
 //! string field named by `link_field` (default `link`) is appended to the markdown description as
 //! a link. The severity is expected already mapped (route the events through `severity-map` first).
 //!
@@ -13,8 +14,8 @@
 //! it; 408, 429, 5xx and transport errors are retryable (the router retries with backoff, and the
 //! rest of the batch waits for that retry); other answers are permanent, with the service's reply.
 //!
-//! Config: `url` (required), `token`, `service_name`, `username`, `link_field`, `timeout_ms`
-//! (default 10000). Needs `capabilities.http` to list the URL's host, and a `limits.timeout_ms`
+//! Config: `url` (required), `token`, `service_name`, `username`, `internal_only` (default false),
+//! `link_field`, `timeout_ms` (default 10000). Needs `capabilities.http` to list the URL's host, and a `limits.timeout_ms`
 //! above a handler's default 500 ms, since a delivery waits for the service (the examples use 30000).
 
 mod schema;
@@ -28,7 +29,7 @@ use serde_json::{Map, Value};
 use schema::Schema;
 
 /// The config keys this plugin reads.
-const KEYS: [&str; 6] = ["url", "token", "service_name", "username", "link_field", "timeout_ms"];
+const KEYS: [&str; 7] = ["url", "token", "service_name", "username", "internal_only", "link_field", "timeout_ms"];
 /// The ServiceLog record schema (JSON Schema), from the seed's record structure.
 const SCHEMA: &str = include_str!("../schema/cluster-log.schema.json");
 
@@ -37,6 +38,7 @@ struct ServiceLogSink {
     authorization: Option<String>,
     service_name: Option<String>,
     username: Option<String>,
+    internal_only: bool,
     link_field: String,
     timeout: Duration,
     schema: Schema,
@@ -63,6 +65,7 @@ impl ServiceLogSink {
         default("username", self.username.as_ref());
         default("timestamp", event.context.time.as_ref());
         default("event_stream_id", Some(&event.context.id));
+        record.entry("internal_only").or_insert(Value::Bool(self.internal_only));
         if let (Some(Value::String(link)), Some(Value::String(description))) =
             (data.get(&self.link_field), record.get_mut("description"))
         {
@@ -108,6 +111,7 @@ impl Sink for ServiceLogSink {
             authorization: config.get("token").map(|token| format!("Bearer {token}")),
             service_name: config.get("service_name").map(str::to_owned),
             username: config.get("username").map(str::to_owned),
+            internal_only: config.json("internal_only")?.unwrap_or(false),
             link_field: config.get("link_field").unwrap_or("link").to_owned(),
             timeout: Duration::from_millis(timeout_ms),
             schema,
@@ -173,6 +177,7 @@ mod tests {
         assert_eq!(record["service_name"], "CCX Notification Service");
         assert_eq!(record["timestamp"], "2022-07-12T07:08:09Z");
         assert_eq!(record["event_stream_id"], event.context.id.as_str());
+        assert_eq!(record["internal_only"], false, "sent, false unless the data or config says otherwise");
         assert!(
             record["description"]
                 .as_str()

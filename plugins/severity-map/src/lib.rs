@@ -2,13 +2,14 @@
 //! as the CCX notification service does before posting to `/api/service_logs/v1/cluster_logs`.
 //!
 //! Config:
-//! - `field`: the top-level string field to read; default `severity`.
+//! - `field`: the top-level field to read; default `severity`.
 //! - `target`: the top-level field to write; default the same as `field` (mapped in place).
 //!
 //! Mapping: `Critical` -> `Critical`, `Important` -> `Major`, `Moderate` -> `Warning`,
-//! `Low` -> `Info`, matched exactly. Any other value, a missing or non-string field, or data that is
-//! not a JSON object is a permanent error naming the value and the event. Other fields are kept;
-//! output object keys come out sorted.
+//! `Low` -> `Info`, matched exactly; a level may also be its number, as CCX's `total_risk` carries
+//! it: 1 `Low`, 2 `Moderate`, 3 `Important`, 4 `Critical`. Any other value, a missing field, or data
+//! that is not a JSON object is a permanent error naming the value and the event. Other fields are
+//! kept; output object keys come out sorted.
 
 use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 use serde_json::Value;
@@ -23,6 +24,9 @@ const DEFAULT_FIELD: &str = "severity";
 const MAPPING: [(&str, &str); 4] =
     [("Critical", "Critical"), ("Important", "Major"), ("Moderate", "Warning"), ("Low", "Info")];
 
+/// Risk levels by number, 1 to 4 (CCX's `total_risk`).
+const BY_NUMBER: [&str; 4] = ["Low", "Moderate", "Important", "Critical"];
+
 struct SeverityMap {
     field: String,
     target: String,
@@ -33,11 +37,20 @@ impl SeverityMap {
     fn map(&self, data: &mut serde_json::Map<String, Value>) -> Result<(), String> {
         let field = &self.field;
         let level = match data.get(field) {
-            Some(Value::String(level)) => level,
-            Some(other) => return Err(format!("field \"{field}\" is {other}, not a string")),
+            Some(Value::String(level)) => level.as_str(),
+            Some(Value::Number(number)) => {
+                let index = number.as_f64().filter(|n| n.fract() == 0.0 && (1.0..=4.0).contains(n));
+                match index {
+                    Some(n) => BY_NUMBER[n as usize - 1],
+                    None => {
+                        return Err(format!("field \"{field}\": unknown level {number} (expected 1 to 4)"));
+                    }
+                }
+            }
+            Some(other) => return Err(format!("field \"{field}\" is {other}, not a level name or number")),
             None => return Err(format!("field \"{field}\" is missing")),
         };
-        let Some((_, severity)) = MAPPING.iter().find(|(from, _)| from == level) else {
+        let Some((_, severity)) = MAPPING.iter().find(|(from, _)| *from == level) else {
             return Err(format!(
                 "field \"{field}\": unknown level \"{level}\" (expected Critical, Important, Moderate or Low)"
             ));
@@ -111,6 +124,15 @@ mod tests {
     }
 
     #[test]
+    fn maps_ccx_total_risk_numbers() {
+        let mut h = handler(&[("field", "total_risk"), ("target", "severity")]);
+        for (risk, severity) in [(1, "Info"), (2, "Warning"), (3, "Major"), (4, "Critical")] {
+            let out = h.handle(event(json!({"total_risk": risk}))).unwrap().into_events(event(json!({})));
+            assert_eq!(data(&out), json!({"total_risk": risk, "severity": severity}));
+        }
+    }
+
+    #[test]
     fn reads_field_and_writes_target() {
         let mut h = handler(&[("field", "total_risk"), ("target", "severity")]);
         let out = h.handle(event(json!({"total_risk": "Important"}))).unwrap().into_events(event(json!({})));
@@ -123,8 +145,12 @@ mod tests {
         let err = h.handle(event(json!({"severity": "Info"}))).unwrap_err();
         assert!(err.message.contains("\"Info\"") && err.message.contains("\"e-1\""), "{}", err.message);
         assert!(!err.retryable);
-        let err = h.handle(event(json!({"severity": 3}))).unwrap_err();
-        assert_eq!(err.message, "event \"e-1\": field \"severity\" is 3, not a string");
+        let err = h.handle(event(json!({"severity": 5}))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": field \"severity\": unknown level 5 (expected 1 to 4)");
+        let err = h.handle(event(json!({"severity": 2.5}))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": field \"severity\": unknown level 2.5 (expected 1 to 4)");
+        let err = h.handle(event(json!({"severity": true}))).unwrap_err();
+        assert_eq!(err.message, "event \"e-1\": field \"severity\" is true, not a level name or number");
         let err = h.handle(event(json!({}))).unwrap_err();
         assert_eq!(err.message, "event \"e-1\": field \"severity\" is missing");
         let err = h.handle(event(json!("Low"))).unwrap_err();

@@ -13,7 +13,7 @@ use super::SinkBuildError;
 use crate::broker::Subject;
 use crate::codec::nats::{header_map, headers_of};
 use crate::event::Event;
-use crate::nats_client::NatsConnection;
+use crate::nats_client::{NatsConnection, NatsTls};
 use crate::sink::{DeliveryError, Sink};
 
 /// Config of a [`NatsSink`] (TOML, under the sink's table).
@@ -24,6 +24,8 @@ pub struct NatsSinkConfig {
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS to the server (required when set): `ca`, `cert`, `key`.
+    pub tls: Option<NatsTls>,
     /// Publish every event on this subject; default: the event's own subject.
     pub subject: Option<String>,
 }
@@ -35,6 +37,7 @@ impl NatsSinkConfig {
             token: self.token.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
