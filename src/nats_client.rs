@@ -20,15 +20,30 @@ pub struct NatsConnection {
     pub tls: Option<NatsTls>,
 }
 
-/// `tls = { ca = "…", cert = "…", key = "…" }` of a NATS source or sink: TLS is required, the
-/// server's certificate must chain to `ca` (PEM; the system's roots when absent), and `cert` with
-/// `key` (PEM) is the client certificate for a server that verifies its clients.
+/// TLS to a NATS server (`tls = { … }` of a NATS source or sink, `[broker.tls]` of cluster mode):
+/// TLS is required, the server's certificate must chain to `ca_path` (PEM; the system's roots when
+/// absent), and `cert_path` with `key_path` (PEM) is the client certificate for a server that
+/// verifies its clients.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTls {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+}
+
+impl NatsTls {
+    /// `options` requiring TLS with these roots and client certificate.
+    pub fn apply(&self, mut options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        options = options.require_tls(true);
+        if let Some(ca) = &self.ca_path {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_path, &self.key_path) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options
+    }
 }
 
 impl NatsConnection {
@@ -44,10 +59,12 @@ impl NatsConnection {
             return Err(("user", "set both `user` and `password`, or neither".into()));
         }
         if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err(("tls.cert", "set both `cert` and `key`, or neither".into()));
+            if tls.cert_path.is_some() != tls.key_path.is_some() {
+                return Err(("tls.cert_path", "set both `cert_path` and `key_path`, or neither".into()));
             }
-            for (field, path) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+            let paths =
+                [("tls.ca_path", &tls.ca_path), ("tls.cert_path", &tls.cert_path), ("tls.key_path", &tls.key_path)];
+            for (field, path) in paths {
                 if let Some(path) = path
                     && let Err(err) = std::fs::metadata(path)
                 {
@@ -73,13 +90,7 @@ impl NatsConnection {
             options = options.user_and_password(user.clone(), password.clone());
         }
         if let Some(tls) = &self.tls {
-            options = options.require_tls(true);
-            if let Some(ca) = &tls.ca {
-                options = options.add_root_certificates(ca.clone());
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-                options = options.add_client_certificate(cert.clone(), key.clone());
-            }
+            options = tls.apply(options);
         }
         let servers: Vec<async_nats::ServerAddr> = self
             .servers
@@ -104,11 +115,11 @@ mod tests {
             tls: None,
         };
         assert!(connection.check().is_ok());
-        connection.tls = Some(NatsTls { cert: Some("Cargo.toml".into()), ..NatsTls::default() });
-        assert_eq!(connection.check().unwrap_err().0, "tls.cert", "a certificate needs its key");
-        connection.tls = Some(NatsTls { ca: Some("no/such/ca.pem".into()), ..NatsTls::default() });
+        connection.tls = Some(NatsTls { cert_path: Some("Cargo.toml".into()), ..NatsTls::default() });
+        assert_eq!(connection.check().unwrap_err().0, "tls.cert_path", "a certificate needs its key");
+        connection.tls = Some(NatsTls { ca_path: Some("no/such/ca.pem".into()), ..NatsTls::default() });
         let (field, reason) = connection.check().unwrap_err();
-        assert_eq!(field, "tls.ca");
+        assert_eq!(field, "tls.ca_path");
         assert!(reason.starts_with("cannot read no/such/ca.pem: "), "{reason}");
         connection.tls = None;
         connection.user = Some("a".into());

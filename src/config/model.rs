@@ -56,7 +56,7 @@ pub struct SourceConfig {
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
-    /// TLS to the server (required when set): `ca`, `cert`, `key`.
+    /// TLS to the server (required when set): `ca_path`, `cert_path`, `key_path`.
     pub tls: Option<NatsTls>,
     /// NATS subjects or patterns.
     pub subjects: Vec<String>,

@@ -129,7 +129,7 @@ async fn a_nats_source_and_sink_reach_a_server_that_requires_tls_and_client_cert
     let client = tls_client(&upstream.url(), &pki, true).await.expect("a client with its certificate connects");
 
     let tls = format!(
-        r#"tls = {{ ca = "{}", cert = "{}", key = "{}" }}"#,
+        r#"tls = {{ ca_path = "{}", cert_path = "{}", key_path = "{}" }}"#,
         path(&pki.ca),
         path(&pki.client.0),
         path(&pki.client.1)

@@ -80,13 +80,7 @@ async fn client(settings: &BrokerSettings, name: &str, no_echo: bool) -> Result<
         options = options.nkey(seed.clone());
     }
     if let Some(tls) = &settings.tls {
-        options = options.require_tls(true);
-        if let Some(ca) = &tls.ca_path {
-            options = options.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&tls.cert_path, &tls.key_path) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
+        options = tls.apply(options);
     }
     let servers: Vec<async_nats::ServerAddr> = settings.servers.iter().filter_map(|url| url.parse().ok()).collect();
     options.connect(servers).await.map_err(|err| {

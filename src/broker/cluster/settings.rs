@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::nats_client::NatsTls;
+
 /// Which broker routes events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,7 +35,7 @@ pub struct BrokerSettings {
     pub nkey: Option<String>,
     /// A `.creds` file (user JWT and nkey seed), as `nsc` writes them.
     pub credentials: Option<PathBuf>,
-    pub tls: Option<ClusterTls>,
+    pub tls: Option<NatsTls>,
     /// The first token of every subject Eventyard uses in the cluster, and of its stream names,
     /// so several Eventyard deployments (or other users) can share one cluster.
     #[serde(default = "default_subject_prefix")]
@@ -56,17 +58,6 @@ pub struct BrokerSettings {
     /// before the publisher is told to retry later.
     #[serde(default = "default_publish_timeout_ms")]
     pub publish_timeout_ms: u64,
-}
-
-/// `[broker.tls]`: present, the connection to the cluster uses TLS.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterTls {
-    /// CA bundle that signs the servers' certificates.
-    pub ca_path: Option<PathBuf>,
-    /// Client certificate and key, for servers that require mutual TLS.
-    pub cert_path: Option<PathBuf>,
-    pub key_path: Option<PathBuf>,
 }
 
 fn default_subject_prefix() -> String {

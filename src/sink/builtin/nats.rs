@@ -24,7 +24,7 @@ pub struct NatsSinkConfig {
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
-    /// TLS to the server (required when set): `ca`, `cert`, `key`.
+    /// TLS to the server (required when set): `ca_path`, `cert_path`, `key_path`.
     pub tls: Option<NatsTls>,
     /// Publish every event on this subject; default: the event's own subject.
     pub subject: Option<String>,
