@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::nats::{NatsServer, RawClient};
 use common::router::{RouterProcess, eventually, json_lines_under};
+use eventyard::nats_client::NatsTls;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -102,13 +103,9 @@ servers = ["{url}"]
     assert!(message.contains("ce-id: o-1\r\n") && message.contains("ce-type: order.created\r\n"), "{message}");
 }
 
-/// A client of the upstream server below with `pki`'s CA and, when `identity`, its client certificate.
-async fn tls_client(url: &str, pki: &common::tls::Pki, identity: bool) -> Result<async_nats::Client, String> {
-    let mut options = async_nats::ConnectOptions::new().require_tls(true).add_root_certificates(pki.ca.clone());
-    if identity {
-        options = options.add_client_certificate(pki.client.0.clone(), pki.client.1.clone());
-    }
-    options.connect(url).await.map_err(|err| err.to_string())
+/// A client of `url` over TLS as the router's sources and sinks connect (`NatsTls::apply`).
+async fn tls_client(url: &str, tls: NatsTls) -> Result<async_nats::Client, String> {
+    tls.apply(async_nats::ConnectOptions::new()).connect(url).await.map_err(|err| err.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,10 +120,19 @@ async fn a_nats_source_and_sink_reach_a_server_that_requires_tls_and_client_cert
         .collect::<Vec<_>>();
     let upstream = NatsServer::start_with(common::free_port(), &args).await;
     assert!(
-        tls_client(&upstream.url(), &pki, false).await.is_err(),
+        tls_client(&upstream.url(), NatsTls { ca_path: Some(pki.ca.clone()), ..NatsTls::default() }).await.is_err(),
         "the server refuses a client without a certificate"
     );
-    let client = tls_client(&upstream.url(), &pki, true).await.expect("a client with its certificate connects");
+    let identity = NatsTls {
+        ca_path: Some(pki.ca.clone()),
+        cert_path: Some(pki.client.0.clone()),
+        key_path: Some(pki.client.1.clone()),
+    };
+    // Roots from `ca_path` replace the system's: a server whose certificate does not chain to them
+    // (here the CA named is a client's certificate) is refused.
+    let wrong_ca = NatsTls { ca_path: Some(pki.stranger.0.clone()), ..identity.clone() };
+    assert!(tls_client(&upstream.url(), wrong_ca).await.is_err(), "a server the CA did not sign is refused");
+    let client = tls_client(&upstream.url(), identity).await.expect("a client with its certificate connects");
 
     let tls = format!(
         r#"tls = {{ ca_path = "{}", cert_path = "{}", key_path = "{}" }}"#,

@@ -89,6 +89,11 @@ fn what_is_not_a_publication_is_refused_with_why() {
     for (message, reason) in [
         (vec![0xc1], "the message is not a MessagePack map"),
         (vec![0x92, 0x01], "not MessagePack"),
+        // Lengths that claim gigabytes, and nesting a hundred thousand deep: refused, nothing
+        // allocated for them and no stack overflow.
+        (vec![0xdd, 0xff, 0xff, 0xff, 0xff], "not MessagePack"),
+        (vec![0xc6, 0xff, 0xff, 0xff, 0xff, 0x00], "not MessagePack"),
+        (vec![0x91; 100_000], "not MessagePack"),
         (pack(&map(vec![("topic", Pack::from("t"))])), "a publication without data"),
         (br#"{"topic": "t", "data": 3}"#.to_vec(), "without an elemental event"),
         (br#"{"identity": "x", "entity": {}}"#.to_vec(), "without `type`"),

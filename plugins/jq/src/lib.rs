@@ -112,11 +112,14 @@ impl Handler for Jq {
         Jq::compile(code).map_err(|reason| Error::permanent(format!("config: `filter`: {reason}")))
     }
 
-    fn handle(&mut self, event: Event) -> Result<Outcome, Error> {
+    fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
         let id = event.context.id.clone();
         let fail = |reason: String| Error::permanent(format!("event \"{id}\": {reason}"));
-        let data = jaq_json::read::parse_single(&event.data).map_err(|err| fail(format!("data is not JSON: {err}")))?;
+        // The data leaves the event, so each output copies the attributes only.
+        let input = std::mem::take(&mut event.data);
+        let data = jaq_json::read::parse_single(&input).map_err(|err| fail(format!("data is not JSON: {err}")))?;
         let outputs = self.run(data, attributes(&event)).map_err(fail)?;
+        event.context.datacontenttype = Some("application/json".into());
         let events = outputs
             .into_iter()
             .enumerate()
@@ -126,7 +129,6 @@ impl Handler for Jq {
                     out.context.id = format!("{id}-{n}");
                 }
                 out.data = value.to_string().into_bytes();
-                out.context.datacontenttype = Some("application/json".into());
                 out
             })
             .collect::<Vec<_>>();
