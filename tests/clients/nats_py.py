@@ -3,11 +3,14 @@ nats-server for comparison. Usage: nats_py.py URL SCENARIO [TOKEN or a second UR
 what the client saw; the Rust tests assert on it. Every wait has a timeout."""
 
 import asyncio
+import base64
 import json
 import ssl
 import sys
 import urllib.request
+from datetime import datetime
 
+import msgpack
 import nats
 from nats.errors import NoRespondersError
 
@@ -206,6 +209,48 @@ async def publish_events(url, extra):
     with `extra["token"]`. With `extra["expect_error"]`, waits for the server's -ERR (nats-py
     handles it after the flush, then closes) and lists it in `errors`."""
     extra = json.loads(extra)
+    messages = []
+    for event in extra["events"]:
+        payload = event["raw"] if "raw" in event else json.dumps(event["data"])
+        messages.append((event["subject"], payload.encode(), event.get("headers")))
+    return await publish(url, extra, messages)
+
+
+async def publish_bahamut(url, extra):
+    """Publishes what Aporeto's services publish with bahamut: for each of `extra["publications"]`
+    ({topic, identity, operation, entity, timestamp (RFC 3339), encoding "msgpack", "json" or
+    "go-json"}), an elemental event in a bahamut publication on subject `topic`. "msgpack": both
+    MessagePack (bahamut's NATS pub/sub), the timestamp as MessagePack's timestamp extension;
+    "json": older bahamut's JSON envelope with the event as JSON; "go-json": the publication
+    marshalled to JSON as Go does, the MessagePack event as base64. {topic, raw} is sent as it is.
+    TLS as publish_events."""
+    extra = json.loads(extra)
+    messages = []
+    for p in extra["publications"]:
+        if "raw" in p:
+            messages.append((p["topic"], p["raw"].encode(), None))
+            continue
+        when = datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00"))
+        if p["encoding"] == "json":
+            event = {"identity": p["identity"], "type": p["operation"], "timestamp": p["timestamp"],
+                     "encoding": "application/json", "entity": p["entity"]}
+            payload = json.dumps({"topic": p["topic"], "encoding": "application/json", "data": event}).encode()
+        else:
+            event = msgpack.packb({"identity": p["identity"], "type": p["operation"], "timestamp": when,
+                                   "encoding": "application/msgpack", "entity": msgpack.packb(p["entity"])},
+                                  datetime=True)
+            publication = {"topic": p["topic"], "encoding": "application/msgpack", "data": event}
+            if p["encoding"] == "go-json":
+                publication["data"] = base64.b64encode(event).decode()
+                payload = json.dumps(publication).encode()
+            else:
+                payload = msgpack.packb(publication)
+        messages.append((p["topic"], payload, None))
+    return await publish(url, extra, messages)
+
+
+async def publish(url, extra, messages):
+    """Publishes `messages` ((subject, bytes, headers)) and flushes; see publish_events."""
     tls = tls_context(extra) if "ca" in extra else None
     try:
         nc = await nats.connect(
@@ -213,11 +258,10 @@ async def publish_events(url, extra):
         )
     except Exception as err:  # noqa: BLE001 - the test wants whatever the client raised
         return {"connected": False, "error": f"{type(err).__name__}: {err}"}
-    for event in extra["events"]:
-        payload = event["raw"] if "raw" in event else json.dumps(event["data"])
-        await nc.publish(event["subject"], payload.encode(), headers=event.get("headers"))
+    for subject, payload, headers in messages:
+        await nc.publish(subject, payload, headers=headers)
     await nc.flush(timeout=TIMEOUT)
-    result = {"connected": True, "published": len(extra["events"])}
+    result = {"connected": True, "published": len(messages)}
     if extra.get("expect_error"):
         for _ in range(100):
             if nc.is_closed:
@@ -282,6 +326,7 @@ async def probe(url, extra):
 SCENARIOS = {
     "probe": probe,
     "publish_events": publish_events,
+    "publish_bahamut": publish_bahamut,
     "tls_connect": tls_connect,
     "system_events": system_events,
     "permissions": permissions,

@@ -23,6 +23,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "subject-filter",
     "json-transform",
     "jq",
+    "bahamut",
     "severity-map",
     "token-auth",
     "file-sink",

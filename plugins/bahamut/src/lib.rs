@@ -168,10 +168,17 @@ fn decode(message: &[u8]) -> Result<(Elemental, Option<String>), String> {
         if outer.contains_key("identity") {
             return Ok((Elemental::from_json(outer), None));
         }
-        let topic = outer.get("topic").and_then(Value::as_str).map(str::to_owned);
-        // Older bahamut: the event as JSON inside the JSON envelope.
+        let text = |field: &str| outer.get(field).and_then(Value::as_str).map(str::to_owned);
+        let (topic, encoding) = (text("topic"), text("encoding"));
         return match outer.get("data") {
+            // Older bahamut: the event as JSON inside the JSON envelope.
             Some(Value::Object(event)) => Ok((Elemental::from_json(event.clone()), topic)),
+            // A publication marshalled to JSON as Go does: its `data` bytes as base64.
+            Some(Value::String(encoded)) => {
+                let data =
+                    BASE64.decode(encoded).map_err(|err| format!("the publication's data is not base64: {err}"))?;
+                Ok((elemental(&data, encoding.as_deref())?, topic))
+            }
             _ => Err("a JSON publication without an elemental event in `data`".into()),
         };
     }
@@ -193,14 +200,16 @@ fn decode(message: &[u8]) -> Result<(Elemental, Option<String>), String> {
         Some(Pack::String(text)) => text.as_bytes().to_vec(),
         _ => return Err("a publication without data".into()),
     };
-    let event = if is_msgpack(encoding.as_deref()) {
-        Elemental::from_msgpack(entries(unpack(&data)?, "the publication's data")?)?
-    } else {
-        let event =
-            serde_json::from_slice(&data).map_err(|err| format!("the publication's data is not JSON: {err}"))?;
-        Elemental::from_json(event)
-    };
-    Ok((event, topic))
+    Ok((elemental(&data, encoding.as_deref())?, topic))
+}
+
+/// The elemental event in a publication's `data`, encoded as the publication's `encoding` says.
+fn elemental(data: &[u8], encoding: Option<&str>) -> Result<Elemental, String> {
+    if is_msgpack(encoding) {
+        return Elemental::from_msgpack(entries(unpack(data)?, "the publication's data")?);
+    }
+    let event = serde_json::from_slice(data).map_err(|err| format!("the publication's data is not JSON: {err}"))?;
+    Ok(Elemental::from_json(event))
 }
 
 struct Bahamut;

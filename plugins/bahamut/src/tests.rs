@@ -85,6 +85,23 @@ fn a_json_publication_and_a_bare_event() {
 }
 
 #[test]
+fn a_publication_marshalled_to_json_by_go_carries_its_data_as_base64() {
+    let event = map(vec![
+        ("identity", Pack::from("auditreport")),
+        ("type", Pack::from("create")),
+        ("timestamp", when()),
+        ("encoding", Pack::from("application/msgpack")),
+        ("entity", Pack::Binary(pack(&map(vec![("syscall", Pack::from("execve"))])))),
+    ]);
+    let publication = json!({"topic": "external-auditreports", "encoding": "application/msgpack", "data": BASE64.encode(pack(&event))});
+    let out = data(&run(publication.to_string().into_bytes()).unwrap());
+    assert_eq!((out["identity"].as_str(), out["topic"].as_str()), (Some("auditreport"), Some("external-auditreports")));
+    assert_eq!(out["entity"], json!({"syscall": "execve"}));
+    let not_base64 = json!({"topic": "t", "data": "%%"});
+    assert!(run(not_base64.to_string().into_bytes()).unwrap_err().message.contains("not base64"));
+}
+
+#[test]
 fn what_is_not_a_publication_is_refused_with_why() {
     for (message, reason) in [
         (vec![0xc1], "the message is not a MessagePack map"),
