@@ -84,7 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listen = config.http.listen;
     let http_server = config.http.server.clone();
     let gateway_settings = config.service.gateway.clone();
-    let tls = config.tls.clone();
+    let system_account = config.service.system_account.clone();
     let watch = config.watch_plugins;
     let plugin_dir = config.plugin_dir.clone();
     let config_file = config.origin.as_ref().map(|origin| origin.path.clone());
@@ -96,7 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = match gateway_settings {
         Some(settings) => {
             let auth = reloader.gateway_auth.clone();
-            Some(Gateway::start(settings, tls.as_ref(), broker.clone(), auth).await?)
+            Some(Gateway::start(settings, broker.clone(), auth, system_account).await?)
         }
         None => None,
     };
@@ -152,7 +152,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let plugins = reloader.plugins().len();
     let nats = nats_addr.map(|addr| addr.to_string());
-    tracing::info!(%http_addr, nats_addr = nats, routes, sinks, plugins, "eventyard running");
+    // Every NATS listener beyond the main one, as `name=address`.
+    let listeners = gateway.as_ref().map(|gateway| {
+        let more = gateway.listeners.iter().skip(1);
+        more.map(|(name, addr)| format!("{name}={addr}")).collect::<Vec<_>>().join(" ")
+    });
+    let nats_listeners = listeners.filter(|listeners| !listeners.is_empty());
+    tracing::info!(%http_addr, nats_addr = nats, nats_listeners, routes, sinks, plugins, "eventyard running");
     Ok(Running {
         http_addr,
         nats_addr,

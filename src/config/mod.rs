@@ -97,7 +97,10 @@ pub struct ServiceSettings {
     pub drain_timeout: Duration,
     /// The NATS gateway, on when the config has a `[service]` section that does not set `nats = false`.
     pub gateway: Option<GatewaySettings>,
-    pub gateway_auth: GatewayAuth,
+    /// Each NATS listener's auth, by listener name (`[service.auth]` is the main one's).
+    pub auth: BTreeMap<String, GatewayAuth>,
+    /// The account that sees `$SYS` events and may ask `$SYS.REQ` requests, on every listener.
+    pub system_account: Option<String>,
 }
 
 /// `[http]`, checked.
@@ -267,8 +270,8 @@ impl Config {
         keep("kafka", self.kafka == running.kafka);
         keep("broker", self.broker == running.broker);
         keep("durability", self.durability == running.durability);
-        let system_account = &running.service.gateway_auth.system_account;
-        keep("service.auth.system_account", &self.service.gateway_auth.system_account == system_account);
+        let system_account = &running.service.system_account;
+        keep("service.auth.system_account", &self.service.system_account == system_account);
         self.log_format = running.log_format;
         self.log_level = running.log_level.clone();
         for plan in self.plugins.values_mut() {
@@ -287,7 +290,7 @@ impl Config {
         self.kafka = running.kafka.clone();
         self.broker = running.broker.clone();
         self.durability = running.durability.clone();
-        self.service.gateway_auth.system_account = system_account.clone();
+        self.service.system_account = system_account.clone();
         differ
     }
 }
@@ -438,7 +441,7 @@ compression = "zstd"
     #[test]
     fn restart_only_settings_are_named_and_kept() {
         let running = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n[service]\nevent_limit = 5\n").unwrap();
-        assert_eq!(running.service.gateway.as_ref().map(|g| g.port), Some(10132));
+        assert_eq!(running.service.gateway.as_ref().map(|g| g.listeners[0].port), Some(10132));
         let mut next = Config::from_toml(
             "[http]\nlisten = \"127.0.0.1:2\"\n[service]\nevent_limit = 6\nport = 4222\n[plugins]\nconsume_fuel = true\n\
              [broker]\nmode = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\n",
@@ -486,6 +489,47 @@ compression = "zstd"
         assert!(gateway("[service]\n"));
         assert!(!gateway("[service]\nnats = false\nevent_limit = 7\n"));
         assert_eq!(Config::from_toml("[service]\nnats = false\nevent_limit = 7\n").unwrap().service.event_limit, 7);
+    }
+
+    #[test]
+    fn more_nats_listeners_have_their_own_address_tls_and_auth_but_share_the_system_account() {
+        let config = Config::from_toml(
+            "[service.auth]\nsystem_account = \"SYS\"\ntokens = [\"t\"]\n\
+             [service.listeners.internal]\nport = 4222\n\
+             [service.listeners.external]\nport = 4443\ntls = { cert_path = \"c\", key_path = \"k\" }\n\
+             auth = { tokens = [\"x\"] }\n",
+        )
+        .unwrap();
+        let listeners = &config.service.gateway.as_ref().unwrap().listeners;
+        let names: Vec<(&str, u16, bool)> =
+            listeners.iter().map(|l| (l.name.as_str(), l.port, l.tls.is_some())).collect();
+        assert_eq!(names, [("service", 10132, false), ("external", 4443, true), ("internal", 4222, false)]);
+        assert_eq!(config.service.auth["external"].tokens, ["x"]);
+        assert_eq!(config.service.auth["internal"], GatewayAuth::default(), "no auth section: anyone connects");
+        assert_eq!(config.service.system_account.as_deref(), Some("SYS"));
+        for (text, key, reason) in [
+            (
+                "[service.listeners.a]\nport = 1\nauth = { system_account = \"S\" }\n",
+                "service.listeners.a.auth.system_account",
+                "[service.auth]",
+            ),
+            ("[service.listeners.service]\nport = 1\n", "service.listeners.service", "other than `service`"),
+            ("[service.listeners.a]\nport = 10132\n", "service.listeners.a.port", "another listener's address"),
+            ("[service]\nnats = false\n[service.listeners.a]\nport = 1\n", "service.listeners.a", "gateway is off"),
+            (
+                "[service.listeners.a]\nport = 1\ntls = { cert_path = \"c\", key_path = \"k\", verify_and_map = true }\n",
+                "service.listeners.a.tls.verify_and_map",
+                "root_ca_path",
+            ),
+            (
+                "[service.listeners.a]\nport = 1\nauth = { policy = \"p\", tokens = [\"t\"] }\n",
+                "service.listeners.a.auth.policy",
+                "not both",
+            ),
+        ] {
+            let errors = Config::from_toml(text).unwrap_err();
+            assert!(errors[0].key == key && errors[0].reason.contains(reason), "{text}: {errors:?}");
+        }
     }
 
     #[test]

@@ -124,6 +124,25 @@ pub struct ServiceConfig {
     #[serde(default = "no_limit")]
     pub max_connections_per_account: Spanned<usize>,
     pub auth: Option<Spanned<GatewayAuthConfig>>,
+    /// `[service.listeners.NAME]`: more NATS listeners on the same broker, each with its own
+    /// address, TLS and auth (seed 000's internal event service beside its external gateway).
+    #[serde(default)]
+    pub listeners: BTreeMap<String, Spanned<ListenerConfig>>,
+}
+
+/// One more NATS listener. Accounts, permissions and the limits of `[service]` are shared with
+/// every other listener; the address, TLS and who may connect are its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    pub port: u16,
+    /// Its own TLS; absent, clients connect in the clear.
+    pub tls: Option<Spanned<TlsConfig>>,
+    /// Its own `tokens`, `users` or `policy`; absent, anyone who reaches it connects, in the
+    /// global account.
+    pub auth: Option<Spanned<GatewayAuthConfig>>,
 }
 
 /// `[service.auth]`: how NATS clients authenticate. Nothing set: anyone connects.
@@ -222,6 +241,7 @@ impl Default for ServiceConfig {
             max_subscriptions: default_max_subscriptions(),
             max_connections_per_account: no_limit(),
             auth: None,
+            listeners: BTreeMap::new(),
         }
     }
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::model::{
     AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, NatsGrant, OneOrMany, PluginConfig,
-    RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, WorldName,
+    RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, TlsConfig, WorldName,
 };
 use super::{
     AdminPlan, Config, ConfigError, HttpAuthPlan, HttpServerSettings, HttpSettings, PluginPlan, RoutePlan,
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use crate::broker::Pattern;
 use crate::broker::account::check_global;
 use crate::gateway::auth::{GLOBAL_ACCOUNT, User as GatewayUser, is_account_name};
-use crate::gateway::{GatewayAuth, GatewaySettings};
+use crate::gateway::{GatewayAuth, GatewaySettings, ListenerSettings, MAIN_LISTENER};
 use crate::nats_client::NatsConnection;
 use crate::permission::{Entry, Permissions, Responses, Rule};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Subjects, Topics};
@@ -234,7 +234,8 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             queue_bytes: 0,
             drain_timeout: Duration::ZERO,
             gateway: None,
-            gateway_auth: GatewayAuth::default(),
+            auth: BTreeMap::new(),
+            system_account: None,
         },
         http: HttpSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 10133)),
@@ -280,24 +281,9 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         let plan = check.plugin(name, plugin.span(), plugin.get_ref(), &config);
         config.plugins.insert(name.clone(), plan);
     }
+    config.tls = file.tls.as_ref().map(|tls| check.listener_tls("tls", tls));
     check.service(file, &mut config);
     check.http(file, &mut config);
-    if let Some(tls) = &file.tls {
-        let t = tls.get_ref();
-        config.tls = Some(TlsSettings {
-            cert_path: t.cert_path.clone(),
-            key_path: t.key_path.clone(),
-            root_ca_path: t.root_ca_path.clone(),
-            verify_and_map: t.verify_and_map,
-        });
-        if t.verify_and_map && t.root_ca_path.is_none() {
-            check.error(
-                "tls.verify_and_map",
-                tls.span(),
-                "needs `root_ca_path`: only a verified certificate names a user",
-            );
-        }
-    }
     for (name, source) in &file.sources {
         if let Some(plan) = check.source(name, source.span(), source.get_ref()) {
             config.sources.insert(name.clone(), plan);
@@ -346,15 +332,54 @@ impl Checker<'_> {
         }
         let max_pending = Spanned::new(s.max_pending.span(), s.max_pending.get_ref().0);
         self.range("service.max_pending", &max_pending, 1, 1 << 34);
-        let gateway_auth =
-            s.auth.as_ref().map(|auth| self.gateway_auth(auth.get_ref(), auth.span())).unwrap_or_default();
+        let mut auth = BTreeMap::new();
+        let main_auth = s.auth.as_ref().map(|a| self.gateway_auth("service.auth", a.get_ref(), a.span()));
+        auth.insert(MAIN_LISTENER.to_owned(), main_auth.unwrap_or_default());
+        let mut listeners = vec![ListenerSettings {
+            name: MAIN_LISTENER.into(),
+            host: s.host.clone(),
+            port: s.port,
+            tls: config.tls.clone(),
+        }];
+        for (name, listener) in &s.listeners {
+            let key = format!("service.listeners.{name}");
+            let l = listener.get_ref();
+            if name == MAIN_LISTENER || !is_account_name(name) {
+                self.error(
+                    &key,
+                    listener.span(),
+                    format!("a listener's name is one subject token other than `{MAIN_LISTENER}`"),
+                );
+            }
+            if l.port != 0
+                && listeners.iter().any(|other| (other.host.as_str(), other.port) == (l.host.as_str(), l.port))
+            {
+                self.error(
+                    format!("{key}.port"),
+                    listener.span(),
+                    format!("{}:{} is another listener's address", l.host, l.port),
+                );
+            }
+            if !s.nats {
+                self.error(&key, listener.span(), "the gateway is off (`[service] nats = false`)");
+            }
+            let tls = l.tls.as_ref().map(|tls| self.listener_tls(&format!("{key}.tls"), tls));
+            let listener_auth = l.auth.as_ref().map(|a| {
+                if a.get_ref().system_account.is_some() {
+                    let reason = "accounts are shared by every listener: name the system account in [service.auth]";
+                    self.error(format!("{key}.auth.system_account"), a.span(), reason);
+                }
+                self.gateway_auth(&format!("{key}.auth"), a.get_ref(), a.span())
+            });
+            auth.insert(name.clone(), listener_auth.unwrap_or_default());
+            listeners.push(ListenerSettings { name: name.clone(), host: l.host.clone(), port: l.port, tls });
+        }
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
             queue_bytes: *queue_bytes.get_ref(),
             drain_timeout: Duration::from_millis(*s.drain_timeout_ms.get_ref()),
             gateway: file.service.as_ref().filter(|service| service.nats).map(|_| GatewaySettings {
-                host: s.host.clone(),
-                port: s.port,
+                listeners,
                 listener_limit: *s.listener_limit.get_ref(),
                 max_payload: *max_payload.get_ref(),
                 max_pending: *max_pending.get_ref(),
@@ -362,18 +387,34 @@ impl Checker<'_> {
                 statsz_interval: Duration::from_millis(*s.statsz_interval_ms.get_ref()),
                 ping_interval: Duration::from_millis(*s.ping_interval_ms.get_ref()),
                 max_pings_out: *s.max_pings_out.get_ref() as u32,
-                tls_verify: file.tls.as_ref().is_some_and(|tls| tls.get_ref().root_ca_path.is_some()),
                 max_subscriptions: *s.max_subscriptions.get_ref(),
                 max_connections_per_account: *s.max_connections_per_account.get_ref(),
             }),
-            gateway_auth,
+            auth,
+            system_account: s.auth.as_ref().and_then(|auth| auth.get_ref().system_account.clone()),
         };
     }
 
-    fn gateway_auth(&mut self, auth: &GatewayAuthConfig, auth_span: Range<usize>) -> GatewayAuth {
+    /// `[tls]` or a listener's `tls`, checked.
+    fn listener_tls(&mut self, key: &str, tls: &Spanned<TlsConfig>) -> TlsSettings {
+        let t = tls.get_ref();
+        if t.verify_and_map && t.root_ca_path.is_none() {
+            let reason = "needs `root_ca_path`: only a verified certificate names a user";
+            self.error(format!("{key}.verify_and_map"), tls.span(), reason);
+        }
+        TlsSettings {
+            cert_path: t.cert_path.clone(),
+            key_path: t.key_path.clone(),
+            root_ca_path: t.root_ca_path.clone(),
+            verify_and_map: t.verify_and_map,
+        }
+    }
+
+    /// A listener's auth section (`prefix`: its key), checked.
+    fn gateway_auth(&mut self, prefix: &str, auth: &GatewayAuthConfig, auth_span: Range<usize>) -> GatewayAuth {
         let mut users = Vec::new();
         for (i, user) in auth.users.iter().enumerate() {
-            let key = format!("service.auth.users[{i}]");
+            let key = format!("{prefix}.users[{i}]");
             let u = user.get_ref();
             let account = u.account.clone().unwrap_or_else(|| GLOBAL_ACCOUNT.into());
             if !is_account_name(&account) {
@@ -428,14 +469,9 @@ impl Checker<'_> {
             users.push(GatewayUser { name: u.user.clone(), password: u.password.clone(), account, permissions });
         }
         if auth.policy.is_some() && !(auth.tokens.is_empty() && users.is_empty()) {
-            self.error("service.auth.policy", auth_span, "set either `policy` or `tokens` and `users`, not both");
+            self.error(format!("{prefix}.policy"), auth_span, "set either `policy` or `tokens` and `users`, not both");
         }
-        GatewayAuth {
-            tokens: auth.tokens.clone(),
-            users,
-            system_account: auth.system_account.clone(),
-            policy: auth.policy.clone(),
-        }
+        GatewayAuth { tokens: auth.tokens.clone(), users, policy: auth.policy.clone() }
     }
 
     fn http(&mut self, file: &ConfigFile, config: &mut Config) {

@@ -1,4 +1,5 @@
-//! Who a gateway client is and what it may do. Either `[service.auth]` decides — tokens, users
+//! Who a gateway client is and what it may do. Each listener has its own authenticator: either
+//! its `auth` (`[service.auth]` for the main one) decides — tokens, users
 //! with plain or bcrypt passwords, users named by their TLS client certificate (`[tls]
 //! verify_and_map`) — or an auth-policy plugin does, through the same [`AuthPolicy`] trait HTTP
 //! ingest uses. Every client ends in an account with publish and subscribe permissions. Accounts
@@ -18,8 +19,6 @@ use crate::permission::{Permissions, Rule};
 pub struct GatewayAuth {
     pub tokens: Vec<String>,
     pub users: Vec<User>,
-    /// The account that sees `$SYS` events and may ask `$SYS.REQ` requests.
-    pub system_account: Option<String>,
     /// An auth-policy plugin, by name, that decides instead of `tokens` and `users`.
     pub policy: Option<String>,
 }
@@ -31,6 +30,18 @@ pub struct Authenticator {
     pub policy: Option<Arc<dyn AuthPolicy>>,
     /// `[tls] verify_and_map`: a user is named by the client's certificate instead of a password.
     pub map_tls: bool,
+}
+
+/// Every listener's authenticator, by listener name: a reload replaces them together.
+#[derive(Default)]
+pub struct Authenticators(pub std::collections::BTreeMap<String, Arc<Authenticator>>);
+
+impl Authenticators {
+    /// The authenticator of `listener`; none when the config in force no longer names it (its
+    /// clients are refused until a restart closes it).
+    pub fn of(&self, listener: &str) -> Option<Arc<Authenticator>> {
+        self.0.get(listener).cloned()
+    }
 }
 
 /// One `[[service.auth.users]]`.
@@ -182,7 +193,6 @@ mod tests {
                 user("admin", Some(bcrypt::hash("changeit", 4).unwrap()), "SYS"),
                 user("CN=device-7,O=Fleet", None, "DEVICES"),
             ],
-            system_account: Some("SYS".into()),
             policy: None,
         }
     }

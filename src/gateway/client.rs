@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::auth::{GLOBAL_ACCOUNT, Identity};
+use super::auth::{Authenticator, GLOBAL_ACCOUNT, Identity};
 use super::protocol::{self, ClientOp, Parser};
 use super::system::ClientInfo;
+use super::{Listener, Shared};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
 use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
@@ -334,6 +334,8 @@ impl Subscriber for ClientSubscription {
 struct Client {
     id: u64,
     shared: Arc<Shared>,
+    /// The listener it came in on, whose auth admits it.
+    listener: Arc<Listener>,
     outbound: Arc<Outbound>,
     options: ConnectOptions,
     connected: bool,
@@ -398,31 +400,47 @@ impl Drop for AccountSeat {
 }
 
 /// Greets a client over the connection limit with INFO and `-ERR`, then closes.
-pub(super) async fn refuse(shared: &Shared, mut stream: TcpStream, remote: SocketAddr, id: u64, reason: &str) {
+pub(super) async fn refuse(
+    shared: &Shared,
+    listener: &Listener,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    id: u64,
+    reason: &str,
+) {
     let mut out = BytesMut::new();
-    protocol::write_info(&mut out, &info(shared, remote, id));
+    protocol::write_info(&mut out, &info(shared, listener, remote, id));
     protocol::write_err(&mut out, reason);
     tracing::warn!(%remote, reason, "gateway connection refused");
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
 }
 
-fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
-    let settings = &shared.settings;
-    let (_, auth) = shared.auth.current();
+/// The authenticator of `listener` in the config in force; none when that config no longer
+/// names the listener.
+fn authenticator(shared: &Shared, listener: &Listener) -> Option<Arc<Authenticator>> {
+    shared.auth.current().1.of(&listener.settings.name)
+}
+
+/// Whether clients of `listener` must authenticate (always, once its authenticator is gone).
+fn auth_required(shared: &Shared, listener: &Listener) -> bool {
+    authenticator(shared, listener).is_none_or(|auth| auth.required())
+}
+
+fn info(shared: &Shared, listener: &Listener, remote: SocketAddr, id: u64) -> serde_json::Value {
     json!({
         "server_id": shared.server_id,
         "server_name": shared.server_id,
         "version": env!("CARGO_PKG_VERSION"),
         "proto": 1,
-        "host": settings.host,
-        "port": settings.port,
+        "host": listener.settings.host,
+        "port": listener.settings.port,
         "headers": true,
-        "max_payload": settings.max_payload,
+        "max_payload": shared.settings.max_payload,
         "client_id": id,
         "client_ip": remote.ip().to_string(),
-        "auth_required": auth.required(),
-        "tls_required": shared.tls.is_some(),
-        "tls_verify": shared.settings.tls_verify,
+        "auth_required": auth_required(shared, listener),
+        "tls_required": listener.tls.is_some(),
+        "tls_verify": listener.tls_verify(),
     })
 }
 
@@ -430,26 +448,27 @@ fn info(shared: &Shared, remote: SocketAddr, id: u64) -> serde_json::Value {
 /// clear, then (with `[tls]`) the TLS handshake, then the protocol.
 pub(super) async fn serve(
     shared: &Arc<Shared>,
+    listener: Arc<Listener>,
     mut stream: TcpStream,
     remote: SocketAddr,
     id: u64,
     stop: CancellationToken,
 ) {
     let mut greeting = BytesMut::new();
-    protocol::write_info(&mut greeting, &info(shared, remote, id));
+    protocol::write_info(&mut greeting, &info(shared, &listener, remote, id));
     if stream.write_all(&greeting).await.is_err() {
         return;
     }
-    let Some(acceptor) = &shared.tls else {
+    let Some(acceptor) = listener.tls.clone() else {
         let (reader, writer) = stream.into_split();
-        return run(shared, reader, writer, remote, id, None, stop).await;
+        return run(shared, listener, reader, writer, remote, id, None, stop).await;
     };
     match tokio::time::timeout(shared.settings.auth_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let chain = stream.get_ref().1.peer_certificates();
             let certificate = chain.and_then(|chain| PeerCertificate::parse(chain.first()?));
             let (reader, writer) = tokio::io::split(stream);
-            run(shared, reader, writer, remote, id, certificate, stop).await;
+            run(shared, listener, reader, writer, remote, id, certificate, stop).await;
         }
         Ok(Err(err)) => {
             tracing::info!(%remote, client = id, error = %err, "gateway TLS handshake failed");
@@ -470,8 +489,10 @@ pub(super) async fn serve(
 }
 
 /// The protocol over a connection's two halves (plain TCP or TLS), after INFO.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     shared: &Arc<Shared>,
+    listener: Arc<Listener>,
     mut reader: impl AsyncRead + Unpin,
     writer: impl AsyncWrite + Unpin + Send + 'static,
     remote: SocketAddr,
@@ -494,6 +515,7 @@ async fn run(
     let mut client = Client {
         id,
         shared: shared.clone(),
+        listener,
         outbound: outbound.clone(),
         options: ConnectOptions::default(),
         connected: false,
@@ -525,7 +547,7 @@ async fn run(
     let mut heard = false;
     loop {
         buf.reserve(read_size.0);
-        let auth_required = !client.connected && shared.auth.current().1.required();
+        let auth_required = !client.connected && auth_required(shared, &client.listener);
         let read = tokio::select! {
             _ = outbound.close.cancelled() => break,
             Ok(()) = auth_changes.changed() => {
@@ -608,7 +630,7 @@ impl Client {
         loop {
             if !self.connected
                 && buf.first().is_some_and(|first| !b"Cc".contains(first))
-                && self.shared.auth.current().1.required()
+                && auth_required(&self.shared, &self.listener)
             {
                 self.outbound.fail("Authorization Violation");
                 self.reason = "Authentication Failure";
@@ -739,8 +761,7 @@ impl Client {
             remote_addr: self.remote.to_string(),
         };
         // Checked against the running config, whenever the client sends it.
-        let (_, auth) = self.shared.auth.current();
-        let identity = match auth.clone().authenticate(request.clone()).await {
+        let identity = match self.authenticate(request.clone()).await {
             Ok(identity) => identity,
             Err(reason) => {
                 tracing::info!(client = self.id, name = ?options.name, user = ?options.user, reason, "gateway client not authorized");
@@ -767,7 +788,7 @@ impl Client {
                 }
             }
         }
-        let system = auth.config.system_account.as_deref() == Some(identity.account.as_str());
+        let system = self.shared.system_account.as_deref() == Some(identity.account.as_str());
         self.namespace = Namespace::new(&identity.account, system);
         self.responses = ResponseGrants::of(&identity.permissions);
         self.identity = identity;
@@ -962,23 +983,30 @@ impl Client {
         self.subscriptions.insert(sid, subscription);
     }
 
+    /// Who `request` makes this client, by its listener's auth in the config in force, or why not.
+    async fn authenticate(&self, request: AuthRequest) -> Result<Identity, String> {
+        match authenticator(&self.shared, &self.listener) {
+            Some(auth) => auth.authenticate(request).await,
+            None => Err("its listener is no longer in the config".into()),
+        }
+    }
+
     /// After a reload changed the auth config: checks the client's credentials again. A client
     /// they no longer admit, or admit to another account, or one that never authenticated while
     /// auth is now required, is closed with `-ERR 'Authorization Violation'`; one whose permissions
     /// changed gets the new ones, and each subscription they no longer allow ends with
     /// `-ERR 'Permissions Violation ...'`. False when the client is closed.
     async fn reauthorize(&mut self) -> bool {
-        let (_, auth) = self.shared.auth.current();
         let Some(request) = self.credentials.clone() else {
             // Never sent CONNECT, which was fine while no auth was required.
-            if auth.required() {
+            if auth_required(&self.shared, &self.listener) {
                 self.outbound.fail("Authorization Violation");
                 self.reason = "Authentication Failure";
                 return false;
             }
             return true;
         };
-        let identity = match auth.clone().authenticate(request).await {
+        let identity = match self.authenticate(request).await {
             Ok(identity) if identity.account == self.identity.account => identity,
             outcome => {
                 let reason = outcome.err().unwrap_or_else(|| "now in another account".into());

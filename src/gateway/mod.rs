@@ -1,8 +1,9 @@
 //! The NATS-protocol gateway (seed 000): any NATS client publishes into Eventyard and subscribes to
 //! its subjects on `[service] host:port`. Published messages enter the broker like HTTP ingest
 //! (so they reach routes and other subscribers); each client subscription is a broker subscriber
-//! that writes `MSG`/`HMSG` to a bounded outbound buffer. Owns the listener, the connection limit
-//! and the server's INFO; [`client`] owns one connection and [`protocol`] the wire format; messages
+//! that writes `MSG`/`HMSG` to a bounded outbound buffer. Owns the listeners (`[service]` and any
+//! `[service.listeners.NAME]`, each with its own TLS and auth, all on one broker and one set of
+//! accounts), the connection limits, counted over every listener, and the server's INFO; [`client`] owns one connection and [`protocol`] the wire format; messages
 //! become events through the NATS binding of [`crate::codec::nats`]; [`publisher`] publishes sink
 //! plugins' messages (the `nats-publisher` capability) the same way. Never routes or queues events
 //! itself.
@@ -22,17 +23,30 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::{Authenticator, GatewayAuth};
+pub use auth::{Authenticator, Authenticators, GatewayAuth};
 
 use crate::broker::Broker;
 use crate::slot::Slot;
 
-/// The gateway's settings, from `[service]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewaySettings {
+/// The name of the listener `[service] host`, `port`, `[service.auth]` and `[tls]` describe.
+pub const MAIN_LISTENER: &str = "service";
+
+/// One address the gateway listens on: `[service]` itself, or a `[service.listeners.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSettings {
+    pub name: String,
     pub host: String,
     pub port: u16,
-    /// Most client connections at once; one more is refused.
+    /// Its TLS: every client upgrades after INFO.
+    pub tls: Option<crate::tls::TlsSettings>,
+}
+
+/// The gateway's settings, from `[service]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// The main listener first; every one shares the broker, accounts and the limits below.
+    pub listeners: Vec<ListenerSettings>,
+    /// Most client connections at once, over every listener; one more is refused.
     pub listener_limit: usize,
     /// Largest message (headers and payload) a client may publish.
     pub max_payload: usize,
@@ -47,8 +61,6 @@ pub struct GatewaySettings {
     pub ping_interval: Duration,
     /// Unanswered PINGs after which a client is closed as stale.
     pub max_pings_out: u32,
-    /// True when `[tls]` names a CA that client certificates must chain to (mutual TLS).
-    pub tls_verify: bool,
     /// Most subscriptions of one connection (0: no limit); one more gets
     /// `-ERR 'Maximum Subscriptions Exceeded'`.
     pub max_subscriptions: usize,
@@ -78,24 +90,42 @@ pub struct GatewayStats {
     pub dead_letters_lost: AtomicU64,
 }
 
-/// What every connection shares.
+/// What every connection shares, whichever listener it came in on.
 struct Shared {
     settings: GatewaySettings,
     broker: Arc<dyn Broker>,
-    auth: Arc<Slot<Authenticator>>,
+    /// Every listener's authenticator.
+    auth: Arc<Slot<Authenticators>>,
+    /// The account that sees `$SYS` (restart-only).
+    system_account: Option<String>,
     server_id: String,
     next_client: AtomicU64,
     stats: Arc<GatewayStats>,
     system: Arc<system::SystemEvents>,
-    /// With `[tls]`: every client upgrades to TLS after INFO.
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Authenticated connections per account.
+    /// Authenticated connections per account, over every listener.
     account_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One bound listener, as its clients see it.
+struct Listener {
+    settings: ListenerSettings,
+    /// With TLS: every client upgrades after INFO.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Listener {
+    /// True when client certificates must chain to a CA (mutual TLS).
+    fn tls_verify(&self) -> bool {
+        self.settings.tls.as_ref().is_some_and(|tls| tls.root_ca_path.is_some())
+    }
 }
 
 /// A running gateway.
 pub struct Gateway {
+    /// The main listener's address.
     pub addr: SocketAddr,
+    /// Every listener's name and address, the main one first.
+    pub listeners: Vec<(String, SocketAddr)>,
     pub stats: Arc<GatewayStats>,
     stop: CancellationToken,
     connections: TaskTracker,
@@ -103,26 +133,33 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds `[service] host:port` and starts accepting clients.
+    /// Binds every listener and starts accepting clients; `system_account` sees `$SYS`.
     pub async fn start(
         settings: GatewaySettings,
-        tls: Option<&crate::tls::TlsSettings>,
         broker: Arc<dyn Broker>,
-        auth: Arc<Slot<Authenticator>>,
+        auth: Arc<Slot<Authenticators>>,
+        system_account: Option<String>,
     ) -> anyhow::Result<Gateway> {
-        let tls = tls.map(crate::tls::acceptor).transpose().context("[tls]")?;
-        let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
-            .await
-            .with_context(|| format!("binding the NATS gateway to {}:{}", settings.host, settings.port))?;
-        let addr = listener.local_addr().context("reading the gateway's address")?;
+        let mut bound = Vec::new();
+        for listener in &settings.listeners {
+            let section = listener_section(&listener.name);
+            let tls = listener.tls.as_ref().map(crate::tls::acceptor).transpose().with_context(|| section.clone())?;
+            let socket =
+                tokio::net::TcpListener::bind((listener.host.as_str(), listener.port)).await.with_context(|| {
+                    format!("binding the NATS listener {section} to {}:{}", listener.host, listener.port)
+                })?;
+            let addr = socket.local_addr().context("reading a NATS listener's address")?;
+            bound.push((socket, addr, Arc::new(Listener { settings: listener.clone(), tls })));
+        }
+        let Some((_, addr, _)) = bound.first() else { anyhow::bail!("the gateway has no listener") };
+        let addr = *addr;
         let stats = Arc::new(GatewayStats::default());
         let server_id = server_id();
-        let system_account = auth.current().1.config.system_account.clone();
         let system = system::SystemEvents::new(
             broker.clone(),
             system_account.as_deref(),
             server_id.clone(),
-            settings.host.clone(),
+            settings.listeners[0].host.clone(),
             stats.clone(),
         );
         let statsz = system.start(settings.statsz_interval);
@@ -130,17 +167,21 @@ impl Gateway {
             settings,
             broker,
             auth,
+            system_account,
             server_id,
             next_client: AtomicU64::new(1),
             stats: stats.clone(),
             system,
-            tls,
             account_connections: Default::default(),
         });
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
-        connections.spawn(accept(listener, shared, stop.clone(), connections.clone()));
-        Ok(Gateway { addr, stats, stop, connections, statsz })
+        let mut listeners = Vec::new();
+        for (socket, addr, listener) in bound {
+            listeners.push((listener.settings.name.clone(), addr));
+            connections.spawn(accept(socket, listener, shared.clone(), stop.clone(), connections.clone()));
+        }
+        Ok(Gateway { addr, listeners, stats, stop, connections, statsz })
     }
 
     /// Stops accepting, closes every connection and waits for them.
@@ -154,11 +195,22 @@ impl Gateway {
     }
 }
 
-async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>, stop: CancellationToken, tasks: TaskTracker) {
+/// How the config names a listener, for errors and logs.
+pub fn listener_section(name: &str) -> String {
+    if name == MAIN_LISTENER { "[service]".into() } else { format!("[service.listeners.{name}]") }
+}
+
+async fn accept(
+    socket: tokio::net::TcpListener,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let (stream, remote) = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     tracing::warn!(error = %err, "gateway accept failed");
@@ -170,15 +222,15 @@ async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>, stop: Ca
         let _ = stream.set_nodelay(true);
         let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
         let over_limit = shared.stats.connections.fetch_add(1, Ordering::AcqRel) >= shared.settings.listener_limit;
-        let shared = shared.clone();
+        let (shared, listener) = (shared.clone(), listener.clone());
         let stop = stop.child_token();
         tasks.spawn(async move {
             if over_limit {
                 shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-                client::refuse(&shared, stream, remote, id, "maximum connections exceeded").await;
+                client::refuse(&shared, &listener, stream, remote, id, "maximum connections exceeded").await;
             } else {
                 shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-                client::serve(&shared, stream, remote, id, stop).await;
+                client::serve(&shared, listener, stream, remote, id, stop).await;
             }
             shared.stats.connections.fetch_sub(1, Ordering::AcqRel);
         });

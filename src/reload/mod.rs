@@ -35,7 +35,7 @@ use crate::broker::Broker;
 use crate::capability::HostServices;
 use crate::config::{Config, ConfigOrigin, PluginPlan};
 use crate::event::{Context, Event};
-use crate::gateway::Authenticator;
+use crate::gateway::Authenticators;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
 use crate::plugin::{Plugin, PluginRuntime, content_hash};
@@ -70,7 +70,7 @@ pub struct Reloader {
     /// Largest HTTP request body.
     pub max_body: Arc<AtomicUsize>,
     /// How NATS gateway clients authenticate.
-    pub gateway_auth: Arc<Slot<Authenticator>>,
+    pub gateway_auth: Arc<Slot<Authenticators>>,
     /// Held for the whole of a reload: one at a time.
     applied: tokio::sync::Mutex<Applied>,
     pub stats: ReloadStats,
@@ -100,7 +100,8 @@ impl Reloader {
         let staged = pipeline.stage(&config, &live).await.map_err(|errors| anyhow::anyhow!(errors.join("\n  ")))?;
         pipeline.commit(staged);
         let auth = plugins::http_auth(&config.http, &live).context("[http.auth] policy is not loaded")?;
-        let gateway_auth = plugins::gateway_auth(&config, &live).context("[service.auth] policy is not loaded")?;
+        let gateway_auth =
+            plugins::gateway_auth(&config, &live).context("a NATS listener's auth policy is not loaded")?;
         Ok(Reloader {
             runtime,
             broker,
@@ -203,7 +204,8 @@ impl Reloader {
         let changes = staged.map(|staged| self.pipeline.commit(staged)).unwrap_or_default();
         // A new version of the gateway's auth policy checks every client again, as a config
         // change does.
-        let policy_reloaded = reloaded.iter().any(|name| config.service.gateway_auth.policy.as_ref() == Some(name));
+        let policies = config.service.auth.values().filter_map(|auth| auth.policy.as_ref());
+        let policy_reloaded = policies.into_iter().any(|policy| reloaded.contains(policy));
         if (config_changed || policy_reloaded)
             && let Some(gateway_auth) = gateway_auth
         {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::AuthPolicy;
 use crate::config::{Config, HttpAuthPlan, HttpSettings, PluginPlan, SinkKindPlan};
-use crate::gateway::Authenticator;
+use crate::gateway::{Authenticator, Authenticators};
 use crate::ingest::http::{AdminAuth, Credentials, HttpAuth};
 use crate::pipeline::PluginSlots;
 use crate::plugin::{Plugin, PluginRuntime, Role};
@@ -107,8 +107,14 @@ pub fn references(config: &Config) -> Vec<Reference> {
     if let HttpAuthPlan::Policy(policy) = &config.http.auth {
         uses.push(Reference { user: "[http.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
     }
-    if let Some(policy) = &config.service.gateway_auth.policy {
-        uses.push(Reference { user: "[service.auth] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
+    for (listener, auth) in &config.service.auth {
+        if let Some(policy) = &auth.policy {
+            let user = match crate::gateway::listener_section(listener).strip_suffix(']') {
+                Some(section) => format!("{section}.auth] policy"),
+                None => "[service.auth] policy".into(),
+            };
+            uses.push(Reference { user, plugin: policy.clone(), role: Role::AuthPolicy });
+        }
     }
     if let Some(policy) = &config.http.admin.policy {
         uses.push(Reference { user: "[admin] policy".into(), plugin: policy.clone(), role: Role::AuthPolicy });
@@ -248,14 +254,19 @@ pub fn http_auth(http: &HttpSettings, plugins: &BTreeMap<String, Arc<LivePlugin>
     Some(HttpAuth { publish, admin })
 }
 
-/// How gateway clients authenticate, as `[service.auth]` and `[tls]` say; `None` when the auth
+/// How each listener's clients authenticate, as its auth section and TLS say; `None` when an auth
 /// policy plugin is missing.
-pub fn gateway_auth(config: &Config, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Authenticator> {
-    let auth = &config.service.gateway_auth;
-    let policy = match &auth.policy {
-        Some(name) => Some(auth_policy(name, plugins)?),
-        None => None,
-    };
-    let map_tls = config.tls.as_ref().is_some_and(|tls| tls.verify_and_map);
-    Some(Authenticator { config: auth.clone(), policy, map_tls })
+pub fn gateway_auth(config: &Config, plugins: &BTreeMap<String, Arc<LivePlugin>>) -> Option<Authenticators> {
+    let listeners = config.service.gateway.as_ref().map(|gateway| gateway.listeners.as_slice()).unwrap_or_default();
+    let mut authenticators = Authenticators::default();
+    for (name, auth) in &config.service.auth {
+        let policy = match &auth.policy {
+            Some(policy) => Some(auth_policy(policy, plugins)?),
+            None => None,
+        };
+        let tls = listeners.iter().find(|listener| &listener.name == name).and_then(|listener| listener.tls.as_ref());
+        let map_tls = tls.is_some_and(|tls| tls.verify_and_map);
+        authenticators.0.insert(name.clone(), Arc::new(Authenticator { config: auth.clone(), policy, map_tls }));
+    }
+    Some(authenticators)
 }

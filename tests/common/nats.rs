@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 /// A NATS protocol client that sends and reads raw bytes.
 pub struct RawClient {
     pub stream: TcpStream,
+    /// The server's INFO line.
+    pub info: String,
     seen: Vec<u8>,
 }
 
@@ -19,8 +21,8 @@ impl RawClient {
     /// Connects and reads the server's INFO line.
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("the gateway accepts");
-        let mut client = RawClient { stream, seen: Vec::new() };
-        client.read_until("\r\n", Duration::from_secs(5)).await;
+        let mut client = RawClient { stream, info: String::new(), seen: Vec::new() };
+        client.info = client.read_until("\r\n", Duration::from_secs(5)).await;
         client
     }
 
@@ -31,10 +33,16 @@ impl RawClient {
     /// Reads until what arrived since the last call contains `needle`, and returns it all; panics
     /// with what arrived if it does not come in time or the connection closes first.
     pub async fn read_until(&mut self, needle: &str, timeout: Duration) -> String {
+        self.read_until_any(&[needle], timeout).await
+    }
+
+    /// As [`read_until`](Self::read_until), up to the first of `needles` to arrive.
+    pub async fn read_until_any(&mut self, needles: &[&str], timeout: Duration) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(at) = find(&self.seen, needle.as_bytes()) {
-                let rest = self.seen.split_off(at + needle.len());
+            let found = needles.iter().filter_map(|needle| Some(find(&self.seen, needle.as_bytes())? + needle.len()));
+            if let Some(end) = found.min() {
+                let rest = self.seen.split_off(end);
                 let got = std::mem::replace(&mut self.seen, rest);
                 return String::from_utf8_lossy(&got).into_owned();
             }
@@ -43,7 +51,7 @@ impl RawClient {
             match read {
                 Ok(Ok(n)) if n > 0 => self.seen.extend_from_slice(&chunk[..n]),
                 outcome => panic!(
-                    "no {needle:?} ({outcome:?}); got {:?}",
+                    "none of {needles:?} ({outcome:?}); got {:?}",
                     String::from_utf8_lossy(&self.seen[self.seen.len().saturating_sub(300)..])
                 ),
             }

@@ -25,6 +25,8 @@ pub struct RouterProcess {
     pub http: SocketAddr,
     /// The NATS gateway's address, when the config has a `[service]` section.
     pub nats: Option<SocketAddr>,
+    /// The address of each `[service.listeners.NAME]`, by name.
+    pub listeners: std::collections::BTreeMap<String, SocketAddr>,
     /// Log lines (JSON) the router printed so far, collected by a reader thread.
     logs: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -62,6 +64,11 @@ impl RouterProcess {
         router.http =
             json["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("the log names http_addr");
         router.nats = json["fields"]["nats_addr"].as_str().and_then(|a| a.parse().ok());
+        let listeners = json["fields"]["nats_listeners"].as_str().unwrap_or_default().split_whitespace();
+        router.listeners = listeners
+            .filter_map(|listener| listener.split_once('='))
+            .map(|(name, addr)| (name.to_owned(), addr.parse().expect("a listener's address")))
+            .collect();
         router
     }
 
@@ -99,6 +106,7 @@ impl RouterProcess {
             child: Some(child),
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
             nats: None,
+            listeners: Default::default(),
             logs,
             seen: Vec::new(),
             dir,

@@ -426,6 +426,92 @@ async fn nats_limits_hold_before_and_after_auth() {
     other.read_until("PONG\r\n", WAIT).await;
 }
 
+/// Connects a raw client to `addr` with CONNECT `options` (JSON) and PINGs: the server's answer,
+/// up to the PONG or the close.
+async fn raw_connect(addr: std::net::SocketAddr, options: Value) -> (RawClient, String) {
+    let mut client = RawClient::connect(addr).await;
+    client.send(format!("CONNECT {options}\r\nPING\r\n").as_bytes()).await;
+    let answer = client.read_until_any(&["PONG\r\n", "'\r\n"], WAIT).await;
+    (client, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_nats_listener_keeps_its_own_auth_while_accounts_and_limits_span_them_all() {
+    // The main listener with USERS; `partners` admits one user of account USERS and nobody else;
+    // `internal` admits anyone, in the global account.
+    let listeners = r#"
+[service.listeners.partners]
+host = "127.0.0.1"
+port = 0
+[[service.listeners.partners.auth.users]]
+user = "p"
+password = "p"
+account = "USERS"
+[service.listeners.internal]
+host = "127.0.0.1"
+port = 0
+"#;
+    let router = RouterProcess::start(&config("max_connections_per_account = 2\n", USERS, listeners));
+    let (main, partners, internal) = (router.nats.unwrap(), router.listeners["partners"], router.listeners["internal"]);
+    let (_, info) = raw_connect(partners, json!({"verbose": false})).await;
+    assert!(info.contains("Authorization Violation"), "partners needs its own credentials: {info}");
+    assert!(RawClient::connect(partners).await.info.contains(r#""auth_required":true"#));
+    assert!(RawClient::connect(internal).await.info.contains(r#""auth_required":false"#));
+    // The main listener's credentials open nothing on `partners`.
+    for foreign in [json!({"auth_token": "team-token"}), json!({"user": "a", "pass": "a"})] {
+        let (_, answer) = raw_connect(partners, foreign.clone()).await;
+        assert!(answer.contains("Authorization Violation"), "{foreign} on partners: {answer}");
+    }
+    // ... nor `partners`' on the main listener.
+    let (_, answer) = raw_connect(main, json!({"user": "p", "pass": "p"})).await;
+    assert!(answer.contains("Authorization Violation"), "{answer}");
+
+    // One account over two listeners: what `p` publishes, `a` receives; the global account on
+    // `internal` sees none of it, and its own publish does not reach USERS.
+    let (mut a, answer) = raw_connect(main, json!({"user": "a", "pass": "a", "verbose": false})).await;
+    assert!(answer.contains("PONG"), "{answer}");
+    a.send(b"SUB orders.> 1\r\nPING\r\n").await;
+    a.read_until("PONG\r\n", WAIT).await;
+    let (mut spy, _) = raw_connect(internal, json!({"verbose": false})).await;
+    spy.send(b"SUB > 1\r\nPUB orders.global 6\r\nglobal\r\nPING\r\n").await;
+    spy.read_until("PONG\r\n", WAIT).await;
+    let (mut p, answer) = raw_connect(partners, json!({"user": "p", "pass": "p", "verbose": false})).await;
+    assert!(answer.contains("PONG"), "{answer}");
+    p.send(b"PUB orders.shared 5\r\nhello\r\nPING\r\n").await;
+    p.read_until("PONG\r\n", WAIT).await;
+    let got = a.read_until("hello\r\n", WAIT).await;
+    assert!(got.contains("MSG orders.shared 1 5"), "{got}");
+    spy.send(b"PING\r\n").await;
+    let seen = spy.read_until("PONG\r\n", WAIT).await;
+    assert!(!seen.contains("hello"), "the global account read USERS' message: {seen}");
+    a.send(b"PING\r\n").await;
+    let seen = a.read_until("PONG\r\n", WAIT).await;
+    assert!(!seen.contains("global"), "USERS read the global account's message: {seen}");
+
+    // The account's connection limit counts both listeners: `a` and `p` hold USERS' two seats.
+    let (_, answer) = raw_connect(main, json!({"user": "a", "pass": "a"})).await;
+    assert!(answer.contains("maximum account active connections exceeded"), "{answer}");
+    drop(p);
+    let mut rejoined = String::new();
+    for _ in 0..50 {
+        let (_, answer) = raw_connect(main, json!({"user": "a", "pass": "a", "verbose": false})).await;
+        rejoined = answer;
+        if rejoined.contains("PONG") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rejoined.contains("PONG"), "the seat `p` left is free again: {rejoined}");
+
+    // `listener_limit` is one limit over every listener.
+    let internal = "[service.listeners.internal]\nhost = \"127.0.0.1\"\nport = 0\n";
+    let router = RouterProcess::start(&config("listener_limit = 1\n", "", internal));
+    let (_held, answer) = raw_connect(router.nats.unwrap(), json!({"verbose": false})).await;
+    assert!(answer.contains("PONG"), "{answer}");
+    let refused = RawClient::connect(router.listeners["internal"]).await.read_to_close(WAIT).await;
+    assert!(refused.contains("maximum connections exceeded"), "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn https_ingest_takes_events_and_can_require_client_certificates() {
     let certs = common::tempdir();
