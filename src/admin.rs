@@ -20,6 +20,7 @@ use crate::route::{Route, RouteStats};
 use crate::sink::worker::SinkStats;
 use crate::source::SourceStats;
 use crate::telemetry::metrics::MetricsText;
+use crate::unrouted::UnroutedEvents;
 
 /// What the admin endpoints read: the reloadable parts and the gateway's and sources' counters.
 pub struct RouterAdmin {
@@ -115,7 +116,22 @@ fn render_metrics(admin: &RouterAdmin) -> String {
     if let Some(recovery) = admin.wal_recovery {
         wal_metrics(&mut text, recovery);
     }
+    unrouted_metrics(&mut text, &reloader.unrouted);
     text.finish()
+}
+
+fn unrouted_metrics(text: &mut MetricsText, unrouted: &UnroutedEvents) {
+    let counts = unrouted.counts();
+    text.counter(
+        "eventyard_unrouted_events_total",
+        "Events no route took, by subject family (the subject's first token).",
+        counts.iter().map(|(family, count)| (vec![("family", family.as_str())], *count)),
+    );
+    text.counter(
+        "eventyard_unrouted_dead_letters_lost_total",
+        "Dead letters of unrouted events that no route took either.",
+        [(Vec::new(), load(&unrouted.dead_letters_lost))],
+    );
 }
 
 fn load(counter: &AtomicU64) -> u64 {

@@ -19,6 +19,7 @@
 //! - [`auth`]: the [`auth::AuthPolicy`] role, requests and grants.
 //! - [`completion`]: tells the one who handed over an event when every copy of it is done with.
 //! - [`dead_letter`]: republishing what could not be handled or delivered on `$DLQ.<name>`.
+//! - [`unrouted`]: events no route took, counted by subject family and optionally dead-lettered.
 //! - [`fault`]: how a call into any role can fail without answering.
 //! - [`capability`]: the Kafka and NATS services the host lends to sinks; [`kafka`] the Kafka one.
 //! - [`plugin`]: the only wasmtime user: loads components and adapts them to the role traits.
@@ -62,4 +63,5 @@ pub mod slot;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod unrouted;
 pub mod wal;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Broker, EmbeddedBroker, NewSubscription, Pattern, PublishAck, PublishError, Refusal, Settled, Subscriber,
+    Accepted, Broker, EmbeddedBroker, NewSubscription, Pattern, PublishAck, PublishError, Refusal, Settled, Subscriber,
     SubscriptionId, SubscriptionIndex,
 };
 use crate::completion::{Completion, Outcome};
@@ -165,7 +165,7 @@ fn unavailable(err: AppendError) -> Refusal {
 async fn deliver_patiently(route: &dyn Subscriber, event: &Event) -> bool {
     loop {
         match route.deliver(event).await {
-            Ok(()) => return true,
+            Ok(_) => return true,
             Err(Refusal::Closed(_)) => return false,
             Err(Refusal::Full { retry_after, .. }) => tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await,
             Err(Refusal::Unavailable { .. }) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -183,7 +183,7 @@ struct Logged {
 
 #[async_trait]
 impl Subscriber for Logged {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         if event.completion.is_some() {
             return self.route.deliver(event).await;
         }
@@ -257,6 +257,10 @@ impl Broker for DurableBroker {
     /// A client's acknowledgement waits for the log.
     fn stores_publishes(&self) -> bool {
         true
+    }
+
+    fn set_unrouted(&self, subscriber: Arc<dyn Subscriber>) {
+        self.inner.set_unrouted(subscriber);
     }
 }
 

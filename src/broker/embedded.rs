@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use smallvec::SmallVec;
@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{
-    Broker, NewSubscription, Pattern, PublishAck, PublishError, Settled, Subscriber, SubscriptionId, SubscriptionIndex,
+    Accepted, Broker, NewSubscription, Pattern, PublishAck, PublishError, Settled, Subscriber, SubscriptionId,
+    SubscriptionIndex,
 };
 use crate::event::Event;
 
@@ -41,6 +42,14 @@ pub struct EmbeddedBroker {
     next_id: AtomicU64,
     /// Spreads queue-group deliveries over members.
     round_robin: AtomicU64,
+    /// Gets what no route took ([`Broker::set_unrouted`]).
+    unrouted: OnceLock<Arc<dyn Subscriber>>,
+}
+
+/// Whether an event on `subject` that no route took is worth telling about: the router's own
+/// subjects, not an account's, a system subject or a reply to a request.
+fn routable(subject: &str) -> bool {
+    !subject.starts_with('$') && !subject.starts_with("_INBOX.")
 }
 
 impl EmbeddedBroker {
@@ -85,10 +94,21 @@ impl EmbeddedBroker {
 impl Broker for EmbeddedBroker {
     async fn publish(&self, event: Event) -> Result<PublishAck, PublishError> {
         let (targets, _in_flight) = self.targets(&event.subject);
+        let (mut delivered, mut routed) = (0, false);
         for subscriber in &targets {
-            subscriber.deliver(&event).await?;
+            match subscriber.deliver(&event).await? {
+                Accepted::Routed => (delivered, routed) = (delivered + 1, true),
+                Accepted::Delivered => delivered += 1,
+                Accepted::Passed => {}
+            }
         }
-        Ok(PublishAck { delivered: targets.len(), elsewhere: false })
+        if !routed
+            && let Some(unrouted) = self.unrouted.get()
+            && routable(&event.subject)
+        {
+            unrouted.deliver(&event).await?;
+        }
+        Ok(PublishAck { delivered, elsewhere: false })
     }
 
     fn subscribe(
@@ -132,6 +152,12 @@ impl Broker for EmbeddedBroker {
         let settled = Box::pin(async move { old_epoch.wait().await });
         (ids.into_iter().map(SubscriptionId).collect(), settled)
     }
+
+    fn set_unrouted(&self, subscriber: Arc<dyn Subscriber>) {
+        if self.unrouted.set(subscriber).is_err() {
+            tracing::warn!("the broker already hands unrouted events to a subscriber");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -147,9 +173,9 @@ mod tests {
 
     #[async_trait]
     impl Subscriber for Collect {
-        async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
             self.0.lock().unwrap().push(event.subject.clone());
-            Ok(())
+            Ok(Accepted::Routed)
         }
     }
 
@@ -157,7 +183,7 @@ mod tests {
 
     #[async_trait]
     impl Subscriber for Full {
-        async fn deliver(&self, _: &Event) -> Result<(), Refusal> {
+        async fn deliver(&self, _: &Event) -> Result<Accepted, Refusal> {
             Err(Refusal::Full { what: "queue x".into(), retry_after: std::time::Duration::from_secs(1) })
         }
     }
@@ -203,11 +229,38 @@ mod tests {
 
     #[async_trait]
     impl Subscriber for Slow {
-        async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+        async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             self.0.lock().unwrap().push(event.subject.clone());
-            Ok(())
+            Ok(Accepted::Routed)
         }
+    }
+
+    /// Accepts every event as the given kind of subscriber would.
+    struct Answer(Accepted);
+
+    #[async_trait]
+    impl Subscriber for Answer {
+        async fn deliver(&self, _: &Event) -> Result<Accepted, Refusal> {
+            Ok(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn what_no_route_takes_goes_to_the_unrouted_subscriber() {
+        let broker = EmbeddedBroker::new();
+        let unrouted = Arc::new(Collect::default());
+        broker.set_unrouted(unrouted.clone());
+        let pattern = |p: &str| Pattern::new(p).unwrap();
+        broker.subscribe(pattern("orders.>"), None, Arc::new(Answer(Accepted::Routed)));
+        broker.subscribe(pattern("filtered.>"), None, Arc::new(Answer(Accepted::Passed)));
+        broker.subscribe(pattern("watched.>"), None, Arc::new(Answer(Accepted::Delivered)));
+        for subject in ["orders.a", "filtered.b", "watched.c", "nobody.d", "$SYS.x", "$A.T.y", "_INBOX.z"] {
+            broker.publish(event(subject)).await.unwrap();
+        }
+        let told = unrouted.0.lock().unwrap().clone();
+        assert_eq!(told, ["filtered.b", "watched.c", "nobody.d"], "a client's delivery is not a route's");
+        assert_eq!(broker.publish(event("watched.e")).await.unwrap().delivered, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,14 +52,27 @@ pub enum Refusal {
 /// Takes events from the broker.
 #[async_trait]
 pub trait Subscriber: Send + Sync {
-    /// Accepts `event`; returns only once the event is safely queued (or refused).
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal>;
+    /// Accepts `event`; returns only once the event is safely queued (or refused), saying whether
+    /// it took the event or let it by.
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal>;
+}
+
+/// What a subscriber did with an event it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A route took the event: queued it for its sinks, or stored it for them (cluster mode).
+    Routed,
+    /// It went to a client or to the router's own system subscribers.
+    Delivered,
+    /// It let the event by: not for it after all (a route's routing key or handlers filtered it
+    /// out, a client's permissions or `echo` kept it from the client).
+    Passed,
 }
 
 /// What a successful publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishAck {
-    /// How many subscriptions of this router accepted the event.
+    /// How many subscriptions of this router took the event (routes and clients).
     pub delivered: usize,
     /// The event also went to other routers of a cluster, whose subscribers this router cannot
     /// count.
@@ -128,6 +141,10 @@ pub trait Broker: Send + Sync {
     fn stores_publishes(&self) -> bool {
         false
     }
+
+    /// Hands `subscriber` every event of the router's own subjects (the global account's, but
+    /// `$` ones and `_INBOX.` replies) that no route took, once its publish is done with it.
+    fn set_unrouted(&self, subscriber: Arc<dyn Subscriber>);
 }
 
 /// A subscription to start: pattern, queue group and subscriber, as [`Broker::subscribe`] takes them.
@@ -160,8 +177,8 @@ pub struct Collect(pub std::sync::Mutex<Vec<Event>>);
 #[cfg(test)]
 #[async_trait]
 impl Subscriber for Collect {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         self.0.lock().expect("never poisoned").push(event.clone());
-        Ok(())
+        Ok(Accepted::Routed)
     }
 }

@@ -76,6 +76,8 @@ pub struct Config {
     /// `[durability]`: present, routed events are kept in a write-ahead log until delivered
     /// (restart-only).
     pub durability: Option<DurabilitySettings>,
+    /// `[unrouted] dead_letter`: events no route takes become dead letters on `$DLQ.unrouted`.
+    pub unrouted_dead_letter: bool,
     /// The file it was read from, for reloading it.
     pub origin: Option<ConfigOrigin>,
 }

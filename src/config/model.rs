@@ -45,6 +45,18 @@ pub struct ConfigFile {
     pub broker: Option<Spanned<crate::broker::cluster::BrokerSettings>>,
     /// `[durability]`: the write-ahead log of durable embedded mode.
     pub durability: Option<Spanned<crate::wal::DurabilitySettings>>,
+    /// `[unrouted]`: what happens to events no route takes.
+    #[serde(default)]
+    pub unrouted: UnroutedConfig,
+}
+
+/// `[unrouted]`: events no route takes are always counted by subject family on `/metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnroutedConfig {
+    /// Also keep each as a dead letter on `$DLQ.unrouted`.
+    #[serde(default)]
+    pub dead_letter: bool,
 }
 
 /// `[sources.NAME]`: where the router pulls events from.

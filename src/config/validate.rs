@@ -251,6 +251,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         kafka: None,
         broker: Default::default(),
         durability: None,
+        unrouted_dead_letter: file.unrouted.dead_letter,
         origin: None,
     };
     if let Some(broker) = &file.broker {

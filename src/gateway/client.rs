@@ -26,7 +26,7 @@ use super::system::ClientInfo;
 use super::{Listener, Shared};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
-use crate::broker::{Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::broker::{Accepted, Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
 use crate::codec::{self, DecodeError};
 use crate::dead_letter;
 use crate::event::Event;
@@ -287,9 +287,9 @@ struct ClientSubscription {
 
 #[async_trait]
 impl Subscriber for ClientSubscription {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         if !self.echo && event.nats.as_ref().is_some_and(|envelope| envelope.client == self.client) {
-            return Ok(());
+            return Ok(Accepted::Passed);
         }
         // Without `UNSUB <sid> <max>`, no read-modify-write per message.
         let left = match self.remaining.load(Ordering::Acquire) {
@@ -300,13 +300,13 @@ impl Subscriber for ClientSubscription {
                     u64::MAX => Some(u64::MAX),
                     left => Some(left - 1),
                 });
-                let Ok(left) = taken else { return Ok(()) };
+                let Ok(left) = taken else { return Ok(Accepted::Passed) };
                 left
             }
         };
         let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
         if !self.permission.delivers(subject) {
-            return Ok(());
+            return Ok(Accepted::Passed);
         }
         let headers = if self.headers { codec::nats::headers_of(event) } else { None };
         let reply = codec::nats::reply_of(event);
@@ -326,7 +326,7 @@ impl Subscriber for ClientSubscription {
             self.shared.broker.unsubscribe(*id);
         }
         // A slow client is disconnected; it never makes the publisher wait or fail.
-        Ok(())
+        Ok(Accepted::Delivered)
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::GatewayStats;
 use crate::broker::account::prefix as account_prefix;
-use crate::broker::{Broker, Pattern, Refusal, Subscriber};
+use crate::broker::{Accepted, Broker, Pattern, Refusal, Subscriber};
 use crate::codec;
 use crate::event::{Event, NatsEnvelope};
 
@@ -207,12 +207,12 @@ struct Requests(Arc<SystemEvents>);
 
 #[async_trait]
 impl Subscriber for Requests {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         if let Some(reply) = codec::nats::reply_of(event) {
             let statsz = self.0.statsz();
             self.0.publish("", Some(reply), &statsz).await;
         }
-        Ok(())
+        Ok(Accepted::Delivered)
     }
 }
 
@@ -221,10 +221,10 @@ struct Forward(Arc<SystemEvents>);
 
 #[async_trait]
 impl Subscriber for Forward {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         if let Ok(report) = serde_json::from_slice::<Value>(&event.data) {
             self.0.publish(crate::broker::account::RELOAD_SUBJECT, None, &report).await;
         }
-        Ok(())
+        Ok(Accepted::Delivered)
     }
 }

@@ -40,6 +40,7 @@ use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
 use crate::plugin::{Plugin, PluginRuntime, content_hash};
 use crate::slot::Slot;
+use crate::unrouted::UnroutedEvents;
 
 /// Where reload reports are published.
 pub use crate::broker::account::RELOAD_SUBJECT;
@@ -71,6 +72,8 @@ pub struct Reloader {
     pub max_body: Arc<AtomicUsize>,
     /// How NATS gateway clients authenticate.
     pub gateway_auth: Arc<Slot<Authenticators>>,
+    /// Events no route took.
+    pub unrouted: Arc<UnroutedEvents>,
     /// Held for the whole of a reload: one at a time.
     applied: tokio::sync::Mutex<Applied>,
     pub stats: ReloadStats,
@@ -102,6 +105,7 @@ impl Reloader {
         let auth = plugins::http_auth(&config.http, &live).context("[http.auth] policy is not loaded")?;
         let gateway_auth =
             plugins::gateway_auth(&config, &live).context("a NATS listener's auth policy is not loaded")?;
+        let unrouted = UnroutedEvents::attach(&broker, config.unrouted_dead_letter);
         Ok(Reloader {
             runtime,
             broker,
@@ -110,6 +114,7 @@ impl Reloader {
             http_auth: Arc::new(Slot::new(Arc::new(auth))),
             max_body: Arc::new(AtomicUsize::new(config.http.max_body)),
             gateway_auth: Arc::new(Slot::new(Arc::new(gateway_auth))),
+            unrouted,
             applied: tokio::sync::Mutex::new(Applied { config, generation: 1 }),
             stats: ReloadStats::default(),
         })
@@ -216,6 +221,7 @@ impl Reloader {
                 self.http_auth.replace(Arc::new(auth));
             }
             self.max_body.store(config.http.max_body, Ordering::Relaxed);
+            self.unrouted.set_dead_letter(config.unrouted_dead_letter);
             if !restart_required.is_empty() {
                 tracing::warn!(keys = ?restart_required, "config changes that only take effect after a restart");
             }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{Disposition, FailurePolicy, Handler, HandlerError};
-use crate::broker::{Broker, Pattern, Refusal, Subscriber};
+use crate::broker::{Accepted, Broker, Pattern, Refusal, Subscriber};
 use crate::dead_letter;
 use crate::event::Event;
 use crate::queue::SinkQueue;
@@ -163,14 +163,15 @@ fn first_token(subject: &str) -> &str {
 
 #[async_trait]
 impl Subscriber for Route {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         if let Some(filter) = &self.routing_key
             && !filter.matches(event.extension("routingkey"))
         {
-            return Ok(());
+            return Ok(Accepted::Passed);
         }
         self.stats.matched.fetch_add(1, Ordering::Relaxed);
         let outputs = if self.chain.is_empty() { vec![event.clone()] } else { self.run_chain(event.clone()).await };
+        let accepted = if outputs.is_empty() { Accepted::Passed } else { Accepted::Routed };
         for mut output in outputs {
             // What a handler made of the event finishes it as the event itself would.
             if output.completion.is_none() {
@@ -184,7 +185,7 @@ impl Subscriber for Route {
             }
             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(accepted)
     }
 }
 

@@ -350,6 +350,11 @@ impl Broker for NatsBroker {
     fn stores_publishes(&self) -> bool {
         true
     }
+
+    /// Events no route's stream took; other routers' NATS subscribers may still have them.
+    fn set_unrouted(&self, subscriber: Arc<dyn Subscriber>) {
+        self.local.set_unrouted(subscriber);
+    }
 }
 
 impl NatsBroker {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::connect::ClusterError;
 use super::settings::BrokerSettings;
-use crate::broker::{Refusal, Subscriber};
+use crate::broker::{Accepted, Refusal, Subscriber};
 use crate::codec::nats as binding;
 use crate::event::Event;
 
@@ -185,17 +185,17 @@ pub struct StreamWriter {
 
 #[async_trait]
 impl Subscriber for StreamWriter {
-    async fn deliver(&self, event: &Event) -> Result<(), Refusal> {
+    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
         let subject = format!("{}{}", self.stream.subject_prefix, event.subject);
         let headers = stored_headers(event);
         let deadline = Instant::now() + self.publish_timeout;
         let mut wait = Duration::from_millis(50);
         loop {
             let error = match self.store(&subject, headers.clone(), event.data.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Accepted::Routed),
                 Err(StoreError::Missing) if self.foreign => {
                     tracing::warn!(stream = %self.stream.name, "the directory names a route whose stream is gone");
-                    return Ok(());
+                    return Ok(Accepted::Passed);
                 }
                 Err(error) => error.to_string(),
             };
