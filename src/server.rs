@@ -83,6 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let listen = config.http.listen;
     let http_server = config.http.server.clone();
+    let http_raw = Arc::new(config.http.raw.clone());
     let gateway_settings = config.service.gateway.clone();
     let system_account = config.service.system_account.clone();
     let watch = config.watch_plugins;
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ready = Arc::new(AtomicBool::new(false));
     let state = IngestState {
         broker: broker.clone(),
+        raw: http_raw,
         auth: reloader.http_auth.clone(),
         max_body: reloader.max_body.clone(),
         ready: ready.clone(),

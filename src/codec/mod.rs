@@ -23,6 +23,7 @@
 mod binary;
 pub mod nats;
 mod raw;
+mod raw_attributes;
 pub mod structured;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ use bytes::Bytes;
 
 use crate::event::Event;
 pub use raw::{raw, raw_of_type};
+pub use raw_attributes::{Locator, RawAttributes};
 use validate::{at, not_an_object_message, pointer, quote, validate_subject};
 
 /// Media type of a structured-mode request: one CloudEvent as a JSON object.
@@ -209,6 +211,12 @@ pub fn decode_from(
         Mode::Binary => Ok(vec![binary::decode(subject, content_type, headers, body)?]),
         Mode::Raw => Ok(vec![raw::decode(raw_source, subject.to_owned(), content_type, body, now)?]),
     }
+}
+
+/// True when a message with this content type and these headers is decoded in raw mode: neither a
+/// CloudEvents media type nor any `ce-` header.
+pub fn is_raw(content_type: Option<&str>, headers: &[(String, String)]) -> bool {
+    matches!(mode(content_type, headers), Ok(Mode::Raw))
 }
 
 /// The HTTP content modes, plus the host's raw mode.

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::DecodeError;
+use super::{DecodeError, RawAttributes};
 use crate::event::{Event, NatsEnvelope};
 
 /// `source` of events built from a raw NATS message.
@@ -48,6 +48,24 @@ pub fn decode(
         event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
     }
     Ok(events)
+}
+
+/// Gives the event of a raw message (no CloudEvents attributes: a plain message, or headers without
+/// `ce-` ones) the attributes `raw` finds in its data and `headers`; events of other messages are
+/// left as they are.
+pub fn map_raw(events: &mut Events, headers: Option<&Bytes>, raw: &RawAttributes) -> Result<(), DecodeError> {
+    let [event] = &mut events[..] else { return Ok(()) };
+    let pairs = headers.map(|block| parse_headers(block)).unwrap_or_default();
+    let content_type =
+        pairs.iter().find(|(name, _)| name.eq_ignore_ascii_case("content-type")).map(|(_, value)| value.as_str());
+    let attributes: Vec<(String, String)> =
+        pairs.iter().filter(|(name, _)| super::attribute_header(name).is_some()).cloned().collect();
+    if !super::is_raw(content_type, &attributes) {
+        return Ok(());
+    }
+    let header =
+        |wanted: &str| pairs.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted)).map(|(_, value)| value.clone());
+    raw.apply(event, header)
 }
 
 /// The header block a NATS subscriber gets with `event`; `None` for a plain `MSG`.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::broker::Pattern;
 use crate::broker::cluster::BrokerSettings;
 use crate::gateway::{GatewayAuth, GatewaySettings};
+use crate::ingest::http::RawRule;
 use crate::ingest::serve::HttpServerSettings;
 use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
@@ -115,6 +116,8 @@ pub struct HttpSettings {
     pub admin: AdminPlan,
     /// The listener's limits and TLS (restart-only).
     pub server: HttpServerSettings,
+    /// `[[http.raw]]`: where raw requests' attributes are, by subject (restart-only).
+    pub raw: Vec<RawRule>,
 }
 
 /// `[admin]`, checked: who may call the admin endpoints. Nothing set: nobody (they are off).
@@ -267,6 +270,7 @@ impl Config {
         keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
         keep("http (connection limits and TLS)", self.http.server == running.http.server);
+        keep("http.raw", self.http.raw == running.http.raw);
         keep("tls", self.tls == running.tls);
         keep("sources", self.sources == running.sources);
         keep("kafka", self.kafka == running.kafka);
@@ -287,6 +291,7 @@ impl Config {
         self.service.gateway = running.service.gateway.clone();
         self.http.listen = running.http.listen;
         self.http.server = running.http.server.clone();
+        self.http.raw = running.http.raw.clone();
         self.tls = running.tls.clone();
         self.sources = running.sources.clone();
         self.kafka = running.kafka.clone();
@@ -527,6 +532,19 @@ compression = "zstd"
                 "[service.listeners.a]\nport = 1\nauth = { policy = \"p\", tokens = [\"t\"] }\n",
                 "service.listeners.a.auth.policy",
                 "not both",
+            ),
+            ("[service.raw]\ntype = \"type.name\"\n", "service.raw.type", "JSON pointer"),
+            (
+                "[service.listeners.a]\nport = 1\nraw = { time = { header = \"\" } }\n",
+                "service.listeners.a.raw.time",
+                "header name",
+            ),
+            ("[[http.raw]]\nsubjects = \"a..b\"\n", "http.raw[0].subjects", "a..b"),
+            ("[[http.raw]]\nsubjects = \"a.>\"\nid = \"x\"\n", "http.raw[0].id", "JSON pointer"),
+            (
+                "[sources.s]\nkind = \"nats\"\nservers = [\"nats://h:1\"]\nsubjects = [\"a\"]\nraw = { type = \"t\" }\n",
+                "sources.s.raw.type",
+                "JSON pointer",
             ),
         ] {
             let errors = Config::from_toml(text).unwrap_err();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::codec::{Locator, RawAttributes};
 use crate::nats_client::NatsTls;
 use crate::route::FailurePolicy;
 use crate::telemetry::LogFormat;
@@ -75,6 +76,8 @@ pub struct SourceConfig {
     pub queue_group: Option<String>,
     /// The media type of plain messages (no headers), e.g. `application/json`.
     pub content_type: Option<String>,
+    /// The attributes of plain messages, from their content.
+    pub raw: Option<RawAttributes>,
 }
 
 /// What a source reads.
@@ -136,6 +139,8 @@ pub struct ServiceConfig {
     #[serde(default = "no_limit")]
     pub max_connections_per_account: Spanned<usize>,
     pub auth: Option<Spanned<GatewayAuthConfig>>,
+    /// `[service.raw]`: the attributes of plain messages on the main listener, from their content.
+    pub raw: Option<Spanned<RawAttributes>>,
     /// `[service.listeners.NAME]`: more NATS listeners on the same broker, each with its own
     /// address, TLS and auth (seed 000's internal event service beside its external gateway).
     #[serde(default)]
@@ -155,6 +160,8 @@ pub struct ListenerConfig {
     /// Its own `tokens`, `users` or `policy`; absent, anyone who reaches it connects, in the
     /// global account.
     pub auth: Option<Spanned<GatewayAuthConfig>>,
+    /// The attributes of its plain messages, from their content.
+    pub raw: Option<Spanned<RawAttributes>>,
 }
 
 /// `[service.auth]`: how NATS clients authenticate. Nothing set: anyone connects.
@@ -253,6 +260,7 @@ impl Default for ServiceConfig {
             max_subscriptions: default_max_subscriptions(),
             max_connections_per_account: no_limit(),
             auth: None,
+            raw: None,
             listeners: BTreeMap::new(),
         }
     }
@@ -338,6 +346,24 @@ pub struct HttpConfig {
     pub auth: Option<Spanned<HttpAuthConfig>>,
     /// `[http.tls]`: HTTPS, optionally with client certificates chaining to `root_ca_path`.
     pub tls: Option<Spanned<TlsConfig>>,
+    /// `[[http.raw]]`: the attributes of raw requests to some subjects, from their content.
+    #[serde(default)]
+    pub raw: Vec<Spanned<HttpRawConfig>>,
+}
+
+/// One `[[http.raw]]`: for requests to subjects matching `subjects`, where each attribute is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRawConfig {
+    /// A subject pattern: `automate.>`.
+    pub subjects: String,
+    pub id: Option<Locator>,
+    #[serde(rename = "type")]
+    pub ty: Option<Locator>,
+    pub time: Option<Locator>,
+    pub source: Option<Locator>,
+    pub subject: Option<Locator>,
+    pub routingkey: Option<Locator>,
 }
 
 impl Default for HttpConfig {
@@ -351,6 +377,7 @@ impl Default for HttpConfig {
             idle_timeout_ms: default_idle_timeout_ms(),
             auth: None,
             tls: None,
+            raw: Vec::new(),
         }
     }
 }

@@ -20,8 +20,10 @@ use std::net::SocketAddr;
 
 use crate::broker::Pattern;
 use crate::broker::account::check_global;
+use crate::codec::RawAttributes;
 use crate::gateway::auth::{GLOBAL_ACCOUNT, User as GatewayUser, is_account_name};
 use crate::gateway::{GatewayAuth, GatewaySettings, ListenerSettings, MAIN_LISTENER};
+use crate::ingest::http::RawRule;
 use crate::nats_client::NatsConnection;
 use crate::permission::{Entry, Permissions, Responses, Rule};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Subjects, Topics};
@@ -243,6 +245,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             auth: HttpAuthPlan::Open,
             admin: AdminPlan::default(),
             server: HttpServerSettings::default(),
+            raw: Vec::new(),
         },
         tls: None,
         routes: Vec::new(),
@@ -336,11 +339,13 @@ impl Checker<'_> {
         let mut auth = BTreeMap::new();
         let main_auth = s.auth.as_ref().map(|a| self.gateway_auth("service.auth", a.get_ref(), a.span()));
         auth.insert(MAIN_LISTENER.to_owned(), main_auth.unwrap_or_default());
+        let main_raw = s.raw.as_ref().map(|raw| self.raw_attributes("service.raw", raw.get_ref(), raw.span()));
         let mut listeners = vec![ListenerSettings {
             name: MAIN_LISTENER.into(),
             host: s.host.clone(),
             port: s.port,
             tls: config.tls.clone(),
+            raw: main_raw,
         }];
         for (name, listener) in &s.listeners {
             let key = format!("service.listeners.{name}");
@@ -373,7 +378,8 @@ impl Checker<'_> {
                 self.gateway_auth(&format!("{key}.auth"), a.get_ref(), a.span())
             });
             auth.insert(name.clone(), listener_auth.unwrap_or_default());
-            listeners.push(ListenerSettings { name: name.clone(), host: l.host.clone(), port: l.port, tls });
+            let raw = l.raw.as_ref().map(|raw| self.raw_attributes(&format!("{key}.raw"), raw.get_ref(), raw.span()));
+            listeners.push(ListenerSettings { name: name.clone(), host: l.host.clone(), port: l.port, tls, raw });
         }
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
@@ -394,6 +400,14 @@ impl Checker<'_> {
             auth,
             system_account: s.auth.as_ref().and_then(|auth| auth.get_ref().system_account.clone()),
         };
+    }
+
+    /// A `raw` attributes section (`key`), checked.
+    fn raw_attributes(&mut self, key: &str, raw: &RawAttributes, span: Range<usize>) -> RawAttributes {
+        for (attribute, reason) in raw.check() {
+            self.error(format!("{key}.{attribute}"), span.clone(), reason);
+        }
+        raw.clone()
     }
 
     /// `[tls]` or a listener's `tls`, checked.
@@ -507,6 +521,23 @@ impl Checker<'_> {
                 verify_and_map: false,
             }
         });
+        for (i, rule) in h.raw.iter().enumerate() {
+            let key = format!("http.raw[{i}]");
+            let r = rule.get_ref();
+            let attributes = RawAttributes {
+                id: r.id.clone(),
+                ty: r.ty.clone(),
+                time: r.time.clone(),
+                source: r.source.clone(),
+                subject: r.subject.clone(),
+                routingkey: r.routingkey.clone(),
+            };
+            let attributes = self.raw_attributes(&key, &attributes, rule.span());
+            match Pattern::new(&r.subjects) {
+                Ok(subjects) => config.http.raw.push(RawRule { subjects, attributes }),
+                Err(err) => self.error(format!("{key}.subjects"), rule.span(), format!("`{}`: {err}", r.subjects)),
+            }
+        }
         config.http.server = HttpServerSettings {
             max_connections: *h.max_connections.get_ref(),
             header_timeout: Duration::from_millis(*h.header_timeout_ms.get_ref()),
@@ -586,12 +617,14 @@ impl Checker<'_> {
         {
             self.error(format!("{key}.content_type"), span.clone(), format!("`{content_type}` is not a media type"));
         }
+        let raw = source.raw.as_ref().map(|raw| self.raw_attributes(&format!("{key}.raw"), raw, span.clone()));
         Some(SourcePlan {
             name: name.to_owned(),
             connection,
             subjects,
             queue_group: source.queue_group.clone(),
             content_type: source.content_type.clone(),
+            raw,
         })
     }
 

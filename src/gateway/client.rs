@@ -860,10 +860,21 @@ impl Client {
         self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
         // The global account's subjects are the broker's own: no copy on that hot path.
         let internal = self.namespace.internal(subject);
-        // Only a message with headers can fail to decode past its subject: keep what its dead
-        // letter needs then, and copy nothing on the plain-message path.
-        let kept = headers.is_some().then(|| (internal.clone(), payload.clone()));
-        let events = match codec::nats::decode(internal, reply.clone(), headers, payload, self.id) {
+        // Only a message with headers, or one whose attributes come from its content, can fail to
+        // decode past its subject: keep what its dead letter needs then, and copy nothing on the
+        // plain-message path.
+        let raw = self.listener.settings.raw.as_ref();
+        let kept = (headers.is_some() || raw.is_some()).then(|| (internal.clone(), payload.clone()));
+        let header_block = raw.and(headers.clone());
+        let decoded = codec::nats::decode(internal, reply.clone(), headers, payload, self.id);
+        let mapped = match raw {
+            Some(raw) => decoded.and_then(|mut events| {
+                codec::nats::map_raw(&mut events, header_block.as_ref(), raw)?;
+                Ok(events)
+            }),
+            None => decoded,
+        };
+        let events = match mapped {
             Ok(events) => events,
             // As nats-server: the error, then the +OK a verbose client counts on.
             Err(DecodeError::InvalidSubject { .. }) => {

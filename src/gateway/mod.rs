@@ -39,6 +39,8 @@ pub struct ListenerSettings {
     pub port: u16,
     /// Its TLS: every client upgrades after INFO.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Where its plain messages' attributes are in their content.
+    pub raw: Option<crate::codec::RawAttributes>,
 }
 
 /// The gateway's settings, from `[service]`.

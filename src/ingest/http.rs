@@ -26,8 +26,8 @@ use serde_json::json;
 
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::broker::account::{Namespace, is_account_name};
-use crate::broker::{Broker, PublishError, Refusal};
-use crate::codec;
+use crate::broker::{Broker, Pattern, PublishError, Refusal};
+use crate::codec::{self, RawAttributes};
 use crate::permission::Rule;
 use crate::slot::Slot;
 use crate::tls::PeerCertificate;
@@ -90,6 +90,8 @@ struct Publisher {
 #[derive(Clone)]
 pub struct IngestState {
     pub broker: Arc<dyn Broker>,
+    /// `[[http.raw]]`: where raw requests' attributes are, the first rule whose subjects match.
+    pub raw: Arc<Vec<RawRule>>,
     /// Who may publish; a config reload replaces it.
     pub auth: Arc<Slot<HttpAuth>>,
     /// Largest request body (413 beyond it); a config reload changes it.
@@ -99,6 +101,13 @@ pub struct IngestState {
     /// How long a request body may take to arrive (408 after).
     pub body_timeout: Duration,
     pub admin: Arc<dyn Admin>,
+}
+
+/// One `[[http.raw]]`: raw requests to `subjects` get their attributes from their content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRule {
+    pub subjects: Pattern,
+    pub attributes: RawAttributes,
 }
 
 /// What the admin and metrics endpoints show and do.
@@ -318,8 +327,19 @@ async fn publish(
         };
         ce_headers.push((name.as_str().to_owned(), value.to_owned()));
     }
+    let rule = codec::is_raw(content_type, &ce_headers)
+        .then(|| state.raw.iter().find(|rule| rule.subjects.matches(&subject)))
+        .flatten();
     let subject = publisher.namespace.internal(subject);
-    let events = match codec::decode(&subject, content_type, &ce_headers, body, SystemTime::now()) {
+    let decoded = codec::decode(&subject, content_type, &ce_headers, body, SystemTime::now());
+    let mapped = decoded.and_then(|mut events| {
+        if let (Some(rule), [event]) = (rule, &mut events[..]) {
+            let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+            rule.attributes.apply(event, header)?;
+        }
+        Ok(events)
+    });
+    let events = match mapped {
         Ok(events) => events,
         Err(err @ codec::DecodeError::UnsupportedFormat { .. }) => {
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string(), None);

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, Pattern};
+use crate::codec::RawAttributes;
 use crate::nats_client::NatsConnection;
 
 /// One `[sources.NAME]`, checked.
@@ -26,6 +27,8 @@ pub struct SourcePlan {
     pub queue_group: Option<String>,
     /// The media type of messages that carry no headers; unset, they are opaque bytes.
     pub content_type: Option<String>,
+    /// Where raw messages' attributes are in their content.
+    pub raw: Option<RawAttributes>,
 }
 
 /// Counters of one source.

@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::{SourcePlan, SourceStats};
 use crate::broker::Broker;
-use crate::codec;
 use crate::codec::nats::{self as binding, NATS_SOURCE, header_block};
+use crate::codec::{self, RawAttributes};
 
 /// How long starting a source waits for its server to confirm the subscriptions.
 const SUBSCRIBED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -41,7 +41,7 @@ pub async fn start(
         }
         .with_context(|| format!("source `{name}`: subscribing to {subject}"))?;
         let (broker, stats, stop, name) = (broker.clone(), stats.clone(), stop.clone(), name.clone());
-        let content_type = plan.content_type.clone();
+        let (content_type, raw) = (plan.content_type.clone(), plan.raw.clone());
         tasks.spawn(async move {
             tracing::info!(source = %name, %subject, "source subscribed");
             let mut subscriber = subscriber;
@@ -53,7 +53,7 @@ pub async fn start(
                         None => break,
                     },
                 };
-                take(&name, content_type.as_deref(), message, &*broker, &stats).await;
+                take(&name, content_type.as_deref(), raw.as_ref(), message, &*broker, &stats).await;
             }
             let _ = subscriber.unsubscribe().await;
         });
@@ -69,10 +69,12 @@ pub async fn start(
 }
 
 /// Publishes one message's events, or dead-letters the message with the reason it is not one.
-/// A message without headers has data of `content_type`, when the source sets one.
+/// A message without headers has data of `content_type`, when the source sets one; a raw message
+/// gets the attributes `raw` finds in it.
 async fn take(
     name: &str,
     content_type: Option<&str>,
+    raw: Option<&RawAttributes>,
     message: async_nats::Message,
     broker: &dyn Broker,
     stats: &SourceStats,
@@ -83,6 +85,7 @@ async fn take(
     let payload = message.payload.clone();
     // Sources publish in the global account, where `$A` and `$SYS` subjects are the router's own:
     // an external server's message on one is kept as a dead letter, never published there.
+    let header_block = raw.and(headers.clone());
     let decoded = match (crate::broker::account::check_global(&subject), headers, content_type) {
         (Err(reserved), _, _) => {
             Err(codec::DecodeError::InvalidSubject { subject: subject.clone(), reason: reserved.to_string() })
@@ -92,6 +95,13 @@ async fn take(
                 .map(|event| smallvec::smallvec![event])
         }
         (Ok(()), headers, _) => binding::decode(subject.clone(), reply, headers, payload, 0),
+    };
+    let decoded = match raw {
+        Some(raw) => decoded.and_then(|mut events| {
+            binding::map_raw(&mut events, header_block.as_ref(), raw)?;
+            Ok(events)
+        }),
+        None => decoded,
     };
     match decoded {
         Ok(events) => {

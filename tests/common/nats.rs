@@ -129,6 +129,18 @@ impl NatsServer {
         NatsServer { child, addr }
     }
 
+    /// Starts one that requires TLS with `pki`'s server certificate and a client certificate its
+    /// CA signed, as the platforms of seed 003 run it.
+    pub async fn start_requiring_client_certificates(pki: &super::tls::Pki) -> NatsServer {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = ["--tls", "--tlscert", &path(&pki.server.0), "--tlskey", &path(&pki.server.1)]
+            .into_iter()
+            .chain(["--tlscacert", &path(&pki.ca), "--tlsverify"])
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        NatsServer::start_with(super::free_port(), &args).await
+    }
+
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }

@@ -151,8 +151,40 @@ async fn nats_system_events_are_watched_by_the_system_account() {
     assert_eq!(malformed["deadlettersubject"], "$A.USERS.orders", "{malformed}");
 }
 
+/// The event types seed 000 lists, and the handler service each goes to.
+const AUTOMATE_EVENT_TYPES: [(&str, &str); 10] = [
+    ("compliance_ingest", "feed"),
+    ("scanJobCreated", "feed"),
+    ("scanJobUpdated", "feed"),
+    ("scanJobDeleted", "feed"),
+    ("profileCreated", "feed"),
+    ("profileUpdate", "feed"),
+    ("profileDeleted", "feed"),
+    ("nodeTerminated", "feed"),
+    ("cfgingest", "cfgingest"),
+    ("event_feed", "event_feed"),
+];
+
+/// An Automate `EventMsg` (api/interservice/event/event.proto) in its JSON form, as a plain NATS
+/// message on `automate.events`.
+fn automate_event(id: &str, ty: &str) -> Value {
+    let data = json!({
+        "EventID": id,
+        "Type": {"Name": ty},
+        "Producer": {"ID": "urn:chef:compliance:scan-component", "ProducerName": "Scanner", "ProducerType": "system component"},
+        "Tags": ["scanjobs"],
+        "Published": "2026-12-07T10:00:00.5Z",
+        "Actor": {"ID": "urn:mycompany:user:fred", "ObjectType": "User", "DisplayName": "Fred"},
+        "Verb": "create",
+        "Object": {"ID": id, "ObjectType": "ScanJob", "DisplayName": "nightly"},
+        "Target": {"ID": "urn:chef:compliance:scan-component", "ObjectType": "System", "DisplayName": "Scanner"},
+        "data": {"node": "web-1"},
+    });
+    json!({"subject": "automate.events", "data": data})
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls_with_a_token() {
+async fn chef_event_gateway_takes_all_ten_event_types_from_external_clients_to_handlers_and_internal_clients() {
     let certs = common::tempdir();
     let pki = common::tls::pki(certs.path());
     let ok = StatusCode::OK;
@@ -165,6 +197,7 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
         "chef-event-gateway",
         &[
             ("port = 10132", "port = 0"),
+            ("port = 10140", "port = 0"),
             ("127.0.0.1:10133", "127.0.0.1:0"),
             ("certs/event-service.crt", &path(&pki.server.0)),
             ("certs/event-service.key", &path(&pki.server.1)),
@@ -175,59 +208,84 @@ async fn chef_event_gateway_sends_each_event_type_to_its_handler_over_mutual_tls
         ],
         &[("subject-filter", "subject-filter")],
     );
+    // An in-cluster client on the internal event service: no token, no TLS.
+    let internal =
+        async_nats::connect(router.listeners["internal"].to_string()).await.expect("internal clients connect");
+    let mut consumed = internal.subscribe("automate.>").await.expect("subscribe");
+    internal.flush().await.expect("flush");
+
     let url = format!("tls://localhost:{}", router.nats.expect("the example turns the gateway on").port());
-    let event = |id: &str, ty: &str| {
-        let headers = json!({"ce-specversion": "1.0", "ce-id": id, "ce-source": "/automate", "ce-type": ty,
-                             "content-type": "application/json"});
-        json!({"subject": "automate.events", "headers": headers, "data": {"id": id}})
-    };
-    let events = json!([
-        event("c1", "compliance_ingest"),
-        event("c2", "scanJobCreated"),
-        event("n1", "nodeTerminated"),
-        event("g1", "cfgingest"),
-        event("e1", "event_feed"),
-        event("u1", "notAKnownType"),
-    ]);
     let publish = |token: &str, events: &Value, expect_error: bool| {
         let (cert, key) = &pki.client;
         let extra = json!({"ca": pki.ca, "cert": cert, "key": key, "token": token, "events": events,
                            "expect_error": expect_error});
         Client::Py.run(&url, "publish_events", Some(&extra.to_string()))
     };
+    let mut events: Vec<Value> =
+        AUTOMATE_EVENT_TYPES.iter().enumerate().map(|(i, (ty, _))| automate_event(&format!("ev-{i}"), ty)).collect();
+    // A real Automate type the seed's handlers do not take.
+    events.push(automate_event("ev-unhandled", "projectRulesUpdate"));
     let token = "automate-events-token";
-    assert_eq!(publish("wrong-token", &events, false)["connected"], false, "a valid token is required");
-    // A malformed event: the client is told (nats-py then closes), it is dead-lettered with the
-    // reason, and the next connection's events go through.
-    let mut malformed = event("m1", "compliance_ingest");
-    malformed["headers"]["ce-specversion"] = json!("0.3");
+    assert_eq!(publish("wrong-token", &json!(events), false)["connected"], false, "a valid token is required");
+    // An event whose time is no time: the client is told (nats-py then closes), it is
+    // dead-lettered with the reason, and the next connection's events go through.
+    let mut malformed = automate_event("ev-bad", "cfgingest");
+    malformed["data"]["Published"] = json!("last tuesday");
     let refused = publish(token, &json!([malformed]), true);
     assert!(refused["errors"][0].as_str().unwrap().to_lowercase().contains("invalid publish"), "{refused}");
-    assert_eq!(publish(token, &events, false), json!({"connected": true, "published": 6}));
+    assert_eq!(publish(token, &json!(events), false), json!({"connected": true, "published": 11}));
 
-    let ids = |destination: &HttpDestination| -> Vec<String> {
+    // The internal client gets every event, as it was published.
+    let mut seen = Vec::new();
+    while seen.len() < 11 {
+        let next = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut consumed)).await;
+        let message = next.expect("every event reaches the internal client").expect("subscribed");
+        let data: Value = serde_json::from_slice(&message.payload).expect("the EventMsg as sent");
+        seen.push(data["EventID"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = events.iter().map(|e| e["data"]["EventID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(seen, expected, "in order, once each");
+
+    // Each handler service gets its types, with the attributes the message carries.
+    let ids = |destination: &HttpDestination| -> Vec<(String, String)> {
         let bodies = destination.received().into_iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap());
-        bodies.map(|body| body["id"].as_str().unwrap_or_default().to_owned()).collect()
+        bodies
+            .map(|body| {
+                assert_eq!(body["time"], "2026-12-07T10:00:00.5Z", "{body}");
+                assert_eq!(body["source"], "urn:chef:compliance:scan-component", "{body}");
+                assert_eq!(body["data"]["EventID"], body["id"], "{body}");
+                (body["id"].as_str().unwrap().to_owned(), body["type"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let wanted = |handler: &str| -> Vec<(String, String)> {
+        let types = AUTOMATE_EVENT_TYPES.iter().enumerate().filter(|(_, (_, h))| *h == handler);
+        types.map(|(i, (ty, _))| (format!("ev-{i}"), ty.to_string())).collect()
     };
     eventually("every handler service served", WAIT, || {
-        (ids(&feed).len() == 3 && ids(&cfgingest).len() == 1 && ids(&event_feed).len() == 1).then_some(())
+        (ids(&feed).len() == 8 && ids(&cfgingest).len() == 1 && ids(&event_feed).len() == 1).then_some(())
     })
     .await;
-    assert_eq!(ids(&feed), ["c1", "c2", "n1"]);
-    assert_eq!(ids(&cfgingest), ["g1"]);
-    assert_eq!(ids(&event_feed), ["e1"]);
+    assert_eq!(ids(&feed), wanted("feed"), "the first was refused, the rest accepted");
+    assert_eq!(ids(&cfgingest), wanted("cfgingest"));
+    assert_eq!(ids(&event_feed), wanted("event_feed"));
+
     let dead = router.path("events/dead-letters");
-    let dead = eventually("the malformed and the refused event dead-lettered", WAIT, || {
+    let dead = eventually("the refused, the unhandled and the malformed event dead-lettered", WAIT, || {
         let dead = json_lines_under(&dead);
-        (dead.len() == 2).then_some(dead)
+        (dead.len() == 3).then_some(dead)
     })
     .await;
     let refused = dead_letter_from(&dead, "feed-service");
-    assert_eq!(refused["id"], "c1", "{refused}");
+    assert_eq!(refused["id"], "ev-0", "{refused}");
     assert!(refused["deadletterreason"].as_str().unwrap().contains("400"), "{refused}");
+    let unhandled = dead_letter_from(&dead, "unrouted");
+    assert_eq!((&unhandled["id"], &unhandled["type"]), (&json!("ev-unhandled"), &json!("projectRulesUpdate")));
+    assert_eq!(unhandled["deadlettersubject"], "automate.events", "{unhandled}");
     let malformed = dead_letter_from(&dead, "gateway");
-    assert!(malformed["deadletterreason"].as_str().unwrap().contains("specversion"), "{malformed}");
+    assert!(malformed["deadletterreason"].as_str().unwrap().contains("/Published"), "{malformed}");
     assert_eq!(malformed["deadlettersubject"], "automate.events", "{malformed}");
+    assert_eq!(router.metric(r#"eventyard_unrouted_events_total{family="automate"}"#).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,12 +294,7 @@ async fn kafka_exporter_decodes_bahamut_publications_over_mutual_tls_into_kafka_
     let certs = common::tempdir();
     let pki = common::tls::pki(certs.path());
     let path = |p: &std::path::Path| p.display().to_string();
-    let args = ["--tls", "--tlscert", &path(&pki.server.0), "--tlskey", &path(&pki.server.1)]
-        .into_iter()
-        .chain(["--tlscacert", &path(&pki.ca), "--tlsverify"])
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    let nats = NatsServer::start_with(common::free_port(), &args).await;
+    let nats = NatsServer::start_requiring_client_certificates(&pki).await;
     let kafka = KafkaBroker::start().await;
     kafka.create_topic("aporeto-events", 3);
     let nats_url = nats.url().replace("nats://", "tls://");

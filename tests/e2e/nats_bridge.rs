@@ -113,12 +113,7 @@ async fn a_nats_source_and_sink_reach_a_server_that_requires_tls_and_client_cert
     let certs = common::tempdir();
     let pki = common::tls::pki(certs.path());
     let path = |p: &std::path::Path| p.display().to_string();
-    let args = ["--tls", "--tlscert", &path(&pki.server.0), "--tlskey", &path(&pki.server.1)]
-        .into_iter()
-        .chain(["--tlscacert", &path(&pki.ca), "--tlsverify"])
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    let upstream = NatsServer::start_with(common::free_port(), &args).await;
+    let upstream = NatsServer::start_requiring_client_certificates(&pki).await;
     assert!(
         tls_client(&upstream.url(), NatsTls { ca_path: Some(pki.ca.clone()), ..NatsTls::default() }).await.is_err(),
         "the server refuses a client without a certificate"
@@ -180,4 +175,77 @@ subject = "exported"
     // A plain message stays plain, on the sink's subject.
     assert_eq!((message.subject.as_str(), message.headers), ("exported", None));
     assert_eq!(&message.payload[..], b"{\"identity\":\"enforcer\"}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_messages_take_their_attributes_from_their_content_over_http_and_from_a_source() {
+    let upstream = NatsServer::start().await;
+    let router = RouterProcess::start(&format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[plugins]
+dir = "{{dir}}/plugins"
+[[http.raw]]
+subjects = "orders.>"
+id = "/order/id"
+type = "/kind"
+routingkey = {{ header = "X-Region" }}
+[sources.upstream]
+kind = "nats"
+servers = ["{url}"]
+subjects = ["shipments"]
+raw = {{ id = "/id", type = {{ header = "Kind" }} }}
+[[route]]
+name = "european-orders"
+subject = "orders.>"
+routing_key = ["eu-*"]
+sinks = ["files"]
+[[route]]
+name = "shipments"
+subject = "shipments"
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+"#,
+        url = upstream.url()
+    ));
+    let post = |subject: &str, region: &str, body: serde_json::Value| {
+        let request = reqwest::Client::new().post(router.url(&format!("/v1/events/{subject}")));
+        request.header("X-Region", region).body(body.to_string()).send()
+    };
+    let order = |id: serde_json::Value| json!({"order": {"id": id}, "kind": "order.created"});
+    assert_eq!(post("orders.new", "eu-west", order(json!("o-1"))).await.unwrap().status(), 202);
+    // Not European: the route lets it by, so no route takes it; counted, not kept (no [unrouted]).
+    assert_eq!(post("orders.new", "us-east", order(json!("o-2"))).await.unwrap().status(), 202);
+    // An id that is no text is refused with where it was looked for.
+    let refused = post("orders.new", "eu-west", order(json!({"n": 3}))).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("/order/id"));
+    // No rule for this subject: the host's attributes.
+    assert_eq!(post("other.thing", "eu-west", order(json!("o-4"))).await.unwrap().status(), 202);
+
+    let client = async_nats::connect(upstream.url()).await.expect("connect upstream");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Kind", "shipment.sent");
+    let files = router.path("files");
+    let written = eventually("the order and the shipment written", WAIT, || {
+        let written = json_lines_under(&files);
+        if written.len() < 2 {
+            // The source subscribes in the background: publish until the shipment arrives.
+            let (client, headers) = (client.clone(), headers.clone());
+            tokio::spawn(
+                async move { client.publish_with_headers("shipments", headers, r#"{"id": "s-1"}"#.into()).await },
+            );
+        }
+        (written.len() >= 2).then_some(written)
+    })
+    .await;
+    let order = written.iter().map(|(_, e)| e).find(|e| e["id"] == "o-1").expect("the order");
+    assert_eq!((&order["type"], &order["routingkey"]), (&json!("order.created"), &json!("eu-west")), "{order}");
+    let shipment = written.iter().map(|(_, e)| e).find(|e| e["id"] == "s-1").expect("the shipment");
+    assert_eq!(shipment["type"], "shipment.sent", "{shipment}");
+    assert_eq!(router.metric(r#"eventyard_unrouted_events_total{family="orders"}"#).await, 1);
+    assert_eq!(router.metric(r#"eventyard_unrouted_events_total{family="other"}"#).await, 1);
 }
