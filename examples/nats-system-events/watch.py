@@ -1,5 +1,5 @@
-"""Watches the system account's events (seed 001) and asks the server requests; prints one JSON
-line per event. Usage: python3 watch.py [URL] [SECONDS]; default nats://admin:changeit@127.0.0.1:4222
+"""Watches the system account's events (seed 001) and asks the server's and an account's
+requests; prints one JSON line per event or answer. Usage: python3 watch.py [URL] [SECONDS]; default nats://admin:changeit@127.0.0.1:4222
 for 30 s. Needs nats-py (pip install nats-py)."""
 
 import asyncio
@@ -20,13 +20,25 @@ async def main(url, seconds):
             data = msg.data.decode(errors="replace")
         print(json.dumps({"subject": msg.subject, "data": data}), flush=True)
 
-    await nc.subscribe("$SYS.>", cb=show)
-    ping = await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)
-    server_id = json.loads(ping.data)["server"]["id"]
-    print(json.dumps({"subject": "$SYS.REQ.SERVER.PING", "data": json.loads(ping.data)}), flush=True)
-    statsz = await nc.request(f"$SYS.REQ.SERVER.{server_id}.STATSZ", b"", timeout=5)
-    print(json.dumps({"subject": f"$SYS.REQ.SERVER.{server_id}.STATSZ", "data": json.loads(statsz.data)}), flush=True)
-    await asyncio.sleep(seconds)
+    async def ask(subject):
+        try:
+            reply = await nc.request(subject, b"", timeout=5)
+            print(json.dumps({"subject": subject, "data": json.loads(reply.data)}), flush=True)
+        except nats.errors.TimeoutError:
+            print(json.dumps({"subject": subject, "data": None}), flush=True)
+
+    # As the seed: everything the system account sees (its `>` takes in every $SYS subject).
+    await nc.subscribe(">", cb=show)
+    ping = json.loads((await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)).data)
+    server_id = ping["server"]["id"]
+    print(json.dumps({"subject": "$SYS.REQ.SERVER.PING", "data": ping}), flush=True)
+    for subject in [f"$SYS.REQ.SERVER.{server_id}.STATSZ", "$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.SERVER.PING.HEALTHZ"]:
+        await ask(subject)
+    await asyncio.sleep(seconds / 2)
+    # By then a user of USERS is connected (the test's, or yours): what the account is doing.
+    for subject in ["$SYS.REQ.ACCOUNT.USERS.CONNZ", "$SYS.REQ.ACCOUNT.USERS.STATZ", "$SYS.REQ.ACCOUNT.PING.STATZ"]:
+        await ask(subject)
+    await asyncio.sleep(seconds / 2)
     await nc.close()
 
 

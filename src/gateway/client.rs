@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Authenticator, GLOBAL_ACCOUNT, Identity};
+use super::connections::{Connection, SubscriptionInfo, Traffic, Who};
 use super::protocol::{self, ClientOp, Parser};
-use super::system::ClientInfo;
 use super::{Listener, Shared};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
@@ -111,9 +111,8 @@ struct Outbound {
     /// Cancelled when the connection is to close, by either side.
     close: CancellationToken,
     slow: AtomicBool,
-    /// Messages and payload bytes sent to subscriptions (for the disconnect event).
-    sent_msgs: AtomicU64,
-    sent_bytes: AtomicU64,
+    /// What the connection published and was sent (its `out` side is counted here).
+    traffic: Arc<Traffic>,
 }
 
 impl Outbound {
@@ -277,7 +276,7 @@ struct ClientSubscription {
     headers: bool,
     outbound: Arc<Outbound>,
     shared: Arc<Shared>,
-    delivered: AtomicU64,
+    delivered: Arc<AtomicU64>,
     /// Messages left before it ends (`UNSUB sid max`); `u64::MAX` for no limit.
     remaining: AtomicU64,
     /// The queue group it is in, if any.
@@ -318,8 +317,8 @@ impl Subscriber for ClientSubscription {
         let stats = &self.shared.stats;
         stats.out_msgs.fetch_add(1, Ordering::Relaxed);
         stats.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
-        self.outbound.sent_msgs.fetch_add(1, Ordering::Relaxed);
-        self.outbound.sent_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
+        self.outbound.traffic.out_msgs.fetch_add(1, Ordering::Relaxed);
+        self.outbound.traffic.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
         if left == 1
             && let Some(id) = self.id.get()
         {
@@ -353,7 +352,8 @@ struct Client {
     remote: SocketAddr,
     /// The verified TLS client certificate it presented.
     certificate: Option<PeerCertificate>,
-    started: String,
+    /// What system events and `$SYS` requests report of it.
+    connection: Arc<Connection>,
     /// Messages and payload bytes it published.
     received: (u64, u64),
     /// Why it closed, for the disconnect event.
@@ -472,17 +472,7 @@ pub(super) async fn serve(
         }
         Ok(Err(err)) => {
             tracing::info!(%remote, client = id, error = %err, "gateway TLS handshake failed");
-            let client = ClientInfo {
-                id,
-                host: remote.ip().to_string(),
-                account: GLOBAL_ACCOUNT.into(),
-                user: None,
-                name: None,
-                lang: None,
-                version: None,
-                start: String::new(),
-            };
-            shared.system.auth_error(&client).await;
+            shared.system.auth_error(&Connection::new(id, remote, Arc::default())).await;
         }
         Err(_) => tracing::info!(%remote, client = id, "gateway TLS handshake timed out"),
     }
@@ -506,8 +496,7 @@ async fn run(
         max_pending: shared.settings.max_pending,
         close: stop,
         slow: AtomicBool::new(false),
-        sent_msgs: AtomicU64::new(0),
-        sent_bytes: AtomicU64::new(0),
+        traffic: Arc::default(),
     });
     let writing = tokio::spawn(write_loop(writer, outbound.clone()));
     // A reload that changes the auth config checks every client's credentials again.
@@ -526,15 +515,16 @@ async fn run(
         responses: None,
         remote,
         certificate,
-        started: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        connection: Arc::new(Connection::new(id, remote, outbound.traffic.clone())),
         received: (0, 0),
         reason: "Client Closed",
         pings_out: 0,
         subscriptions: HashMap::new(),
         unpublished: Vec::new(),
     };
+    // `$SYS` requests that report the round trip measure it with a PING of their own.
+    let pinger = outbound.clone();
+    client.connection.set_pinger(Box::new(move || pinger.send(|out| out.put_slice(b"PING\r\n"))));
     let parser = Parser { max_payload: shared.settings.max_payload };
     let mut buf = BytesMut::new();
     let mut read_size = ReadSize(MIN_READ);
@@ -571,6 +561,7 @@ async fn run(
                     break;
                 }
                 client.pings_out += 1;
+                client.connection.pinged();
                 outbound.send(|out| out.put_slice(b"PING\r\n"));
                 continue;
             }
@@ -593,6 +584,10 @@ async fn run(
             .await;
         shared.stats.in_msgs.fetch_add(client.received.0 - received.0, Ordering::Relaxed);
         shared.stats.in_bytes.fetch_add(client.received.1 - received.1, Ordering::Relaxed);
+        let traffic = &client.connection.traffic;
+        traffic.in_msgs.store(client.received.0, Ordering::Relaxed);
+        traffic.in_bytes.store(client.received.1, Ordering::Relaxed);
+        client.connection.active();
         if !going {
             break;
         }
@@ -609,8 +604,8 @@ async fn run(
     }
     client.unsubscribe_all();
     if client.connected {
-        let sent = (outbound.sent_msgs.load(Ordering::Relaxed), outbound.sent_bytes.load(Ordering::Relaxed));
-        shared.system.disconnected(&client.info(), sent, client.received, client.reason).await;
+        let slow = outbound.slow.load(Ordering::Acquire);
+        shared.system.disconnected(&client.connection, client.reason, slow).await;
     }
     let _ = writing.await;
 }
@@ -634,7 +629,7 @@ impl Client {
             {
                 self.outbound.fail("Authorization Violation");
                 self.reason = "Authentication Failure";
-                self.shared.system.auth_error(&self.info()).await;
+                self.shared.system.auth_error(&self.describe()).await;
                 return false;
             }
             match parser.next(buf) {
@@ -727,6 +722,7 @@ impl Client {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                self.connection.pong();
                 true
             }
             ClientOp::Sub { subject, queue, sid } => {
@@ -768,7 +764,7 @@ impl Client {
                 self.outbound.fail("Authorization Violation");
                 self.options = options;
                 self.reason = "Authentication Failure";
-                self.shared.system.auth_error(&self.info()).await;
+                self.shared.system.auth_error(&self.describe()).await;
                 return false;
             }
         };
@@ -797,7 +793,7 @@ impl Client {
         let first = !std::mem::replace(&mut self.connected, true);
         self.ok();
         if first {
-            self.shared.system.connected(&self.info()).await;
+            self.shared.system.connected(self.describe()).await;
         }
         true
     }
@@ -984,11 +980,17 @@ impl Client {
             headers: self.options.headers,
             outbound: self.outbound.clone(),
             shared: self.shared.clone(),
-            delivered: AtomicU64::new(0),
+            delivered: Arc::default(),
             remaining: AtomicU64::new(u64::MAX),
             queue: queue.clone(),
             id: OnceLock::new(),
         });
+        let info = SubscriptionInfo {
+            subject: subscription.pattern.as_str().to_owned(),
+            queue: queue.clone(),
+            delivered: subscription.delivered.clone(),
+        };
+        self.connection.subscriptions().insert(sid.clone(), info);
         let id = self.shared.broker.subscribe(internal, queue, subscription.clone());
         let _ = subscription.id.set(id);
         self.subscriptions.insert(sid, subscription);
@@ -1051,18 +1053,16 @@ impl Client {
         true
     }
 
-    /// The connection as system events describe it.
-    fn info(&self) -> ClientInfo {
-        ClientInfo {
-            id: self.id,
-            host: self.remote.ip().to_string(),
+    /// The connection as system events describe it, brought up to date with what CONNECT said.
+    fn describe(&self) -> Arc<Connection> {
+        *self.connection.who.lock().unwrap_or_else(PoisonError::into_inner) = Who {
             account: self.identity.account.clone(),
             user: self.identity.user.clone().or_else(|| self.options.user.clone()),
             name: self.options.name.clone(),
             lang: self.options.lang.clone(),
             version: self.options.version.clone(),
-            start: self.started.clone(),
-        }
+        };
+        self.connection.clone()
     }
 
     fn ok(&self) {
@@ -1086,6 +1086,7 @@ impl Client {
     }
 
     fn unsubscribe(&mut self, sid: &str) {
+        self.connection.subscriptions().remove(sid);
         if let Some(subscription) = self.subscriptions.remove(sid)
             && let Some(id) = subscription.id.get()
         {

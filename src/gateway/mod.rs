@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod client;
+pub mod connections;
 pub mod protocol;
 pub mod publisher;
 pub mod system;
@@ -131,6 +132,7 @@ pub struct Gateway {
     pub stats: Arc<GatewayStats>,
     stop: CancellationToken,
     connections: TaskTracker,
+    system: Arc<system::SystemEvents>,
     statsz: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -173,7 +175,7 @@ impl Gateway {
             server_id,
             next_client: AtomicU64::new(1),
             stats: stats.clone(),
-            system,
+            system: system.clone(),
             account_connections: Default::default(),
         });
         let stop = CancellationToken::new();
@@ -183,14 +185,16 @@ impl Gateway {
             listeners.push((listener.settings.name.clone(), addr));
             connections.spawn(accept(socket, listener, shared.clone(), stop.clone(), connections.clone()));
         }
-        Ok(Gateway { addr, listeners, stats, stop, connections, statsz })
+        Ok(Gateway { addr, listeners, stats, stop, connections, system, statsz })
     }
 
-    /// Stops accepting, closes every connection and waits for them.
+    /// Tells the system account (`$SYS.SERVER.<id>.SHUTDOWN`), stops accepting, closes every
+    /// connection and waits for them.
     pub async fn shutdown(self) {
         if let Some(statsz) = &self.statsz {
             statsz.abort();
         }
+        self.system.shutdown().await;
         self.stop.cancel();
         self.connections.close();
         self.connections.wait().await;

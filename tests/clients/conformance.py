@@ -86,6 +86,7 @@ USERS = [
     ("narrow", "TEAM", {"subscribe": {"allow": ["orders.*"]}}),
     ("worker", "TEAM", {"subscribe": {"allow": ["jobs.> workers"]}}),
     ("svc", "TEAM", {"subscribe": {"allow": ["svc.>"]}, "allow_responses": True}),
+    ("admin", "SYS", None),
 ]
 
 
@@ -96,7 +97,7 @@ def accounts_nats(port):
         if permissions:
             entry["permissions"] = permissions
         accounts.setdefault(account, {"users": []})["users"].append(entry)
-    return f"port: {port}\nmax_payload: 1024\naccounts: {json.dumps(accounts)}\n"
+    return f"port: {port}\nmax_payload: 1024\nsystem_account: SYS\naccounts: {json.dumps(accounts)}\n"
 
 
 def accounts_eventyard(port, workdir):
@@ -109,7 +110,8 @@ def accounts_eventyard(port, workdir):
             responses = ", allow_responses = true" if permissions.get("allow_responses") else ""
             users += f"permissions = {{ subscribe = {{ {rule} }}{responses} }}\n"
     return (
-        f'[service]\nhost = "127.0.0.1"\nport = {port}\nmax_payload = 1024\n[service.auth]\n{users}'
+        f'[service]\nhost = "127.0.0.1"\nport = {port}\nmax_payload = 1024\n'
+        f'[service.auth]\nsystem_account = "SYS"\n{users}'
         f'[http]\nlisten = "127.0.0.1:0"\n[plugins]\ndir = "{workdir}/plugins"\n'
     )
 
@@ -235,6 +237,107 @@ def run_client(port, scenario):
         return {"error": f"{type(err).__name__}: {err}"}
 
 
+# The system account's view (seed 001), nats-server's `server/events.go`: what a system client
+# sees while a user of account USERS connects, publishes, subscribes and leaves and another fails
+# to log in, and the answers to the `$SYS.REQ` requests. Documents are compared by their keys.
+SYSTEM_REQUESTS = [
+    "$SYS.REQ.SERVER.PING",
+    "$SYS.REQ.SERVER.PING.STATSZ",
+    "$SYS.REQ.SERVER.{id}.STATSZ",
+    "$SYS.REQ.SERVER.PING.CONNZ",
+    "$SYS.REQ.SERVER.PING.SUBSZ",
+    "$SYS.REQ.SERVER.PING.HEALTHZ",
+    "$SYS.REQ.SERVER.PING.ACCOUNTZ",
+    "$SYS.REQ.SERVER.PING.VARZ",
+    "$SYS.REQ.ACCOUNT.USERS.CONNZ",
+    "$SYS.REQ.ACCOUNT.USERS.SUBSZ",
+    "$SYS.REQ.ACCOUNT.USERS.STATZ",
+    "$SYS.REQ.ACCOUNT.USERS.CONNS",
+    "$SYS.REQ.ACCOUNT.PING.STATZ",
+]
+
+
+def key_paths(value, prefix=""):
+    """Every key path of a JSON document (`statsz.sent.msgs`; `connections[].cid` for arrays)."""
+    paths = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths.add(path)
+            paths |= key_paths(inner, path)
+    elif isinstance(value, list) and value:
+        paths |= key_paths(value[0], f"{prefix}[]")
+    return paths
+
+
+async def system_view(port):
+    """What the system account sees on one server: {document: its JSON}, subjects with the server
+    id as `{id}`, and the traffic the disconnect event counted."""
+    url = f"nats://127.0.0.1:{port}"
+    seen = {}
+    sys_nc = await nats_py.nats.connect(url, user="admin", password="admin")
+    server_id = None
+
+    async def on_event(msg):
+        if msg.data:
+            subject = msg.subject.replace(server_id, "{id}") if server_id else msg.subject
+            seen.setdefault(subject, json.loads(msg.data))
+
+    ping = json.loads((await sys_nc.request("$SYS.REQ.SERVER.PING", b"", timeout=5)).data)
+    server_id = ping["server"]["id"]
+    await sys_nc.subscribe("$SYS.ACCOUNT.>", cb=on_event)
+    await sys_nc.subscribe("$SYS.SERVER.>", cb=on_event)
+    await sys_nc.flush()
+    user = await nats_py.nats.connect(url, user="a", password="a", name="conformance")
+    inbox = await user.subscribe("orders.>")
+    for i in range(2):
+        await user.publish("orders.x", f"m{i}".encode())
+    await user.flush()
+    for _ in range(2):
+        await inbox.next_msg(timeout=5)
+    try:
+        await nats_py.nats.connect(url, user="a", password="wrong", allow_reconnect=False, connect_timeout=5)
+    except Exception:  # noqa: BLE001 - refused, as it should be
+        pass
+    for subject in SYSTEM_REQUESTS:
+        try:
+            reply = await sys_nc.request(subject.replace("{id}", server_id), b"", timeout=2)
+            seen[f"reply {subject}"] = json.loads(reply.data)
+        except Exception as err:  # noqa: BLE001 - no answer is a difference too
+            seen[f"reply {subject}"] = {"no answer": type(err).__name__}
+    await user.close()
+    await asyncio.sleep(0.5)
+    await sys_nc.close()
+    return seen
+
+
+def system_differences(eventyard):
+    """Runs `system_view` on both servers; lists, per document, the keys only nats-server's has
+    (`missing`) and only Eventyard's has (`extra`), and differences in the traffic counted."""
+    with tempfile.TemporaryDirectory() as workdir:
+        servers, ports = start_servers(eventyard, workdir, True)
+        try:
+            views = {name: asyncio.run(asyncio.wait_for(system_view(port), 60)) for name, port in ports.items()}
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(10)
+    differences = []
+    nats_view, ours = views["nats-server"], views["eventyard"]
+    for document in sorted(set(nats_view) | set(ours)):
+        theirs, mine = key_paths(nats_view.get(document, {})), key_paths(ours.get(document, {}))
+        if document not in ours or document not in nats_view:
+            differences.append({"document": document, "only": "nats-server" if document in nats_view else "eventyard"})
+            continue
+        if theirs != mine:
+            differences.append({"document": document, "missing": sorted(theirs - mine), "extra": sorted(mine - theirs)})
+    disconnect = "$SYS.ACCOUNT.USERS.DISCONNECT"
+    traffic = {name: {k: view.get(disconnect, {}).get(k) for k in ("sent", "received")} for name, view in views.items()}
+    if traffic["nats-server"] != traffic["eventyard"]:
+        differences.append({"document": f"{disconnect} traffic", **traffic})
+    return differences
+
+
 def compare(eventyard, accounts, scenarios):
     """Starts both servers (with the shared accounts when `accounts`), runs each of `scenarios`
     ((name, run) where run(port) returns what a client saw) on both, and returns the differences."""
@@ -260,15 +363,19 @@ def main():
     plain += [(f"client:{name}", lambda port, name=name: run_client(port, name)) for name in CLIENT]
     accounts = [(f"accounts:{name}", lambda port, steps=steps: talk_many(port, steps)) for name, steps in ACCOUNTS.items()]
     differences = compare(eventyard, False, plain) + compare(eventyard, True, accounts)
+    system = system_differences(eventyard)
     count = len(RAW) + len(CLIENT) + len(ACCOUNTS)
     if as_json:
-        print(json.dumps({"scenarios": count, "differences": differences}))
+        print(json.dumps({"scenarios": count, "differences": differences, "system": system}))
         return
     print(f"{count} scenarios, {len(differences)} difference(s)")
     for difference in differences:
         print(f"\n{difference['scenario']}")
         print(f"  nats-server: {difference['nats-server']}")
         print(f"  eventyard:   {difference['eventyard']}")
+    print(f"\nsystem account: {len(system)} document(s) differ")
+    for difference in system:
+        print(json.dumps(difference))
 
 
 if __name__ == "__main__":

@@ -107,12 +107,13 @@ async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_system_events_are_watched_by_the_system_account() {
-    let router = example("nats-system-events", &[("port = 4222", "port = 0"), ("127.0.0.1:10133", "127.0.0.1:0")], &[]);
+    let mut router =
+        example("nats-system-events", &[("port = 4222", "port = 0"), ("127.0.0.1:10133", "127.0.0.1:0")], &[]);
     let nats = router.nats.expect("the example turns the gateway on");
     let mut watcher = Command::new("python3")
         .arg(common::repo_root().join("examples/nats-system-events/watch.py"))
         .arg(format!("nats://admin:changeit@{nats}"))
-        .arg("4")
+        .arg("6")
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 runs watch.py");
@@ -124,27 +125,60 @@ async fn nats_system_events_are_watched_by_the_system_account() {
         }
     });
     let mut seen = Vec::new();
-    // watch.py subscribes, then asks PING and STATSZ: once those are printed it is listening.
-    while !seen.iter().any(|e: &Value| e["subject"].as_str().is_some_and(|s| s.ends_with(".STATSZ"))) {
+    // watch.py subscribes, then asks PING, STATSZ, CONNZ and HEALTHZ: once those are printed it
+    // is listening.
+    while !seen.iter().any(|e: &Value| e["subject"] == "$SYS.REQ.SERVER.PING.HEALTHZ") {
         seen.push(lines.recv_timeout(WAIT).expect("watch.py answers"));
     }
-    assert_eq!(Client::Py.run(&format!("nats://a:a@{nats}"), "connect_only", None)["connected"], true);
+    // As the seed's walk-through: a user of USERS connects and publishes `foo bar`, and stays
+    // while watch.py asks about its account.
+    let user = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .name("seed-001")
+        .connect(nats.to_string())
+        .await
+        .expect("a connects");
+    user.publish("foo", "bar".into()).await.expect("publish");
+    user.flush().await.expect("flush");
     assert_eq!(Client::Js.run(&format!("nats://a:wrong@{nats}"), "connect_only", None)["connected"], false);
     // A malformed event from a user: told to the client, dead-lettered with the reason.
     let headers = json!({"ce-specversion": "0.3", "ce-id": "m1", "ce-source": "/a", "ce-type": "t"});
     let malformed = json!({"events": [{"subject": "orders", "headers": headers, "data": {}}], "expect_error": true});
     let refused = Client::Py.run(&format!("nats://a:a@{nats}"), "publish_events", Some(&malformed.to_string()));
     assert!(refused["errors"][0].as_str().unwrap().to_lowercase().contains("invalid publish"), "{refused}");
+    while !seen.iter().any(|e: &Value| e["subject"] == "$SYS.REQ.ACCOUNT.PING.STATZ") {
+        seen.push(lines.recv_timeout(WAIT).expect("watch.py asks about the account"));
+    }
+    drop(user);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server going away is an event too.
+    assert_eq!(router.terminate(WAIT).await, 0);
     while let Ok(event) = lines.recv_timeout(Duration::from_secs(6)) {
         seen.push(event);
     }
     let _ = watcher.wait();
+    // The requests themselves are seen too, with empty bodies: the answers are the ones with data.
+    let by_subject =
+        |subject: &str| seen.iter().find(|e| e["subject"] == subject && !e["data"].is_null()).map(|e| &e["data"]);
     let subjects: Vec<&str> = seen.iter().filter_map(|e| e["subject"].as_str()).collect();
-    for expected in ["$SYS.REQ.SERVER.PING", "$SYS.ACCOUNT.USERS.CONNECT", "$SYS.ACCOUNT.USERS.DISCONNECT"] {
+    for expected in ["$SYS.ACCOUNT.USERS.CONNECT", "$SYS.ACCOUNT.USERS.DISCONNECT", "$SYS.ACCOUNT.USERS.SERVER.CONNS"] {
         assert!(subjects.contains(&expected), "no {expected} in {subjects:?}");
     }
-    assert!(subjects.iter().any(|s| s.ends_with(".CLIENT.AUTH.ERR")), "{subjects:?}");
-    assert!(subjects.contains(&"$SYS.SERVER.ACCOUNT.USERS.CONNS"), "{subjects:?}");
+    let server_id = by_subject("$SYS.REQ.SERVER.PING").expect("PING answered")["server"]["id"].as_str().unwrap();
+    for expected in [format!("$SYS.SERVER.{server_id}.CLIENT.AUTH.ERR"), format!("$SYS.SERVER.{server_id}.SHUTDOWN")] {
+        assert!(subjects.contains(&expected.as_str()), "no {expected} in {subjects:?}");
+    }
+    assert!(!subjects.contains(&"foo"), "application subjects stay out of the system account: {subjects:?}");
+    let connect = by_subject("$SYS.ACCOUNT.USERS.CONNECT").unwrap();
+    assert_eq!((&connect["client"]["name"], &connect["client"]["acc"]), (&json!("seed-001"), &json!("USERS")));
+    assert!(connect["client"].as_object().unwrap().values().all(|v| !v.is_null()), "nothing null: {connect}");
+    let connz = by_subject("$SYS.REQ.ACCOUNT.USERS.CONNZ").expect("CONNZ answered");
+    let connection = &connz["data"]["connections"][0];
+    assert_eq!((&connection["name"], &connection["in_msgs"]), (&json!("seed-001"), &json!(1)), "{connz}");
+    let statz = by_subject("$SYS.REQ.ACCOUNT.USERS.STATZ").expect("STATZ answered");
+    assert_eq!(statz["data"]["account_statz"][0]["conns"], 1, "{statz}");
+    let statsz = by_subject(&format!("$SYS.REQ.SERVER.{server_id}.STATSZ")).unwrap();
+    assert!(statsz["statsz"]["mem"].as_u64().unwrap() > 0 && statsz["statsz"]["cpu"].is_number(), "{statsz}");
+    assert_eq!(by_subject("$SYS.REQ.SERVER.PING.HEALTHZ").unwrap()["data"]["status"], "ok");
     let dead = json_lines_under(&router.path("events/dead-letters"));
     let malformed = dead_letter_from(&dead, "gateway");
     assert!(malformed["deadletterreason"].as_str().unwrap().contains("specversion"), "{malformed}");

@@ -19,6 +19,10 @@ system_account = "SYS"
 user = "app"
 password = "app"
 [[service.auth.users]]
+user = "ops"
+password = "ops"
+account = "OPS"
+[[service.auth.users]]
 user = "admin"
 password = "admin"
 account = "SYS"
@@ -133,16 +137,17 @@ async fn tap_as_the_system_account_records_system_events_and_an_ordinary_user_ca
         "--count",
         "1",
     ]);
-    let client = async_nats::ConnectOptions::with_user_and_password("app".into(), "app".into())
+    // As nats-server, connects are reported for accounts other than the global one.
+    let client = async_nats::ConnectOptions::with_user_and_password("ops".into(), "ops".into())
         .connect(server.as_str())
         .await
-        .expect("app connects");
+        .expect("ops connects");
     finished(recording).await;
     let text = std::fs::read_to_string(&recorded).expect("tap wrote the file");
     let event: Value = serde_json::from_str(text.lines().next().expect("one event")).expect("JSON");
     assert!(event["subject"].as_str().is_some_and(|s| s.starts_with("$SYS.ACCOUNT.")), "{event}");
     let advisory = event.to_string();
-    assert!(advisory.contains("client_connect") && advisory.contains(r#"\"user\":\"app\""#), "{event}");
+    assert!(advisory.contains("client_connect") && advisory.contains(r#"\"user\":\"ops\""#), "{event}");
     drop(client);
 
     // An ordinary user's subscription to $SYS is refused: tap records nothing in its time.
