@@ -23,7 +23,7 @@ use crate::config::{Config, RoutePlan, SinkKindPlan, SinkPlan};
 use crate::queue::{MemoryBudget, SinkQueue};
 use crate::route::{ChainStep, FailurePolicy, Handler, KeyFilter, Route, RouteStats};
 use crate::sink::Sink;
-use crate::sink::builtin::{FileSink, HttpSink, NatsSink, StdoutSink};
+use crate::sink::builtin::{FileSink, HttpSink, NatsSink, ObjectSink, StdoutSink};
 use crate::sink::worker::{Delivery, SinkStats, SinkWorker};
 use crate::slot::Slot;
 
@@ -361,6 +361,7 @@ async fn build_sink(name: &str, kind: &SinkKindPlan) -> anyhow::Result<Arc<dyn S
         SinkKindPlan::Stdout(c) => Arc::new(StdoutSink::new(name, c.clone()).with_context(context)?),
         SinkKindPlan::Http(c) => Arc::new(HttpSink::new(name, c.clone()).with_context(context)?),
         SinkKindPlan::Nats(c) => Arc::new(NatsSink::connect(name, c.clone()).await.with_context(context)?),
+        SinkKindPlan::ObjectStore(c) => Arc::new(ObjectSink::new(name, c.clone()).with_context(context)?),
         SinkKindPlan::Plugin(plugin) => anyhow::bail!("sink `{name}`: plugin `{plugin}` is not a built-in sink"),
     })
 }

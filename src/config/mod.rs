@@ -22,7 +22,7 @@ use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
 use crate::route::FailurePolicy;
-use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, ObjectSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
 use crate::telemetry::LogFormat;
@@ -183,6 +183,7 @@ pub enum SinkKindPlan {
     Stdout(StdoutSinkConfig),
     Http(HttpSinkConfig),
     Nats(NatsSinkConfig),
+    ObjectStore(ObjectSinkConfig),
     /// A sink plugin, by name.
     Plugin(String),
 }

@@ -491,6 +491,9 @@ pub enum SinkKind {
     Stdout,
     Http,
     Nats,
+    /// S3, Azure Blob Storage, Google Cloud Storage.
+    #[serde(rename = "object_store")]
+    ObjectStore,
     Plugin,
 }
 

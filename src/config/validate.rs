@@ -27,7 +27,7 @@ use crate::ingest::http::RawRule;
 use crate::nats_client::NatsConnection;
 use crate::permission::{Entry, Permissions, Responses, Rule};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Subjects, Topics};
-use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, StdoutSinkConfig};
+use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, ObjectSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
 
@@ -676,7 +676,13 @@ impl Checker<'_> {
                 Ok(c) => SinkKindPlan::Nats(c),
                 Err(err) => return self.skip(&key, span, parse_error(err)),
             },
+            SinkKind::ObjectStore => match options.try_into::<ObjectSinkConfig>() {
+                Ok(c) => SinkKindPlan::ObjectStore(c),
+                Err(err) => return self.skip(&key, span, parse_error(err)),
+            },
         };
+        // Objects roll with batches: larger and slower ones than a file's appends.
+        let object_store = matches!(kind, SinkKindPlan::ObjectStore(_));
         let mut plan = SinkPlan {
             name: name.to_owned(),
             kind,
@@ -684,9 +690,9 @@ impl Checker<'_> {
             queue_bytes: usize::MAX,
             overflow: sink.overflow,
             block_timeout: Duration::from_secs(1),
-            batch_size: 100,
-            batch_bytes: 4 << 20,
-            linger: Duration::from_millis(5),
+            batch_size: if object_store { 100_000 } else { 100 },
+            batch_bytes: if object_store { 16 << 20 } else { 4 << 20 },
+            linger: Duration::from_millis(if object_store { 60_000 } else { 5 }),
             retry: RetryPolicy::default(),
         };
         if let Some(size) = &sink.queue_size {

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod load;
 pub mod memory;
 pub mod nats;
+pub mod object_stores;
 pub mod router;
 pub mod tls;
 

@@ -42,23 +42,28 @@ impl RouterProcess {
     /// As [`start`](Self::start), with first-party plugins built and copied into `{dir}/plugins`
     /// first: each `(crate, plugin)` as the plugin named `plugin` (file `plugin` with `-` as `_`).
     pub fn start_with_plugins(config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
-        RouterProcess::spawn(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, plugins)
+        RouterProcess::spawn(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, plugins, &[])
+    }
+
+    /// As [`start`](Self::start), with these environment variables set for the router.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> RouterProcess {
+        RouterProcess::spawn(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, &[], env)
     }
 
     /// As [`start`](Self::start), running another `eventyard` binary (for benchmarks that compare
     /// two builds side by side).
     pub fn start_binary(binary: &Path, config: &str) -> RouterProcess {
-        RouterProcess::spawn(binary, config, &[])
+        RouterProcess::spawn(binary, config, &[], &[])
     }
 
     /// Starts the router on `config` without waiting for it to run (to kill it while it starts);
     /// its addresses are unknown.
     pub fn launch(config: &str) -> RouterProcess {
-        RouterProcess::launch_binary(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, &[])
+        RouterProcess::launch_binary(Path::new(env!("CARGO_BIN_EXE_eventyard")), config, &[], &[])
     }
 
-    fn spawn(binary: &Path, config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
-        let mut router = RouterProcess::launch_binary(binary, config, plugins);
+    fn spawn(binary: &Path, config: &str, plugins: &[(&str, &str)], env: &[(&str, &str)]) -> RouterProcess {
+        let mut router = RouterProcess::launch_binary(binary, config, plugins, env);
         let line = router.wait_for_log("eventyard running", START_TIMEOUT);
         let json: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
         router.http =
@@ -72,7 +77,7 @@ impl RouterProcess {
         router
     }
 
-    fn launch_binary(binary: &Path, config: &str, plugins: &[(&str, &str)]) -> RouterProcess {
+    fn launch_binary(binary: &Path, config: &str, plugins: &[(&str, &str)], env: &[(&str, &str)]) -> RouterProcess {
         let dir = super::tempdir();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("the plugin directory is made");
@@ -89,6 +94,7 @@ impl RouterProcess {
             .arg(&path)
             .current_dir(dir.path())
             .env(eventyard::plugin::CACHE_DIR_ENV, super::artifact_cache())
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()

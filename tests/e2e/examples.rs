@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use common::http_server::HttpDestination;
 use common::kafka::KafkaBroker;
 use common::nats::{Client, NatsCluster, NatsServer};
+use common::object_stores::{Azurite, S3Server};
 use common::router::{RouterProcess, eventually, json_lines_under};
 use serde_json::{Value, json};
 
@@ -21,13 +22,18 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Starts `examples/<name>/eventyard.toml` with each `(from, to)` of `local` replaced (ports,
 /// certificate paths), and first-party `plugins` in its plugin directory (`(crate, plugin name)`).
 fn example(name: &str, local: &[(&str, &str)], plugins: &[(&str, &str)]) -> RouterProcess {
-    let path = common::repo_root().join("examples").join(name).join("eventyard.toml");
+    RouterProcess::start_with_plugins(&example_config(name, "eventyard.toml", local), plugins)
+}
+
+/// The text of `examples/<name>/<file>` with each `(from, to)` of `local` replaced.
+fn example_config(name: &str, file: &str, local: &[(&str, &str)]) -> String {
+    let path = common::repo_root().join("examples").join(name).join(file);
     let mut config = std::fs::read_to_string(&path).expect("the example has a config");
     for (from, to) in local {
         assert!(config.contains(from), "{} has no {from:?}", path.display());
         config = config.replace(from, to);
     }
-    RouterProcess::start_with_plugins(&config, plugins)
+    config
 }
 
 /// The dead letter among `dead` that `from` (a sink, route, source, or `gateway`) gave up.
@@ -103,6 +109,95 @@ async fn dss_event_server_filters_by_topic_and_routing_key_into_hourly_files() {
     let unwritable = dead_letter_from(&dead, "audit-files");
     assert_eq!(unwritable["id"], "x1", "{unwritable}");
     assert!(unwritable["deadletterreason"].as_str().unwrap().contains(".hidden"), "{unwritable}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dss_event_server_archives_whole_objects_to_s3_and_azure_blob_storage() {
+    let s3 = S3Server::start(&["dss-audit"]).await;
+    let azure = Azurite::start().await;
+    let endpoint = s3.endpoint();
+    let local = [
+        ("127.0.0.1:10133", "127.0.0.1:0"),
+        ("http://127.0.0.1:9000", endpoint.as_str()),
+        (r#"aws_access_key_id = "dss""#, r#"aws_access_key_id = "AK""#),
+        (r#"aws_secret_access_key = "dss-secret""#, r#"aws_secret_access_key = "SK""#),
+    ];
+    let config = example_config("dss-event-server", "object-storage.toml", &local);
+    let router = RouterProcess::start_with_env(&config, &[("AZURITE_BLOB_STORAGE_URL", &azure.url())]);
+    let send = |topic: &'static str, id: &'static str, key: &'static str| {
+        let request = reqwest::Client::new()
+            .post(router.url(&format!("/v1/events/{topic}")))
+            .bearer_auth("dss-audit-secret")
+            .header("ce-specversion", "1.0")
+            .header("ce-source", "/dss/node")
+            .header("ce-type", "audit")
+            .header("ce-id", id)
+            .header("ce-routingkey", key)
+            .header("content-type", "application/json")
+            .body(json!({"user": "ada", "action": id}).to_string());
+        async move { request.send().await.expect("the router answers").status() }
+    };
+    // The Azure container does not exist yet: the upload fails, is retried, and the event ends as
+    // a dead letter with the reason, not lost.
+    assert_eq!(send("jobs.run", "early", "prod-x").await, 202);
+    let dead = eventually("the event the missing container refused dead-lettered", WAIT, || {
+        let dead = json_lines_under(&router.path("events/dead-letters"));
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    let refused = dead_letter_from(&dead, "production-archive");
+    assert_eq!(refused["id"], "early", "{refused}");
+    assert!(refused["deadletterreason"].as_str().unwrap().contains("azure://dss-production/events"), "{refused}");
+    azure.create_container("dss-production");
+    for (topic, id, key) in [
+        ("audit.login", "a1", "prod-a"),
+        ("audit.login", "a2", "dev-b"),
+        ("jobs.run", "j1", "prod-c"),
+        ("audit.logout", "a3", "prod-a"),
+    ] {
+        assert_eq!(send(topic, id, key).await, 202);
+    }
+
+    // Every object is whole JSON lines; the ids in each store, and where they are.
+    let ids = |objects: &serde_json::Map<String, Value>| -> Vec<(String, String)> {
+        let mut ids: Vec<(String, String)> = objects
+            .iter()
+            .flat_map(|(name, text)| {
+                let text = text.as_str().expect("text");
+                assert!(text.ends_with('\n'), "{name}: a whole object ends its last line: {text:?}");
+                text.lines()
+                    .map(|line| {
+                        let event: Value = serde_json::from_str(line).expect("a CloudEvents JSON line");
+                        let directory = name.rsplit_once('/').map(|(dir, _)| dir.to_owned()).unwrap_or_default();
+                        (event["id"].as_str().unwrap().to_owned(), directory)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let audit = eventually("the audit trail in S3", WAIT, || {
+        let objects = s3.objects("dss-audit");
+        (ids(&objects).len() == 3).then_some(objects)
+    })
+    .await;
+    let production = eventually("production events in Azure Blob Storage", WAIT, || {
+        let objects = azure.objects("dss-production");
+        (ids(&objects).len() == 3).then_some(objects)
+    })
+    .await;
+    let hour = time::OffsetDateTime::now_utc();
+    let day = format!("{:04}/{:02}/{:02}", hour.year(), u8::from(hour.month()), hour.day());
+    let audit_ids = ids(&audit);
+    assert_eq!(audit_ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3"]);
+    assert!(audit_ids[0].1.starts_with(&format!("events/audit.login/prod-a/{day}/")), "{audit_ids:?}");
+    assert!(audit.keys().all(|name| name.ends_with(".jsonl")), "{:?}", audit.keys());
+    let production_ids = ids(&production);
+    assert_eq!(production_ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a1", "a3", "j1"]);
+    assert!(production_ids[2].1.starts_with(&format!("events/jobs.run/prod-c/{day}/")), "{production_ids:?}");
+    assert!(production.keys().all(|name| name.ends_with(".jsonl.gz")), "gzipped: {:?}", production.keys());
+    assert_eq!(json_lines_under(&router.path("events/dead-letters")).len(), 1, "nothing else given up");
 }
 
 #[tokio::test(flavor = "multi_thread")]

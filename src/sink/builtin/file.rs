@@ -415,7 +415,7 @@ impl FileId {
 
 /// A UTC hour: the values of `{yyyy}`, `{mm}`, `{dd}` and `{HH}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hour {
+pub(super) struct Hour {
     year: i32,
     month: u8,
     day: u8,
@@ -430,12 +430,12 @@ impl Hour {
     }
 
     /// The UTC hour of an RFC 3339 timestamp, or `None` when `text` is not one.
-    fn parse(text: &str) -> Option<Hour> {
+    pub(super) fn parse(text: &str) -> Option<Hour> {
         OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Hour::of)
     }
 
     /// The hour of the clock now.
-    fn now() -> Hour {
+    pub(super) fn now() -> Hour {
         let now = OffsetDateTime::now_utc();
         Hour { year: now.year(), month: now.month().into(), day: now.day(), hour: now.hour() }
     }
@@ -457,14 +457,14 @@ enum Part {
 
 /// A parsed path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
+pub(super) struct Template {
     parts: Vec<Part>,
 }
 
 impl Template {
     /// Parses `text`, refusing unknown placeholders, unbalanced braces, absolute paths, `.` and
     /// `..` components, `\` and NUL.
-    fn parse(text: &str) -> Result<Template, String> {
+    pub(super) fn parse(text: &str) -> Result<Template, String> {
         if text.starts_with('/') {
             return Err("absolute paths are refused: it is relative to `root`".into());
         }
@@ -517,13 +517,13 @@ impl Template {
     }
 
     /// True when rendering needs the event's hour.
-    fn uses_time(&self) -> bool {
+    pub(super) fn uses_time(&self) -> bool {
         self.parts.iter().any(|part| matches!(part, Part::Year | Part::Month | Part::Day | Part::Hour))
     }
 
     /// The template filled in for `event` in `hour`; the subject and routing key must be safe path
     /// components ([`path_component`]).
-    fn render(&self, event: &Event, hour: Option<Hour>) -> Result<String, String> {
+    pub(super) fn render(&self, event: &Event, hour: Option<Hour>) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match (part, hour) {

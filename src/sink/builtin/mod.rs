@@ -5,6 +5,8 @@
 //! - [`stdout`]: [`StdoutSink`], one line per event on standard output, JSON or text (seed 003).
 //! - [`http`]: [`HttpSink`], POSTs each event, or the whole batch, as CloudEvents JSON.
 //! - [`nats`]: [`NatsSink`], publishes each event to an external NATS server (seed 003).
+//! - [`object`]: [`ObjectSink`], JSON-lines objects in S3, Azure Blob Storage or Google Cloud
+//!   Storage under the file sink's path template, one object per directory a batch touches (seed 002).
 //!
 //! Each sink is built from its serde config (`XSinkConfig`, read from the TOML config) by
 //! `XSink::new(name, config)`, which checks the config and fails with a [`SinkBuildError`] naming
@@ -19,6 +21,7 @@
 pub mod file;
 pub mod http;
 pub mod nats;
+pub mod object;
 pub mod stdout;
 
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use std::path::PathBuf;
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use http::{HttpMode, HttpSink, HttpSinkConfig, Secret};
 pub use nats::{NatsSink, NatsSinkConfig};
+pub use object::{ObjectSink, ObjectSinkConfig};
 pub use stdout::{StdoutFormat, StdoutSink, StdoutSinkConfig};
 
 use crate::event::Event;
