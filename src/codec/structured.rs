@@ -81,6 +81,82 @@ pub fn encode(event: &Event) -> serde_json::Value {
     Value::Object(out)
 }
 
+/// [`encode`]'s JSON text, appended to `out`, without building the JSON value: the same bytes as
+/// `encode(event).to_string()`, at a fraction of the allocations, and `data_base64` written
+/// straight into `out` (base64 needs no escaping). The hot path of the file and object sinks.
+pub fn write(event: &Event, out: &mut Vec<u8>) {
+    /// A member's value.
+    enum Member<'a> {
+        Text(&'a str),
+        Json(serde_json::Value),
+        Base64(&'a [u8]),
+    }
+    let c = &event.context;
+    let mut members: Vec<(&str, Member<'_>)> = Vec::with_capacity(9 + event.extensions.len());
+    for (name, value) in [("specversion", &c.specversion), ("id", &c.id), ("source", &c.source), ("type", &c.ty)] {
+        members.push((name, Member::Text(value)));
+    }
+    let optional = [
+        ("subject", &c.subject),
+        ("time", &c.time),
+        ("datacontenttype", &c.datacontenttype),
+        ("dataschema", &c.dataschema),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            members.push((name, Member::Text(value)));
+        }
+    }
+    for (name, value) in &event.extensions {
+        if !RESERVED_ATTRIBUTES.contains(&name.as_str()) {
+            members.push((name, Member::Text(value)));
+        }
+    }
+    if !event.data.is_empty() {
+        let json = c
+            .datacontenttype
+            .as_deref()
+            .filter(|media_type| is_json_media_type(media_type))
+            .and_then(|_| serde_json::from_slice::<serde_json::Value>(&event.data).ok());
+        members.push(match json {
+            Some(value) => ("data", Member::Json(value)),
+            None => ("data_base64", Member::Base64(&event.data)),
+        });
+    }
+    // As the map `encode` builds: keys sorted, and of a key given twice, the last value.
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    let mut first = true;
+    for (i, (name, value)) in members.iter().enumerate() {
+        if members.get(i + 1).is_some_and(|next| next.0 == *name) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        match value {
+            Member::Text(text) => {
+                let _ = serde_json::to_writer(&mut *out, text);
+            }
+            Member::Json(json) => {
+                let _ = serde_json::to_writer(&mut *out, json);
+            }
+            Member::Base64(bytes) => {
+                out.push(b'"');
+                let start = out.len();
+                out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+                let written = BASE64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + written);
+                out.push(b'"');
+            }
+        }
+    }
+    out.push(b'}');
+}
+
 // Both JSON modes parse the body once on the happy path; only when that fails is it parsed again
 // to tell "not JSON" from "JSON of the wrong shape".
 
@@ -362,6 +438,31 @@ mod tests {
             data: Bytes::copy_from_slice(data),
             nats: None,
             completion: None,
+        }
+    }
+
+    #[test]
+    fn written_text_is_the_encoded_values_text_byte_for_byte() {
+        let mut events = vec![
+            sdk_test_event(Some("application/json"), br#"{"b": [1, 2.5, "x\"y"], "a": null}"#),
+            sdk_test_event(None, b"\x00\xff binary \"quoted\" \n"),
+            sdk_test_event(Some("application/json"), b"not json after all"),
+            sdk_test_event(None, b""),
+            sdk_test_event(None, &[7; 1025]),
+        ];
+        let mut odd = sdk_test_event(Some("text/plain"), "ünïcödé \u{1F600} \t".as_bytes());
+        odd.context.subject = None;
+        odd.context.dataschema = Some("https://schema/\"q\"".into());
+        odd.extensions.extend([
+            ("zz".into(), "last".into()),
+            ("aa".into(), "a\u{7f}".into()),
+            ("zz".into(), "twice".into()),
+        ]);
+        events.push(odd);
+        for event in events {
+            let mut written = Vec::new();
+            write(&event, &mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), encode(&event).to_string(), "{event:?}");
         }
     }
 

@@ -202,9 +202,8 @@ impl Sink for FileSink {
 /// The event as one line of CloudEvents JSON, newline included: the bytes the Wasm `file-sink`
 /// writes for it.
 pub fn json_line(event: &Event) -> Vec<u8> {
-    // `Value`'s Display is serde_json's compact form, the same text as `serde_json::to_vec`, and
-    // cannot fail.
-    let mut bytes = crate::codec::structured::encode(event).to_string().into_bytes();
+    let mut bytes = Vec::with_capacity(256 + event.data.len() * 4 / 3);
+    crate::codec::structured::write(event, &mut bytes);
     bytes.push(b'\n');
     bytes
 }
