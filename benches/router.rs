@@ -2,7 +2,9 @@
 //! same process over real loopback sockets, so both share the machine's cores.
 //!
 //! - HTTP ingest → file sink: 1 KiB events in batches of 100 from concurrent clients; events/s
-//!   acknowledged (202), p50/p99 acknowledgement latency, and events/s until the last one is on disk.
+//!   acknowledged (202), p50/p99 acknowledgement latency, and events/s until the last one is on
+//!   disk (fsync never, and batch), each beside a bare axum server's figure from the same run (the
+//!   peer: reading the body and answering 202) and the ratio; and ingest with no route.
 //! - publish → route → sink through the embedded broker with one Wasm handler (`passthrough`).
 //!
 //! Run: `cargo bench --bench benchmarks -- router` (or `scripts/bench` for every benchmark).
@@ -36,45 +38,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-async fn http_to_file() {
-    let dir = common::tempdir();
-    let config = Config::from_toml(&format!(
-        r#"
-[plugins]
-dir = "{dir}/plugins"
-cache_dir = ""
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = ">"
-sinks = ["files"]
-[sinks.files]
-kind = "file"
-root = "{dir}/files"
-fsync = "never"
-queue_size = 1000000
-batch_size = 1000
-"#,
-        dir = dir.path().display()
-    ))
-    .expect("bench config is valid");
-    let running = eventyard::server::start(config).await.expect("router starts");
-    let url = format!("http://{}/v1/events/bench.load", running.http_addr);
-    let events: Vec<serde_json::Value> = (0..BATCH)
-        .map(|i| {
-            serde_json::json!({
-                "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
-                "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "data_base64": common::base64_kib(),
-            })
-        })
-        .collect();
-    let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
+/// Drives `CLIENTS` clients posting `body` (a batch of `BATCH` events) to `url` for `DURATION`;
+/// the events acknowledged per second and every request's latency, sorted.
+async fn post_load(url: &str, body: &Bytes) -> (f64, Vec<Duration>) {
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             while started.elapsed() < DURATION {
@@ -86,7 +57,7 @@ batch_size = 1000
                     .send()
                     .await
                     .expect("request");
-                assert_eq!(response.status(), 202, "the router accepts the load");
+                assert_eq!(response.status(), 202, "the server accepts the load");
                 latencies.push(sent.elapsed());
             }
             latencies
@@ -96,23 +67,76 @@ batch_size = 1000
     while let Some(done) = tasks.join_next().await {
         latencies.extend(done.expect("client task"));
     }
-    let accepted_in = started.elapsed();
-    let total = latencies.len() * BATCH;
-    running.shutdown().await;
-    let on_disk_in = started.elapsed();
     latencies.sort();
+    ((latencies.len() * BATCH) as f64 / started.elapsed().as_secs_f64(), latencies)
+}
+
+/// The peer: a bare axum server that reads each request's body and answers 202, the ceiling of
+/// HTTP ingest on this machine.
+async fn bare_axum(body: &Bytes) -> f64 {
+    async fn take(_subject: axum::extract::Path<String>, body: axum::body::Body) -> axum::http::StatusCode {
+        let _ = axum::body::to_bytes(body, 64 << 20).await;
+        axum::http::StatusCode::ACCEPTED
+    }
+    let app = axum::Router::new().route("/v1/events/{subject}", axum::routing::post(take));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (rate, _) = post_load(&format!("http://{addr}/v1/events/bench.load"), body).await;
+    server.abort();
+    rate
+}
+
+/// Eventyard with `sinks` (TOML for `[[route]]` and `[sinks.*]`, `{dir}` the scratch directory) under
+/// the load: events/s acknowledged, events/s until the last one is delivered, and latencies.
+async fn eventyard_under_load(routes: &str, body: &Bytes) -> (f64, f64, Vec<Duration>) {
+    let dir = common::tempdir();
+    let config = format!(
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"\"\n[http]\nlisten = \"127.0.0.1:0\"\n{routes}",
+        dir = dir.path().display(),
+        routes = routes.replace("{dir}", &dir.path().display().to_string()),
+    );
+    let config = Config::from_toml(&config).expect("bench config is valid");
+    let running = eventyard::server::start(config).await.expect("router starts");
+    let started = Instant::now();
+    let (acknowledged, latencies) =
+        post_load(&format!("http://{}/v1/events/bench.load", running.http_addr), body).await;
+    let total = acknowledged * started.elapsed().as_secs_f64();
+    running.shutdown().await;
+    (acknowledged, total / started.elapsed().as_secs_f64(), latencies)
+}
+
+/// A `>` route to a file sink with `fsync`.
+fn file_route(fsync: &str) -> String {
+    format!(
+        "[[route]]\nname = \"all\"\nsubject = \">\"\nsinks = [\"files\"]\n[sinks.files]\nkind = \"file\"\n\
+         root = \"{{dir}}/files\"\nfsync = \"{fsync}\"\nqueue_size = 1000000\nbatch_size = 1000\n"
+    )
+}
+
+async fn http_to_file() {
+    let events: Vec<serde_json::Value> = (0..BATCH)
+        .map(|i| {
+            serde_json::json!({
+                "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
+                "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "data_base64": common::base64_kib(),
+            })
+        })
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
+    let peer = bare_axum(&body).await;
+    let vs = |rate: f64| format!("bare axum {peer:.0} events/s; ratio {:.2}x", rate / peer);
+    row("bare axum, reading the body, answering 202", peer, "events/s", "the peer: HTTP ingest's ceiling here");
+    let (no_route, _, _) = eventyard_under_load("", &body).await;
+    row("http ingest, no route", no_route, "events/s", &vs(no_route));
+    let (acknowledged, on_disk, latencies) = eventyard_under_load(&file_route("never"), &body).await;
     row(
         "http ingest -> file sink, acknowledged",
-        total as f64 / accepted_in.as_secs_f64(),
+        acknowledged,
         "events/s",
-        "1 KiB events, batches of 100, 8 clients; target 100000",
+        &format!("1 KiB events, batches of 100, 8 clients, fsync never; {}", vs(acknowledged)),
     );
-    row(
-        "http ingest -> file sink, on disk",
-        total as f64 / on_disk_in.as_secs_f64(),
-        "events/s",
-        "until the queue drained",
-    );
+    row("http ingest -> file sink, on disk", on_disk, "events/s", &format!("until the queue drained; {}", vs(on_disk)));
     row(
         "http ingest ack latency p50",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
@@ -124,6 +148,13 @@ batch_size = 1000
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         "ms",
         "per request of 100 events",
+    );
+    let (batch_fsync, batch_on_disk, _) = eventyard_under_load(&file_route("batch"), &body).await;
+    row(
+        "http ingest -> file sink, fsync batch, on disk",
+        batch_on_disk,
+        "events/s",
+        &format!("acknowledged {batch_fsync:.0} events/s; {}", vs(batch_on_disk)),
     );
 }
 
