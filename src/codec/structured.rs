@@ -43,54 +43,30 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// the built-in sinks and the Wasm `file-sink` must write the same bytes for the same event, so
 /// a change to one is a change to both.
 pub fn encode(event: &Event) -> serde_json::Value {
-    use serde_json::{Map, Value};
+    use serde_json::Value;
 
-    let c = &event.context;
-    let mut out = Map::new();
-    out.insert("specversion".into(), Value::String(c.specversion.clone()));
-    out.insert("id".into(), Value::String(c.id.clone()));
-    out.insert("source".into(), Value::String(c.source.clone()));
-    out.insert("type".into(), Value::String(c.ty.clone()));
-    let optional = [
-        ("subject", &c.subject),
-        ("time", &c.time),
-        ("datacontenttype", &c.datacontenttype),
-        ("dataschema", &c.dataschema),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            out.insert(name.into(), Value::String(value.clone()));
-        }
-    }
-    for (name, value) in &event.extensions {
-        if !RESERVED_ATTRIBUTES.contains(&name.as_str()) {
-            out.insert(name.clone(), Value::String(value.clone()));
-        }
-    }
-    if !event.data.is_empty() {
-        let json = c
-            .datacontenttype
-            .as_deref()
-            .filter(|media_type| is_json_media_type(media_type))
-            .and_then(|_| serde_json::from_slice::<Value>(&event.data).ok());
-        match json {
-            Some(value) => out.insert("data".into(), value),
-            None => out.insert("data_base64".into(), Value::String(BASE64.encode(&event.data))),
+    let members = members(event).into_iter().map(|(name, value)| {
+        let value = match value {
+            Member::Text(text) => Value::String(text.to_owned()),
+            Member::Json(json) => json,
+            Member::Base64(bytes) => Value::String(BASE64.encode(bytes)),
         };
-    }
-    Value::Object(out)
+        (name.to_owned(), value)
+    });
+    // A map: keys sorted, and of a key given twice, the last value.
+    Value::Object(members.collect())
 }
 
-/// [`encode`]'s JSON text, appended to `out`, without building the JSON value: the same bytes as
-/// `encode(event).to_string()`, at a fraction of the allocations, and `data_base64` written
-/// straight into `out` (base64 needs no escaping). The hot path of the file and object sinks.
-pub fn write(event: &Event, out: &mut Vec<u8>) {
-    /// A member's value.
-    enum Member<'a> {
-        Text(&'a str),
-        Json(serde_json::Value),
-        Base64(&'a [u8]),
-    }
+/// A member's value in the structured form.
+enum Member<'a> {
+    Text(&'a str),
+    Json(serde_json::Value),
+    Base64(&'a [u8]),
+}
+
+/// The members of `event`'s structured form, in the order [`encode`] describes (unsorted; a
+/// name may come twice, the last one counting).
+fn members(event: &Event) -> Vec<(&str, Member<'_>)> {
     let c = &event.context;
     let mut members: Vec<(&str, Member<'_>)> = Vec::with_capacity(9 + event.extensions.len());
     for (name, value) in [("specversion", &c.specversion), ("id", &c.id), ("source", &c.source), ("type", &c.ty)] {
@@ -123,6 +99,14 @@ pub fn write(event: &Event, out: &mut Vec<u8>) {
             None => ("data_base64", Member::Base64(&event.data)),
         });
     }
+    members
+}
+
+/// [`encode`]'s JSON text, appended to `out`, without building the JSON value: the same bytes as
+/// `encode(event).to_string()`, at a fraction of the allocations, and `data_base64` written
+/// straight into `out` (base64 needs no escaping). The hot path of the file and object sinks.
+pub fn write(event: &Event, out: &mut Vec<u8>) {
+    let mut members = members(event);
     // As the map `encode` builds: keys sorted, and of a key given twice, the last value.
     members.sort_by(|a, b| a.0.cmp(b.0));
     out.push(b'{');
