@@ -542,6 +542,8 @@ compression = "zstd"
             ),
             ("[[http.raw]]\nsubjects = \"a..b\"\n", "http.raw[0].subjects", "a..b"),
             ("[[http.raw]]\nsubjects = \"a.>\"\nid = \"x\"\n", "http.raw[0].id", "JSON pointer"),
+            // A misspelt attribute is an unknown key, refused when the file is read.
+            ("[[http.raw]]\nsubjects = \"a.>\"\ntipe = \"/t\"\n", "", "unknown field `tipe`"),
             (
                 "[sources.s]\nkind = \"nats\"\nservers = [\"nats://h:1\"]\nsubjects = [\"a\"]\nraw = { type = \"t\" }\n",
                 "sources.s.raw.type",

@@ -351,7 +351,9 @@ pub struct HttpConfig {
     pub raw: Vec<Spanned<HttpRawConfig>>,
 }
 
-/// One `[[http.raw]]`: for requests to subjects matching `subjects`, where each attribute is.
+/// One `[[http.raw]]`: for requests to subjects matching `subjects`, where each attribute is. The
+/// attributes are spelt out rather than a flattened `RawAttributes`: serde does not refuse unknown
+/// keys through `flatten`, and a misspelt attribute must be an error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRawConfig {
