@@ -92,15 +92,7 @@ impl Subscriber for UnroutedEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Collect, EmbeddedBroker, Pattern};
-    use crate::event::EventJson;
-
-    fn event(subject: &str) -> Event {
-        serde_json::from_value::<EventJson>(serde_json::json!({"subject": subject}))
-            .unwrap()
-            .into_event(|| "1".into())
-            .unwrap()
-    }
+    use crate::broker::{Collect, EmbeddedBroker, Pattern, test_event as event};
 
     #[tokio::test]
     async fn unrouted_events_are_counted_by_family_and_dead_lettered_when_asked() {

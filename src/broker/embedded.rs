@@ -166,7 +166,6 @@ mod tests {
 
     use super::*;
     use crate::broker::Refusal;
-    use crate::event::EventJson;
 
     #[derive(Default)]
     struct Collect(Mutex<Vec<String>>);
@@ -188,12 +187,7 @@ mod tests {
         }
     }
 
-    fn event(subject: &str) -> Event {
-        serde_json::from_value::<EventJson>(serde_json::json!({"subject": subject}))
-            .unwrap()
-            .into_event(|| "1".into())
-            .unwrap()
-    }
+    use crate::broker::test_event as event;
 
     #[tokio::test]
     async fn publishes_reach_matching_subscribers_and_one_member_per_queue_group() {

@@ -169,6 +169,14 @@ pub struct PrepareError {
 /// Completes once the publishes that began before a subscription change have finished.
 pub type Settled = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// An event on `subject` with id `1` and nothing else set, for unit tests.
+#[cfg(test)]
+pub fn test_event(subject: &str) -> Event {
+    let json = serde_json::json!({"subject": subject});
+    let event = serde_json::from_value::<crate::event::EventJson>(json).expect("valid event JSON");
+    event.into_event(|| "1".into()).expect("an event")
+}
+
 /// A subscriber that keeps every event it gets, for unit tests.
 #[cfg(test)]
 #[derive(Default)]
