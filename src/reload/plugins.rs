@@ -109,9 +109,9 @@ pub fn references(config: &Config) -> Vec<Reference> {
     }
     for (listener, auth) in &config.service.auth {
         if let Some(policy) = &auth.policy {
-            let user = match crate::gateway::listener_section(listener).strip_suffix(']') {
-                Some(section) => format!("{section}.auth] policy"),
-                None => "[service.auth] policy".into(),
+            let user = match listener.as_str() {
+                crate::gateway::MAIN_LISTENER => "[service.auth] policy".to_owned(),
+                other => format!("[service.listeners.{other}.auth] policy"),
             };
             uses.push(Reference { user, plugin: policy.clone(), role: Role::AuthPolicy });
         }
