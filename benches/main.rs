@@ -11,6 +11,7 @@ mod common;
 
 mod boundary;
 mod cluster;
+mod codec;
 mod destinations;
 mod durability;
 mod gateway;
@@ -28,6 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BENCHMARKS: &[(&str, fn())] = &[
     ("passthrough", passthrough::run),
     ("polyglot", polyglot::run),
+    ("codec", codec::run),
     ("router", router::run),
     ("reload", reload::run),
     ("gateway", gateway::run),

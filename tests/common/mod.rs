@@ -296,6 +296,16 @@ pub async fn post_batch(client: &reqwest::Client, url: &str, body: impl Into<req
         .expect("the router answers")
 }
 
+/// CPU time this process has used, user and system, from `/proc/self/stat` (in clock ticks of
+/// 10 ms): the cost of work that throughput on a shared machine hides.
+pub fn cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    std::time::Duration::from_millis(ticks * 10)
+}
+
 pub fn bench_row(name: &str, value: f64, unit: &str, note: &str) {
     println!("| {name:<48} | {value:>12.1} | {unit:<9} | {note} |");
 }

@@ -19,7 +19,7 @@
 //! where the plugin makes subdirectories of it, and it parses `time` with the `time` crate, which
 //! reads a leap second (`23:59:60`) as the second before rather than the next hour.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Component, Path, PathBuf};
@@ -130,14 +130,8 @@ impl FileSink {
         })
     }
 
-    /// The file `event` goes to, relative to the root; `now` caches the clock's hour for the batch.
-    fn locate(&self, event: &Event, now: &mut Option<Hour>) -> Result<PathBuf, String> {
-        let hour = if self.path.uses_time() || self.file.uses_time() {
-            let from_event = event.context.time.as_deref().and_then(Hour::parse);
-            Some(from_event.unwrap_or_else(|| *now.get_or_insert_with(Hour::now)))
-        } else {
-            None
-        };
+    /// The file `event` goes to, relative to the root, in `hour` (when the templates use time).
+    fn locate(&self, event: &Event, hour: Option<Hour>) -> Result<PathBuf, String> {
         let relative = Path::new(&self.path.render(event, hour)?).join(self.file.render(event, hour)?);
         // Templates and placeholder values are checked already; this keeps the promise on its own.
         if relative.as_os_str().is_empty() || !relative.components().all(|part| matches!(part, Component::Normal(_))) {
@@ -172,15 +166,17 @@ impl Sink for FileSink {
     /// cancelled delivery may still have written its lines.
     async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
         let mut failures = Vec::new();
-        let mut now = None;
+        let mut clock = Clock::default();
+        let uses_time = self.path.uses_time() || self.file.uses_time();
         // Lines grouped by file, so each file is looked up once per batch; batch order is kept per file.
-        let mut files: BTreeMap<PathBuf, Vec<Line>> = BTreeMap::new();
+        let mut files = Destinations::default();
         for (index, event) in batch.iter().enumerate() {
-            match self.locate(event, &mut now) {
-                Ok(relative) => files.entry(relative).or_default().push(Line { index, bytes: json_line(event) }),
-                Err(reason) => failures.push(event_failure(batch, index, &reason, false)),
+            let hour = uses_time.then(|| clock.hour_of(event));
+            if let Err(reason) = files.push(index, event, hour, || self.locate(event, hour)) {
+                failures.push(event_failure(batch, index, &reason, false));
             }
         }
+        let files = files.into_groups();
         if !files.is_empty() {
             let mut open = Arc::clone(&self.open).lock_owned().await;
             let root = self.root.clone();
@@ -199,20 +195,105 @@ impl Sink for FileSink {
     }
 }
 
-/// The event as one line of CloudEvents JSON, newline included: the bytes the Wasm `file-sink`
-/// writes for it.
-pub fn json_line(event: &Event) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(256 + event.data.len() * 4 / 3);
-    crate::codec::structured::write(event, &mut bytes);
-    bytes.push(b'\n');
-    bytes
+/// A batch's lines grouped by destination (a file, or an object's directory), in the order the
+/// destinations first appear. Events in a row with the same subject, routing key and hour (the
+/// usual run) share one lookup of their destination.
+pub(super) struct Destinations<'a, D> {
+    groups: Vec<(D, JsonLines)>,
+    /// The last event's place and its group.
+    last: Option<(Place<'a>, usize)>,
 }
 
-/// One line waiting to be appended, with its event's position in the batch.
-#[derive(Debug)]
-struct Line {
-    index: usize,
+/// What decides an event's destination: its subject, routing key and hour.
+type Place<'a> = (&'a str, Option<&'a str>, Option<Hour>);
+
+impl<D> Default for Destinations<'_, D> {
+    fn default() -> Self {
+        Destinations { groups: Vec::new(), last: None }
+    }
+}
+
+impl<'a, D: PartialEq> Destinations<'a, D> {
+    /// Adds the line of `event`, the batch's event at `index`, in `hour`, to its destination, which
+    /// `locate` finds unless the event before it went to the same place; or says why `locate`
+    /// refused it.
+    pub(super) fn push(
+        &mut self,
+        index: usize,
+        event: &'a Event,
+        hour: Option<Hour>,
+        locate: impl FnOnce() -> Result<D, String>,
+    ) -> Result<(), String> {
+        let key = (event.subject.as_str(), event.routing_key(), hour);
+        let group = match self.last {
+            Some((last, group)) if last == key => group,
+            _ => {
+                let destination = locate()?;
+                let group = match self.groups.iter().position(|(known, _)| *known == destination) {
+                    Some(group) => group,
+                    None => {
+                        self.groups.push((destination, JsonLines::default()));
+                        self.groups.len() - 1
+                    }
+                };
+                self.last = Some((key, group));
+                group
+            }
+        };
+        self.groups[group].1.push(index, event);
+        Ok(())
+    }
+
+    /// Each destination and its lines.
+    pub(super) fn into_groups(self) -> Vec<(D, JsonLines)> {
+        self.groups
+    }
+}
+
+/// The hour an event is filed under: its `time`'s, or the clock's, read once a batch.
+#[derive(Default)]
+pub(super) struct Clock(Option<Hour>);
+
+impl Clock {
+    pub(super) fn hour_of(&mut self, event: &Event) -> Hour {
+        let from_event = event.context.time.as_deref().and_then(Hour::parse);
+        from_event.unwrap_or_else(|| *self.0.get_or_insert_with(Hour::now))
+    }
+}
+
+/// The lines of CloudEvents JSON that go to one file (or object), in one buffer: each event's
+/// line, newline included, is the bytes the Wasm `file-sink` writes for it.
+#[derive(Debug, Default)]
+pub(super) struct JsonLines {
     bytes: Vec<u8>,
+    /// Each line's event's position in the batch, and where the line ends in `bytes`.
+    lines: Vec<(usize, usize)>,
+}
+
+impl JsonLines {
+    /// Appends the line of `event`, the batch's event at `index`.
+    pub(super) fn push(&mut self, index: usize, event: &Event) {
+        self.bytes.reserve(256 + event.data.len() * 4 / 3);
+        crate::codec::structured::write(event, &mut self.bytes);
+        self.bytes.push(b'\n');
+        self.lines.push((index, self.bytes.len()));
+    }
+
+    /// Every line, in order.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The batch positions of the lines from the `first`th on.
+    pub(super) fn indices(&self, first: usize) -> impl Iterator<Item = usize> + '_ {
+        self.lines[first.min(self.lines.len())..].iter().map(|&(index, _)| index)
+    }
+
+    /// Each line's bytes, in order.
+    fn each(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.lines.iter().map(|&(_, end)| end));
+        starts.zip(&self.lines).map(|(start, &(_, end))| &self.bytes[start..end])
+    }
 }
 
 /// Writes each file's lines under `root`; returns the batch index and reason of every line that
@@ -221,10 +302,10 @@ fn write_files(
     root: &Path,
     fsync: FsyncPolicy,
     open: &mut OpenFiles,
-    files: BTreeMap<PathBuf, Vec<Line>>,
+    files: Vec<(PathBuf, JsonLines)>,
 ) -> Vec<(usize, String)> {
-    let all_fail = |files: BTreeMap<PathBuf, Vec<Line>>, reason: String| -> Vec<(usize, String)> {
-        files.into_values().flatten().map(|line| (line.index, reason.clone())).collect()
+    let all_fail = |files: Vec<(PathBuf, JsonLines)>, reason: String| -> Vec<(usize, String)> {
+        files.iter().flat_map(|(_, lines)| lines.indices(0)).map(|index| (index, reason.clone())).collect()
     };
     match fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {}
@@ -246,7 +327,7 @@ fn write_files(
         };
         if let Err((first, reason)) = result {
             open.evict(&path);
-            failed.extend(lines[first..].iter().map(|line| (line.index, reason.clone())));
+            failed.extend(lines.indices(first).map(|index| (index, reason.clone())));
         }
     }
     failed
@@ -255,7 +336,7 @@ fn write_files(
 /// Appends `lines` to `file` (open for append at `path`) as `fsync` says. On an error, returns the
 /// position in `lines` of the first line not known to be written and why, after cutting off any
 /// part of a line that did reach the file, so the file only ever holds whole lines.
-fn append(file: &mut File, path: &Path, lines: &[Line], fsync: FsyncPolicy) -> Result<(), (usize, String)> {
+fn append(file: &mut File, path: &Path, lines: &JsonLines, fsync: FsyncPolicy) -> Result<(), (usize, String)> {
     let write = |file: &mut File, bytes: &[u8]| -> Result<(), String> {
         let before = file.metadata().map_err(|err| format!("cannot read the length of {}: {err}", path.display()))?;
         file.write_all(bytes).map_err(|err| {
@@ -271,15 +352,14 @@ fn append(file: &mut File, path: &Path, lines: &[Line], fsync: FsyncPolicy) -> R
     let sync = |file: &File| file.sync_data().map_err(|err| format!("cannot fsync {}: {err}", path.display()));
     match fsync {
         FsyncPolicy::Never | FsyncPolicy::Batch => {
-            let chunk: Vec<u8> = lines.iter().flat_map(|line| line.bytes.iter().copied()).collect();
-            write(file, &chunk).map_err(|reason| (0, reason))?;
+            write(file, lines.bytes()).map_err(|reason| (0, reason))?;
             if fsync == FsyncPolicy::Batch {
                 sync(file).map_err(|reason| (0, reason))?;
             }
         }
         FsyncPolicy::Always => {
-            for (at, line) in lines.iter().enumerate() {
-                write(file, &line.bytes).and_then(|()| sync(file)).map_err(|reason| (at, reason))?;
+            for (at, line) in lines.each().enumerate() {
+                write(file, line).and_then(|()| sync(file)).map_err(|reason| (at, reason))?;
             }
         }
     }
@@ -430,7 +510,35 @@ impl Hour {
 
     /// The UTC hour of an RFC 3339 timestamp, or `None` when `text` is not one.
     pub(super) fn parse(text: &str) -> Option<Hour> {
-        OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Hour::of)
+        Hour::parse_utc(text).or_else(|| OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Hour::of))
+    }
+
+    /// The usual shape, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, read without the general parser; `None`
+    /// for anything else (which the general parser then reads, or refuses).
+    fn parse_utc(text: &str) -> Option<Hour> {
+        let bytes = text.as_bytes();
+        let number = |range: std::ops::Range<usize>| -> Option<u8> {
+            bytes.get(range)?.iter().try_fold(0u8, |n, &b| b.is_ascii_digit().then(|| n * 10 + (b - b'0')))
+        };
+        let shape = bytes.len() >= 20
+            && bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && matches!(bytes[10], b'T' | b't')
+            && bytes[13] == b':'
+            && bytes[16] == b':'
+            && matches!(bytes[bytes.len() - 1], b'Z' | b'z');
+        let fraction = &bytes.get(19..bytes.len() - 1)?;
+        let fraction_ok = fraction.is_empty()
+            || (fraction.len() >= 2 && fraction[0] == b'.' && fraction[1..].iter().all(u8::is_ascii_digit));
+        if !shape || !fraction_ok {
+            return None;
+        }
+        let year = i32::from(number(0..2)?) * 100 + i32::from(number(2..4)?);
+        let (month, day, hour) = (number(5..7)?, number(8..10)?, number(11..13)?);
+        let (minute, second) = (number(14..16)?, number(17..19)?);
+        let month_ok = (1..=12).contains(&month);
+        let day_ok = month_ok && day >= 1 && day <= time::util::days_in_month(month.try_into().ok()?, year);
+        (day_ok && hour <= 23 && minute <= 59 && second <= 59).then_some(Hour { year, month, day, hour })
     }
 
     /// The hour of the clock now.
@@ -608,6 +716,40 @@ mod tests {
     const HOUR: Option<Hour> = Some(Hour { year: 2022, month: 7, day: 2, hour: 7 });
 
     #[test]
+    fn the_quick_hour_reading_agrees_with_the_rfc_3339_parser() {
+        let general = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok().and_then(Hour::of);
+        let texts = [
+            "2026-12-07T15:04:05Z",
+            "2026-12-07t15:04:05.123456789z",
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T10:00:00Z",
+            "2026-04-31T10:00:00Z",
+            "2026-13-01T10:00:00Z",
+            "2026-00-01T10:00:00Z",
+            "2026-12-00T10:00:00Z",
+            "2026-12-07T24:00:00Z",
+            "2026-12-07T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2026-12-07T15:04:05.Z",
+            "2026-12-07T15:04:05,5Z",
+            "2026-12-07T15:04:05+01:00",
+            "2026-12-07T00:30:00+01:00",
+            "2026-12-07 15:04:05Z",
+            "0000-01-01T00:00:00Z",
+            "2026-1a-07T15:04:05Z",
+            "2026-12-07T15:04:05",
+            "",
+        ];
+        for text in texts {
+            if let Some(quick) = Hour::parse_utc(text) {
+                assert_eq!(Some(quick), general(text), "{text}");
+            }
+            assert_eq!(Hour::parse(text), general(text), "{text}");
+        }
+        assert!(Hour::parse_utc("2026-12-07T15:04:05.5Z").is_some(), "the usual shape takes the quick way");
+    }
+
+    #[test]
     fn the_default_path_is_subject_routing_key_and_hour() {
         let path = Template::parse(&default_path()).unwrap();
         assert!(path.uses_time());
@@ -625,13 +767,14 @@ mod tests {
     #[test]
     fn locate_joins_path_and_file_and_takes_the_hour_from_time() {
         let s = sink(Path::new("/r"), "");
-        let mut now = None;
+        let mut clock = Clock::default();
         let e = event("1", "audit", Some("node-1"), Some("2022-07-12t01:30:00+02:00"), "");
-        assert_eq!(s.locate(&e, &mut now).unwrap(), Path::new("audit/node-1/2022/07/11/23/events.jsonl"));
-        assert_eq!(now, None, "the clock is not read when the event has a time");
+        let hour = Some(clock.hour_of(&e));
+        assert_eq!(s.locate(&e, hour).unwrap(), Path::new("audit/node-1/2022/07/11/23/events.jsonl"));
+        assert_eq!(clock.0, None, "the clock is not read when the event has a time");
         let untimed = event("2", "audit", None, Some("yesterday"), "");
-        let path = s.locate(&untimed, &mut now).unwrap();
-        let hour = now.expect("the clock was read");
+        let path = s.locate(&untimed, Some(clock.hour_of(&untimed))).unwrap();
+        let hour = clock.0.expect("the clock was read");
         let expected =
             format!("audit/_/{:04}/{:02}/{:02}/{:02}/events.jsonl", hour.year, hour.month, hour.day, hour.hour);
         assert_eq!(path, Path::new(&expected));
@@ -642,7 +785,7 @@ mod tests {
         let s = sink(Path::new("/r"), "");
         let long = "x".repeat(300);
         let e = event("1", &format!("audit.{long}"), None, Some("2022-07-12T01:30:00Z"), "");
-        let refused = s.locate(&e, &mut None).unwrap_err();
+        let refused = s.locate(&e, Hour::parse("2022-07-12T01:30:00Z")).unwrap_err();
         assert!(refused.contains("longer than 255 bytes"), "{refused}");
     }
 
@@ -725,6 +868,12 @@ mod tests {
         assert!(
             toml::from_str::<FileSinkConfig>("path = \"x\"").unwrap_err().message().contains("missing field `root`")
         );
+    }
+
+    fn json_line(event: &Event) -> Vec<u8> {
+        let mut lines = JsonLines::default();
+        lines.push(0, event);
+        lines.bytes().to_vec()
     }
 
     #[test]

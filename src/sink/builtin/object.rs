@@ -29,7 +29,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreScheme};
 use serde::Deserialize;
 
-use super::file::{Hour, Template, default_path, json_line};
+use super::file::{Clock, Destinations, Template, default_path};
 use super::{SinkBuildError, event_failure, outcome};
 use crate::event::Event;
 use crate::sink::{DeliveryError, Sink};
@@ -96,15 +96,6 @@ impl ObjectSink {
         Ok(ObjectSink { store: Arc::from(store), prefix, path, gzip: config.gzip, url: config.url })
     }
 
-    /// The directory `event`'s object goes under; `now` caches the clock's hour for the batch.
-    fn locate(&self, event: &Event, now: &mut Option<Hour>) -> Result<String, String> {
-        let hour = self.path.uses_time().then(|| {
-            let from_event = event.context.time.as_deref().and_then(Hour::parse);
-            from_event.unwrap_or_else(|| *now.get_or_insert_with(Hour::now))
-        });
-        self.path.render(event, hour)
-    }
-
     /// The location of a new object in `directory`.
     fn object(&self, directory: &str) -> ObjectPath {
         let mut location = self.prefix.clone();
@@ -127,19 +118,13 @@ fn known_option(scheme: &ObjectStoreScheme, key: &str) -> bool {
 }
 
 /// `lines` as one object's bytes, gzipped when asked.
-fn body(lines: &[(usize, Vec<u8>)], gzip: bool) -> std::io::Result<Vec<u8>> {
-    let plain = lines.iter().map(|(_, line)| line.len()).sum();
+fn body(lines: &[u8], gzip: bool) -> std::io::Result<Vec<u8>> {
     if !gzip {
-        let mut bytes = Vec::with_capacity(plain);
-        for (_, line) in lines {
-            bytes.extend_from_slice(line);
-        }
-        return Ok(bytes);
+        return Ok(lines.to_vec());
     }
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(plain / 4), flate2::Compression::default());
-    for (_, line) in lines {
-        encoder.write_all(line)?;
-    }
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(lines.len() / 4), flate2::Compression::default());
+    encoder.write_all(lines)?;
     encoder.finish()
 }
 
@@ -150,17 +135,17 @@ impl Sink for ObjectSink {
     /// stored fail retryably; the others are delivered.
     async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
         let mut failures = Vec::new();
-        let mut now = None;
-        let mut objects: BTreeMap<String, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        let mut clock = Clock::default();
+        let mut objects = Destinations::default();
         for (index, event) in batch.iter().enumerate() {
-            match self.locate(event, &mut now) {
-                Ok(directory) => objects.entry(directory).or_default().push((index, json_line(event))),
-                Err(reason) => failures.push(event_failure(batch, index, &reason, false)),
+            let hour = self.path.uses_time().then(|| clock.hour_of(event));
+            if let Err(reason) = objects.push(index, event, hour, || self.path.render(event, hour)) {
+                failures.push(event_failure(batch, index, &reason, false));
             }
         }
-        let uploads = objects.into_iter().map(|(directory, lines)| async move {
+        let uploads = objects.into_groups().into_iter().map(|(directory, lines)| async move {
             let location = self.object(&directory);
-            let stored = match body(&lines, self.gzip) {
+            let stored = match body(lines.bytes(), self.gzip) {
                 Ok(bytes) => self.store.put(&location, bytes.into()).await.map(|_| ()).map_err(|err| err.to_string()),
                 Err(err) => Err(format!("compressing: {err}")),
             };
@@ -168,7 +153,7 @@ impl Sink for ObjectSink {
         });
         for (lines, stored) in futures_util::future::join_all(uploads).await {
             if let Err(reason) = stored {
-                failures.extend(lines.iter().map(|(index, _)| event_failure(batch, *index, &reason, true)));
+                failures.extend(lines.indices(0).map(|index| event_failure(batch, index, &reason, true)));
             }
         }
         outcome(batch.len(), failures)
