@@ -1,6 +1,6 @@
 //! The codec's cost per event on the HTTP → file path, without sockets: decoding a batch of 100
-//! 1 KiB CloudEvents (`data_base64`) from its request body, and writing each event as the file
-//! sink's JSON line. Peers from the same run: one serde_json pass over the same body into raw
+//! 1 KiB CloudEvents from its request body, and writing each event as the file sink's JSON line;
+//! once with binary data (`data_base64`), once with JSON data (`data`, an object of 1 KiB). Peers from the same run: one serde_json pass over the same body into raw
 //! values (the least any JSON reader does with it), and copying each event's text as it came.
 //! Rounds alternate between the variants; medians are printed.
 //!
@@ -37,15 +37,24 @@ fn median(mut rounds: Vec<f64>) -> f64 {
 }
 
 pub fn run() {
-    let objects: Vec<String> = (0..BATCH)
-        .map(|i| {
-            serde_json::json!({
-                "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
-                "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "data_base64": common::base64_kib(),
-            })
-            .to_string()
+    measure("data_base64", |i| {
+        serde_json::json!({
+            "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
+            "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "data_base64": common::base64_kib(),
         })
-        .collect();
+    });
+    measure("json data", |i| {
+        serde_json::json!({
+            "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
+            "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "datacontenttype": "application/json",
+            "data": common::json_kib(i),
+        })
+    });
+}
+
+/// The rows for batches of events made by `event`.
+fn measure(kind: &str, event: impl Fn(usize) -> serde_json::Value) {
+    let objects: Vec<String> = (0..BATCH).map(|i| event(i).to_string()).collect();
     let body = Bytes::from(format!("[{}]", objects.join(",")));
     let decode = || {
         eventyard::codec::decode(
@@ -87,16 +96,16 @@ pub fn run() {
         });
     }
     let (scan, decoded, copied, written) = (median(scan), median(decoded), median(copied), median(written));
-    row("json scan of the batch body (peer)", scan, "ns/event", "serde_json into raw values: one pass, no copies");
+    row(&format!("{kind}: json scan of the body (peer)"), scan, "ns/event", "serde_json into raw values: one pass");
+    row(&format!("{kind}: decode, batch of 100"), decoded, "ns/event", &format!("{:.1}x the scan", decoded / scan));
     row(
-        "codec decode, batch of 100",
-        decoded,
+        &format!("{kind}: copy of each event's text (peer)"),
+        copied,
         "ns/event",
-        &format!("1 KiB data_base64; {:.1}x the scan", decoded / scan),
+        "the event as it came, and a newline",
     );
-    row("copy of each event's text (peer)", copied, "ns/event", "the event object as it came, plus a newline");
     row(
-        "structured write of each event",
+        &format!("{kind}: structured write of each event"),
         written,
         "ns/event",
         &format!("the file sink's line; {:.1}x the copy", written / copied),

@@ -10,7 +10,6 @@
 //! Run: `cargo bench --bench benchmarks -- gateway` (or `scripts/bench`). Needs `nats-server` on PATH
 //! (`scripts/setup --test` installs it); without it, only Eventyard's figures print.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,8 +37,7 @@ fn eventyard() -> RouterProcess {
 
 /// nats-server, when it is installed.
 async fn nats_server() -> Option<NatsServer> {
-    let installed = Command::new("nats-server").arg("--version").output().is_ok_and(|out| out.status.success());
-    if installed { Some(NatsServer::start().await) } else { None }
+    if NatsServer::installed() { Some(NatsServer::start().await) } else { None }
 }
 
 /// Publish-to-delivery latency, one message at a time: p50 and p99 in microseconds, and how many

@@ -14,6 +14,7 @@ mod cluster;
 mod codec;
 mod destinations;
 mod durability;
+mod footprint;
 mod gateway;
 mod overload;
 mod passthrough;
@@ -33,6 +34,7 @@ const BENCHMARKS: &[(&str, fn())] = &[
     ("router", router::run),
     ("reload", reload::run),
     ("gateway", gateway::run),
+    ("footprint", footprint::run),
     ("destinations", destinations::run),
     ("cluster", cluster::run),
     ("durability", durability::run),

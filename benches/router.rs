@@ -4,11 +4,13 @@
 //! - HTTP ingest → file sink: 1 KiB events in batches of 100 from concurrent clients; events/s
 //!   acknowledged (202), p50/p99 acknowledgement latency, and events/s until the last one is on
 //!   disk (fsync never, and batch), each beside a bare axum server's figure from the same run (the
-//!   peer: reading the body and answering 202) and the ratio; and ingest with no route.
+//!   peer: reading the body and answering 202), the ratio, and the CPU time per event of both;
+//!   ingest with no route; and events with 1 KiB of JSON `data` instead of `data_base64`.
 //! - publish → route → sink through the embedded broker with one Wasm handler (`passthrough`).
 //!
 //! Run: `cargo bench --bench benchmarks -- router` (or `scripts/bench` for every benchmark).
-//! `BENCH_ONLY=file` runs only Eventyard with the file sink (fsync never), for profiling.
+//! `BENCH_ONLY=file` (or `json`, for JSON data) runs only Eventyard with the file sink (fsync
+//! never), for profiling.
 
 use crate::common;
 
@@ -131,25 +133,34 @@ fn file_route(fsync: &str) -> String {
     )
 }
 
-async fn http_to_file() {
+/// A request body: a batch of `BATCH` events, the `i`th with the members `data(i)` gives.
+fn batch_body(data: impl Fn(usize) -> serde_json::Value) -> Bytes {
     let events: Vec<serde_json::Value> = (0..BATCH)
         .map(|i| {
-            serde_json::json!({
+            let mut event = serde_json::json!({
                 "specversion": "1.0", "id": format!("e{i}"), "source": "/bench", "type": "bench.event",
-                "time": "2026-11-23T10:00:00Z", "routingkey": "node-1", "data_base64": common::base64_kib(),
-            })
+                "time": "2026-11-23T10:00:00Z", "routingkey": "node-1",
+            });
+            event.as_object_mut().expect("an object").extend(data(i).as_object().expect("members").clone());
+            event
         })
         .collect();
-    let body = Bytes::from(serde_json::to_vec(&events).expect("json"));
+    Bytes::from(serde_json::to_vec(&events).expect("json"))
+}
+
+async fn http_to_file() {
+    let body = batch_body(|_| serde_json::json!({"data_base64": common::base64_kib()}));
+    let json_body =
+        batch_body(|i| serde_json::json!({"datacontenttype": "application/json", "data": common::json_kib(i)}));
     let cpu = |run: &Run| format!("cpu {:.2} µs/event", run.cpu_per_event);
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("file") {
-        let run = eventyard_under_load(&file_route("never"), &body).await;
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        let run = eventyard_under_load(&file_route("never"), if only == "json" { &json_body } else { &body }).await;
         row("http ingest -> file sink, acknowledged", run.acknowledged, "events/s", "fsync never");
         row("http ingest -> file sink, on disk", run.delivered, "events/s", &cpu(&run));
         return;
     }
     let peer = bare_axum(&body).await;
-    let vs = |rate: f64, run: &Run| {
+    let versus = |peer: &Run, rate: f64, run: &Run| {
         format!(
             "bare axum {:.0} events/s; ratio {:.2}x; {} (bare axum {:.2})",
             peer.acknowledged,
@@ -158,6 +169,7 @@ async fn http_to_file() {
             peer.cpu_per_event
         )
     };
+    let vs = |rate: f64, run: &Run| versus(&peer, rate, run);
     row(
         "bare axum, reading the body, answering 202",
         peer.acknowledged,
@@ -200,6 +212,15 @@ async fn http_to_file() {
         batch.delivered,
         "events/s",
         &format!("acknowledged {:.0} events/s; {}", batch.acknowledged, vs(batch.delivered, &batch)),
+    );
+    // Events with JSON data, as most CloudEvents carry: a file sink writes each as it arrived.
+    let json_peer = bare_axum(&json_body).await;
+    let json = eventyard_under_load(&file_route("never"), &json_body).await;
+    row(
+        "http ingest -> file sink, JSON data, on disk",
+        json.delivered,
+        "events/s",
+        &format!("1 KiB `data` objects, fsync never; {}", versus(&json_peer, json.delivered, &json)),
     );
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// CloudEvents 1.0 context attributes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Context {
     pub id: String,
     pub source: String,
@@ -30,8 +30,9 @@ pub struct Context {
     pub dataschema: Option<String>,
 }
 
-/// One event as it travels through the router.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event as it travels through the router. Two events are equal when everything but
+/// [`Event::arrived`] is: how an event arrived does not make it another event.
+#[derive(Debug, Clone)]
 pub struct Event {
     /// Routing address, a NATS-style dotted subject.
     pub subject: String,
@@ -43,6 +44,40 @@ pub struct Event {
     pub nats: Option<Arc<NatsEnvelope>>,
     /// Who hears when every copy of it is done with (cluster mode: the JetStream message to ack).
     pub completion: Option<Completion>,
+    /// The CloudEvents JSON text it arrived as, when the codec kept it (see [`ArrivedJson`]).
+    pub arrived: Option<Arc<ArrivedJson>>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        let Event { subject, context, extensions, data, nats, completion, arrived: _ } = self;
+        (subject, context, extensions, data, nats, completion)
+            == (&other.subject, &other.context, &other.extensions, &other.data, &other.nats, &other.completion)
+    }
+}
+
+impl Eq for Event {}
+
+/// An event's structured JSON text as it arrived, which JSON-line sinks write as it is instead of
+/// encoding the event again. The codec keeps it only where it is the same JSON value as the
+/// event's encoding (`codec::structured::encode`), and it counts only while the event still
+/// matches it: anyone may change an event's fields, so [`Event::arrived_json`] checks, rather
+/// than trusting every change to drop it.
+#[derive(Debug)]
+pub struct ArrivedJson {
+    text: Bytes,
+    /// The data as decoded. Holding it keeps its buffer alive, so data that still starts at the
+    /// same address with the same length is this data.
+    data: Bytes,
+    /// A fingerprint of the context and extensions as decoded.
+    attributes: u64,
+}
+
+impl ArrivedJson {
+    fn attributes(event: &Event) -> u64 {
+        use std::hash::BuildHasher as _;
+        foldhash::fast::FixedState::with_seed(0x6576_656e_7479_6172).hash_one((&event.context, &event.extensions))
+    }
 }
 
 /// What a NATS message carried besides its subject and payload, kept so NATS subscribers receive
@@ -75,12 +110,31 @@ impl Event {
                 + nats.reply.as_ref().map_or(0, String::len)
                 + nats.headers.as_ref().map_or(0, Bytes::len)
         });
+        // The arrived text holds the attributes again; JSON data it shares with `data`.
+        let arrived = self.arrived.as_ref().map_or(0, |arrived| {
+            std::mem::size_of::<ArrivedJson>() + arrived.text.len().saturating_sub(arrived.data.len())
+        });
         std::mem::size_of::<Event>()
+            + arrived
             + required.iter().sum::<usize>()
             + optional.iter().sum::<usize>()
             + extensions
             + envelope
             + self.data.len()
+    }
+
+    /// Keeps `text` as the JSON this event arrived as (for the codec, which knows it is the same
+    /// JSON value as the event's encoding).
+    pub fn keep_arrived(&mut self, text: Bytes) {
+        let attributes = ArrivedJson::attributes(self);
+        self.arrived = Some(Arc::new(ArrivedJson { text, data: self.data.clone(), attributes }));
+    }
+
+    /// The JSON text this event arrived as, while it is unchanged since.
+    pub fn arrived_json(&self) -> Option<&[u8]> {
+        let arrived = self.arrived.as_deref()?;
+        let same_data = arrived.data.as_ptr() == self.data.as_ptr() && arrived.data.len() == self.data.len();
+        (same_data && arrived.attributes == ArrivedJson::attributes(self)).then_some(&arrived.text[..])
     }
 
     /// The value of extension `name`, if set.
@@ -176,6 +230,7 @@ impl EventJson {
             data,
             nats: None,
             completion: None,
+            arrived: None,
         })
     }
 

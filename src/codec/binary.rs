@@ -57,7 +57,15 @@ pub(super) fn decode(
     check_specversion(None, attributes.specversion.as_deref())?;
     attributes.datacontenttype = content_type.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
     let (context, extensions) = build_context(None, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data: body, nats: None, completion: None })
+    Ok(Event {
+        subject: subject.to_owned(),
+        context,
+        extensions,
+        data: body,
+        nats: None,
+        completion: None,
+        arrived: None,
+    })
 }
 
 /// A binary-mode header value as the attribute's string: surrounding whitespace dropped,

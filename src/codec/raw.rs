@@ -65,7 +65,7 @@ pub(super) fn decode(
         datacontenttype,
         dataschema: None,
     };
-    Ok(Event { subject, context, extensions: Vec::new(), data: body, nats: None, completion: None })
+    Ok(Event { subject, context, extensions: Vec::new(), data: body, nats: None, completion: None, arrived: None })
 }
 
 /// A UUIDv7 for a raw event: the millisecond, then 74 bits that start random each millisecond

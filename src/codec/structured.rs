@@ -104,8 +104,14 @@ fn members(event: &Event) -> Vec<(&str, Member<'_>)> {
 
 /// [`encode`]'s JSON text, appended to `out`, without building the JSON value: the same bytes as
 /// `encode(event).to_string()`, at a fraction of the allocations, and `data_base64` written
-/// straight into `out` (base64 needs no escaping). The hot path of the file and object sinks.
+/// straight into `out`. The hot path of the file and object sinks. An event still as it arrived
+/// in structured JSON is written as it arrived ([`Event::arrived_json`]): the same JSON value,
+/// its members in the sender's order.
 pub fn write(event: &Event, out: &mut Vec<u8>) {
+    if let Some(text) = event.arrived_json() {
+        out.extend_from_slice(text);
+        return;
+    }
     let mut members = members(event);
     // As the map `encode` builds: keys sorted, and of a key given twice, the last value.
     members.sort_by(|a, b| a.0.cmp(b.0));
@@ -279,6 +285,8 @@ fn decode_object(
     index: Option<usize>,
     body: &Bytes,
 ) -> Result<Event, DecodeError> {
+    let span = object_span(body, &members);
+    let no_nulls = members.iter().all(|(_, value)| !is_null(value));
     let mut known = KnownMembers::default();
     let mut raw_extensions: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
     for (name, value) in members {
@@ -310,6 +318,7 @@ fn decode_object(
         dataschema: json_string(index, "dataschema", known.dataschema)?,
         extensions: Vec::with_capacity(raw_extensions.len()),
     };
+    let string_extensions = raw_extensions.iter().all(|(_, value)| value.get().starts_with('"'));
     for (name, value) in raw_extensions {
         validate_extension_name(index, &name)?;
         if let Some(value) = extension_value(index, &name, value)? {
@@ -343,8 +352,43 @@ fn decode_object(
         (None, None) => Bytes::new(),
     };
 
+    // Whether `encode` gives the same JSON value as the object: no member dropped as null, every
+    // extension a string, and data in the member `encode` puts it in. Base64 data is not kept
+    // twice (decoded and as text): for it, the text would cost more memory than it saves time.
+    let data_as_encoded = match (known.data, known.data_base64) {
+        (None, None) => true,
+        (Some(_), None) => {
+            known.datacontenttype.is_some_and(|_| attributes.datacontenttype.as_deref().is_some_and(is_json_media_type))
+        }
+        _ => false,
+    };
     let (context, extensions) = build_context(index, attributes)?;
-    Ok(Event { subject: subject.to_owned(), context, extensions, data, nats: None, completion: None })
+    let mut event =
+        Event { subject: subject.to_owned(), context, extensions, data, nats: None, completion: None, arrived: None };
+    if let Some(span) = span.filter(|_| no_nulls && string_extensions && data_as_encoded) {
+        // A line of a JSON-lines file must be one line.
+        let text = body.slice(span);
+        if memchr::memchr2(b'\n', b'\r', &text).is_none() {
+            event.keep_arrived(text);
+        }
+    }
+    Ok(event)
+}
+
+/// Where in `body` the object with these members lies, braces included; `None` when that cannot
+/// be told (no members, or the first name has escapes and so is not borrowed from the body).
+fn object_span(body: &[u8], members: &[(Cow<'_, str>, &RawValue)]) -> Option<std::ops::Range<usize>> {
+    let (Some((Cow::Borrowed(first), _)), Some((_, last))) = (members.first(), members.last()) else {
+        return None;
+    };
+    let offset =
+        |part: &str| (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize).filter(|&at| at <= body.len());
+    // The name's opening quote, then whitespace, then the brace.
+    let before = body.get(..offset(first)?.checked_sub(1)?)?;
+    let open = before.iter().rposition(|b| !b.is_ascii_whitespace()).filter(|&at| before[at] == b'{')?;
+    let after = offset(last.get())? + last.get().len();
+    let close = after + body.get(after..)?.iter().position(|b| !b.is_ascii_whitespace())?;
+    (body[close] == b'}').then_some(open..close + 1)
 }
 
 fn is_null(value: &RawValue) -> bool {
@@ -490,6 +534,7 @@ mod tests {
             data: Bytes::copy_from_slice(data),
             nats: None,
             completion: None,
+            arrived: None,
         }
     }
 
@@ -516,6 +561,97 @@ mod tests {
             write(&event, &mut written);
             assert_eq!(String::from_utf8(written).unwrap(), encode(&event).to_string(), "{event:?}");
         }
+    }
+
+    /// The event of a structured body, and the text it kept as it arrived, if any.
+    fn arrived(body: &str) -> (Event, Option<String>) {
+        let event = decode_one("a.b", &Bytes::from(body.to_owned())).expect("a valid event");
+        let text = event.arrived_json().map(|text| String::from_utf8(text.to_vec()).unwrap());
+        (event, text)
+    }
+
+    #[test]
+    fn the_text_an_event_arrived_as_is_kept_only_where_it_is_the_encoded_value() {
+        let head = r#""specversion":"1.0","id":"1","source":"/s","type":"t""#;
+        let kept = [
+            format!(r#"{{{head}}}"#),
+            format!(r#"{{ {head}, "datacontenttype": "application/json", "data": {{"z": 1, "a": [true, null]}} }}"#),
+            format!(r#"{{{head},"routingkey":"k","note":"caf\u00e9 \"q\"","time":"2026-12-07T15:00:00Z"}}"#),
+            format!(r#"{{{head},"datacontenttype":"text/json","data":"a JSON string"}}"#),
+        ];
+        for body in &kept {
+            let (event, text) = arrived(body);
+            assert_eq!(text.as_deref(), Some(body.trim()), "kept as it came");
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(value, encode(&event), "the same JSON value as the encoding: {body}");
+            let mut written = Vec::new();
+            write(&event, &mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), body.trim(), "written as it came");
+        }
+        let not_kept = [
+            // `data` without a content type: the encoding adds `application/json`.
+            format!(r#"{{{head},"data":{{"n":1}}}}"#),
+            // Text data travels as a string here, as base64 in the encoding.
+            format!(r#"{{{head},"datacontenttype":"text/plain","data":"hello"}}"#),
+            // Base64 data would be held twice.
+            format!(r#"{{{head},"data_base64":"aGk="}}"#),
+            // A null member is absent from the encoding; a number extension is a string there.
+            format!(r#"{{{head},"subject":null}}"#),
+            format!(r#"{{{head},"count":5}}"#),
+            // A line break would split a JSON-lines file's line.
+            format!("{{{head},\n\"routingkey\":\"k\"}}"),
+            // A first name with an escape is not where the body has it.
+            r#"{"spec\u0076ersion":"1.0","id":"1","source":"/s","type":"t"}"#.to_owned(),
+        ];
+        for body in &not_kept {
+            let (event, text) = arrived(body);
+            assert_eq!(text, None, "{body}");
+            let mut written = Vec::new();
+            write(&event, &mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), encode(&event).to_string());
+        }
+    }
+
+    #[test]
+    fn each_event_of_a_batch_keeps_its_own_object() {
+        let body = r#"[ {"specversion":"1.0","id":"1","source":"/s","type":"t"} ,
+            {"specversion":"1.0","id":"2","source":"/s","type":"t","routingkey":"k"}]"#;
+        let events = decode_batch("a.b", &Bytes::from(body)).unwrap();
+        let texts: Vec<&[u8]> = events.iter().map(|event| event.arrived_json().unwrap()).collect();
+        assert_eq!(
+            texts,
+            [
+                &br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#[..],
+                br#"{"specversion":"1.0","id":"2","source":"/s","type":"t","routingkey":"k"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_event_is_encoded_again_and_a_copy_keeps_the_text() {
+        let body = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data":{"n":1}}"#;
+        let (event, _) = arrived(body);
+        assert!(event.clone().arrived_json().is_some(), "a copy is the same event");
+        let changes: [fn(&mut Event); 5] = [
+            |event| event.extensions.push(("deadletterreason".into(), "x".into())),
+            |event| event.context.id = "2".into(),
+            |event| event.context.time = Some("2026-12-07T15:00:00Z".into()),
+            |event| event.data = Bytes::from_static(br#"{"n":2}"#),
+            // Other data of the same length, at another address.
+            |event| event.data = Bytes::from(event.data.to_vec()),
+        ];
+        for change in changes {
+            let mut changed = event.clone();
+            change(&mut changed);
+            assert_eq!(changed.arrived_json(), None);
+            let mut written = Vec::new();
+            write(&changed, &mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), encode(&changed).to_string());
+        }
+        let mut bare = event.clone();
+        bare.arrived = None;
+        assert_eq!(bare, event, "how an event arrived does not make it another event");
+        assert!(event.size() > bare.size(), "the kept text counts against queues' byte bounds");
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn structured_minimal_event() {
         data: Bytes::new(),
         nats: None,
         completion: None,
+        arrived: None,
     };
     assert_eq!(event, expected);
 }

@@ -69,6 +69,7 @@ fn from_wit(event: wit::Event) -> Event {
         data: event.data.into(),
         nats: None,
         completion: None,
+        arrived: None,
     }
 }
 

@@ -398,6 +398,7 @@ impl Reloader {
             data: Bytes::from(json.to_string()),
             nats: None,
             completion: None,
+            arrived: None,
         };
         if let Err(err) = self.broker.publish(event).await {
             tracing::warn!(error = %err, "reload report not published");

@@ -51,7 +51,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
         return None;
     }
     let context = Context { id, source, ty, specversion, subject: ce_subject, time, datacontenttype, dataschema };
-    Some(Event { subject, context, extensions, data, nats: None, completion: None })
+    Some(Event { subject, context, extensions, data, nats: None, completion: None, arrived: None })
 }
 
 struct Reader<'a>(&'a [u8]);

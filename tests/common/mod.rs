@@ -276,6 +276,13 @@ pub fn base64_kib() -> String {
     base64::engine::general_purpose::STANDARD.encode([b'x'; 1024])
 }
 
+/// A JSON object of about 1 KiB, as audit and inventory events carry; `i` varies its values.
+pub fn json_kib(i: usize) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> =
+        (0..24).map(|n| (format!("field_{n:02}"), serde_json::json!({"value": format!("v{i}-{n}"), "n": n}))).collect();
+    serde_json::json!({"user": "ada", "action": "login", "node": format!("node-{}", i % 4), "fields": fields})
+}
+
 /// Replaces plugin file `target` with `source` the way a careful deploy does: copy aside, then
 /// rename.
 pub fn replace_file(source: &Path, target: &Path) {

@@ -110,6 +110,11 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// Whether `nats-server` is on PATH (benchmarks print Eventyard's figures alone without it).
+    pub fn installed() -> bool {
+        Command::new("nats-server").arg("--version").output().is_ok_and(|out| out.status.success())
+    }
+
     /// Starts it and waits until it accepts connections.
     pub async fn start() -> NatsServer {
         NatsServer::start_with(super::free_port(), &[]).await

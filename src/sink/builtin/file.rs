@@ -698,6 +698,7 @@ mod tests {
             data: Bytes::copy_from_slice(data.as_bytes()),
             nats: None,
             completion: None,
+            arrived: None,
         }
     }
 

@@ -160,6 +160,7 @@ mod tests {
             data: Bytes::copy_from_slice(data),
             nats: None,
             completion: None,
+            arrived: None,
         }
     }
 
