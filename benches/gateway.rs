@@ -125,5 +125,37 @@ pub fn run() {
             };
             row(&format!("gateway publish -> delivery latency, {size} B"), p50, "µs p50", &note);
         }
+        routed_to_files(nats.as_ref()).await;
     });
+}
+
+/// Publish → subscribe of 1 KiB messages through a router whose `>` route also writes every
+/// message to a file sink (fsync never), against nats-server with the subscriber alone.
+async fn routed_to_files(nats: Option<&NatsServer>) {
+    const COUNT: usize = 200_000;
+    let router = RouterProcess::start(
+        "[service]\nhost = \"127.0.0.1\"\nport = 0\nevent_limit = 1000000\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [plugins]\ndir = \"{dir}/plugins\"\n[[route]]\nname = \"all\"\nsubject = \">\"\nsinks = [\"files\"]\n\
+         [sinks.files]\nkind = \"file\"\nroot = \"{dir}\"\nfsync = \"never\"\nbatch_size = 1000\n",
+    );
+    let port = router.nats.expect("the gateway is on").port();
+    let (mut ours, mut theirs) = (0f64, 0f64);
+    for _ in 0..3 {
+        if let Some(server) = nats {
+            theirs = theirs.max(nats_throughput(server.addr.port(), 1024, COUNT).await.0);
+        }
+        ours = ours.max(nats_throughput(port, 1024, COUNT).await.0);
+    }
+    // Until the files have every message the router received.
+    let received = router.metric(IN_MESSAGES).await;
+    while router.metric("eventyard_sink_delivered_total{sink=\"files\"}").await < received {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let note = match nats {
+        Some(_) => {
+            format!("nats-server {theirs:.0} msg/s (no route); ratio {:.2}x; every message also on disk", ours / theirs)
+        }
+        None => "no nats-server to compare; every message also on disk".to_owned(),
+    };
+    row("gateway pub -> sub, 1 KiB, `>` route to files", ours, "msg/s", &note);
 }

@@ -158,6 +158,16 @@ impl Outbound {
             std::mem::swap(&mut *pending, spare);
         }
     }
+
+    /// Lets go of a large pending buffer that holds nothing.
+    fn shrink_if_idle(&self) {
+        if let Ok(mut pending) = self.pending.lock()
+            && pending.is_empty()
+            && pending.capacity() > 4 * MAX_READ
+        {
+            *pending = BytesMut::new();
+        }
+    }
 }
 
 /// The smallest and largest read from a client.
@@ -181,7 +191,9 @@ impl ReadSize {
 
 /// Writes what is pending until the connection closes; a slow consumer gets its `-ERR` last.
 async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>) {
-    // Grows with what is pending; an idle connection holds next to nothing.
+    // Grows with what is pending, and is reused while the connection is busy (a buffer dropped
+    // after every write comes back as fresh pages the kernel must zero); an idle connection holds
+    // next to nothing.
     let mut batch = BytesMut::new();
     loop {
         outbound.take(&mut batch);
@@ -191,7 +203,6 @@ async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>
                 _ = outbound.close.cancelled(), if outbound.slow.load(Ordering::Acquire) => break,
             };
             match written {
-                Ok(Ok(())) if batch.capacity() > 4 * MAX_READ => batch = BytesMut::new(),
                 Ok(Ok(())) => batch.clear(),
                 Ok(Err(_)) => break,
                 Err(_) => {
@@ -204,6 +215,11 @@ async fn write_loop(mut writer: impl AsyncWrite + Unpin, outbound: Arc<Outbound>
         if outbound.close.is_cancelled() {
             break;
         }
+        // Idle: what a burst grew goes back.
+        if batch.capacity() > 4 * MAX_READ {
+            batch = BytesMut::new();
+        }
+        outbound.shrink_if_idle();
         tokio::select! {
             _ = outbound.wake.notified() => {}
             _ = outbound.close.cancelled() => {}
