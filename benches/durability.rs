@@ -4,9 +4,7 @@
 //! - throughput of the write-ahead log with each fsync policy, against the same load without it
 //!   (1 KiB events, HTTP batches of 100, 8 clients, into a file sink), and the peer: async-nats
 //!   publishing the same events into a one-node JetStream file stream; the same load as NATS PUBs
-//!   through the gateway, with and without the log;
-//! - memory per idle NATS connection: resident memory a router's gateway and a nats-server each
-//!   grow by for 2,000 connected, idle clients.
+//!   through the gateway, with and without the log.
 //!
 //! Run: `cargo bench --bench benchmarks -- durability` (or `scripts/bench` for every benchmark).
 
@@ -15,12 +13,9 @@ use crate::common;
 use common::bench_row as row;
 use common::crash::{KillAt, kill_loop};
 use common::load::{Over, batch_load, jetstream_direct, load};
-use common::memory::per_idle_connection;
-use common::nats::{NatsCluster, NatsServer};
-use common::router::RouterProcess;
+use common::nats::NatsCluster;
 
 const KILLS: usize = 20;
-const IDLE_CONNECTIONS: usize = 2000;
 
 #[tokio::main]
 pub async fn run() {
@@ -56,14 +51,4 @@ pub async fn run() {
     let direct = jetstream_direct(&jetstream, 1).await;
     drop(jetstream);
     row("JetStream direct, 1 node, acknowledged", direct, "events/s", "async-nats into a file stream, the peer");
-
-    let router = RouterProcess::start(
-        "[service]\nhost = \"127.0.0.1\"\nport = 0\nlistener_limit = 10000\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n",
-    );
-    let ours = per_idle_connection(router.pid(), router.nats.expect("the gateway is on"), IDLE_CONNECTIONS).await;
-    drop(router);
-    let server = NatsServer::start().await;
-    let theirs = per_idle_connection(server.pid(), server.addr, IDLE_CONNECTIONS).await;
-    let note = format!("{IDLE_CONNECTIONS} idle clients; nats-server {theirs:.0} B each; {:.2}x", ours / theirs);
-    row("memory per idle NATS connection", ours, "bytes", &note);
 }

@@ -1,63 +1,34 @@
 //! Memory, beside nats-server on this machine: the resident memory one idle NATS connection costs
-//! (500 connections that finished their handshake), and one queued 1 KiB event costs (100 000
-//! events published over NATS to a route whose sink cannot deliver, against nats-server holding
-//! them in a JetStream stream in memory). Each figure is the growth of the server process's
-//! resident set (`VmRSS`) divided by the count; both servers run as their own processes.
+//! (2,000 clients that connected, exchanged a PING and stay idle), and one queued 1 KiB event
+//! costs (100,000 events published over NATS to a route whose sink cannot deliver, against
+//! nats-server holding them in a JetStream stream in memory). Each figure is the growth of the
+//! server process's resident set divided by the count; both servers run as their own processes.
 //!
 //! Run: `cargo bench --bench benchmarks -- footprint`. Needs `nats-server` on PATH.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
 
 use crate::common;
 
 use common::bench_row as row;
+use common::memory::{per_idle_connection, resident};
 use common::nats::NatsServer;
 use common::router::RouterProcess;
 
-const CONNECTIONS: usize = 500;
+const IDLE_CONNECTIONS: usize = 2000;
 const EVENTS: usize = 100_000;
 const PAYLOAD: usize = 1024;
 
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 /// What `work` grows process `pid`'s resident memory by, once it has settled.
-async fn growth<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (u64, T) {
+async fn growth(pid: u32, work: impl std::future::Future<Output = ()>) -> u64 {
+    // Settling time for a measurement, not a wait for an event.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss(pid);
-    let kept = work.await;
+    let before = resident(pid);
+    work.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    (rss(pid).saturating_sub(before), kept)
-}
-
-/// `CONNECTIONS` NATS connections to `port`, each through its handshake (INFO, CONNECT, PING,
-/// PONG) and then idle; kept open while they are held.
-async fn idle_connections(port: u16) -> Vec<TcpStream> {
-    let mut connections = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        let mut stream = BufReader::new(stream);
-        let mut line = String::new();
-        stream.read_line(&mut line).await.expect("INFO");
-        stream.get_mut().write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await.expect("CONNECT");
-        line.clear();
-        stream.read_line(&mut line).await.expect("PONG");
-        assert_eq!(line.trim(), "PONG", "the handshake ends with PONG");
-        connections.push(stream.into_inner());
-    }
-    connections
+    resident(pid).saturating_sub(before)
 }
 
 /// Publishes `EVENTS` messages of `PAYLOAD` bytes on `bench.queued` to `port` and flushes.
@@ -87,7 +58,7 @@ fn stuck_router() -> RouterProcess {
 #[tokio::main]
 pub async fn run() {
     if NatsServer::installed() {
-        row_pair("memory per idle connection", "bytes", connection_cost().await);
+        row_pair("memory per idle NATS connection", "bytes", connection_cost().await);
         row_pair("memory per queued 1 KiB event", "bytes", queued_event_cost().await);
     } else {
         println!("| nats-server not found: no footprint figures | | | |");
@@ -96,19 +67,20 @@ pub async fn run() {
 
 /// Eventyard's and nats-server's bytes per idle connection.
 async fn connection_cost() -> (f64, f64) {
-    let router = eventyard_gateway();
-    let nats = NatsServer::start().await;
-    let (ours, connections) = growth(router.pid(), idle_connections(router.nats.expect("gateway").port())).await;
-    drop(connections);
-    let (theirs, connections) = growth(nats.pid(), idle_connections(nats.addr.port())).await;
-    drop(connections);
-    (ours as f64 / CONNECTIONS as f64, theirs as f64 / CONNECTIONS as f64)
+    let router = RouterProcess::start(
+        "[service]\nhost = \"127.0.0.1\"\nport = 0\nlistener_limit = 10000\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [plugins]\ndir = \"{dir}/plugins\"\n",
+    );
+    let ours = per_idle_connection(router.pid(), router.nats.expect("the gateway is on"), IDLE_CONNECTIONS).await;
+    drop(router);
+    let server = NatsServer::start().await;
+    (ours, per_idle_connection(server.pid(), server.addr, IDLE_CONNECTIONS).await)
 }
 
 /// Eventyard's bytes per event on a sink queue, and nats-server's per message in a memory stream.
 async fn queued_event_cost() -> (f64, f64) {
     let router = stuck_router();
-    let (ours, ()) = growth(router.pid(), async {
+    let ours = growth(router.pid(), async {
         publish(router.nats.expect("gateway").port()).await;
         // Every event is on the queue (one more is with the sink, retrying).
         while router.metric("eventyard_queue_depth_events{sink=\"stuck\"}").await < EVENTS as u64 - 1 {
@@ -130,7 +102,7 @@ async fn queued_event_cost() -> (f64, f64) {
         })
         .await
         .expect("a memory stream");
-    let (theirs, ()) = growth(nats.pid(), async {
+    let theirs = growth(nats.pid(), async {
         publish(nats.addr.port()).await;
         let mut stream = stream;
         while stream.info().await.expect("stream info").state.messages < EVENTS as u64 {
@@ -139,12 +111,6 @@ async fn queued_event_cost() -> (f64, f64) {
     })
     .await;
     (ours as f64 / EVENTS as f64, theirs as f64 / EVENTS as f64)
-}
-
-fn eventyard_gateway() -> RouterProcess {
-    RouterProcess::start(
-        "[service]\nhost = \"127.0.0.1\"\nport = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n",
-    )
 }
 
 fn row_pair(name: &str, unit: &str, (ours, theirs): (f64, f64)) {
