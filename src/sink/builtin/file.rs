@@ -104,7 +104,13 @@ pub struct FileSink {
     fsync: FsyncPolicy,
     /// Open append handles; the lock also makes one delivery's writes to a file contiguous.
     open: Arc<tokio::sync::Mutex<OpenFiles>>,
+    /// The largest line buffer of the last batch, emptied, for the next: a buffer of a whole batch
+    /// made afresh each time comes as new pages the kernel must zero. At most [`SPARE_BYTES`].
+    spare: std::sync::Mutex<Vec<u8>>,
 }
+
+/// The largest line buffer a sink keeps between batches.
+const SPARE_BYTES: usize = 4 << 20;
 
 impl FileSink {
     /// Checks `config` and builds the sink named `name`; does no I/O (a missing `root` shows at
@@ -127,6 +133,7 @@ impl FileSink {
             file,
             fsync: config.fsync,
             open: Arc::new(tokio::sync::Mutex::new(OpenFiles::default())),
+            spare: std::sync::Mutex::default(),
         })
     }
 
@@ -169,7 +176,8 @@ impl Sink for FileSink {
         let mut clock = Clock::default();
         let uses_time = self.path.uses_time() || self.file.uses_time();
         // Lines grouped by file, so each file is looked up once per batch; batch order is kept per file.
-        let mut files = Destinations::default();
+        let spare = self.spare.lock().map(|mut spare| std::mem::take(&mut *spare)).unwrap_or_default();
+        let mut files = Destinations::with_spare(spare);
         for (index, event) in batch.iter().enumerate() {
             let hour = uses_time.then(|| clock.hour_of(event));
             if let Err(reason) = files.push(index, event, hour, || self.locate(event, hour)) {
@@ -181,15 +189,20 @@ impl Sink for FileSink {
             let mut open = Arc::clone(&self.open).lock_owned().await;
             let root = self.root.clone();
             let fsync = self.fsync;
-            let written = tokio::task::spawn_blocking(move || write_files(&root, fsync, &mut open, files))
-                .await
-                .map_err(|err| {
-                    DeliveryError::Retryable(format!(
-                        "writing under {}: writer task failed: {err}",
-                        self.root.display()
-                    ))
-                })?;
+            let (written, files) = tokio::task::spawn_blocking(move || {
+                let failed = write_files(&root, fsync, &mut open, &files);
+                (failed, files)
+            })
+            .await
+            .map_err(|err| {
+                DeliveryError::Retryable(format!("writing under {}: writer task failed: {err}", self.root.display()))
+            })?;
             failures.extend(written.into_iter().map(|(index, reason)| event_failure(batch, index, &reason, true)));
+            let largest = files.into_iter().map(|(_, lines)| lines.into_buffer()).max_by_key(Vec::capacity);
+            if let (Some(buffer), Ok(mut spare)) = (largest.filter(|b| b.capacity() <= SPARE_BYTES), self.spare.lock())
+            {
+                *spare = buffer;
+            }
         }
         outcome(batch.len(), failures)
     }
@@ -200,6 +213,8 @@ impl Sink for FileSink {
 /// usual run) share one lookup of their destination.
 pub(super) struct Destinations<'a, D> {
     groups: Vec<(D, JsonLines)>,
+    /// A buffer for the first group's lines.
+    spare: Vec<u8>,
     /// The last event's place and its group.
     last: Option<(Place<'a>, usize)>,
 }
@@ -209,11 +224,17 @@ type Place<'a> = (&'a str, Option<&'a str>, Option<Hour>);
 
 impl<D> Default for Destinations<'_, D> {
     fn default() -> Self {
-        Destinations { groups: Vec::new(), last: None }
+        Destinations { groups: Vec::new(), spare: Vec::new(), last: None }
     }
 }
 
 impl<'a, D: PartialEq> Destinations<'a, D> {
+    /// Destinations whose first lines go into `spare` (emptied).
+    pub(super) fn with_spare(mut spare: Vec<u8>) -> Self {
+        spare.clear();
+        Destinations { groups: Vec::new(), spare, last: None }
+    }
+
     /// Adds the line of `event`, the batch's event at `index`, in `hour`, to its destination, which
     /// `locate` finds unless the event before it went to the same place; or says why `locate`
     /// refused it.
@@ -232,7 +253,8 @@ impl<'a, D: PartialEq> Destinations<'a, D> {
                 let group = match self.groups.iter().position(|(known, _)| *known == destination) {
                     Some(group) => group,
                     None => {
-                        self.groups.push((destination, JsonLines::default()));
+                        let lines = JsonLines { bytes: std::mem::take(&mut self.spare), lines: Vec::new() };
+                        self.groups.push((destination, lines));
                         self.groups.len() - 1
                     }
                 };
@@ -284,6 +306,13 @@ impl JsonLines {
         &self.bytes
     }
 
+    /// The buffer, emptied, for other lines.
+    fn into_buffer(self) -> Vec<u8> {
+        let mut bytes = self.bytes;
+        bytes.clear();
+        bytes
+    }
+
     /// The batch positions of the lines from the `first`th on.
     pub(super) fn indices(&self, first: usize) -> impl Iterator<Item = usize> + '_ {
         self.lines[first.min(self.lines.len())..].iter().map(|&(index, _)| index)
@@ -302,27 +331,27 @@ fn write_files(
     root: &Path,
     fsync: FsyncPolicy,
     open: &mut OpenFiles,
-    files: Vec<(PathBuf, JsonLines)>,
+    files: &[(PathBuf, JsonLines)],
 ) -> Vec<(usize, String)> {
-    let all_fail = |files: Vec<(PathBuf, JsonLines)>, reason: String| -> Vec<(usize, String)> {
+    let all_fail = |reason: String| -> Vec<(usize, String)> {
         files.iter().flat_map(|(_, lines)| lines.indices(0)).map(|index| (index, reason.clone())).collect()
     };
     match fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
             open.clear();
-            return all_fail(files, format!("root {} is not a directory", root.display()));
+            return all_fail(format!("root {} is not a directory", root.display()));
         }
         Err(err) => {
             open.clear();
-            return all_fail(files, format!("root directory {} is unavailable: {err}", root.display()));
+            return all_fail(format!("root directory {} is unavailable: {err}", root.display()));
         }
     }
     let mut failed = Vec::new();
     for (relative, lines) in files {
         let path = root.join(relative);
         let result = match open.get_or_open(root, &path, fsync) {
-            Ok(file) => append(file, &path, &lines, fsync),
+            Ok(file) => append(file, &path, lines, fsync),
             Err(reason) => Err((0, reason)),
         };
         if let Err((first, reason)) = result {
