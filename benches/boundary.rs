@@ -26,8 +26,9 @@ enum Load {
     Batches(Over),
 }
 
-/// Runs `load` once on a router started from `binary`; the figure, per second.
-async fn measure(binary: &Path, load: Load) -> f64 {
+/// Runs `load` once on a router started from `binary`; the figure, per second, and for the gateway
+/// the router's CPU time per message in microseconds (steadier than rates on a shared machine).
+async fn measure(binary: &Path, load: Load) -> (f64, Option<f64>) {
     let config = match load {
         Load::Gateway(_) => {
             "[service]\nhost = \"127.0.0.1\"\nport = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"{dir}/plugins\"\n"
@@ -37,8 +38,14 @@ async fn measure(binary: &Path, load: Load) -> f64 {
     };
     let router = RouterProcess::start_binary(binary, &config);
     match load {
-        Load::Gateway(size) => nats_throughput(router.nats.expect("the gateway is on").port(), size, 200_000).await.0,
-        Load::Batches(over) => load_on(router.http, router.nats, over).await.0,
+        Load::Gateway(size) => {
+            const COUNT: usize = 200_000;
+            let cpu = common::cpu_time(router.pid());
+            let (rate, _) = nats_throughput(router.nats.expect("the gateway is on").port(), size, COUNT).await;
+            let cpu = (common::cpu_time(router.pid()) - cpu).as_secs_f64() * 1e6 / COUNT as f64;
+            (rate, Some(cpu))
+        }
+        Load::Batches(over) => (load_on(router.http, router.nats, over).await.0, None),
     }
 }
 
@@ -58,17 +65,25 @@ pub fn run() {
         ];
         for (name, load, unit) in rows {
             let (mut ours, mut theirs) = (0f64, 0f64);
+            // The least router CPU per message of the rounds, this build's and the other's.
+            let (mut our_cpu, mut their_cpu) = (f64::MAX, f64::MAX);
             for _ in 0..ROUNDS {
-                ours = ours.max(measure(&this, load).await);
+                let (rate, cpu) = measure(&this, load).await;
+                (ours, our_cpu) = (ours.max(rate), our_cpu.min(cpu.unwrap_or(f64::MAX)));
                 if let Some(before) = &before {
-                    theirs = theirs.max(measure(before, load).await);
+                    let (rate, cpu) = measure(before, load).await;
+                    (theirs, their_cpu) = (theirs.max(rate), their_cpu.min(cpu.unwrap_or(f64::MAX)));
                 }
             }
+            let cpu = |cpu: f64| if cpu < f64::MAX { format!("; router cpu {cpu:.2} µs/msg") } else { String::new() };
             let note = match &before {
-                Some(_) => {
-                    format!("before: {theirs:.0} {unit}; ratio {:.2}x; best of {ROUNDS}, alternating", ours / theirs)
-                }
-                None => format!("best of {ROUNDS}"),
+                Some(_) => format!(
+                    "before: {theirs:.0} {unit}; ratio {:.2}x; best of {ROUNDS}, alternating{} (before{})",
+                    ours / theirs,
+                    cpu(our_cpu),
+                    cpu(their_cpu).trim_start_matches(';'),
+                ),
+                None => format!("best of {ROUNDS}{}", cpu(our_cpu)),
             };
             row(name, ours, unit, &note);
         }

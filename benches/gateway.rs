@@ -81,17 +81,23 @@ pub fn run() {
             // under load against either.
             let (mut ours, mut theirs, mut our_lost, mut their_lost) = (0f64, 0f64, 0, 0);
             let (mut not_received, mut not_written) = (0, 0);
+            // Each server's least CPU time per message over the rounds, in microseconds.
+            let (mut our_cpu, mut their_cpu) = (f64::MAX, f64::MAX);
             for _ in 0..3 {
-                if let Some(port) = nats.as_ref().map(|server| server.addr.port()) {
-                    let (rate, lost) = nats_throughput(port, size, count).await;
+                if let Some(server) = &nats {
+                    let cpu = common::cpu_time(server.pid());
+                    let (rate, lost) = nats_throughput(server.addr.port(), size, count).await;
                     (theirs, their_lost) = (theirs.max(rate), their_lost + lost);
+                    their_cpu = their_cpu.min(per_message(common::cpu_time(server.pid()) - cpu, count));
                 }
                 let before = (
                     router.metric(IN_MESSAGES).await,
                     router.metric(OUT_MESSAGES).await,
                 );
+                let cpu = common::cpu_time(router.pid());
                 let (rate, lost) = nats_throughput(eventyard_port, size, count).await;
                 (ours, our_lost) = (ours.max(rate), our_lost + lost);
+                our_cpu = our_cpu.min(per_message(common::cpu_time(router.pid()) - cpu, count));
                 let received = router.metric(IN_MESSAGES).await - before.0;
                 let written = router.metric(OUT_MESSAGES).await - before.1;
                 not_received += count as u64 - received.min(count as u64);
@@ -99,9 +105,11 @@ pub fn run() {
             }
             let note = if nats.is_some() {
                 format!(
-                    "nats-server {theirs:.0} msg/s; ratio {:.2}x; unseen of {}: {our_lost} / {their_lost}; \
+                    "nats-server {theirs:.0} msg/s; ratio {:.2}x; server cpu {our_cpu:.2} µs/msg, nats-server \
+                     {their_cpu:.2} ({:.2}x); unseen of {}: {our_lost} / {their_lost}; \
                      gateway: not received {not_received}, received but not written {not_written}",
                     ours / theirs,
+                    our_cpu / their_cpu,
                     3 * count
                 )
             } else {
@@ -127,6 +135,11 @@ pub fn run() {
         }
         routed_to_files(nats.as_ref()).await;
     });
+}
+
+/// `cpu` spent on `count` messages, in microseconds each.
+fn per_message(cpu: Duration, count: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / count as f64
 }
 
 /// Publish → subscribe of 1 KiB messages through a router whose `>` route also writes every

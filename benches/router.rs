@@ -57,7 +57,7 @@ struct Run {
 /// Drives `CLIENTS` clients posting `body` (a batch of `BATCH` events) to `url` for `DURATION`.
 async fn post_load(url: &str, body: &Bytes) -> Run {
     let client = reqwest::Client::new();
-    let (started, cpu) = (Instant::now(), common::cpu_time());
+    let (started, cpu) = (Instant::now(), common::cpu_time(std::process::id()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
         let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
@@ -85,7 +85,7 @@ async fn post_load(url: &str, body: &Bytes) -> Run {
     latencies.sort();
     let events = (latencies.len() * BATCH) as f64;
     let rate = events / started.elapsed().as_secs_f64();
-    let cpu_per_event = (common::cpu_time() - cpu).as_secs_f64() * 1e6 / events;
+    let cpu_per_event = (common::cpu_time(std::process::id()) - cpu).as_secs_f64() * 1e6 / events;
     Run { acknowledged: rate, delivered: rate, latencies, cpu_per_event }
 }
 
@@ -116,12 +116,12 @@ async fn eventyard_under_load(routes: &str, body: &Bytes) -> Run {
     );
     let config = Config::from_toml(&config).expect("bench config is valid");
     let running = eventyard::server::start(config).await.expect("router starts");
-    let (started, cpu) = (Instant::now(), common::cpu_time());
+    let (started, cpu) = (Instant::now(), common::cpu_time(std::process::id()));
     let mut run = post_load(&format!("http://{}/v1/events/bench.load", running.http_addr), body).await;
     let events = (run.latencies.len() * BATCH) as f64;
     running.shutdown().await;
     run.delivered = events / started.elapsed().as_secs_f64();
-    run.cpu_per_event = (common::cpu_time() - cpu).as_secs_f64() * 1e6 / events;
+    run.cpu_per_event = (common::cpu_time(std::process::id()) - cpu).as_secs_f64() * 1e6 / events;
     run
 }
 

@@ -96,7 +96,7 @@ impl Broker for EmbeddedBroker {
         let (targets, _in_flight) = self.targets(&event.subject);
         let (mut delivered, mut routed) = (0, false);
         for subscriber in &targets {
-            match subscriber.deliver(&event).await? {
+            match super::deliver(subscriber.as_ref(), &event).await? {
                 Accepted::Routed => (delivered, routed) = (delivered + 1, true),
                 Accepted::Delivered => delivered += 1,
                 Accepted::Passed => {}
@@ -106,7 +106,7 @@ impl Broker for EmbeddedBroker {
             && let Some(unrouted) = self.unrouted.get()
             && routable(&event.subject)
         {
-            unrouted.deliver(&event).await?;
+            super::deliver(unrouted.as_ref(), &event).await?;
         }
         Ok(PublishAck { delivered, elsewhere: false })
     }

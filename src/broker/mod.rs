@@ -55,6 +55,22 @@ pub trait Subscriber: Send + Sync {
     /// Accepts `event`; returns only once the event is safely queued (or refused), saying whether
     /// it took the event or let it by.
     async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal>;
+
+    /// [`Subscriber::deliver`] at once, for a subscriber that this time need not wait (a client's
+    /// outbound buffer, a counter); `None` when it must be delivered to. Spares the broker a boxed
+    /// future per delivery on the gateway's hot path. Whoever implements it implements `deliver`
+    /// with it, so the two cannot differ.
+    fn deliver_now(&self, _event: &Event) -> Option<Result<Accepted, Refusal>> {
+        None
+    }
+}
+
+/// Delivers `event` to `subscriber`: at once when it can take it so, else awaited.
+pub(crate) async fn deliver(subscriber: &dyn Subscriber, event: &Event) -> Result<Accepted, Refusal> {
+    match subscriber.deliver_now(event) {
+        Some(accepted) => accepted,
+        None => subscriber.deliver(event).await,
+    }
 }
 
 /// What a subscriber did with an event it accepted.

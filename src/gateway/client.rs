@@ -303,6 +303,18 @@ struct ClientSubscription {
 #[async_trait]
 impl Subscriber for ClientSubscription {
     async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
+        self.write(event)
+    }
+
+    fn deliver_now(&self, event: &Event) -> Option<Result<Accepted, Refusal>> {
+        Some(self.write(event))
+    }
+}
+
+impl ClientSubscription {
+    /// Writes `event` to the client's outbound buffer as a MSG or HMSG, unless the subscription
+    /// lets it by; never waits.
+    fn write(&self, event: &Event) -> Result<Accepted, Refusal> {
         if !self.echo && event.nats.as_ref().is_some_and(|envelope| envelope.client == self.client) {
             return Ok(Accepted::Passed);
         }

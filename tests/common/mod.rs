@@ -303,10 +303,10 @@ pub async fn post_batch(client: &reqwest::Client, url: &str, body: impl Into<req
         .expect("the router answers")
 }
 
-/// CPU time this process has used, user and system, from `/proc/self/stat` (in clock ticks of
+/// CPU time process `pid` has used, user and system, from `/proc/<pid>/stat` (in clock ticks of
 /// 10 ms): the cost of work that throughput on a shared machine hides.
-pub fn cpu_time() -> std::time::Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");

@@ -69,7 +69,7 @@ impl EventSubjects {
                 };
                 for event in events {
                     // At most once, as core NATS: a subscriber that refuses loses the message.
-                    let _ = subscriber.deliver(&event).await;
+                    let _ = crate::broker::deliver(subscriber.as_ref(), &event).await;
                 }
             }
             let _ = messages.unsubscribe().await;
