@@ -1,10 +1,13 @@
 //! [`FileSink`]: appends each event as one line of CloudEvents structured JSON to a file under a
 //! root directory, by default `{subject}/{routingkey}/{yyyy}/{mm}/{dd}/{HH}/events.jsonl` (seed
 //! 002: topic, routing key, UTC hour). The layout and the bytes are those of the Wasm `file-sink`
-//! plugin (plugins/file-sink), so either can take the other's place behind the `Sink` trait.
+//! plugin (plugins/file-sink), so either can take the other's place behind the `Sink` trait; but
+//! an event still as it arrived in structured JSON is written as it came (the same JSON value, its
+//! members in the sender's order: `codec::structured::write`).
 //!
-//! Owns: path templates and the sanitising of what events put into them, grouping a batch by file,
-//! a small LRU of open append handles, whole-line appends and the fsync policy.
+//! Owns: path templates and the sanitising of what events put into them, grouping a batch by file
+//! (one buffer a file, the largest kept for the next batch), a small LRU of open append handles,
+//! whole-line appends and the fsync policy.
 //!
 //! Never:
 //! - writes outside `root`: a routing subject or routing key that could climb out or hide a file
