@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -211,6 +211,21 @@ impl SinkQueue {
         true
     }
 
+    /// Queues `event` if the queue, open, has room for it (`None`), or hands back the locked state
+    /// for the overflow policy; refused once the queue is closed.
+    fn queue_if_room(&self, event: &mut Option<Event>, bytes: usize) -> Result<Option<MutexGuard<'_, State>>, Refusal> {
+        let mut state = self.state.lock().map_err(|_| self.closed())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed());
+        }
+        if !self.try_queue(&mut state, event, bytes) {
+            return Ok(Some(state));
+        }
+        drop(state);
+        self.not_empty.notify_one();
+        Ok(None)
+    }
+
     /// Queues `event`, applying the overflow policy when a bound is reached.
     ///
     /// # Cancel safety
@@ -219,21 +234,21 @@ impl SinkQueue {
         let bytes = event.size();
         let mut deadline = None;
         let mut event = Some(event);
+        // The usual case, room at once, without registering as a waiter on either `Notify` (each
+        // registration and its removal take their lock). Otherwise the loop registers first and
+        // then looks again, so no room made in between is missed.
+        if self.queue_if_room(&mut event, bytes)?.is_none() {
+            return Ok(());
+        }
         loop {
             let (room, budget_room) = (self.not_full.notified(), self.budget.room.notified());
             tokio::pin!(room, budget_room);
             room.as_mut().enable();
             budget_room.as_mut().enable();
             {
-                let mut state = self.state.lock().map_err(|_| self.closed())?;
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(self.closed());
-                }
-                if self.try_queue(&mut state, &mut event, bytes) {
-                    drop(state);
-                    self.not_empty.notify_one();
+                let Some(mut state) = self.queue_if_room(&mut event, bytes)? else {
                     return Ok(());
-                }
+                };
                 match state.limits.overflow {
                     OverflowPolicy::Block => {
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + state.limits.block_timeout);
