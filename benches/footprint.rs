@@ -13,23 +13,13 @@ use bytes::Bytes;
 use crate::common;
 
 use common::bench_row as row;
-use common::memory::{per_idle_connection, resident};
+use common::memory::{growth, per_idle_connection};
 use common::nats::NatsServer;
 use common::router::RouterProcess;
 
 const IDLE_CONNECTIONS: usize = 2000;
 const EVENTS: usize = 100_000;
 const PAYLOAD: usize = 1024;
-
-/// What `work` grows process `pid`'s resident memory by, once it has settled.
-async fn growth(pid: u32, work: impl std::future::Future<Output = ()>) -> u64 {
-    // Settling time for a measurement, not a wait for an event.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = resident(pid);
-    work.await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    resident(pid).saturating_sub(before)
-}
 
 /// Publishes `EVENTS` messages of `PAYLOAD` bytes on `bench.queued` to `port` and flushes.
 async fn publish(port: u16) {
@@ -80,7 +70,7 @@ async fn connection_cost() -> (f64, f64) {
 /// Eventyard's bytes per event on a sink queue, and nats-server's per message in a memory stream.
 async fn queued_event_cost() -> (f64, f64) {
     let router = stuck_router();
-    let ours = growth(router.pid(), async {
+    let (ours, ()) = growth(router.pid(), async {
         publish(router.nats.expect("gateway").port()).await;
         // Every event is on the queue (one more is with the sink, retrying).
         while router.metric("eventyard_queue_depth_events{sink=\"stuck\"}").await < EVENTS as u64 - 1 {
@@ -102,7 +92,7 @@ async fn queued_event_cost() -> (f64, f64) {
         })
         .await
         .expect("a memory stream");
-    let theirs = growth(nats.pid(), async {
+    let (theirs, ()) = growth(nats.pid(), async {
         publish(nats.addr.port()).await;
         let mut stream = stream;
         while stream.info().await.expect("stream info").state.messages < EVENTS as u64 {

@@ -358,7 +358,7 @@ fn decode_object(
     let data_as_encoded = match (known.data, known.data_base64) {
         (None, None) => true,
         (Some(_), None) => {
-            known.datacontenttype.is_some_and(|_| attributes.datacontenttype.as_deref().is_some_and(is_json_media_type))
+            known.datacontenttype.is_some() && attributes.datacontenttype.as_deref().is_some_and(is_json_media_type)
         }
         _ => false,
     };
