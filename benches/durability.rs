@@ -12,7 +12,7 @@ use crate::common;
 
 use common::bench_row as row;
 use common::crash::{KillAt, kill_loop};
-use common::load::{Over, batch_load, jetstream_direct, load};
+use common::load::{Over, Storing, batch_load, jetstream_direct, load};
 use common::nats::NatsCluster;
 
 const KILLS: usize = 20;
@@ -48,7 +48,7 @@ pub async fn run() {
     let note = format!("{:.2}x no durability; delivered {delivered:.0}/s", acked / plain_nats);
     row("NATS PUBs, fsync = \"always\", acknowledged", acked, "events/s", &note);
     let jetstream = NatsCluster::start(1).await;
-    let direct = jetstream_direct(&jetstream, 1).await;
+    let direct = jetstream_direct(&jetstream, 1, Storing::EventPerMessage).await;
     drop(jetstream);
     row("JetStream direct, 1 node, acknowledged", direct, "events/s", "async-nats into a file stream, the peer");
 }

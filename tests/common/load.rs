@@ -254,15 +254,27 @@ async fn delivered_so_far(client: &reqwest::Client, base: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The peer: async-nats publishing the same 1 KiB events (their JSON as the payload, a message id
-/// each) straight into a work-queue stream with `replicas`, from as many clients as the load has,
-/// each with as many publishes in flight as a router has per batch. Events/s acknowledged.
-pub async fn jetstream_direct(cluster: &super::nats::NatsCluster, replicas: usize) -> f64 {
+/// How the JetStream peer stores a client's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storing {
+    /// A message per event (a message id each), with as many publishes in flight as a router has
+    /// per batch.
+    EventPerMessage,
+    /// The whole batch as one message (its JSON array), one in flight: what a client that groups
+    /// its own events gets.
+    BatchPerMessage,
+}
+
+/// The peer: async-nats publishing the same 1 KiB events (their JSON as the payload) straight into
+/// a work-queue stream with `replicas`, from as many clients as the load has, `storing` them one way
+/// or the other. Events/s acknowledged.
+pub async fn jetstream_direct(cluster: &super::nats::NatsCluster, replicas: usize, storing: Storing) -> f64 {
     let jetstream = async_nats::jetstream::new(cluster.client().await);
+    let name = format!("bench_{storing:?}");
     jetstream
         .create_stream(async_nats::jetstream::stream::Config {
-            name: "bench_direct".into(),
-            subjects: vec!["bench.direct.>".into()],
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
             retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
             num_replicas: replicas,
             ..Default::default()
@@ -272,24 +284,33 @@ pub async fn jetstream_direct(cluster: &super::nats::NatsCluster, replicas: usiz
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
-        let jetstream = jetstream.clone();
+        let (jetstream, subject) = (jetstream.clone(), format!("{name}.load"));
         tasks.spawn(async move {
             let mut sent = 0;
             while started.elapsed() < DURATION {
-                let acks = futures_util::stream::iter(0..BATCH)
-                    .map(|i| {
-                        let event = serde_json::json!({
-                            "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
-                            "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": super::base64_kib(),
-                        });
-                        let publish = async_nats::jetstream::message::PublishMessage::build()
-                            .payload(event.to_string().into())
-                            .message_id(format!("c{c}-{sent}-{i}"));
-                        let jetstream = jetstream.clone();
-                        async move { jetstream.send_publish("bench.direct.load", publish).await.expect("sent").await }
+                let events = (0..BATCH).map(|i| {
+                    serde_json::json!({
+                        "specversion": "1.0", "id": format!("c{c}-{sent}-{i}"), "source": "/bench",
+                        "type": "bench.event", "time": "2026-11-23T10:00:00Z", "data_base64": super::base64_kib(),
                     })
-                    .buffered(64);
-                let acked: Vec<_> = acks.collect().await;
+                });
+                let publish = |payload: String, id: String| {
+                    let publish =
+                        async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(id);
+                    let (jetstream, subject) = (jetstream.clone(), subject.clone());
+                    async move { jetstream.send_publish(subject, publish).await.expect("sent").await }
+                };
+                let acked: Vec<_> = match storing {
+                    Storing::EventPerMessage => {
+                        let publishes =
+                            events.enumerate().map(|(i, event)| publish(event.to_string(), format!("c{c}-{sent}-{i}")));
+                        futures_util::stream::iter(publishes).buffered(64).collect().await
+                    }
+                    Storing::BatchPerMessage => {
+                        let batch = serde_json::Value::from(events.collect::<Vec<_>>());
+                        vec![publish(batch.to_string(), format!("c{c}-{sent}")).await]
+                    }
+                };
                 assert!(acked.iter().all(Result::is_ok), "JetStream stores the load");
                 sent += 1;
             }

@@ -56,23 +56,55 @@ fn arrivals(routers: &[&RouterProcess]) -> BTreeMap<u64, usize> {
     seen
 }
 
+fn numbered(n: u64) -> serde_json::Value {
+    json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": {"n": n}})
+}
+
+/// Waits up to a minute for events `0..n` to reach the sinks of `routers`; returns how often each
+/// arrived, the missing ones, and the number of duplicates.
+async fn arrivals_of(routers: &[&RouterProcess], n: u64) -> (BTreeMap<u64, usize>, Vec<u64>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let seen = arrivals(routers);
+        if seen.len() as u64 == n || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let missing: Vec<u64> = (0..n).filter(|n| !seen.contains_key(n)).collect();
+    let duplicates = seen.values().map(|count| count - 1).sum();
+    (seen, missing, duplicates)
+}
+
 /// Posts numbered event `n`, trying each router in turn until one accepts it (202); returns the
 /// refusals and errors it met on the way.
 async fn publish(client: &reqwest::Client, urls: &[String], n: u64) -> u64 {
-    let event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": {"n": n}});
+    let body = numbered(n).to_string();
+    post_until_accepted(client, urls, n as usize, "application/cloudevents+json", body).await
+}
+
+/// Posts `body` to the routers at `urls`, from the `first`th on, trying each in turn until one
+/// accepts it (202); returns the refusals and errors it met on the way.
+async fn post_until_accepted(
+    client: &reqwest::Client,
+    urls: &[String],
+    first: usize,
+    content_type: &str,
+    body: String,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for (retries, url) in urls.iter().cycle().skip(n as usize % urls.len()).enumerate() {
+    for (retries, url) in urls.iter().cycle().skip(first % urls.len()).enumerate() {
         let response = client
             .post(url)
-            .header("content-type", "application/cloudevents+json")
+            .header("content-type", content_type)
             .timeout(Duration::from_secs(20))
-            .body(event.to_string())
+            .body(body.clone())
             .send()
             .await;
         if response.is_ok_and(|r| r.status() == 202) {
             return retries as u64;
         }
-        assert!(Instant::now() < deadline, "no router accepted event {n} within a minute");
+        assert!(Instant::now() < deadline, "no router accepted {body:.60} within a minute");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     unreachable!("the router list cycles")
@@ -129,22 +161,64 @@ async fn two_routers_lose_nothing_when_a_router_and_a_nats_node_die() {
         retries += publish(&client, &urls, n).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        let seen = arrivals(&[&doomed, &survivor]);
-        if seen.len() as u64 == N || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let missing: Vec<u64> = (0..N).filter(|n| !seen.contains_key(n)).collect();
-    let duplicates: usize = seen.values().map(|count| count - 1).sum();
+    let (seen, missing, duplicates) = arrivals_of(&[&doomed, &survivor], N).await;
     println!(
         "cluster failover: {N} events acknowledged, {} delivered, {duplicates} duplicates, {retries} publish retries",
         seen.len()
     );
     assert!(missing.is_empty(), "events lost: {missing:?}");
     assert!(seen.keys().all(|n| *n < N), "only published events arrive");
+}
+
+/// Under load a router stores the events of many publishes as one message of the route stream (a
+/// group). Groups are kept as lone events are: with concurrent batches on two routers and one of
+/// them SIGKILLed mid-run, every acknowledged event reaches a sink, and the stream holds fewer
+/// messages than events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_in_groups_survive_a_router_killed_mid_run() {
+    const CLIENTS: u64 = 8;
+    const BATCHES: u64 = 25;
+    const SIZE: u64 = 50;
+    const N: u64 = CLIENTS * BATCHES * SIZE;
+    let cluster = NatsCluster::start(3).await;
+    let config = router_config(&cluster.servers_toml(), "");
+    let mut doomed = RouterProcess::start(&config);
+    let survivor = RouterProcess::start(&config);
+    let urls = vec![doomed.url("/v1/events/orders.new"), survivor.url("/v1/events/orders.new")];
+
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut publishers = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (urls, accepted) = (urls.clone(), accepted.clone());
+        publishers.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut retries = 0;
+            for b in 0..BATCHES {
+                let first = (c * BATCHES + b) * SIZE;
+                let batch = serde_json::Value::from((first..first + SIZE).map(numbered).collect::<Vec<_>>());
+                let batch_type = "application/cloudevents-batch+json";
+                retries += post_until_accepted(&client, &urls, (c + b) as usize, batch_type, batch.to_string()).await;
+                accepted.fetch_add(SIZE, std::sync::atomic::Ordering::Relaxed);
+            }
+            retries
+        });
+    }
+    eventually("a third of the load accepted", Duration::from_secs(60), || {
+        (accepted.load(std::sync::atomic::Ordering::Relaxed) >= N / 3).then_some(())
+    })
+    .await;
+    doomed.kill();
+    let retries: u64 = publishers.join_all().await.into_iter().sum();
+
+    let (_, missing, duplicates) = arrivals_of(&[&doomed, &survivor], N).await;
+    let jetstream = async_nats::jetstream::new(cluster.client().await);
+    let mut stream = jetstream.get_stream("eventyard_route_orders").await.expect("the route's stream");
+    let messages = stream.info().await.expect("stream info").state.last_sequence;
+    println!(
+        "groups: {N} events acknowledged in {messages} stored messages, {duplicates} duplicates, {retries} retries"
+    );
+    assert!(missing.is_empty(), "{} events lost, the first: {:?}", missing.len(), &missing[..missing.len().min(20)]);
+    assert!(messages < N / 4, "{N} events were stored in {messages} messages: hardly grouped");
 }
 
 /// Both routers pull the route: the work is shared, and a publish to either reaches NATS clients

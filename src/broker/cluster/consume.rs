@@ -1,9 +1,9 @@
 //! [`RouteConsumer`]: one router's share of a route's work. Pulls the route's stream through the
-//! durable consumer every router shares, hands each event to the route (the current
-//! [`Subscriber`], which a reload may swap), and acknowledges the message only once every copy of
-//! the event is done with ([`crate::completion`]): delivered or dead-lettered by every sink. An
-//! event the route refused, or a copy abandoned, is nak'ed and JetStream redelivers it, to this
-//! router or another; one still being worked on is kept ours by progress acks every half of
+//! durable consumer every router shares, hands each event of a message (one, or a group) to the
+//! route (the current [`Subscriber`], which a reload may swap), and acknowledges the message only
+//! once every copy of its events is done with ([`crate::completion`]): delivered or dead-lettered
+//! by every sink. A message with an event the route refused, or a copy abandoned, is nak'ed and
+//! JetStream redelivers it, to this router or another; one still being worked on is kept ours by progress acks every half of
 //! `ack_wait`. A router that dies acks nothing, and its events go to the others after `ack_wait`.
 
 use std::sync::{Arc, RwLock};
@@ -22,6 +22,10 @@ use crate::completion::{Completion, Outcome};
 /// How long a nak'ed event waits before JetStream offers it again.
 const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
 
+/// Most bytes one pull asks for (at least two of the cluster's largest messages): what a router
+/// holds of a route stream besides what its queues hold.
+const PULL_BYTES: usize = 4 * 1024 * 1024;
+
 /// A running consumer of one route stream.
 pub struct RouteConsumer {
     /// The route events go to; a reload that keeps the route puts the new one here.
@@ -31,17 +35,20 @@ pub struct RouteConsumer {
 
 impl RouteConsumer {
     /// Starts pulling `consumer` into `subscriber` on `tasks`; acks are tracked on `acks`.
+    /// `max_payload` is the cluster's largest message.
     pub fn start(
         stream: RouteStream,
         consumer: PullConsumer,
         subscriber: Arc<dyn Subscriber>,
         ack_wait: Duration,
+        max_payload: usize,
         tasks: &TaskTracker,
         acks: TaskTracker,
     ) -> RouteConsumer {
         let subscriber = Arc::new(RwLock::new(subscriber));
         let stop = CancellationToken::new();
-        let pull = Pull { stream, consumer, subscriber: subscriber.clone(), ack_wait, acks };
+        let pull_bytes = PULL_BYTES.max(2 * max_payload);
+        let pull = Pull { stream, consumer, subscriber: subscriber.clone(), ack_wait, pull_bytes, acks };
         tasks.spawn(pull.run(stop.clone()));
         RouteConsumer { subscriber, stop }
     }
@@ -52,6 +59,7 @@ struct Pull {
     consumer: PullConsumer,
     subscriber: Arc<RwLock<Arc<dyn Subscriber>>>,
     ack_wait: Duration,
+    pull_bytes: usize,
     acks: TaskTracker,
 }
 
@@ -61,7 +69,7 @@ impl Pull {
         while !stop.is_cancelled() {
             let messages = tokio::select! {
                 _ = stop.cancelled() => return,
-                messages = self.consumer.messages() => messages,
+                messages = self.consumer.stream().max_bytes_per_batch(self.pull_bytes).messages() => messages,
             };
             let mut messages = match messages {
                 Ok(messages) => messages,
@@ -90,11 +98,11 @@ impl Pull {
         }
     }
 
-    /// Hands one stored event to the route and leaves its acknowledgement to a task that waits
-    /// for the event's completion.
+    /// Hands the events of one stored message to the route and leaves the message's
+    /// acknowledgement to a task that waits for the completion of all of them.
     async fn handle(&self, message: Message) {
-        let mut event = match self.stream.decode(&message) {
-            Ok(event) => event,
+        let events = match self.stream.decode(&message) {
+            Ok(events) => events,
             Err(reason) => {
                 // Not an event a router stored: redelivering it cannot help.
                 tracing::error!(stream = %self.stream.name, subject = %message.subject, reason, "dropping a stored message that is no event");
@@ -103,16 +111,20 @@ impl Pull {
             }
         };
         let (completion, outcome) = Completion::new();
-        event.completion = Some(completion.clone());
         let subscriber = match self.subscriber.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        if let Err(refusal) = subscriber.deliver(&event).await {
-            tracing::debug!(stream = %self.stream.name, %refusal, "route refused a stored event; JetStream redelivers it");
-            completion.fail();
+        for mut event in events {
+            event.completion = Some(completion.clone());
+            if let Err(refusal) = subscriber.deliver(&event).await {
+                // The whole message comes again: the events of it the route took, a second time.
+                tracing::debug!(stream = %self.stream.name, %refusal, "route refused a stored event; JetStream redelivers its message");
+                completion.fail();
+                break;
+            }
         }
-        drop((event, completion));
+        drop(completion);
         self.acks.spawn(acknowledge(message, outcome, self.ack_wait));
     }
 }

@@ -3,8 +3,9 @@
 //! no protocol of Eventyard's own between routers.
 //!
 //! - **Routes** (durable subscriptions) live in JetStream: a publish stores the event in the stream
-//!   of every route its subject matches ([`stream::StreamWriter`]) and returns once JetStream has
-//!   acknowledged each, so `202`/`+OK` mean "stored on the cluster". Every router pulls each route
+//!   of every route its subject matches ([`writer::StreamWriter`]) and returns once JetStream has
+//!   acknowledged each, so `202`/`+OK` mean "stored on the cluster". Under load, the events of
+//!   many publishes are stored together as one message ([`group`]). Every router pulls each route
 //!   stream through one shared durable consumer ([`consume::RouteConsumer`]): the routers share the
 //!   work, and an event is acknowledged only when every sink of its route has it.
 //! - **Plain subscriptions** (gateway clients, `$SYS` requests) are served in-process for what this
@@ -18,9 +19,11 @@
 pub mod connect;
 mod consume;
 pub mod directory;
+mod group;
 pub mod remote;
 pub mod settings;
 pub mod stream;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +43,8 @@ use self::connect::Connections;
 use self::consume::RouteConsumer;
 use self::directory::{Change, RouteDirectory};
 use self::remote::EventSubjects;
-use self::stream::{RouteStream, StreamWriter};
+use self::stream::RouteStream;
+use self::writer::StreamWriter;
 use super::{
     Broker, EmbeddedBroker, NewSubscription, Pattern, PrepareError, PublishAck, PublishError, Settled, Subscriber,
     SubscriptionId,
@@ -174,12 +178,12 @@ impl NatsBroker {
 
     /// The writer of `route`'s stream; `foreign` for a route only other routers run.
     fn writer(&self, route: &str, foreign: bool) -> StreamWriter {
-        StreamWriter {
-            stream: RouteStream::new(&self.settings.subject_prefix, route),
-            jetstream: self.connections.jetstream.clone(),
-            publish_timeout: Duration::from_millis(self.settings.publish_timeout_ms),
+        StreamWriter::start(
+            RouteStream::new(&self.settings.subject_prefix, route),
+            self.connections.jetstream.clone(),
+            Duration::from_millis(self.settings.publish_timeout_ms),
             foreign,
-        }
+        )
     }
 
     /// Subscribes to what other routers publish: on the connection that skips this router's own
@@ -209,7 +213,9 @@ impl NatsBroker {
         };
         let stream = RouteStream::new(&self.settings.subject_prefix, name);
         let ack_wait = self.settings.ack_wait();
-        let running = RouteConsumer::start(stream, consumer, subscriber, ack_wait, &self.pulls, self.acks.clone());
+        let max_payload = self.connections.main.server_info().max_payload;
+        let running =
+            RouteConsumer::start(stream, consumer, subscriber, ack_wait, max_payload, &self.pulls, self.acks.clone());
         state.consumers.insert(name.to_owned(), running);
     }
 }

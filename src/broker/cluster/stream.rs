@@ -1,21 +1,19 @@
 //! Route streams: one JetStream stream per route, with work-queue retention, replicated, holding
 //! each event on `<prefix>.route.<route>.<subject>` until a router has finished it. This module
-//! makes the stream and its durable pull consumer ready, writes events in ([`StreamWriter`], a
-//! broker [`Subscriber`], so a publish is acknowledged only once JetStream has every copy it
-//! needs) and turns stored messages back into events. It never runs a route.
+//! makes the stream and its durable pull consumer ready and says what a stored message is: the
+//! message that holds one event or a group of them ([`super::group`]), and the events a message
+//! holds. It never stores nor runs anything itself ([`super::writer`], [`super::consume`]).
 
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::connect::ClusterError;
+use super::group::{self, Frame, GROUP_HEADER};
 use super::settings::BrokerSettings;
-use crate::broker::{Accepted, Refusal, Subscriber};
 use crate::codec::nats as binding;
 use crate::event::Event;
 
@@ -111,24 +109,59 @@ impl RouteStream {
         ClusterError::Other(format!("{what} stream `{}`: {err}", self.name))
     }
 
-    /// The event a stored message holds: its subject after the stream's prefix, its context from
-    /// the `ce-` headers (CloudEvents binary mode), its data the payload.
-    pub fn decode(&self, message: &async_nats::Message) -> Result<Event, String> {
+    /// The message that stores `frames` under the message id `id`: for one event, its data with its
+    /// context as `ce-` headers (CloudEvents binary mode) on `<prefix>.route.<route>.<subject>`; for
+    /// several, a group on the first one's subject.
+    pub fn message(&self, frames: &[Frame], id: &str) -> StoredMessage {
+        let (first, payload, mut headers) = match frames {
+            [alone] => (alone, alone.data.clone(), binding::header_map(&alone.headers)),
+            [first, ..] => {
+                let mut headers = HeaderMap::new();
+                headers.insert(GROUP_HEADER, frames.len().to_string().as_str());
+                (first, group::encode(frames), headers)
+            }
+            [] => unreachable!("a stored message holds at least one event"),
+        };
+        headers.insert("Nats-Msg-Id", id);
+        StoredMessage { subject: format!("{}{}", self.subject_prefix, first.subject), headers, payload }
+    }
+
+    /// The events a stored message holds, in the order they were stored.
+    pub fn decode(&self, message: &async_nats::Message) -> Result<Vec<Event>, String> {
         let subject = message
             .subject
             .strip_prefix(self.subject_prefix.as_str())
             .ok_or_else(|| format!("subject `{}` is outside stream `{}`", message.subject, self.name))?;
-        let headers = message.headers.as_ref().map(binding::header_block);
-        let mut events = binding::decode(subject.to_owned(), None, headers, message.payload.clone(), 0)
-            .map_err(|err| err.to_string())?;
-        let mut event = match events.len() {
-            1 => events.remove(0),
-            n => return Err(format!("a stored message holds {n} events, not one")),
+        let grouped = message.headers.as_ref().and_then(|headers| headers.get(GROUP_HEADER));
+        let Some(count) = grouped else {
+            let headers = message.headers.as_ref().map(binding::header_block);
+            return Ok(vec![stored_event(subject.to_owned(), headers, message.payload.clone())?]);
         };
-        // Stored by a router, not sent by a NATS client: it goes on with its context, not as it came.
-        event.nats = None;
-        Ok(event)
+        let count = count.as_str().parse().map_err(|_| format!("`{GROUP_HEADER}: {count}` is no number"))?;
+        group::decode(message.payload.clone(), count)?
+            .into_iter()
+            .map(|frame| stored_event(frame.subject, Some(frame.headers), frame.data))
+            .collect()
     }
+}
+
+/// A message as a router stores it in a route stream.
+pub struct StoredMessage {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// The event of `subject`, its context a header block and its data `payload`, as a router stored it.
+fn stored_event(subject: String, headers: Option<Bytes>, payload: Bytes) -> Result<Event, String> {
+    let mut events = binding::decode(subject, None, headers, payload, 0).map_err(|err| err.to_string())?;
+    let mut event = match events.len() {
+        1 => events.remove(0),
+        n => return Err(format!("a stored event decodes to {n} events, not one")),
+    };
+    // Stored by a router, not sent by a NATS client: it goes on with its context, not as it came.
+    event.nats = None;
+    Ok(event)
 }
 
 /// The stream `config` names: the one that exists, or a new one (or the one another router made at
@@ -164,96 +197,65 @@ pub fn message_id(event: &Event) -> String {
     format!("{} {}", event.context.source, event.context.id)
 }
 
-/// An event as a stored message's headers: its context in CloudEvents binary mode.
-fn stored_headers(event: &Event) -> HeaderMap {
-    let mut headers = binding::header_map(&binding::context_headers(event));
-    headers.insert("Nats-Msg-Id", message_id(event).as_str());
-    headers
-}
-
-/// Writes a route's events into its stream: the broker subscription that stands for a route on
-/// the publishing side. Returns once JetStream has stored the event (on its replicas), retrying
-/// through a failover until `publish_timeout`.
-pub struct StreamWriter {
-    pub stream: RouteStream,
-    pub jetstream: jetstream::Context,
-    pub publish_timeout: Duration,
-    /// A route another router runs (learnt from the directory): if its stream is gone, so is the
-    /// route, and the event is not refused for it.
-    pub foreign: bool,
-}
-
-#[async_trait]
-impl Subscriber for StreamWriter {
-    async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
-        let subject = format!("{}{}", self.stream.subject_prefix, event.subject);
-        let headers = stored_headers(event);
-        let deadline = Instant::now() + self.publish_timeout;
-        let mut wait = Duration::from_millis(50);
-        loop {
-            let error = match self.store(&subject, headers.clone(), event.data.clone()).await {
-                Ok(()) => return Ok(Accepted::Routed),
-                Err(StoreError::Missing) if self.foreign => {
-                    tracing::warn!(stream = %self.stream.name, "the directory names a route whose stream is gone");
-                    return Ok(Accepted::Passed);
-                }
-                Err(error) => error.to_string(),
-            };
-            if Instant::now() + wait >= deadline {
-                return Err(Refusal::Unavailable { what: format!("stream `{}`", self.stream.name), reason: error });
-            }
-            tracing::debug!(stream = %self.stream.name, error, "JetStream did not store the event yet, retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(1));
-        }
-    }
-}
-
-impl StreamWriter {
-    async fn store(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<(), StoreError> {
-        let publish = PublishMessage::build().headers(headers).payload(payload);
-        let ack = self.jetstream.send_publish(subject.to_owned(), publish).await?;
-        ack.await.map(|_| ()).map_err(StoreError::from)
-    }
-}
-
-/// Why JetStream did not store an event.
-#[derive(Debug, thiserror::Error)]
-enum StoreError {
-    #[error("no stream takes the subject")]
-    Missing,
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<jetstream::context::PublishError> for StoreError {
-    fn from(err: jetstream::context::PublishError) -> Self {
-        match err.kind() {
-            jetstream::context::PublishErrorKind::StreamNotFound => StoreError::Missing,
-            _ => StoreError::Failed(err.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(message: StoredMessage) -> async_nats::Message {
+        let StoredMessage { subject, headers, payload } = message;
+        let length = payload.len();
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload,
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length,
+        }
+    }
 
     #[test]
     fn a_stored_event_comes_back_as_it_was() {
         let event = crate::event::full_event();
         let stream = RouteStream::new("eventyard", "all");
         assert_eq!(stream.name, "eventyard_route_all");
-        let message = async_nats::Message {
-            subject: format!("{}{}", stream.subject_prefix, event.subject).into(),
-            reply: None,
-            payload: event.data.clone(),
-            headers: Some(stored_headers(&event)),
-            status: None,
-            description: None,
-            length: 0,
-        };
         assert_eq!(message_id(&event), "/dss e1");
-        assert_eq!(stream.decode(&message).unwrap(), event);
+        let message = stream.message(&[Frame::of(&event)], &message_id(&event));
+        assert_eq!(message.subject, format!("eventyard.route.all.{}", event.subject));
+        assert_eq!(message.headers.get("Nats-Msg-Id").unwrap().as_str(), "/dss e1");
+        assert_eq!(message.headers.get("ce-id").unwrap().as_str(), "e1", "one event is stored in binary mode");
+        assert_eq!(stream.decode(&stored(message)).unwrap(), [event]);
+    }
+
+    #[test]
+    fn a_group_comes_back_as_its_events_in_order() {
+        let stream = RouteStream::new("eventyard", "all");
+        let events: Vec<Event> = (0..3)
+            .map(|n| {
+                let mut event = crate::event::full_event();
+                event.context.id = format!("e{n}");
+                event.subject = format!("orders.{n}");
+                event.data = Bytes::from(vec![n as u8; n * 100]);
+                event
+            })
+            .collect();
+        let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
+        let message = stream.message(&frames, "writer:7");
+        assert_eq!(message.subject, "eventyard.route.all.orders.0");
+        assert_eq!(message.headers.get(GROUP_HEADER).unwrap().as_str(), "3");
+        assert_eq!(stream.decode(&stored(message)).unwrap(), events);
+    }
+
+    #[test]
+    fn a_group_that_lies_about_its_size_is_refused() {
+        let stream = RouteStream::new("eventyard", "all");
+        let frames = vec![Frame::of(&crate::event::full_event()); 2];
+        let mut message = stream.message(&frames, "w:1");
+        message.headers.insert(GROUP_HEADER, "3");
+        assert!(stream.decode(&stored(message)).unwrap_err().contains("holds 2"));
+        let mut message = stream.message(&frames, "w:2");
+        message.headers.insert(GROUP_HEADER, "two");
+        assert!(stream.decode(&stored(message)).unwrap_err().contains("no number"));
     }
 }
