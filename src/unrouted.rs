@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock, Weak};
 use async_trait::async_trait;
 
 use crate::broker::{Accepted, Broker, Refusal, Subscriber};
+use crate::codec::nats::PlainMessage;
 use crate::event::Event;
 
 /// Unrouted events are dead-lettered on `$DLQ.unrouted`.
@@ -75,15 +76,25 @@ impl UnroutedEvents {
     }
 }
 
-#[async_trait]
-impl Subscriber for UnroutedEvents {
-    /// Counting alone never waits.
-    fn deliver_now(&self, event: &Event) -> Option<Result<Accepted, Refusal>> {
+impl UnroutedEvents {
+    /// Counting alone never waits; a dead letter does, and needs the event.
+    fn count_only(&self, subject: &str) -> Option<Result<Accepted, Refusal>> {
         if self.dead_letter.load(Ordering::Relaxed) {
             return None;
         }
-        self.count(&event.subject);
+        self.count(subject);
         Some(Ok(Accepted::Passed))
+    }
+}
+
+#[async_trait]
+impl Subscriber for UnroutedEvents {
+    fn deliver_now(&self, event: &Event) -> Option<Result<Accepted, Refusal>> {
+        self.count_only(&event.subject)
+    }
+
+    fn deliver_message_now(&self, message: &PlainMessage) -> Option<Result<Accepted, Refusal>> {
+        self.count_only(&message.subject)
     }
 
     async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {

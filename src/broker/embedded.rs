@@ -14,9 +14,10 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{
-    Accepted, Broker, NewSubscription, Pattern, PublishAck, PublishError, Settled, Subscriber, SubscriptionId,
+    Accepted, Broker, NewSubscription, Pattern, PublishAck, PublishError, Refusal, Settled, Subscriber, SubscriptionId,
     SubscriptionIndex,
 };
+use crate::codec::nats::PlainMessage;
 use crate::event::Event;
 
 /// The subscribers one publish goes to; most publishes have a few, kept off the heap.
@@ -88,15 +89,14 @@ impl EmbeddedBroker {
             state.index.remove(&pattern, id.0);
         }
     }
-}
 
-#[async_trait]
-impl Broker for EmbeddedBroker {
-    async fn publish(&self, event: Event) -> Result<PublishAck, PublishError> {
-        let (targets, _in_flight) = self.targets(&event.subject);
+    /// Delivers `publication` to every subscriber of its subject, then, if no route took it, to
+    /// the unrouted subscriber.
+    async fn publish_to_all(&self, mut publication: Publication<'_>) -> Result<PublishAck, PublishError> {
+        let (targets, _in_flight) = self.targets(publication.subject());
         let (mut delivered, mut routed) = (0, false);
         for subscriber in &targets {
-            match super::deliver(subscriber.as_ref(), &event).await? {
+            match publication.deliver_to(subscriber.as_ref()).await? {
                 Accepted::Routed => (delivered, routed) = (delivered + 1, true),
                 Accepted::Delivered => delivered += 1,
                 Accepted::Passed => {}
@@ -104,11 +104,54 @@ impl Broker for EmbeddedBroker {
         }
         if !routed
             && let Some(unrouted) = self.unrouted.get()
-            && routable(&event.subject)
+            && routable(publication.subject())
         {
-            super::deliver(unrouted.as_ref(), &event).await?;
+            publication.deliver_to(unrouted.as_ref()).await?;
         }
         Ok(PublishAck { delivered, elsewhere: false })
+    }
+}
+
+/// What one publish delivers: an event, or a plain NATS message and, once a subscriber needed
+/// it, the event made of it.
+enum Publication<'a> {
+    Event(&'a Event),
+    Message(&'a PlainMessage, Option<Box<Event>>),
+}
+
+impl Publication<'_> {
+    fn subject(&self) -> &str {
+        match self {
+            Publication::Event(event) => &event.subject,
+            Publication::Message(message, _) => &message.subject,
+        }
+    }
+
+    async fn deliver_to(&mut self, subscriber: &dyn Subscriber) -> Result<Accepted, Refusal> {
+        match self {
+            Publication::Event(event) => super::deliver(subscriber, event).await,
+            Publication::Message(message, made) => {
+                if let Some(accepted) = subscriber.deliver_message_now(message) {
+                    return accepted;
+                }
+                let event = match made {
+                    Some(event) => event,
+                    None => made.insert(Box::new(super::event_of((*message).clone())?)),
+                };
+                super::deliver(subscriber, event).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for EmbeddedBroker {
+    async fn publish(&self, event: Event) -> Result<PublishAck, PublishError> {
+        self.publish_to_all(Publication::Event(&event)).await
+    }
+
+    async fn publish_message(&self, message: PlainMessage) -> Result<PublishAck, PublishError> {
+        self.publish_to_all(Publication::Message(&message, None)).await
     }
 
     fn subscribe(
@@ -165,7 +208,6 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::broker::Refusal;
 
     #[derive(Default)]
     struct Collect(Mutex<Vec<String>>);
@@ -188,6 +230,64 @@ mod tests {
     }
 
     use crate::broker::test_event as event;
+
+    /// Takes plain messages as they are, and counts what came as a message and as an event.
+    #[derive(Default)]
+    struct Passer {
+        messages: AtomicU64,
+        events: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Subscriber for Passer {
+        async fn deliver(&self, _: &Event) -> Result<Accepted, Refusal> {
+            self.events.fetch_add(1, Ordering::Relaxed);
+            Ok(Accepted::Delivered)
+        }
+
+        fn deliver_message_now(&self, _: &PlainMessage) -> Option<Result<Accepted, Refusal>> {
+            self.messages.fetch_add(1, Ordering::Relaxed);
+            Some(Ok(Accepted::Delivered))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_message_becomes_an_event_only_for_a_subscriber_that_needs_one() {
+        let broker = EmbeddedBroker::new();
+        let (passers, route) =
+            ([Arc::new(Passer::default()), Arc::new(Passer::default())], Arc::new(crate::broker::Collect::default()));
+        broker.subscribe(Pattern::new("orders.*").unwrap(), None, passers[0].clone());
+        broker.subscribe(Pattern::new(">").unwrap(), None, passers[1].clone());
+        broker.subscribe(Pattern::new("orders.>").unwrap(), None, route.clone());
+        let message = |subject: &str| PlainMessage {
+            subject: subject.into(),
+            reply: Some("_INBOX.1".into()),
+            payload: bytes::Bytes::from_static(b"hi"),
+            client: 7,
+        };
+        let ack = broker.publish_message(message("audit.x")).await.unwrap();
+        assert_eq!(ack.delivered, 1);
+        assert_eq!(passers[1].messages.load(Ordering::Relaxed), 1);
+        assert!(route.0.lock().unwrap().is_empty());
+
+        let ack = broker.publish_message(message("orders.new")).await.unwrap();
+        assert_eq!(ack.delivered, 3);
+        let counts = |p: &Passer| (p.messages.load(Ordering::Relaxed), p.events.load(Ordering::Relaxed));
+        assert_eq!((counts(&passers[0]), counts(&passers[1])), ((1, 0), (2, 0)), "NATS clients get the message");
+        let events = route.0.lock().unwrap().clone();
+        let [event] = &events[..] else { panic!("the route gets one event: {events:?}") };
+        let expected = message("orders.new").into_event().unwrap();
+        assert_eq!((&event.subject, &event.data, &event.nats), (&expected.subject, &expected.data, &expected.nats));
+        assert_eq!(
+            (event.context.source.as_str(), event.context.ty.as_str()),
+            ("/eventyard/nats", crate::codec::RAW_TYPE)
+        );
+
+        // Publishers check subjects first; a message that still makes no event is refused.
+        let invalid = broker.publish_message(message("orders.\u{0}")).await;
+        assert!(matches!(invalid, Err(PublishError::Refused(Refusal::Unavailable { .. }))), "{invalid:?}");
+        assert_eq!(route.0.lock().unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn publishes_reach_matching_subscribers_and_one_member_per_queue_group() {

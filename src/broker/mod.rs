@@ -26,6 +26,7 @@ pub use embedded::EmbeddedBroker;
 pub use index::SubscriptionIndex;
 pub use subject::{Pattern, Subject, SubjectError};
 
+use crate::codec::nats::PlainMessage;
 use crate::event::Event;
 
 /// Identifies one subscription for [`Broker::unsubscribe`].
@@ -63,6 +64,14 @@ pub trait Subscriber: Send + Sync {
     fn deliver_now(&self, _event: &Event) -> Option<Result<Accepted, Refusal>> {
         None
     }
+
+    /// [`Subscriber::deliver_now`] of a plain NATS message, taken as it is, for a subscriber that
+    /// needs no event for it (a NATS client's subscription writes the message, a counter counts
+    /// it); `None` when it needs the event, which the broker then makes. Whoever implements it
+    /// delivers what `deliver_now` delivers of the event the message stands for.
+    fn deliver_message_now(&self, _message: &PlainMessage) -> Option<Result<Accepted, Refusal>> {
+        None
+    }
 }
 
 /// Delivers `event` to `subscriber`: at once when it can take it so, else awaited.
@@ -83,6 +92,12 @@ pub enum Accepted {
     /// It let the event by: not for it after all (a route's routing key or handlers filtered it
     /// out, a client's permissions or `echo` kept it from the client).
     Passed,
+}
+
+/// The event `message` stands for. Its subject is checked before it is published, so what can
+/// still fail is the host's clock: the router cannot take the message then.
+fn event_of(message: PlainMessage) -> Result<Event, Refusal> {
+    message.into_event().map_err(|err| Refusal::Unavailable { what: "the event".into(), reason: err.to_string() })
 }
 
 /// What a successful publish did.
@@ -120,6 +135,13 @@ pub trait Broker: Send + Sync {
             self.publish(event).await.map_err(|err| (accepted, err))?;
         }
         Ok(())
+    }
+
+    /// [`Broker::publish`] of the event `message` stands for ([`PlainMessage::into_event`]). A
+    /// broker may make that event only for a subscriber that needs it: NATS clients take the
+    /// message as it is.
+    async fn publish_message(&self, message: PlainMessage) -> Result<PublishAck, PublishError> {
+        self.publish(event_of(message)?).await
     }
 
     /// Subscribes `subscriber` to `pattern`; with a `queue_group`, each event goes to one member.

@@ -36,7 +36,8 @@ use bytes::Bytes;
 use crate::event::Event;
 pub use raw::{raw, raw_of_type};
 pub use raw_attributes::{Locator, RawAttributes};
-use validate::{at, not_an_object_message, pointer, quote, validate_subject};
+pub use validate::validate_subject;
+use validate::{at, not_an_object_message, pointer, quote};
 
 /// Media type of a structured-mode request: one CloudEvent as a JSON object.
 pub const STRUCTURED_MEDIA_TYPE: &str = "application/cloudevents+json";

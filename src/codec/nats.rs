@@ -30,9 +30,7 @@ pub fn decode(
 ) -> Result<Events, DecodeError> {
     let Some(header_block) = &headers else {
         // The common case, and the fast one: a plain message is a raw event.
-        let mut event = super::raw(NATS_SOURCE, subject, payload, SystemTime::now())?;
-        event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
-        return Ok(smallvec::smallvec![event]);
+        return Ok(smallvec::smallvec![PlainMessage { subject, reply, payload, client }.into_event()?]);
     };
     let pairs = parse_headers(header_block);
     let content_type =
@@ -48,6 +46,27 @@ pub fn decode(
         event.nats = Some(Arc::new(NatsEnvelope { reply, headers, client }));
     }
     Ok(events)
+}
+
+/// A NATS message without headers, published by gateway client `client`, before it is made an
+/// event: subscribers that pass NATS messages on take it as it is, so the event it stands for need
+/// be made only for one that needs it (a route).
+#[derive(Debug, Clone)]
+pub struct PlainMessage {
+    pub subject: String,
+    pub reply: Option<String>,
+    pub payload: Bytes,
+    pub client: u64,
+}
+
+impl PlainMessage {
+    /// The raw event the message stands for, as [`decode`] makes it: its subject checked.
+    pub fn into_event(self) -> Result<Event, DecodeError> {
+        let PlainMessage { subject, reply, payload, client } = self;
+        let mut event = super::raw(NATS_SOURCE, subject, payload, SystemTime::now())?;
+        event.nats = Some(Arc::new(NatsEnvelope { reply, headers: None, client }));
+        Ok(event)
+    }
 }
 
 /// Gives the event of a raw message (no CloudEvents attributes: a plain message, or headers without

@@ -107,7 +107,7 @@ pub(super) fn validate_extension_name(index: Option<usize>, name: &str) -> Resul
 }
 
 /// The routing subject: a literal NATS subject, since publishing needs one.
-pub(super) fn validate_subject(subject: &str) -> Result<(), DecodeError> {
+pub fn validate_subject(subject: &str) -> Result<(), DecodeError> {
     if plainly_valid_subject(subject) {
         return Ok(());
     }

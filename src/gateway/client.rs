@@ -26,7 +26,8 @@ use super::protocol::{self, ClientOp, Parser};
 use super::{Listener, Shared};
 use crate::auth::{AuthRequest, Protocol};
 use crate::broker::account::Namespace;
-use crate::broker::{Accepted, Pattern, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::broker::{Accepted, Pattern, PublishAck, PublishError, Refusal, Subscriber, SubscriptionId};
+use crate::codec::nats::PlainMessage;
 use crate::codec::{self, DecodeError};
 use crate::dead_letter;
 use crate::event::Event;
@@ -309,13 +310,34 @@ impl Subscriber for ClientSubscription {
     fn deliver_now(&self, event: &Event) -> Option<Result<Accepted, Refusal>> {
         Some(self.write(event))
     }
+
+    fn deliver_message_now(&self, message: &PlainMessage) -> Option<Result<Accepted, Refusal>> {
+        let PlainMessage { subject, reply, payload, client } = message;
+        Some(self.write_message(subject, Some(*client), reply.as_deref(), || None, payload))
+    }
 }
 
 impl ClientSubscription {
     /// Writes `event` to the client's outbound buffer as a MSG or HMSG, unless the subscription
     /// lets it by; never waits.
     fn write(&self, event: &Event) -> Result<Accepted, Refusal> {
-        if !self.echo && event.nats.as_ref().is_some_and(|envelope| envelope.client == self.client) {
+        let publisher = event.nats.as_ref().map(|envelope| envelope.client);
+        let headers = || codec::nats::headers_of(event);
+        self.write_message(&event.subject, publisher, codec::nats::reply_of(event), headers, &event.data)
+    }
+
+    /// Writes a message on `subject` (the broker's) from gateway client `publisher` to the
+    /// client's outbound buffer, unless the subscription lets it by; never waits. `headers` are
+    /// asked for only when the client takes headers.
+    fn write_message(
+        &self,
+        subject: &str,
+        publisher: Option<u64>,
+        reply: Option<&str>,
+        headers: impl FnOnce() -> Option<Bytes>,
+        data: &Bytes,
+    ) -> Result<Accepted, Refusal> {
+        if !self.echo && publisher == Some(self.client) {
             return Ok(Accepted::Passed);
         }
         // Without `UNSUB <sid> <max>`, no read-modify-write per message.
@@ -331,22 +353,21 @@ impl ClientSubscription {
                 left
             }
         };
-        let subject = event.subject.strip_prefix(&*self.prefix).unwrap_or(&event.subject);
+        let subject = subject.strip_prefix(&*self.prefix).unwrap_or(subject);
         if !self.permission.delivers(subject) {
             return Ok(Accepted::Passed);
         }
-        let headers = if self.headers { codec::nats::headers_of(event) } else { None };
-        let reply = codec::nats::reply_of(event);
+        let headers = if self.headers { headers() } else { None };
         if let (Some(responses), Some(reply)) = (&self.responses, reply) {
             responses.open(reply);
         }
-        self.outbound.send(|out| protocol::write_msg(out, subject, &self.sid, reply, headers.as_deref(), &event.data));
+        self.outbound.send(|out| protocol::write_msg(out, subject, &self.sid, reply, headers.as_deref(), data));
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let stats = &self.shared.stats;
         stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-        stats.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
+        stats.out_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.outbound.traffic.out_msgs.fetch_add(1, Ordering::Relaxed);
-        self.outbound.traffic.out_bytes.fetch_add(event.data.len() as u64, Ordering::Relaxed);
+        self.outbound.traffic.out_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         if left == 1
             && let Some(id) = self.id.get()
         {
@@ -355,6 +376,16 @@ impl ClientSubscription {
         // A slow client is disconnected; it never makes the publisher wait or fail.
         Ok(Accepted::Delivered)
     }
+}
+
+/// What the publishes of one PUB did.
+#[derive(Default)]
+struct Tally {
+    /// Subscriptions of this router that took it.
+    delivered: usize,
+    /// It also went to other routers of a cluster.
+    elsewhere: bool,
+    refused: Option<Refusal>,
 }
 
 /// One connection's state.
@@ -884,10 +915,23 @@ impl Client {
         self.received = (self.received.0 + 1, self.received.1 + payload.len() as u64);
         // The global account's subjects are the broker's own: no copy on that hot path.
         let internal = self.namespace.internal(subject);
+        let raw = self.listener.settings.raw.as_ref();
+        let stored = self.shared.broker.stores_publishes();
+        if headers.is_none() && raw.is_none() && !stored {
+            // The hot path: a plain message goes to the broker as it is, and the event it stands
+            // for is made only for a subscriber that needs one (a route), not for NATS clients.
+            if codec::validate_subject(&internal).is_err() {
+                return self.invalid_subject();
+            }
+            self.ok();
+            let message = PlainMessage { subject: internal, reply: reply.clone(), payload, client: self.id };
+            let published = self.shared.broker.publish_message(message).await;
+            let mut tally = Tally::default();
+            return self.count(published, &mut tally) && self.answer(tally, false, reply);
+        }
         // Only a message with headers, or one whose attributes come from its content, can fail to
         // decode past its subject: keep what its dead letter needs then, and copy nothing on the
         // plain-message path.
-        let raw = self.listener.settings.raw.as_ref();
         let kept = (headers.is_some() || raw.is_some()).then(|| (internal.clone(), payload.clone()));
         let header_block = raw.and(headers.clone());
         let decoded = codec::nats::decode(internal, reply.clone(), headers, payload, self.id);
@@ -900,18 +944,12 @@ impl Client {
         };
         let events = match mapped {
             Ok(events) => events,
-            // As nats-server: the error, then the +OK a verbose client counts on.
-            Err(DecodeError::InvalidSubject { .. }) => {
-                self.outbound.send(|out| protocol::write_err(out, "Invalid Publish Subject"));
-                self.ok();
-                return true;
-            }
+            Err(DecodeError::InvalidSubject { .. }) => return self.invalid_subject(),
             Err(err) => return self.malformed(err, kept).await,
         };
         // In durable and cluster mode +OK means "stored": it waits for the store. A client
         // that expects no answer per message (not verbose, no reply subject) has its PUBs
         // stored together, up to its next other op or the end of this read.
-        let stored = self.shared.broker.stores_publishes();
         if stored && !self.options.verbose && reply.is_none() {
             self.unpublished.extend(events);
             return true;
@@ -922,21 +960,45 @@ impl Client {
         if !stored {
             self.ok();
         }
-        let (mut delivered, mut elsewhere, mut refused) = (0, false, None);
+        let mut tally = Tally::default();
         for event in events {
-            match self.shared.broker.publish(event).await {
-                Ok(ack) => (delivered, elsewhere) = (delivered + ack.delivered, elsewhere || ack.elsewhere),
-                Err(PublishError::Refused(refusal)) => {
-                    self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
-                    if !self.refused(&refusal) {
-                        return false;
-                    }
-                    refused = Some(refusal);
-                }
+            let published = self.shared.broker.publish(event).await;
+            if !self.count(published, &mut tally) {
+                return false;
             }
         }
-        match refused {
+        self.answer(tally, stored, reply)
+    }
+
+    /// As nats-server: the error, then the +OK a verbose client counts on.
+    fn invalid_subject(&mut self) -> bool {
+        self.outbound.send(|out| protocol::write_err(out, "Invalid Publish Subject"));
+        self.ok();
+        true
+    }
+
+    /// Adds what one publish of a PUB did to `tally`; false when the connection is to close.
+    fn count(&mut self, published: Result<PublishAck, PublishError>, tally: &mut Tally) -> bool {
+        match published {
+            Ok(ack) => {
+                (tally.delivered, tally.elsewhere) = (tally.delivered + ack.delivered, tally.elsewhere || ack.elsewhere)
+            }
+            Err(PublishError::Refused(refusal)) => {
+                self.shared.stats.refused_publishes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = self.id, error = %refusal, "gateway publish refused");
+                if !self.refused(&refusal) {
+                    return false;
+                }
+                tally.refused = Some(refusal);
+            }
+        }
+        true
+    }
+
+    /// Answers a PUB once its publishes are done: `+OK` or `-ERR` where they were `stored`, and
+    /// "no responders" to a request nobody took.
+    fn answer(&mut self, tally: Tally, stored: bool, reply: Option<String>) -> bool {
+        match tally.refused {
             None if stored => self.ok(),
             Some(refusal) if stored && self.options.verbose => {
                 let text = format!("Publish Not Stored: {refusal}").replace('\'', "\"");
@@ -944,8 +1006,8 @@ impl Client {
             }
             _ => {}
         }
-        if delivered == 0
-            && !elsewhere
+        if tally.delivered == 0
+            && !tally.elsewhere
             && let Some(reply) = reply
         {
             self.no_responders(&reply);

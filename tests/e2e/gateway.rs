@@ -71,11 +71,13 @@ async fn real_clients_publish_subscribe_in_queue_groups_and_make_requests() {
     }
 }
 
+/// Also: a plain message no route takes reaches NATS subscribers as it came, and is counted as
+/// unrouted.
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_messages_enter_routes_and_http_events_reach_nats_subscribers() {
     let router = router("", "");
     let mut client = RawClient::connect(router.nats.unwrap()).await;
-    client.send(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB orders.> 1\r\nPING\r\n").await;
+    client.send(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB orders.> 1\r\nSUB misc.> 2\r\nPING\r\n").await;
     client.read_until("PONG\r\n", WAIT).await;
 
     let event = json!({"specversion": "1.0", "id": "h1", "source": "/shop", "type": "order.created", "data": {"n": 1}});
@@ -94,6 +96,11 @@ async fn nats_messages_enter_routes_and_http_events_reach_nats_subscribers() {
     .await;
     let nats_event = lines.iter().map(|(_, e)| e).find(|e| e["source"] == "/eventyard/nats").expect("the NATS event");
     assert_eq!(nats_event["data_base64"], "aGVsbG8gd29ybGQ=");
+
+    client.send(b"PUB misc.x _INBOX.r 2\r\nhi\r\n").await;
+    client.read_until("MSG misc.x 2 _INBOX.r 2\r\nhi\r\n", WAIT).await;
+    assert_eq!(router.metric(r#"eventyard_unrouted_events_total{family="misc"}"#).await, 1);
+    assert_eq!(json_lines_under(&files).len(), 2, "no route took it");
 }
 
 #[tokio::test(flavor = "multi_thread")]
