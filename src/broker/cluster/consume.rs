@@ -3,8 +3,9 @@
 //! route (the current [`Subscriber`], which a reload may swap), and acknowledges the message only
 //! once every copy of its events is done with ([`crate::completion`]): delivered or dead-lettered
 //! by every sink. A message with an event the route refused, or a copy abandoned, is nak'ed and
-//! JetStream redelivers it, to this router or another; one still being worked on is kept ours by progress acks every half of
-//! `ack_wait`. A router that dies acks nothing, and its events go to the others after `ack_wait`.
+//! JetStream redelivers it, to this router or another; one still being worked on is kept ours by
+//! progress acks every half of `ack_wait`. A router that dies acks nothing, and its events go to
+//! the others after `ack_wait`.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -47,8 +47,9 @@ pub struct BrokerSettings {
     /// router still working on one tells JetStream so every half of it.
     #[serde(default = "default_ack_wait_ms")]
     pub ack_wait_ms: u64,
-    /// Events of one route that may be unfinished at once, by all the routers together (the
-    /// shared consumer's `max_ack_pending`): past it JetStream hands out no more until some finish.
+    /// Stored messages of one route (an event, or a group of them) that may be unfinished at
+    /// once, by all the routers together (the shared consumer's `max_ack_pending`): past it
+    /// JetStream hands out no more until some finish.
     #[serde(default = "default_max_ack_pending")]
     pub max_ack_pending: usize,
     /// How long the first connection may take before start-up fails.
