@@ -84,14 +84,13 @@ impl<T> SubscriptionIndex<T> {
     /// Calls `visit` with every subscription matching `subject` (a valid literal subject), with
     /// the same rule as [`Pattern::matches`] for internal (`$`) subjects.
     pub fn for_each_match<'a>(&'a self, subject: &str, mut visit: impl FnMut(u64, &'a T)) {
-        let tokens: Vec<&str> = subject.split('.').collect();
-        match tokens.split_first() {
-            Some((first, rest)) if first.starts_with('$') => {
-                if let Some(child) = self.root.literal.get(*first) {
+        match split_first(subject) {
+            (first, rest) if first.starts_with('$') => {
+                if let Some(child) = self.root.literal.get(first) {
                     walk(child, rest, &mut visit);
                 }
             }
-            _ => walk(&self.root, &tokens, &mut visit),
+            _ => walk(&self.root, Some(subject), &mut visit),
         }
     }
 }
@@ -125,13 +124,24 @@ fn remove_at<T>(node: &mut Node<T>, tokens: &[&str], id: u64) -> Option<T> {
     }
 }
 
-fn walk<'a, T>(node: &'a Node<T>, tokens: &[&str], visit: &mut impl FnMut(u64, &'a T)) {
-    let Some((first, rest)) = tokens.split_first() else {
+/// A subject's first token and what follows its dot (`None`: it was the last).
+fn split_first(subject: &str) -> (&str, Option<&str>) {
+    match memchr::memchr(b'.', subject.as_bytes()) {
+        Some(dot) => (&subject[..dot], Some(&subject[dot + 1..])),
+        None => (subject, None),
+    }
+}
+
+/// Visits the subscriptions under `node` that match `tokens`, the subject's tokens not yet
+/// walked (`None`: none left). Splits as it goes: a publish allocates nothing here.
+fn walk<'a, T>(node: &'a Node<T>, tokens: Option<&str>, visit: &mut impl FnMut(u64, &'a T)) {
+    let Some(tokens) = tokens else {
         node.here.iter().for_each(|(id, value)| visit(*id, value));
         return;
     };
+    let (first, rest) = split_first(tokens);
     node.rest.iter().for_each(|(id, value)| visit(*id, value));
-    if let Some(child) = node.literal.get(*first) {
+    if let Some(child) = node.literal.get(first) {
         walk(child, rest, visit);
     }
     if let Some(child) = &node.star {

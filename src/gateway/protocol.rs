@@ -71,7 +71,7 @@ impl Parser {
     pub fn next(&self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtocolError> {
         loop {
             let window = &buf[..buf.len().min(MAX_CONTROL_LINE + 2)];
-            let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+            let Some(newline) = memchr::memchr(b'\n', window) else {
                 // Like nats-server, refuse an unknown op as soon as its first bytes show it.
                 let name_so_far = window.split(|&b| matches!(b, b' ' | b'\t' | b'\r')).next().unwrap_or_default();
                 if !OPS.iter().any(|op| {
