@@ -7,6 +7,7 @@
 mod build;
 mod golden;
 mod plugin;
+mod sdk;
 mod tap;
 
 use std::process::ExitCode;

@@ -28,7 +28,8 @@ pub(crate) enum PluginCommand {
         /// Directory to create the crate in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Path of the eventyard-sdk crate (default: the SDK next to this build of eventyard).
+        /// Path of an eventyard-sdk crate to build against (default: the SDK built into this
+        /// eventyard, copied into the plugin's `vendor/eventyard-sdk`).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -153,11 +154,6 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
     }
 }
 
-/// The SDK next to the sources this binary was built from.
-fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk")
-}
-
 fn new(kind: Kind, lang: Lang, name: &str, dir: &Path, sdk: Option<PathBuf>) -> Result<(), Failure> {
     let valid = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -165,15 +161,15 @@ fn new(kind: Kind, lang: Lang, name: &str, dir: &Path, sdk: Option<PathBuf>) -> 
     if !valid {
         return Err(Failure::input(format!("plugin name `{name}`: use lowercase letters, digits and dashes")));
     }
-    let sdk = match lang {
-        Lang::Rust => {
-            let sdk = sdk.unwrap_or_else(default_sdk_path);
-            let sdk = sdk.canonicalize().map_err(|err| {
-                Failure::input(format!("eventyard-sdk not found at {}: {err}; pass --sdk PATH", sdk.display()))
-            })?;
+    let sdk = match (lang, sdk) {
+        (Lang::Rust, Some(sdk)) => {
+            let sdk = sdk
+                .canonicalize()
+                .map_err(|err| Failure::input(format!("eventyard-sdk not found at {}: {err}", sdk.display())))?;
             sdk.display().to_string()
         }
-        Lang::Python | Lang::Js => String::new(),
+        (Lang::Rust, None) => super::sdk::VENDORED.to_owned(),
+        (Lang::Python | Lang::Js, _) => String::new(),
     };
     let root = dir.join(name);
     if root.exists() {
@@ -239,9 +235,11 @@ fn new(kind: Kind, lang: Lang, name: &str, dir: &Path, sdk: Option<PathBuf>) -> 
         std::fs::write(&path, fill(template))
             .map_err(|err| Failure::input(format!("cannot write {}: {err}", path.display())))?;
     }
-    if lang != Lang::Rust {
-        // The contract the plugin is written against travels with it.
-        super::build::write_wit(&root.join("wit"))?;
+    // The contract the plugin is written against travels with it, and for Rust the SDK too (it
+    // reads `../../wit`, the plugin's own): the plugin builds anywhere, this repository or not.
+    super::build::write_wit(&root.join("wit"))?;
+    if sdk == super::sdk::VENDORED {
+        super::sdk::vendor(&root.join(super::sdk::VENDORED))?;
     }
     println!("created {}", root.display());
     println!("next: eventyard plugin build {}", root.display());

@@ -143,6 +143,29 @@ fn test_runs_sinks_and_auth_policies_too() {
     assert!(lines[0].contains(r#""allow""#) && lines[1].contains("unknown token"), "{out}");
 }
 
+/// A scaffold names nothing of the repository this eventyard was built from: it builds on a
+/// plugin author's machine with an installed eventyard. A Rust one carries the SDK it builds
+/// against, and every one the WIT contract.
+fn assert_self_contained(scaffold: &std::path::Path) {
+    let repo = common::repo_root().display().to_string();
+    let mut files = vec![scaffold.to_owned()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).expect("a directory").map(|entry| entry.expect("an entry").path()));
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains(&repo), "{} names the repository: {text}", path.display());
+        }
+    }
+    assert!(scaffold.join("wit/worlds.wit").is_file(), "the WIT travels with the plugin");
+    let manifest = scaffold.join("Cargo.toml");
+    if manifest.is_file() {
+        let manifest = std::fs::read_to_string(manifest).expect("the manifest");
+        assert!(manifest.contains(r#"eventyard-sdk = { path = "vendor/eventyard-sdk" }"#), "{manifest}");
+        assert!(scaffold.join("vendor/eventyard-sdk/src/lib.rs").is_file(), "the SDK travels with the plugin");
+    }
+}
+
 /// Scaffolds `kind` as `name` in `dir` in `lang`, builds it with `plugin build` into `dir/plugins`,
 /// and returns the component.
 fn scaffold_and_build(dir: &std::path::Path, lang: &str, kind: &str, name: &str) -> std::path::PathBuf {
@@ -150,6 +173,7 @@ fn scaffold_and_build(dir: &std::path::Path, lang: &str, kind: &str, name: &str)
     let (code, out, err) = run_eventyard(&["plugin", "new", kind, name, "--lang", lang, "--dir", dir_arg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(name), "{out}");
+    assert_self_contained(&dir.join(name));
     // `plugin build` runs the language's toolchain and drops the component into the plugin directory.
     // Sharing one target directory reuses the SDK's compiled dependencies across scaffolds.
     let plugin_dir = dir.join("plugins");
