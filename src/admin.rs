@@ -81,6 +81,7 @@ impl Admin for RouterAdmin {
                         "faults": load(&stats.faults),
                         "quarantines": load(&stats.quarantines),
                         "instances": load(&stats.instances),
+                        "replaced": load(&stats.replaced),
                         "busy_seconds": load(&stats.busy_nanos) as f64 / 1e9,
                     },
                 })
@@ -227,6 +228,12 @@ fn plugin_metrics(text: &mut MetricsText, plugins: &[(String, Plugin)]) {
         &s.faults
     });
     plugin_counter(text, "eventyard_plugin_quarantines_total", "Times the plugin was quarantined.", |s| &s.quarantines);
+    plugin_counter(
+        text,
+        "eventyard_plugin_instances_replaced_total",
+        "Instances replaced between calls because their memory had grown near the cap.",
+        |s| &s.replaced,
+    );
 }
 
 fn reload_metrics(text: &mut MetricsText, stats: &ReloadStats) {

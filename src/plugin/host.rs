@@ -71,6 +71,21 @@ fn metric_key(name: &str, mut labels: Vec<(String, String)>) -> String {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     pub exceeded: bool,
+    /// The largest size a memory of the instance has grown to (memories never shrink).
+    pub grown_to: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter { limit, exceeded: false, grown_to: 0 }
+    }
+
+    /// True once the instance holds three quarters of its limit: an instance whose memory keeps
+    /// growing call after call (a guest language's heap that never gives back) is better replaced
+    /// between calls than left to fail one.
+    pub fn nearly_full(&self) -> bool {
+        self.grown_to > self.limit / 4 * 3
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -79,7 +94,11 @@ impl ResourceLimiter for MemoryLimiter {
             self.exceeded = true;
             wasmtime::bail!("memory limit of {} bytes exceeded (wanted {desired})", self.limit);
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let allowed = maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            self.grown_to = self.grown_to.max(desired);
+        }
+        Ok(allowed)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -177,7 +196,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             http_hooks: HttpAllowList { hosts: hosts.into(), timeout },
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: memory_limit, exceeded: false },
+            limiter: MemoryLimiter::new(memory_limit),
             deadline: Instant::now(),
             shared,
         })

@@ -3,8 +3,10 @@
 //! An instance is reused call after call; a call runs under the plugin's memory cap, an epoch-driven
 //! deadline (yielding to the executor each tick, so a looping guest never holds a worker thread)
 //! and optional fuel. A call that faults poisons its store, so that instance is dropped and the next
-//! call gets a fresh one from the `InstancePre`. Repeated faults quarantine the plugin with a
-//! doubling backoff; its callers then get [`Fault::Quarantined`] at once.
+//! call gets a fresh one from the `InstancePre`. An instance whose memory has grown to three
+//! quarters of the cap is replaced the same way after its call, before it fails one. Repeated
+//! faults quarantine the plugin with a doubling backoff; its callers then get
+//! [`Fault::Quarantined`] at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,8 +93,10 @@ pub struct CallStats {
     pub faults: AtomicU64,
     /// Times the plugin was put in quarantine.
     pub quarantines: AtomicU64,
-    /// Instances created (the first one, then one after every fault).
+    /// Instances created (the first one, then one after every fault or replacement).
     pub instances: AtomicU64,
+    /// Instances replaced after a call because their memory had grown near the cap.
+    pub replaced: AtomicU64,
     /// Total time spent in calls, in nanoseconds.
     pub busy_nanos: AtomicU64,
 }
@@ -190,7 +194,10 @@ impl<W: World> InstancePool<W> {
         match result {
             Ok(value) => {
                 self.record_success();
-                if let Ok(mut idle) = self.idle.lock() {
+                if lease.slot.store.data().limiter.nearly_full() {
+                    self.stats.replaced.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(plugin = %self.shared.name, "instance memory near its cap: replaced");
+                } else if let Ok(mut idle) = self.idle.lock() {
                     idle.push(lease.slot);
                 }
                 Ok(value)

@@ -265,6 +265,23 @@ async fn an_allocating_plugin_is_stopped_at_its_memory_limit() {
     assert_eq!(hog.handle(order("ok")).await.unwrap().len(), 1, "the plugin recovers");
 }
 
+/// An instance whose memory only grows (1 MiB kept per call) is replaced between calls once it
+/// holds three quarters of its cap, so no call fails for it.
+#[tokio::test]
+async fn an_instance_whose_memory_keeps_growing_is_replaced_before_a_call_fails() {
+    let runtime = runtime();
+    let mut leaky = spec("misbehave", Role::Handler, &[]);
+    leaky.limits.memory_limit = 32 << 20;
+    let leaky = handler(&runtime, leaky).await;
+    for call in 0..100 {
+        let kept = leaky.handle(order("leak")).await;
+        assert!(kept.is_ok_and(|events| events.len() == 1), "call {call} failed");
+    }
+    let stats = leaky.stats();
+    assert!(stats.replaced.load(Ordering::Relaxed) >= 3, "{stats:?}");
+    assert_eq!(stats.faults.load(Ordering::Relaxed), 0, "{stats:?}");
+}
+
 #[tokio::test]
 async fn repeated_faults_quarantine_the_plugin_until_its_backoff_ends() {
     let runtime = runtime();
