@@ -1,22 +1,36 @@
-//! Cost of the Wasm boundary: the `passthrough` handler as a Wasm plugin against the same handler
-//! native, through the same `Handler` trait, at 64 B, 1 KiB and 64 KiB payloads, one event per call
-//! and in batches of 64. Variants run interleaved, several rounds, and the median is printed, since
-//! timings on a shared 2-core machine vary by tens of percent from run to run.
+//! Cost of the Wasm boundary: three handlers as Wasm plugins against their native twins through
+//! the same `Handler` trait — `passthrough` (keeps every event), `subject-filter` (reads the subject
+//! and keeps the event) and `severity-map` (parses the JSON data, maps a field, writes the data
+//! back) — and `severity-map` again in Python and JavaScript. Events carry 64 B, 1 KiB and 64 KiB
+//! of JSON data; one event per call and batches of 64. Variants run interleaved, several rounds,
+//! and the median is printed, since timings on a shared 2-core machine vary by tens of percent.
 //!
-//! Run: `cargo bench --bench benchmarks -- passthrough`; `BENCH_ONLY=1024:batch` (payload bytes, `one` or `batch`)
-//! runs a single case, for profiling.
+//! Each figure is one line `wasm-overhead plugin=<name> size=<bytes> mode=<single|batch64>
+//! contract=<version> ns=<overhead per event>`, the overhead being the plugin's time per event less
+//! its native twin's from the same round; the table above the lines has both times.
+//!
+//! Run: `cargo bench --bench benchmarks -- passthrough`; `BENCH_ONLY=<plugin>:<size>:<mode>` (say
+//! `passthrough:1024:batch64`, or a start of it: `severity-map-python`) runs only those cases.
 
 use crate::common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use eventyard::broker::Pattern;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::route::{Handler, HandlerError};
+use serde_json::Value;
 
-/// The native twin of the `passthrough` plugin.
+const BATCH: usize = 64;
+const ROUNDS: usize = 7;
+const ROUND_TIME: Duration = Duration::from_millis(150);
+const SIZES: [usize; 3] = [64, 1024, 64 * 1024];
+
+/// The native twin of `passthrough`.
 struct NativePassthrough;
 
 #[async_trait]
@@ -26,19 +40,61 @@ impl Handler for NativePassthrough {
     }
 }
 
-const BATCH: usize = 64;
-const ROUNDS: usize = 7;
-const ROUND_TIME: Duration = Duration::from_millis(150);
+/// The native twin of `subject-filter` configured with `allow = ["orders.>"]`.
+struct NativeSubjectFilter(Pattern);
 
-fn sample_event(payload: usize) -> Event {
+#[async_trait]
+impl Handler for NativeSubjectFilter {
+    async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
+        Ok(if self.0.matches(&event.subject) { vec![event] } else { Vec::new() })
+    }
+}
+
+/// The native twin of `severity-map` with its defaults: `severity` mapped in place.
+struct NativeSeverityMap;
+
+#[async_trait]
+impl Handler for NativeSeverityMap {
+    async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
+        let failed = |reason: &str| HandlerError::Rejected { message: reason.to_owned(), retryable: false };
+        let Ok(Value::Object(mut data)) = serde_json::from_slice::<Value>(&event.data) else {
+            return Err(failed("data is not a JSON object"));
+        };
+        let mapped = match data.get("severity").and_then(Value::as_str) {
+            Some("Critical") => "Critical",
+            Some("Important") => "Major",
+            Some("Moderate") => "Warning",
+            Some("Low") => "Info",
+            _ => return Err(failed("no known severity")),
+        };
+        data.insert("severity".into(), Value::String(mapped.into()));
+        event.data = Bytes::from(serde_json::to_vec(&Value::Object(data)).map_err(|_| failed("cannot encode"))?);
+        event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
+        Ok(vec![event])
+    }
+}
+
+/// One handler measured: its name in the figures, the component and its native twin.
+struct Case {
+    name: &'static str,
+    wasm: Arc<dyn Handler>,
+    native: Arc<dyn Handler>,
+}
+
+/// An event on `orders.eu.created` whose data is a JSON object of `size` bytes with a
+/// `severity` the severity map knows.
+fn sample_event(size: usize) -> Event {
     let mut event = common::event(serde_json::json!({
         "subject": "orders.eu.created",
         "type": "com.example.order.created",
         "source": "/bench",
         "time": "2026-11-23T10:00:00Z",
+        "datacontenttype": "application/json",
         "extensions": [["routingkey", "node-1"]],
     }));
-    event.data = Bytes::from(vec![b'x'; payload]);
+    let padding = "x".repeat(size.saturating_sub(37));
+    let data = serde_json::json!({"severity": "Important", "padding": padding});
+    event.data = Bytes::from(serde_json::to_vec(&data).expect("JSON"));
     event
 }
 
@@ -55,41 +111,94 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// Loads the component at `path` as handler `name` with `config`.
+async fn load(
+    runtime: &PluginRuntime,
+    name: &str,
+    path: &std::path::Path,
+    config: &[(&str, &str)],
+) -> Arc<dyn Handler> {
+    let mut spec = PluginSpec::new(name, path, Role::Handler);
+    spec.config = config.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
+    let Ok(Plugin::Handler(handler)) = runtime.load(spec).await else { panic!("{name} did not load as a handler") };
+    handler
+}
+
 #[tokio::main(flavor = "current_thread")]
 pub async fn run() {
-    let wasm_path = common::plugin("passthrough");
     let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("runtime");
-
     let started = Instant::now();
-    let Ok(Plugin::Handler(wasm)) = runtime.load(PluginSpec::new("passthrough", &wasm_path, Role::Handler)).await
-    else {
-        panic!("passthrough did not load as a handler");
-    };
+    let passthrough = load(&runtime, "passthrough", &common::plugin("passthrough"), &[]).await;
     let cold_load = started.elapsed();
-    let native = NativePassthrough;
+    let allow = [("allow", r#"["orders.>"]"#)];
+    let filter = load(&runtime, "subject-filter", &common::plugin("subject-filter"), &allow).await;
+    let severity = load(&runtime, "severity-map", &common::plugin("severity-map"), &[]).await;
+    let python = common::polyglot_plugin("python/severity-map");
+    let javascript = common::polyglot_plugin("js/severity-map");
+    let native_map: Arc<dyn Handler> = Arc::new(NativeSeverityMap);
+    let cases = [
+        Case { name: "passthrough", wasm: passthrough, native: Arc::new(NativePassthrough) },
+        Case {
+            name: "subject-filter",
+            wasm: filter,
+            native: Arc::new(NativeSubjectFilter(Pattern::new("orders.>").expect("a pattern"))),
+        },
+        Case { name: "severity-map", wasm: severity, native: native_map.clone() },
+        Case {
+            name: "severity-map-python",
+            wasm: load(&runtime, "severity-map-python", &python, &[]).await,
+            native: native_map.clone(),
+        },
+        Case {
+            name: "severity-map-javascript",
+            wasm: load(&runtime, "severity-map-javascript", &javascript, &[]).await,
+            native: native_map,
+        },
+    ];
 
-    println!("passthrough handler, Wasm plugin vs native, ns per event (median of {ROUNDS} rounds)");
+    println!("Wasm handlers against their native twins, ns per event (median of {ROUNDS} rounds)");
     println!("machine: {}", machine());
-    println!("{:<9} {:<14} {:>10} {:>10} {:>12} {:>7}", "payload", "mode", "native", "wasm", "overhead", "ratio");
+    println!(
+        "{:<24} {:>8} {:<8} {:>10} {:>10} {:>10} {:>7}",
+        "plugin", "size", "mode", "native", "wasm", "overhead", "ratio"
+    );
     let only = std::env::var("BENCH_ONLY").ok();
-    for payload in [64, 1024, 64 * 1024] {
-        let event = sample_event(payload);
-        for batched in [false, true] {
-            let case = format!("{payload}:{}", if batched { "batch" } else { "one" });
-            if only.as_ref().is_some_and(|only| *only != case) {
-                continue;
+    let mut lines = Vec::new();
+    for case in &cases {
+        for size in SIZES {
+            let event = sample_event(size);
+            for batch in [None, Some(BATCH)] {
+                let mode = if batch.is_some() { "batch64" } else { "single" };
+                if only.as_ref().is_some_and(|only| !format!("{}:{size}:{mode}", case.name).starts_with(only.as_str()))
+                {
+                    continue;
+                }
+                common::ns_per_event(case.wasm.as_ref(), &event, batch, ROUND_TIME).await; // warm-up
+                let (mut native_ns, mut wasm_ns) = (Vec::new(), Vec::new());
+                for _ in 0..ROUNDS {
+                    native_ns.push(common::ns_per_event(case.native.as_ref(), &event, batch, ROUND_TIME).await);
+                    wasm_ns.push(common::ns_per_event(case.wasm.as_ref(), &event, batch, ROUND_TIME).await);
+                }
+                let (native, wasm) = (common::median(native_ns), common::median(wasm_ns));
+                let name = case.name;
+                println!(
+                    "{name:<24} {size:>8} {mode:<8} {native:>10.0} {wasm:>10.0} {:>10.0} {:>6.1}x",
+                    wasm - native,
+                    wasm / native
+                );
+                lines.push(format!(
+                    "wasm-overhead plugin={name} size={size} mode={mode} contract=0.1 ns={:.0}",
+                    wasm - native
+                ));
             }
-            let (mut native_ns, mut wasm_ns) = (Vec::new(), Vec::new());
-            common::ns_per_event(wasm.as_ref(), &event, batched.then_some(BATCH), ROUND_TIME).await; // warm-up
-            for _ in 0..ROUNDS {
-                native_ns.push(common::ns_per_event(&native, &event, batched.then_some(BATCH), ROUND_TIME).await);
-                wasm_ns.push(common::ns_per_event(wasm.as_ref(), &event, batched.then_some(BATCH), ROUND_TIME).await);
-            }
-            let (n, w) = (common::median(native_ns), common::median(wasm_ns));
-            let mode = if batched { format!("batch of {BATCH}") } else { "one per call".to_string() };
-            let size = if payload >= 1024 { format!("{} KiB", payload / 1024) } else { format!("{payload} B") };
-            println!("{size:<9} {mode:<14} {n:>10.0} {w:>10.0} {:>12.0} {:>6.1}x", w - n, w / n);
         }
     }
-    println!("first load (compile + instantiate + init), no cache: {:.1} ms", cold_load.as_secs_f64() * 1e3);
+    println!();
+    for line in lines {
+        println!("{line}");
+    }
+    println!(
+        "first load of passthrough (compile + instantiate + init), no cache: {:.1} ms",
+        cold_load.as_secs_f64() * 1e3
+    );
 }

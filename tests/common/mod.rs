@@ -98,11 +98,15 @@ pub async fn ns_per_event(
         match batch {
             Some(batch) => {
                 let results = handler.handle_batch(vec![event.clone(); batch]).await;
-                assert!(results.iter().all(|r| r.is_ok()));
+                if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
+                    panic!("the handler failed an event of a batch: {err}");
+                }
                 events += batch;
             }
             None => {
-                assert!(handler.handle(event.clone()).await.is_ok());
+                if let Err(err) = handler.handle(event.clone()).await {
+                    panic!("the handler failed an event: {err}");
+                }
                 events += 1;
             }
         }
