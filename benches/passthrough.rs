@@ -133,10 +133,8 @@ pub async fn run() {
     let allow = [("allow", r#"["orders.>"]"#)];
     let filter = load(&runtime, "subject-filter", &common::plugin("subject-filter"), &allow).await;
     let severity = load(&runtime, "severity-map", &common::plugin("severity-map"), &[]).await;
-    let python = common::polyglot_plugin("python/severity-map");
-    let javascript = common::polyglot_plugin("js/severity-map");
     let native_map: Arc<dyn Handler> = Arc::new(NativeSeverityMap);
-    let cases = [
+    let mut cases = vec![
         Case { name: "passthrough", wasm: passthrough, native: Arc::new(NativePassthrough) },
         Case {
             name: "subject-filter",
@@ -144,17 +142,18 @@ pub async fn run() {
             native: Arc::new(NativeSubjectFilter(Pattern::new("orders.>").expect("a pattern"))),
         },
         Case { name: "severity-map", wasm: severity, native: native_map.clone() },
-        Case {
-            name: "severity-map-python",
-            wasm: load(&runtime, "severity-map-python", &python, &[]).await,
-            native: native_map.clone(),
-        },
-        Case {
-            name: "severity-map-javascript",
-            wasm: load(&runtime, "severity-map-javascript", &javascript, &[]).await,
-            native: native_map,
-        },
     ];
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted =
+        |name: &str| only.as_ref().is_none_or(|only| only.starts_with(name) || name.starts_with(only.as_str()));
+    for (name, dir) in [("severity-map-python", "python/severity-map"), ("severity-map-javascript", "js/severity-map")]
+    {
+        // Built with their toolchains (slow, and noise in a profile) only when measured.
+        if wanted(name) {
+            let wasm = load(&runtime, name, &common::polyglot_plugin(dir), &[]).await;
+            cases.push(Case { name, wasm, native: native_map.clone() });
+        }
+    }
 
     println!("Wasm handlers against their native twins, ns per event (median of {ROUNDS} rounds)");
     println!("machine: {}", machine());
@@ -162,7 +161,6 @@ pub async fn run() {
         "{:<24} {:>8} {:<8} {:>10} {:>10} {:>10} {:>7}",
         "plugin", "size", "mode", "native", "wasm", "overhead", "ratio"
     );
-    let only = std::env::var("BENCH_ONLY").ok();
     let mut lines = Vec::new();
     for case in &cases {
         for size in SIZES {
