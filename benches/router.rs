@@ -91,6 +91,16 @@ async fn post_load(url: &str, body: &Bytes) -> Run {
     Run { acknowledged: rate, delivered: rate, latencies, cpu_per_event }
 }
 
+/// `app`, an axum server of a peer, under the load.
+async fn axum_under_load(app: axum::Router, body: &Bytes) -> Run {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let run = post_load(&format!("http://{addr}/v1/events/bench.load"), body).await;
+    server.abort();
+    run
+}
+
 /// The peer: a bare axum server that reads each request's body and answers 202, the ceiling of
 /// HTTP ingest on this machine.
 async fn bare_axum(body: &Bytes) -> Run {
@@ -99,12 +109,7 @@ async fn bare_axum(body: &Bytes) -> Run {
         axum::http::StatusCode::ACCEPTED
     }
     let app = axum::Router::new().route("/v1/events/{subject}", axum::routing::post(take));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let run = post_load(&format!("http://{addr}/v1/events/bench.load"), body).await;
-    server.abort();
-    run
+    axum_under_load(app, body).await
 }
 
 /// The second peer: the least a server doing this job does, hand-rolled on axum. It splits each
@@ -132,12 +137,7 @@ async fn hand_rolled_file_writer(body: &Bytes) -> Run {
     let app = axum::Router::new()
         .route("/v1/events/{subject}", axum::routing::post(take))
         .with_state(Arc::new(std::sync::Mutex::new(file)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let run = post_load(&format!("http://{addr}/v1/events/bench.load"), body).await;
-    server.abort();
-    run
+    axum_under_load(app, body).await
 }
 
 /// Eventyard with `routes` (TOML for `[[route]]` and `[sinks.*]`, `{dir}` the scratch directory)

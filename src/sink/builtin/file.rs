@@ -107,7 +107,7 @@ pub struct FileSink {
     fsync: FsyncPolicy,
     /// Open append handles; the lock also makes one delivery's writes to a file contiguous.
     open: Arc<tokio::sync::Mutex<OpenFiles>>,
-    /// The largest line buffer of the last batch, emptied, for the next: a buffer of a whole batch
+    /// The largest line buffer of the last batch, for the next: a buffer of a whole batch
     /// made afresh each time comes as new pages the kernel must zero. At most [`SPARE_BYTES`].
     spare: std::sync::Mutex<Vec<u8>>,
 }
@@ -309,11 +309,9 @@ impl JsonLines {
         &self.bytes
     }
 
-    /// The buffer, emptied, for other lines.
+    /// The buffer, for other lines ([`Destinations::with_spare`] empties it).
     fn into_buffer(self) -> Vec<u8> {
-        let mut bytes = self.bytes;
-        bytes.clear();
-        bytes
+        self.bytes
     }
 
     /// The batch positions of the lines from the `first`th on.
