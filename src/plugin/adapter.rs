@@ -1,22 +1,26 @@
 //! `WasmHandler`, `WasmSink` and `WasmAuthPolicy`: the role traits implemented by calling a plugin's
-//! instances, plus the conversions between host types and WIT records. No wasmtime type or trap
-//! leaves this file: guest errors become role errors, traps become [`Fault`]s.
+//! instances, whichever contract version the plugin speaks. No wasmtime type or trap leaves this
+//! file: guest errors become role errors, traps become [`Fault`]s.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::bindings::auth::exports::eventyard::plugin::authorizer as wit_auth;
-use super::bindings::handler::exports::eventyard::plugin::event_handler::Outcome;
-use super::bindings::{auth, handler, sink, wit};
+use wasmtime::component::Resource;
+
+use super::bindings::v0_1::handler::exports::eventyard::plugin::event_handler as v0_1_handler;
+use super::bindings::v0_2::handler::exports::eventyard::plugin::event_handler as v0_2_handler;
+use super::bindings::{v0_1, v0_2};
 use super::component::ComponentInfo;
+use super::convert;
+use super::events::EventTable;
 use super::host::PluginShared;
 use super::instance::{CallStats, InstancePool};
-use crate::auth::{AuthPolicy, AuthRequest, Decision, Grant, Permissions, Protocol};
-use crate::event::{Context, Event};
+use crate::auth::{AuthPolicy, AuthRequest, Decision};
+use crate::event::Event;
 use crate::fault::Fault;
 use crate::route::{Handler, HandlerError};
-use crate::sink::{DeliveryError, EventFailure, Sink};
+use crate::sink::{DeliveryError, Sink};
 
 /// What every adapter knows about the plugin version behind it.
 pub struct PluginMeta {
@@ -32,198 +36,247 @@ impl PluginMeta {
     }
 }
 
-fn to_wit(event: Event) -> wit::Event {
-    let c = event.context;
-    wit::Event {
-        subject: event.subject,
-        context: wit::Context {
-            id: c.id,
-            source: c.source,
-            type_: c.ty,
-            specversion: c.specversion,
-            subject: c.subject,
-            time: c.time,
-            datacontenttype: c.datacontenttype,
-            dataschema: c.dataschema,
-        },
-        extensions: event.extensions,
-        data: event.data.into(),
-    }
-}
-
-fn from_wit(event: wit::Event) -> Event {
-    let c = event.context;
-    Event {
-        subject: event.subject,
-        context: Context {
-            id: c.id,
-            source: c.source,
-            ty: c.type_,
-            specversion: c.specversion,
-            subject: c.subject,
-            time: c.time,
-            datacontenttype: c.datacontenttype,
-            dataschema: c.dataschema,
-        },
-        extensions: event.extensions,
-        data: event.data.into(),
-        nats: None,
-        completion: None,
-        arrived: None,
-    }
-}
-
 /// The events a handler's answer sends on. `input` is the event as the host lowered it: the call
 /// borrowed it, so `keep` hands it back without copying anything out of the guest.
-fn handler_result(input: wit::Event, result: Result<Outcome, wit::Error>) -> Result<Vec<Event>, HandlerError> {
+fn v0_1_result(
+    input: v0_1::wit::Event,
+    result: Result<v0_1_handler::Outcome, v0_1::wit::Error>,
+) -> Result<Vec<Event>, HandlerError> {
     match result {
-        Ok(Outcome::Keep) => Ok(vec![from_wit(input)]),
-        Ok(Outcome::Emit(events)) => Ok(events.into_iter().map(from_wit).collect()),
+        Ok(v0_1_handler::Outcome::Keep) => Ok(vec![convert::v0_1::from_record(input)]),
+        Ok(v0_1_handler::Outcome::Emit(events)) => Ok(events.into_iter().map(convert::v0_1::from_record).collect()),
         Err(err) => Err(HandlerError::Rejected { message: err.message, retryable: err.retryable }),
     }
 }
 
-/// A handler plugin.
+/// Collects the events a contract 0.2 answer sends on from the instance's table: the lent `input`
+/// as the guest left it for `keep`, the events the guest handed over (the input among them, maybe)
+/// for `emit`. The input leaves the table whatever the answer.
+fn v0_2_result(
+    events: &mut EventTable,
+    input: &Resource<v0_2::wit::Event>,
+    result: Result<v0_2_handler::Outcome, v0_2::wit::Error>,
+) -> Result<Vec<Event>, HandlerError> {
+    let missing = || HandlerError::Fault(Fault::Trap("answered with an event it had already sent on".into()));
+    let outputs = match result {
+        Ok(v0_2_handler::Outcome::Keep) => events.take(input).map(|event| vec![event]).ok_or_else(missing),
+        Ok(v0_2_handler::Outcome::Drop) => Ok(Vec::new()),
+        Ok(v0_2_handler::Outcome::Emit(handles)) => {
+            handles.iter().map(|handle| events.take(handle).ok_or_else(missing)).collect()
+        }
+        Err(err) => Err(HandlerError::Rejected { message: err.message, retryable: err.retryable }),
+    };
+    events.take(input);
+    outputs
+}
+
+/// A handler plugin, of either contract version.
 pub struct WasmHandler {
     pub meta: PluginMeta,
-    pub(crate) pool: InstancePool<handler::Handler>,
+    pub(crate) pool: HandlerPool,
+}
+
+pub(crate) enum HandlerPool {
+    V0_1(InstancePool<v0_1::handler::Handler>),
+    V0_2(InstancePool<v0_2::handler::Handler>),
 }
 
 impl WasmHandler {
     pub fn stats(&self) -> &CallStats {
-        &self.pool.stats
+        match &self.pool {
+            HandlerPool::V0_1(pool) => &pool.stats,
+            HandlerPool::V0_2(pool) => &pool.stats,
+        }
+    }
+
+    /// Counts the guest's error answers among `results`.
+    fn count_errors(&self, results: &[Result<Vec<Event>, HandlerError>]) {
+        for result in results {
+            if matches!(result, Err(HandlerError::Rejected { .. })) {
+                match &self.pool {
+                    HandlerPool::V0_1(pool) => pool.record_guest_error(),
+                    HandlerPool::V0_2(pool) => pool.record_guest_error(),
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl Handler for WasmHandler {
     async fn handle(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
-        let input = to_wit(event);
-        let mut lease = self.pool.checkout().await?;
-        let (bindings, store) = lease.parts();
-        let result = self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(store, &input)).await;
-        let answer = self.pool.finish(lease, result)?;
-        if answer.is_err() {
-            self.pool.record_guest_error();
-        }
-        handler_result(input, answer)
+        let result = match &self.pool {
+            HandlerPool::V0_1(pool) => {
+                let input = convert::v0_1::to_record(event);
+                let mut lease = pool.checkout().await?;
+                let (bindings, store) = lease.parts();
+                let result = pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(store, &input)).await;
+                let answer = pool.finish(lease, result)?;
+                v0_1_result(input, answer)
+            }
+            HandlerPool::V0_2(pool) => {
+                let mut lease = pool.checkout().await?;
+                let (bindings, store) = lease.parts();
+                let input = store.data_mut().events.lend(event);
+                let handle = Resource::new_own(input.rep());
+                let result =
+                    pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(&mut *store, handle)).await;
+                let result = result.map(|answer| v0_2_result(&mut store.data_mut().events, &input, answer));
+                pool.finish(lease, result)?
+            }
+        };
+        self.count_errors(std::slice::from_ref(&result));
+        result
     }
 
     async fn handle_batch(&self, events: Vec<Event>) -> Vec<Result<Vec<Event>, HandlerError>> {
         let count = events.len();
-        let batch: Vec<wit::Event> = events.into_iter().map(to_wit).collect();
-        let outcome = async {
-            let mut lease = self.pool.checkout().await?;
-            let (bindings, store) = lease.parts();
-            let result =
-                self.pool.bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(store, &batch)).await;
-            self.pool.finish(lease, result)
-        }
-        .await;
-        match outcome {
-            Ok(results) if results.len() == count => batch
-                .into_iter()
-                .zip(results)
-                .map(|(input, result)| {
-                    if result.is_err() {
-                        self.pool.record_guest_error();
+        let results = match &self.pool {
+            HandlerPool::V0_1(pool) => {
+                let batch: Vec<v0_1::wit::Event> = events.into_iter().map(convert::v0_1::to_record).collect();
+                let answers = async {
+                    let mut lease = pool.checkout().await?;
+                    let (bindings, store) = lease.parts();
+                    let result =
+                        pool.bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(store, &batch)).await;
+                    pool.finish(lease, result)
+                }
+                .await;
+                match answers {
+                    Ok(answers) if answers.len() == count => {
+                        Ok(batch.into_iter().zip(answers).map(|(input, answer)| v0_1_result(input, answer)).collect())
                     }
-                    handler_result(input, result)
-                })
-                .collect(),
-            Ok(results) => {
-                let fault = Fault::Trap(format!("handle-batch returned {} results for {count} events", results.len()));
-                vec![Err(HandlerError::Fault(fault)); count]
+                    Ok(answers) => Err(miscounted(answers.len(), count)),
+                    Err(fault) => Err(fault),
+                }
             }
-            Err(fault) => vec![Err(HandlerError::Fault(fault)); count],
-        }
+            HandlerPool::V0_2(pool) => {
+                async {
+                    let mut lease = pool.checkout().await?;
+                    let (bindings, store) = lease.parts();
+                    let inputs: Vec<_> = events.into_iter().map(|event| store.data_mut().events.lend(event)).collect();
+                    let handles: Vec<_> = inputs.iter().map(|input| Resource::new_own(input.rep())).collect();
+                    let result = pool
+                        .bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(&mut *store, &handles))
+                        .await;
+                    let table = &mut store.data_mut().events;
+                    let result = result.map(|answers| {
+                        if answers.len() != count {
+                            inputs.iter().for_each(|input| drop(table.take(input)));
+                            return Err(miscounted(answers.len(), count));
+                        }
+                        Ok(inputs
+                            .iter()
+                            .zip(answers)
+                            .map(|(input, answer)| v0_2_result(table, input, answer))
+                            .collect())
+                    });
+                    pool.finish(lease, result)?
+                }
+                .await
+            }
+        };
+        let results = results.unwrap_or_else(|fault| vec![Err(HandlerError::Fault(fault)); count]);
+        self.count_errors(&results);
+        results
     }
 }
 
-/// A sink plugin.
+fn miscounted(results: usize, count: usize) -> Fault {
+    Fault::Trap(format!("handle-batch returned {results} results for {count} events"))
+}
+
+/// A sink plugin, of either contract version.
 pub struct WasmSink {
     pub meta: PluginMeta,
-    pub(crate) pool: InstancePool<sink::Sink>,
+    pub(crate) pool: SinkPool,
+}
+
+pub(crate) enum SinkPool {
+    V0_1(InstancePool<v0_1::sink::Sink>),
+    V0_2(InstancePool<v0_2::sink::Sink>),
 }
 
 impl WasmSink {
     pub fn stats(&self) -> &CallStats {
-        &self.pool.stats
+        match &self.pool {
+            SinkPool::V0_1(pool) => &pool.stats,
+            SinkPool::V0_2(pool) => &pool.stats,
+        }
     }
+}
+
+/// Delivers `batch` through `pool` of one contract version: its record conversions are `$convert`.
+macro_rules! deliver {
+    ($pool:expr, $batch:expr, $convert:path) => {{
+        use $convert as convert;
+        let pool = $pool;
+        let events: Vec<_> = $batch.iter().cloned().map(convert::to_record).collect();
+        let mut lease = pool.checkout().await?;
+        let (bindings, store) = lease.parts();
+        let result = pool.bounded(bindings.eventyard_plugin_event_sink().call_deliver(store, &events)).await;
+        let answer = pool.finish(lease, result)?;
+        answer.map_err(|err| {
+            pool.record_guest_error();
+            convert::delivery_error(err)
+        })
+    }};
 }
 
 #[async_trait]
 impl Sink for WasmSink {
     async fn deliver(&self, batch: &[Event]) -> Result<(), DeliveryError> {
-        let events: Vec<wit::Event> = batch.iter().cloned().map(to_wit).collect();
-        let mut lease = self.pool.checkout().await?;
-        let (bindings, store) = lease.parts();
-        let result = self.pool.bounded(bindings.eventyard_plugin_event_sink().call_deliver(store, &events)).await;
-        let answer = self.pool.finish(lease, result)?;
-        answer.map_err(|err| {
-            self.pool.record_guest_error();
-            match err {
-                wit::DeliveryError::Retryable(message) => DeliveryError::Retryable(message),
-                wit::DeliveryError::Permanent(message) => DeliveryError::Permanent(message),
-                wit::DeliveryError::Partial(failures) => DeliveryError::Partial(
-                    failures
-                        .into_iter()
-                        .map(|f| EventFailure { index: f.index as usize, message: f.message, retryable: f.retryable })
-                        .collect(),
-                ),
-            }
-        })
+        match &self.pool {
+            SinkPool::V0_1(pool) => deliver!(pool, batch, convert::v0_1),
+            SinkPool::V0_2(pool) => deliver!(pool, batch, convert::v0_2),
+        }
     }
 }
 
-/// An auth-policy plugin. A policy that faults denies.
+/// An auth-policy plugin, of either contract version. A policy that faults denies.
 pub struct WasmAuthPolicy {
     pub meta: PluginMeta,
-    pub(crate) pool: InstancePool<auth::AuthPolicy>,
+    pub(crate) pool: AuthPool,
+}
+
+pub(crate) enum AuthPool {
+    V0_1(InstancePool<v0_1::auth::AuthPolicy>),
+    V0_2(InstancePool<v0_2::auth::AuthPolicy>),
 }
 
 impl WasmAuthPolicy {
     pub fn stats(&self) -> &CallStats {
-        &self.pool.stats
+        match &self.pool {
+            AuthPool::V0_1(pool) => &pool.stats,
+            AuthPool::V0_2(pool) => &pool.stats,
+        }
     }
 }
 
-fn permissions(p: wit_auth::Permissions) -> Permissions {
-    Permissions { allow: p.allow, deny: p.deny }
+/// Asks `pool` of one contract version to decide on `request`.
+macro_rules! authorize {
+    ($pool:expr, $request:expr, $convert:path) => {{
+        use $convert as convert;
+        let pool = $pool;
+        let request = convert::auth_request($request);
+        async {
+            let mut lease = pool.checkout().await?;
+            let (bindings, store) = lease.parts();
+            let result = pool.bounded(bindings.eventyard_plugin_authorizer().call_authorize(store, &request)).await;
+            pool.finish(lease, result)
+        }
+        .await
+        .map(convert::decision)
+    }};
 }
 
 #[async_trait]
 impl AuthPolicy for WasmAuthPolicy {
     async fn authorize(&self, request: &AuthRequest) -> Decision {
-        let request = wit_auth::AuthRequest {
-            protocol: match request.protocol {
-                Protocol::Nats => wit_auth::Protocol::Nats,
-                Protocol::Http => wit_auth::Protocol::Http,
-            },
-            client_name: request.client_name.clone(),
-            user: request.user.clone(),
-            token: request.token.clone(),
-            password: request.password.clone(),
-            tls_subject: request.tls_subject.clone(),
-            tls_sans: request.tls_sans.clone(),
-            remote_addr: request.remote_addr.clone(),
+        let decision = match &self.pool {
+            AuthPool::V0_1(pool) => authorize!(pool, request, convert::v0_1),
+            AuthPool::V0_2(pool) => authorize!(pool, request, convert::v0_2),
         };
-        let outcome = async {
-            let mut lease = self.pool.checkout().await?;
-            let (bindings, store) = lease.parts();
-            let result =
-                self.pool.bounded(bindings.eventyard_plugin_authorizer().call_authorize(store, &request)).await;
-            self.pool.finish(lease, result)
-        }
-        .await;
-        match outcome {
-            Ok(wit_auth::Decision::Allow(grant)) => Decision::Allow(Grant {
-                account: grant.account,
-                publish: permissions(grant.publish),
-                subscribe: permissions(grant.subscribe),
-            }),
-            Ok(wit_auth::Decision::Deny(reason)) => Decision::Deny(reason),
-            Err(fault) => Decision::Deny(format!("auth policy `{}` {fault}", self.meta.name)),
-        }
+        decision.unwrap_or_else(|fault| Decision::Deny(format!("auth policy `{}` {fault}", self.meta.name)))
     }
 }

@@ -14,8 +14,31 @@ use super::spec::{PluginSpec, Role};
 
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "eventyard:plugin";
-/// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version of `wit/`: what the SDK and `plugin build` build against.
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// A version of the plugin contract this host loads. A component speaks one: its export and every
+/// `eventyard:plugin` import it has name the same version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `eventyard:plugin@0.1.0`: events cross as records, copied whole each way.
+    V0_1,
+    /// `eventyard:plugin@0.2.0`: handlers get events as resources and read what they need.
+    V0_2,
+}
+
+impl Contract {
+    /// The versions this host loads, for error messages.
+    pub const SUPPORTED: &str = "eventyard:plugin@0.1.0 and eventyard:plugin@0.2.0";
+
+    fn from_version(version: &str) -> Option<Contract> {
+        match version {
+            "0.1.0" => Some(Contract::V0_1),
+            "0.2.0" => Some(Contract::V0_2),
+            _ => None,
+        }
+    }
+}
 /// The custom section the SDK writes its version into.
 const SDK_SECTION: &str = "eventyard-sdk";
 
@@ -150,9 +173,9 @@ fn sdk_version(bytes: &[u8]) -> Option<String> {
     })
 }
 
-/// Checks the component against what its spec says: the right world, this host's WIT version, and
-/// a grant for every capability it imports. Returns the component's role.
-pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, PluginError> {
+/// Checks the component against what its spec says: the right world, a contract version this host
+/// loads, and a grant for every capability it imports. Returns the component's role and contract.
+pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<(Role, Contract), PluginError> {
     let name = || spec.name.clone();
     let Some(role) = info.role else {
         let expected = match spec.role {
@@ -166,9 +189,13 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, Plu
         });
     };
     let found_version = info.wit_version.clone().unwrap_or_else(|| "(unversioned)".into());
-    if found_version != WIT_VERSION {
-        return Err(PluginError::WitVersion { name: name(), found: found_version, supported: WIT_VERSION.into() });
-    }
+    let Some(contract) = Contract::from_version(&found_version) else {
+        return Err(PluginError::WitVersion {
+            name: name(),
+            found: found_version,
+            supported: Contract::SUPPORTED.into(),
+        });
+    };
     if let Some(expected) = spec.role
         && role != expected
     {
@@ -183,11 +210,14 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, Plu
         let Some(parsed) = parse_name(import) else {
             return Err(PluginError::UnknownImport { name: name(), import: import.clone() });
         };
-        if parsed.package == WIT_PACKAGE && parsed.version != Some(WIT_VERSION) {
+        if parsed.package == WIT_PACKAGE && parsed.version != Some(found_version.as_str()) {
             return Err(PluginError::WitVersion {
                 name: name(),
-                found: parsed.version.unwrap_or("(unversioned)").into(),
-                supported: WIT_VERSION.into(),
+                found: format!(
+                    "{} (imported beside an export of {found_version})",
+                    parsed.version.unwrap_or("(unversioned)")
+                ),
+                supported: Contract::SUPPORTED.into(),
             });
         }
         if parsed.package != WIT_PACKAGE && !parsed.package.starts_with("wasi:") {
@@ -207,7 +237,7 @@ pub(crate) fn check(spec: &PluginSpec, info: &ComponentInfo) -> Result<Role, Plu
             });
         }
     }
-    Ok(role)
+    Ok((role, contract))
 }
 
 #[cfg(test)]

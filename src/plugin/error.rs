@@ -17,9 +17,7 @@ pub enum PluginError {
     NoWorld { name: String, expected: String, exports: String },
     #[error("plugin `{name}` exports the {found} world (`{export}`) but its config asks for the {expected} world")]
     WrongWorld { name: String, found: String, expected: String, export: String },
-    #[error(
-        "plugin `{name}` was built against WIT eventyard:plugin@{found}; this host supports eventyard:plugin@{supported}"
-    )]
+    #[error("plugin `{name}` was built against WIT eventyard:plugin@{found}; this host loads {supported}")]
     WitVersion { name: String, found: String, supported: String },
     #[error("plugin `{name}` imports capability `{capability}` (`{import}`) which its config does not grant")]
     CapabilityNotGranted { name: String, capability: String, import: String },

@@ -1,4 +1,5 @@
-//! The store's data ([`HostState`]) and the host side of every WIT import: log, clock, metrics, the
+//! The store's data ([`HostState`]) and the host side of every WIT import of both contract versions
+//! (contract 0.2's `event` resource aside, in [`super::events`]): log, clock, metrics, the
 //! Kafka and NATS capabilities, and WASI (filesystem limited to the granted directory, outbound HTTP
 //! limited to the granted hosts). WASI starts from nothing: no environment, no sockets, no files.
 
@@ -11,9 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::handler::eventyard::plugin::{clock, log, metrics};
-use super::bindings::sink::eventyard::plugin::{kafka_producer, nats_publisher};
-use super::bindings::wit;
+use super::events::EventTable;
 use super::spec::{GUEST_DIR, Grants};
 use crate::capability::{CapabilityError, HostServices, KafkaRecord};
 
@@ -179,6 +178,8 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     http_hooks: HttpAllowList,
     table: ResourceTable,
+    /// Contract 0.2's `event` resources: the events lent to the current call and those the guest made.
+    pub events: EventTable,
     pub limiter: MemoryLimiter,
     /// When the current call must end; checked at every epoch tick.
     pub deadline: Instant,
@@ -196,6 +197,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             http_hooks: HttpAllowList { hosts: hosts.into(), timeout },
             table: ResourceTable::new(),
+            events: EventTable::new(memory_limit),
             limiter: MemoryLimiter::new(memory_limit),
             deadline: Instant::now(),
             shared,
@@ -215,46 +217,40 @@ impl WasiHttpView for HostState {
     }
 }
 
-impl wit::Host for HostState {}
-
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+impl HostState {
+    fn write_log(&self, level: tracing::Level, message: &str, fields: Vec<(String, String)>) {
         let plugin = self.shared.name.as_str();
         let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let fields = fields.join(" ");
         match level {
-            log::Level::Trace => tracing::trace!(plugin, fields, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin, fields, "{message}"),
-            log::Level::Info => tracing::info!(plugin, fields, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin, fields, "{message}"),
-            log::Level::Error => tracing::error!(plugin, fields, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, fields, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, fields, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, fields, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, fields, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, fields, "{message}"),
         }
     }
-}
 
-impl clock::Host for HostState {
-    fn now(&mut self) -> u64 {
+    fn clock_now(&self) -> u64 {
         self.shared
             .frozen_clock
             .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
     }
 
-    fn monotonic(&mut self) -> u64 {
+    fn clock_monotonic() -> u64 {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
-}
 
-impl metrics::Host for HostState {
-    fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) {
-        self.shared.metrics.update(metric_key(&name, labels), |old| match old {
+    fn counter_add(&self, name: &str, value: u64, labels: Vec<(String, String)>) {
+        self.shared.metrics.update(metric_key(name, labels), |old| match old {
             Some(MetricValue::Counter(n)) => MetricValue::Counter(n.saturating_add(value)),
             _ => MetricValue::Counter(value),
         });
     }
 
-    fn histogram_record(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
-        self.shared.metrics.update(metric_key(&name, labels), |old| match old {
+    fn histogram_record(&self, name: &str, value: f64, labels: Vec<(String, String)>) {
+        self.shared.metrics.update(metric_key(name, labels), |old| match old {
             Some(MetricValue::Histogram { count, sum }) => {
                 MetricValue::Histogram { count: count + 1, sum: sum + value }
             }
@@ -263,60 +259,125 @@ impl metrics::Host for HostState {
     }
 }
 
-fn not_connected(capability: &str) -> wit::Error {
-    wit::Error {
-        message: format!("capability {capability} is granted but the router has no connection for it"),
-        retryable: false,
-    }
-}
-
-fn not_granted(what: String) -> wit::Error {
-    wit::Error { message: format!("not granted: {what}"), retryable: false }
-}
-
-fn to_wit(err: CapabilityError) -> wit::Error {
-    wit::Error { message: err.message, retryable: err.retryable }
-}
-
-impl kafka_producer::Host for HostState {
-    async fn send(&mut self, records: Vec<kafka_producer::KafkaRecord>) -> Result<(), wit::Error> {
+impl PluginShared {
+    async fn kafka_send(&self, records: Vec<KafkaRecord>) -> Result<(), CapabilityError> {
         // The loader refuses plugins that import this without the grant; the check here is the backstop.
-        let Some(topics) = &self.shared.grants.kafka else {
+        let Some(topics) = &self.grants.kafka else {
             return Err(not_granted("kafka-producer".into()));
         };
         if let Some(record) = records.iter().find(|r| !topics.allows(&r.topic)) {
             return Err(not_granted(format!("Kafka topic `{}`", record.topic)));
         }
-        let Some(producer) = self.shared.services.kafka.clone() else {
+        let Some(producer) = self.services.kafka.clone() else {
             return Err(not_connected("kafka-producer"));
         };
-        let records = records
-            .into_iter()
-            .map(|r| KafkaRecord { topic: r.topic, key: r.key, value: r.value, headers: r.headers })
-            .collect();
-        producer.send(records).await.map_err(to_wit)
+        producer.send(records).await
     }
-}
 
-impl nats_publisher::Host for HostState {
-    async fn publish(
-        &mut self,
+    async fn nats_publish(
+        &self,
         subject: String,
         headers: Vec<(String, String)>,
         payload: Vec<u8>,
-    ) -> Result<(), wit::Error> {
-        let Some(subjects) = &self.shared.grants.nats else {
+    ) -> Result<(), CapabilityError> {
+        let Some(subjects) = &self.grants.nats else {
             return Err(not_granted("nats-publisher".into()));
         };
         if !subjects.allows(&subject) {
             return Err(not_granted(format!("NATS subject `{subject}`")));
         }
-        let Some(publisher) = self.shared.services.nats.clone() else {
+        let Some(publisher) = self.services.nats.clone() else {
             return Err(not_connected("nats-publisher"));
         };
-        publisher.publish(subject, headers, payload).await.map_err(to_wit)
+        publisher.publish(subject, headers, payload).await
     }
 }
+
+fn not_connected(capability: &str) -> CapabilityError {
+    CapabilityError {
+        message: format!("capability {capability} is granted but the router has no connection for it"),
+        retryable: false,
+    }
+}
+
+fn not_granted(what: String) -> CapabilityError {
+    CapabilityError { message: format!("not granted: {what}"), retryable: false }
+}
+
+/// The host imports of one contract version, each a call of the one implementation above: the
+/// versions differ only in the generated types.
+macro_rules! impl_host_imports {
+    ($version:ident) => {
+        const _: () = {
+            use super::bindings::$version::{clock, kafka_producer, log, metrics, nats_publisher, wit};
+
+            fn to_wit(err: CapabilityError) -> wit::Error {
+                wit::Error { message: err.message, retryable: err.retryable }
+            }
+
+            impl log::Host for HostState {
+                fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+                    let level = match level {
+                        log::Level::Trace => tracing::Level::TRACE,
+                        log::Level::Debug => tracing::Level::DEBUG,
+                        log::Level::Info => tracing::Level::INFO,
+                        log::Level::Warn => tracing::Level::WARN,
+                        log::Level::Error => tracing::Level::ERROR,
+                    };
+                    self.write_log(level, &message, fields);
+                }
+            }
+
+            impl clock::Host for HostState {
+                fn now(&mut self) -> u64 {
+                    self.clock_now()
+                }
+
+                fn monotonic(&mut self) -> u64 {
+                    HostState::clock_monotonic()
+                }
+            }
+
+            impl metrics::Host for HostState {
+                fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) {
+                    HostState::counter_add(self, &name, value, labels);
+                }
+
+                fn histogram_record(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
+                    HostState::histogram_record(self, &name, value, labels);
+                }
+            }
+
+            impl kafka_producer::Host for HostState {
+                async fn send(&mut self, records: Vec<kafka_producer::KafkaRecord>) -> Result<(), wit::Error> {
+                    let records = records
+                        .into_iter()
+                        .map(|r| KafkaRecord { topic: r.topic, key: r.key, value: r.value, headers: r.headers })
+                        .collect();
+                    let shared = self.shared.clone();
+                    shared.kafka_send(records).await.map_err(to_wit)
+                }
+            }
+
+            impl nats_publisher::Host for HostState {
+                async fn publish(
+                    &mut self,
+                    subject: String,
+                    headers: Vec<(String, String)>,
+                    payload: Vec<u8>,
+                ) -> Result<(), wit::Error> {
+                    let shared = self.shared.clone();
+                    shared.nats_publish(subject, headers, payload).await.map_err(to_wit)
+                }
+            }
+        };
+    };
+}
+
+impl_host_imports!(v0_1);
+impl_host_imports!(v0_2);
+
+impl super::bindings::v0_1::wit::Host for HostState {}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{auth, handler, sink, wit};
+use super::bindings::{v0_1, v0_2};
 use super::engine::PluginEngine;
 use super::host::{HostState, PluginShared};
 use super::spec::Limits;
@@ -34,12 +34,13 @@ pub(crate) trait World: Sized + Send + Sync + 'static {
         store: &mut Store<HostState>,
     ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
 
+    /// Runs the guest's `init`; its error is the guest's message.
     #[expect(clippy::ptr_arg, reason = "the generated bindings take the WIT list as &Vec")]
     fn init(
         &self,
         store: &mut Store<HostState>,
         config: &Vec<(String, String)>,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), wit::Error>>> + Send;
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send;
 }
 
 macro_rules! impl_world {
@@ -59,16 +60,19 @@ macro_rules! impl_world {
                 &self,
                 store: &mut Store<HostState>,
                 config: &Vec<(String, String)>,
-            ) -> wasmtime::Result<Result<(), wit::Error>> {
-                self.$iface().call_init(store, config).await
+            ) -> wasmtime::Result<Result<(), String>> {
+                Ok(self.$iface().call_init(store, config).await?.map_err(|err| err.message))
             }
         }
     };
 }
 
-impl_world!(handler::Handler, handler::HandlerPre<HostState>, eventyard_plugin_event_handler);
-impl_world!(sink::Sink, sink::SinkPre<HostState>, eventyard_plugin_event_sink);
-impl_world!(auth::AuthPolicy, auth::AuthPolicyPre<HostState>, eventyard_plugin_authorizer);
+impl_world!(v0_1::handler::Handler, v0_1::handler::HandlerPre<HostState>, eventyard_plugin_event_handler);
+impl_world!(v0_1::sink::Sink, v0_1::sink::SinkPre<HostState>, eventyard_plugin_event_sink);
+impl_world!(v0_1::auth::AuthPolicy, v0_1::auth::AuthPolicyPre<HostState>, eventyard_plugin_authorizer);
+impl_world!(v0_2::handler::Handler, v0_2::handler::HandlerPre<HostState>, eventyard_plugin_event_handler);
+impl_world!(v0_2::sink::Sink, v0_2::sink::SinkPre<HostState>, eventyard_plugin_event_sink);
+impl_world!(v0_2::auth::AuthPolicy, v0_2::auth::AuthPolicyPre<HostState>, eventyard_plugin_authorizer);
 
 /// One instance and the store it lives in.
 pub(crate) struct Slot<W> {
@@ -78,8 +82,8 @@ pub(crate) struct Slot<W> {
 
 /// Why a new instance could not be made ready.
 pub(crate) enum InitFailure {
-    /// The guest's `init` returned an error.
-    Guest(wit::Error),
+    /// The guest's `init` returned an error with this message.
+    Guest(String),
     Fault(Fault),
 }
 
@@ -177,7 +181,7 @@ impl<W: World> InstancePool<W> {
         let slot = match idle {
             Some(slot) => slot,
             None => self.new_slot().await.map_err(|failure| match failure {
-                InitFailure::Guest(err) => Fault::Unavailable(format!("a new instance failed init: {}", err.message)),
+                InitFailure::Guest(message) => Fault::Unavailable(format!("a new instance failed init: {message}")),
                 InitFailure::Fault(fault) => fault,
             })?,
         };

@@ -13,8 +13,10 @@ mod adapter;
 mod artifact;
 mod bindings;
 mod component;
+mod convert;
 mod engine;
 mod error;
+mod events;
 mod host;
 mod instance;
 mod spec;
@@ -26,7 +28,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use adapter::{PluginMeta, WasmAuthPolicy, WasmHandler, WasmSink};
 pub use artifact::{CACHE_DIR_ENV, cache_dir_from_env};
-pub use component::{Capability, ComponentInfo, WIT_PACKAGE, WIT_VERSION, content_hash};
+pub use component::{Capability, ComponentInfo, Contract, WIT_PACKAGE, WIT_VERSION, content_hash};
 pub use engine::RuntimeOptions;
 pub use error::PluginError;
 pub use host::MetricValue;
@@ -34,6 +36,7 @@ pub use instance::CallStats;
 pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role, Subjects, Topics};
 
 use crate::capability::HostServices;
+use adapter::{AuthPool, HandlerPool, SinkPool};
 use artifact::ArtifactCache;
 use engine::PluginEngine;
 use host::{HostState, PluginShared};
@@ -86,10 +89,13 @@ impl PluginRuntime {
     pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
         let engine = PluginEngine::new(options)?;
         let mut linker = Linker::new(&engine.engine);
-        // The sink world imports a superset of what the other worlds import.
-        bindings::sink::Sink::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        // In each contract version the sink world imports a superset of what the other worlds import.
+        bindings::v0_1::sink::Sink::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
-            .context("linking the eventyard host imports")?;
+            .context("linking the eventyard:plugin@0.1.0 host imports")?;
+        bindings::v0_2::sink::Sink::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the eventyard:plugin@0.2.0 host imports")?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -132,7 +138,7 @@ impl PluginRuntime {
             });
         }
         let (component, info) = self.compile(&spec).await?;
-        let role = component::check(&spec, &info)?;
+        let (role, contract) = component::check(&spec, &info)?;
         let link_error =
             |err: wasmtime::Error| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
@@ -144,14 +150,14 @@ impl PluginRuntime {
             frozen_clock: self.engine.options.frozen_clock,
         });
         let meta = PluginMeta { name: spec.name.clone(), info, shared: shared.clone() };
-        Ok(match role {
-            Role::Handler => {
-                Plugin::Handler(Arc::new(WasmHandler { pool: self.pool(&spec, pre, shared).await?, meta }))
-            }
-            Role::Sink => Plugin::Sink(Arc::new(WasmSink { pool: self.pool(&spec, pre, shared).await?, meta })),
-            Role::AuthPolicy => {
-                Plugin::AuthPolicy(Arc::new(WasmAuthPolicy { pool: self.pool(&spec, pre, shared).await?, meta }))
-            }
+        let pool = PoolMaker { runtime: self, spec: &spec, pre, shared };
+        Ok(match (role, contract) {
+            (Role::Handler, Contract::V0_1) => handler(meta, HandlerPool::V0_1(pool.make().await?)),
+            (Role::Handler, Contract::V0_2) => handler(meta, HandlerPool::V0_2(pool.make().await?)),
+            (Role::Sink, Contract::V0_1) => sink(meta, SinkPool::V0_1(pool.make().await?)),
+            (Role::Sink, Contract::V0_2) => sink(meta, SinkPool::V0_2(pool.make().await?)),
+            (Role::AuthPolicy, Contract::V0_1) => auth(meta, AuthPool::V0_1(pool.make().await?)),
+            (Role::AuthPolicy, Contract::V0_2) => auth(meta, AuthPool::V0_2(pool.make().await?)),
         })
     }
 
@@ -183,20 +189,38 @@ impl PluginRuntime {
             Err(join) => Err(invalid(format!("compiler thread failed: {join}"))),
         }
     }
+}
 
-    async fn pool<W: World>(
-        &self,
-        spec: &PluginSpec,
-        pre: wasmtime::component::InstancePre<HostState>,
-        shared: Arc<PluginShared>,
-    ) -> Result<InstancePool<W>, PluginError> {
+/// Makes the instance pool of a plugin being loaded, for whichever world and version it exports.
+struct PoolMaker<'a> {
+    runtime: &'a PluginRuntime,
+    spec: &'a PluginSpec,
+    pre: wasmtime::component::InstancePre<HostState>,
+    shared: Arc<PluginShared>,
+}
+
+impl PoolMaker<'_> {
+    async fn make<W: World>(self) -> Result<InstancePool<W>, PluginError> {
+        let PoolMaker { runtime, spec, pre, shared } = self;
         let pre =
             W::prepare(pre).map_err(|err| PluginError::Link { name: spec.name.clone(), reason: format!("{err:#}") })?;
-        let pool = InstancePool::new(self.engine.clone(), pre, shared, spec.config.clone(), spec.limits.clone());
+        let pool = InstancePool::new(runtime.engine.clone(), pre, shared, spec.config.clone(), spec.limits.clone());
         match pool.warm_up().await {
             Ok(()) => Ok(pool),
-            Err(InitFailure::Guest(err)) => Err(PluginError::Init { name: spec.name.clone(), message: err.message }),
+            Err(InitFailure::Guest(message)) => Err(PluginError::Init { name: spec.name.clone(), message }),
             Err(InitFailure::Fault(fault)) => Err(PluginError::InitFault { name: spec.name.clone(), fault }),
         }
     }
+}
+
+fn handler(meta: PluginMeta, pool: HandlerPool) -> Plugin {
+    Plugin::Handler(Arc::new(WasmHandler { meta, pool }))
+}
+
+fn sink(meta: PluginMeta, pool: SinkPool) -> Plugin {
+    Plugin::Sink(Arc::new(WasmSink { meta, pool }))
+}
+
+fn auth(meta: PluginMeta, pool: AuthPool) -> Plugin {
+    Plugin::AuthPolicy(Arc::new(WasmAuthPolicy { meta, pool }))
 }

@@ -19,8 +19,8 @@ fn inspect_shows_world_versions_capabilities_size_and_hash() {
     let (code, out, err) = run_eventyard(&["plugin", "inspect", wasm.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("world:        sink"), "{out}");
-    assert!(out.contains("wit version:  0.1.0"), "{out}");
-    assert!(out.contains("sdk version:  0.1.0"), "{out}");
+    assert!(out.contains("wit version:  0.2.0"), "{out}");
+    assert!(out.contains("sdk version:  0.2.0"), "{out}");
     assert!(out.contains("capabilities: kafka"), "{out}");
     let size = std::fs::metadata(&wasm).unwrap().len();
     assert!(out.contains(&format!("size:         {size} bytes")), "{out}");
@@ -31,7 +31,7 @@ fn inspect_shows_world_versions_capabilities_size_and_hash() {
     assert_eq!(code, 0);
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(info["world"], "handler");
-    assert_eq!(info["wit_version"], "0.2.0");
+    assert_eq!(info["wit_version"], "0.3.0");
     assert_eq!(info["sdk_version"], serde_json::Value::Null);
 }
 

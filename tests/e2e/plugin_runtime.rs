@@ -59,7 +59,7 @@ async fn passthrough_returns_the_event_unchanged_one_by_one_and_in_batches() {
     let results = passthrough.handle_batch(batch.clone()).await;
     let outputs: Vec<_> = results.into_iter().map(|r| r.unwrap().remove(0)).collect();
     assert_eq!(outputs, batch);
-    assert_eq!(passthrough.meta.info.sdk_version.as_deref(), Some("0.1.0"));
+    assert_eq!(passthrough.meta.info.sdk_version.as_deref(), Some("0.2.0"));
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ async fn a_plugin_of_another_wit_version_is_refused_by_name() {
     let err = load_err(&runtime(), spec("future-wit", Role::Handler, &[])).await;
     let text = err.to_string();
     assert!(matches!(err, PluginError::WitVersion { .. }), "{text}");
-    assert!(text.contains("eventyard:plugin@0.2.0") && text.contains("eventyard:plugin@0.1.0"), "{text}");
+    assert!(text.contains("eventyard:plugin@0.3.0") && text.contains("eventyard:plugin@0.2.0"), "{text}");
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     fn event(subject: &str, routing_key: Option<&str>) -> Event {
-        Event {
+        Event::from(eventyard_sdk::EventRecord {
             subject: subject.into(),
             context: eventyard_sdk::Context {
                 id: "e-1".into(),
@@ -131,7 +131,7 @@ mod tests {
             },
             extensions: routing_key.map(|k| ("routingkey".to_owned(), k.to_owned())).into_iter().collect(),
             data: Vec::new(),
-        }
+        })
     }
 
     const HOUR: Option<Hour> = Some(Hour { year: 2022, month: 7, day: 2, hour: 7 });

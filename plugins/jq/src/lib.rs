@@ -155,7 +155,7 @@ mod tests {
 
     fn outputs(outcome: Outcome) -> Vec<(String, String)> {
         let events = outcome.into_events(event("{}"));
-        events.into_iter().map(|e| (e.context.id, String::from_utf8(e.data).unwrap())).collect()
+        events.into_iter().map(Event::into_record).map(|e| (e.context.id, String::from_utf8(e.data).unwrap())).collect()
     }
 
     #[test]

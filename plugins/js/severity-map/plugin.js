@@ -12,10 +12,11 @@ function permanent(message) {
 }
 
 function handle(event) {
-  const id = event.context.id;
+  // The event stays in the host: fetch only what this reads.
+  const id = event.attribute('id');
   let data;
   try {
-    data = JSON.parse(decoder.decode(event.data));
+    data = JSON.parse(decoder.decode(event.data()));
   } catch (err) {
     throw permanent(`event "${id}": data is not JSON: ${err.message}`);
   }
@@ -38,9 +39,9 @@ function handle(event) {
   }
   data[target] = MAPPING[level];
   const sorted = Object.fromEntries(Object.keys(data).sort().map((key) => [key, data[key]]));
-  event.data = encoder.encode(JSON.stringify(sorted));
-  event.context.datacontenttype ??= 'application/json';
-  return { tag: 'emit', val: [event] };
+  event.setData(encoder.encode(JSON.stringify(sorted)));
+  if (event.attribute('datacontenttype') === undefined) event.setAttribute('datacontenttype', 'application/json');
+  return { tag: 'keep' };
 }
 
 export const eventHandler = {

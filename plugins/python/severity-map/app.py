@@ -3,7 +3,7 @@ import json
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.exports.event_handler import Outcome_Emit
+from wit_world.exports.event_handler import Outcome_Keep
 from wit_world.imports.types import Error
 
 MAPPING = {"Critical": "Critical", "Important": "Major", "Moderate": "Warning", "Low": "Info"}
@@ -29,9 +29,10 @@ class EventHandler(exports.EventHandler):
         target = settings.get("target", field)
 
     def handle(self, event):
-        event_id = event.context.id
+        # The event stays in the host: fetch only what this reads.
+        event_id = event.attribute("id")
         try:
-            data = json.loads(event.data)
+            data = json.loads(event.data())
         except ValueError as err:
             raise permanent(f'event "{event_id}": data is not JSON: {err}')
         if not isinstance(data, dict):
@@ -51,10 +52,10 @@ class EventHandler(exports.EventHandler):
                 " (expected Critical, Important, Moderate or Low)"
             )
         data[target] = MAPPING[level]
-        event.data = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        if event.context.datacontenttype is None:
-            event.context.datacontenttype = "application/json"
-        return Outcome_Emit([event])
+        event.set_data(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+        if event.attribute("datacontenttype") is None:
+            event.set_attribute("datacontenttype", "application/json")
+        return Outcome_Keep()
 
     def handle_batch(self, events):
         results = []

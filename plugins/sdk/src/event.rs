@@ -1,5 +1,14 @@
-//! Helpers on the WIT [`Event`]: building events, reading and writing JSON data, extensions, and
-//! the CloudEvents structured JSON form that sinks write.
+//! The [`Event`] a plugin sees, with helpers for JSON data, extensions and the CloudEvents
+//! structured JSON form that sinks write.
+//!
+//! An event a handler receives stays in the host until the handler reads it: reading a field
+//! (`event.data`, `event.context.id`) fetches every part once, the accessor methods
+//! ([`Event::subject`], [`Event::data`], [`Event::attribute`]) fetch only what they return, and
+//! the setters change the host's event in place. So a handler that reads only the subject never
+//! copies the payload, and one that keeps the event unchanged sends nothing back.
+
+use std::cell::{OnceCell, RefCell};
+use std::ops::{Deref, DerefMut};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -7,10 +16,315 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-pub use crate::wit::types::{Context, Event};
+use crate::wit::types::Event as HostEvent;
+pub use crate::wit::types::{Context, EventRecord};
 
 /// The extension that carries an event's routing key.
 const ROUTING_KEY: &str = "routingkey";
+
+/// The CloudEvents context attributes, which `set_extension` must not reach through the host's
+/// attribute setter (that one sets these in the context).
+const CONTEXT_ATTRIBUTES: [&str; 8] =
+    ["id", "source", "type", "specversion", "subject", "time", "datacontenttype", "dataschema"];
+
+/// One event. Dereferences to its [`EventRecord`] (`subject`, `context`, `extensions`, `data`),
+/// so its parts read and change like fields; see the module docs for what each access costs.
+pub struct Event {
+    /// Boxed so that its address stays put while the event moves: the running call's list of
+    /// lent events points at it (see [`end_call`]).
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    /// The host's event behind this one; `None` for an event made here, whose `parts` are set.
+    host: Option<HostHandle>,
+    /// Every part, once read from the host (or made here).
+    parts: OnceCell<EventRecord>,
+    /// `parts` were changed here: the host's copy is behind.
+    changed: bool,
+    /// The subject and data, when read on their own.
+    subject: OnceCell<String>,
+    data: OnceCell<Vec<u8>>,
+    /// Position in the running call's lent events, while this is one of them.
+    lent: Option<usize>,
+}
+
+enum HostHandle {
+    /// An input of the running call: the host's, lent until the call returns.
+    Lent(HostEvent),
+    /// An event the plugin holds: a copy the host made for `clone`.
+    Owned(HostEvent),
+}
+
+impl HostHandle {
+    fn event(&self) -> &HostEvent {
+        match self {
+            HostHandle::Lent(event) | HostHandle::Owned(event) => event,
+        }
+    }
+}
+
+thread_local! {
+    /// The events lent to the running call that are still alive, by [`Inner::lent`].
+    static LENT: RefCell<Vec<*mut Inner>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Ends the running call for its lent events: any the plugin kept (in its state, say) read their
+/// parts now, while the host still lends them, and let go of the handle.
+pub(crate) fn end_call() {
+    let kept = LENT.with_borrow_mut(std::mem::take);
+    for inner in kept.into_iter().filter(|inner| !inner.is_null()) {
+        // SAFETY: a non-null entry points at the `Inner` of a live `Event` (its `Drop` nulls the
+        // entry). The call's handler has returned, so nothing borrows that event now, and the
+        // plugin is single-threaded.
+        let inner = unsafe { &mut *inner };
+        inner.parts();
+        inner.host = None;
+        inner.lent = None;
+    }
+}
+
+impl Inner {
+    fn host(&self) -> &HostEvent {
+        match &self.host {
+            Some(host) => host.event(),
+            None => unreachable!("an event made here has its parts"),
+        }
+    }
+
+    fn parts(&self) -> &EventRecord {
+        self.parts.get_or_init(|| self.host().get())
+    }
+
+    fn parts_mut(&mut self) -> &mut EventRecord {
+        self.parts();
+        self.changed = true;
+        self.parts.get_mut().unwrap_or_else(|| unreachable!("just read"))
+    }
+
+    /// The parts, when read: changes then go to them; otherwise straight to the host.
+    fn loaded(&mut self) -> Option<&mut EventRecord> {
+        if self.parts.get().is_none() {
+            return None;
+        }
+        Some(self.parts_mut())
+    }
+}
+
+impl Event {
+    fn with(host: Option<HostHandle>, parts: Option<EventRecord>) -> Event {
+        let inner = Inner {
+            host,
+            parts: parts.map(OnceCell::from).unwrap_or_default(),
+            changed: false,
+            subject: OnceCell::new(),
+            data: OnceCell::new(),
+            lent: None,
+        };
+        Event { inner: Box::new(inner) }
+    }
+
+    /// An input the host lends the running call.
+    pub(crate) fn lent(event: HostEvent) -> Event {
+        let mut lent = Event::with(Some(HostHandle::Lent(event)), None);
+        let inner: *mut Inner = &mut *lent.inner;
+        LENT.with_borrow_mut(|all| {
+            lent.inner.lent = Some(all.len());
+            all.push(inner);
+        });
+        lent
+    }
+
+    /// Whether this is the running call's input with handle `input`.
+    pub(crate) fn is_lent(&self, input: u32) -> bool {
+        matches!(&self.inner.host, Some(HostHandle::Lent(event)) if event.handle() == input)
+    }
+
+    /// Brings the host's copy up to date with changes made to the parts here.
+    fn write_back(&mut self) {
+        if self.inner.changed
+            && let (Some(host), Some(parts)) = (&self.inner.host, self.inner.parts.get())
+        {
+            host.event().set(parts);
+            self.inner.changed = false;
+        }
+    }
+
+    /// The event as a handle the host can take back: the one it lent or made, or a new event made
+    /// of the parts.
+    pub(crate) fn into_host(mut self) -> HostEvent {
+        self.write_back();
+        match self.inner.host.take() {
+            Some(HostHandle::Owned(event) | HostHandle::Lent(event)) => event,
+            None => HostEvent::new(self.inner.parts()),
+        }
+    }
+
+    /// The event's parts, read whole.
+    pub fn into_record(mut self) -> EventRecord {
+        self.inner.parts();
+        self.inner.parts.take().unwrap_or_else(|| unreachable!("just read"))
+    }
+
+    /// The routing subject, fetching only it.
+    pub fn subject(&self) -> &str {
+        match self.inner.parts.get() {
+            Some(parts) => &parts.subject,
+            None => self.inner.subject.get_or_init(|| self.inner.host().subject()),
+        }
+    }
+
+    /// Sets the routing subject.
+    pub fn set_subject(&mut self, subject: impl Into<String>) {
+        let subject = subject.into();
+        match self.inner.loaded() {
+            Some(parts) => parts.subject = subject,
+            None => {
+                self.inner.host().set_subject(&subject);
+                self.inner.subject = OnceCell::from(subject);
+            }
+        }
+    }
+
+    /// The payload, fetching only it.
+    pub fn data(&self) -> &[u8] {
+        match self.inner.parts.get() {
+            Some(parts) => &parts.data,
+            None => self.inner.data.get_or_init(|| self.inner.host().data()),
+        }
+    }
+
+    /// The payload's length, without fetching it.
+    pub fn data_len(&self) -> usize {
+        match (self.inner.parts.get(), self.inner.data.get()) {
+            (Some(parts), _) => parts.data.len(),
+            (None, Some(data)) => data.len(),
+            (None, None) => self.inner.host().data_len() as usize,
+        }
+    }
+
+    /// Replaces the payload.
+    pub fn set_data(&mut self, data: impl Into<Vec<u8>>) {
+        let data = data.into();
+        match self.inner.loaded() {
+            Some(parts) => parts.data = data,
+            None => {
+                self.inner.host().set_data(&data);
+                self.inner.data = OnceCell::from(data);
+            }
+        }
+    }
+
+    /// A context attribute by its CloudEvents name (`id`, `source`, `type`, `specversion`,
+    /// `subject`, `time`, `datacontenttype`, `dataschema`), otherwise the extension of that name;
+    /// fetches only it.
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        let Some(parts) = self.inner.parts.get() else { return self.inner.host().attribute(name) };
+        let c = &parts.context;
+        match name {
+            "id" => Some(c.id.clone()),
+            "source" => Some(c.source.clone()),
+            "type" => Some(c.type_.clone()),
+            "specversion" => Some(c.specversion.clone()),
+            "subject" => c.subject.clone(),
+            "time" => c.time.clone(),
+            "datacontenttype" => c.datacontenttype.clone(),
+            "dataschema" => c.dataschema.clone(),
+            _ => self.extension(name).map(str::to_owned),
+        }
+    }
+
+    /// Sets the attribute or extension `name` (as [`Event::attribute`] names them); `None` removes
+    /// it. A required attribute (`id`, `source`, `type`, `specversion`) cannot be removed.
+    pub fn set_attribute(&mut self, name: &str, value: Option<&str>) -> Result<(), Error> {
+        let Some(parts) = self.inner.loaded() else {
+            return self.inner.host().set_attribute(name, value);
+        };
+        let value = value.map(str::to_owned);
+        let c = &mut parts.context;
+        let required = match name {
+            "id" => &mut c.id,
+            "source" => &mut c.source,
+            "type" => &mut c.type_,
+            "specversion" => &mut c.specversion,
+            "subject" => return Ok(c.subject = value),
+            "time" => return Ok(c.time = value),
+            "datacontenttype" => return Ok(c.datacontenttype = value),
+            "dataschema" => return Ok(c.dataschema = value),
+            _ => {
+                let extensions = &mut parts.extensions;
+                let at = extensions.iter().position(|(key, _)| key == name);
+                match (at, value) {
+                    (Some(at), Some(value)) => extensions[at].1 = value,
+                    (None, Some(value)) => extensions.push((name.to_owned(), value)),
+                    (Some(at), None) => drop(extensions.remove(at)),
+                    (None, None) => {}
+                }
+                return Ok(());
+            }
+        };
+        match value {
+            Some(value) => Ok(*required = value),
+            None => Err(Error::permanent(format!("`{name}` is a required attribute"))),
+        }
+    }
+
+    /// The event's `id`, for messages (fetches only it).
+    fn id(&self) -> String {
+        self.attribute("id").unwrap_or_default()
+    }
+}
+
+impl Deref for Event {
+    type Target = EventRecord;
+
+    fn deref(&self) -> &EventRecord {
+        self.inner.parts()
+    }
+}
+
+impl DerefMut for Event {
+    fn deref_mut(&mut self) -> &mut EventRecord {
+        self.inner.parts_mut()
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Some(at) = self.inner.lent {
+            // Changes made to a lent input are changes to the event the host passes on for `keep`.
+            self.write_back();
+            LENT.with_borrow_mut(|all| {
+                if let Some(entry) = all.get_mut(at) {
+                    *entry = std::ptr::null_mut();
+                }
+            });
+        }
+    }
+}
+
+impl Clone for Event {
+    /// A copy. Of an event the host holds and that was not changed here, the host makes the copy,
+    /// sharing the payload, so nothing is fetched.
+    fn clone(&self) -> Event {
+        match (&self.inner.host, self.inner.changed) {
+            (Some(host), false) => Event::with(Some(HostHandle::Owned(HostEvent::clone(host.event()))), None),
+            _ => Event::with(None, Some(self.inner.parts().clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.parts().fmt(f)
+    }
+}
+
+impl From<EventRecord> for Event {
+    fn from(parts: EventRecord) -> Event {
+        Event::with(None, Some(parts))
+    }
+}
 
 impl Event {
     /// An event on `subject` with exactly the `id`, `source`, `type` and `data` given, and no other
@@ -22,7 +336,7 @@ impl Event {
         ty: impl Into<String>,
         data: impl Into<Vec<u8>>,
     ) -> Event {
-        Event {
+        Event::from(EventRecord {
             context: Context {
                 id: id.into(),
                 source: source.into(),
@@ -36,7 +350,7 @@ impl Event {
             subject: subject.into(),
             extensions: Vec::new(),
             data: data.into(),
-        }
+        })
     }
 
     /// A new event on `subject` with CloudEvents `type` and raw `data`; `id`, `source` and `time`
@@ -44,7 +358,7 @@ impl Event {
     pub fn new(subject: impl Into<String>, ty: impl Into<String>, data: impl Into<Vec<u8>>) -> Event {
         let subject = subject.into();
         let now = crate::clock::now_nanos();
-        Event {
+        Event::from(EventRecord {
             context: Context {
                 id: format!("{now:x}-{:x}", next_sequence()),
                 source: format!("eventyard:plugin/{subject}"),
@@ -58,7 +372,7 @@ impl Event {
             subject,
             extensions: Vec::new(),
             data: data.into(),
-        }
+        })
     }
 
     /// A new event like [`Event::new`] whose data is `value` as JSON.
@@ -68,18 +382,19 @@ impl Event {
         Ok(event)
     }
 
-    /// Parses `data` as JSON into `T`; a permanent error says why it does not fit.
+    /// Parses the data as JSON into `T`; a permanent error says why it does not fit. Fetches only
+    /// the data.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.data)
-            .map_err(|err| Error::permanent(format!("event {}: data is not the expected JSON: {err}", self.context.id)))
+        serde_json::from_slice(self.data())
+            .map_err(|err| Error::permanent(format!("event {}: data is not the expected JSON: {err}", self.id())))
     }
 
-    /// Replaces `data` with `value` as JSON and sets `datacontenttype` to `application/json`.
+    /// Replaces the data with `value` as JSON and sets `datacontenttype` to `application/json`.
     pub fn set_json(&mut self, value: &impl Serialize) -> Result<(), Error> {
-        self.data = serde_json::to_vec(value)
-            .map_err(|err| Error::permanent(format!("event {}: cannot encode JSON data: {err}", self.context.id)))?;
-        self.context.datacontenttype = Some("application/json".into());
-        Ok(())
+        let data = serde_json::to_vec(value)
+            .map_err(|err| Error::permanent(format!("event {}: cannot encode JSON data: {err}", self.id())))?;
+        self.set_data(data);
+        self.set_attribute("datacontenttype", Some("application/json"))
     }
 
     /// The value of extension `name`, if set.
@@ -90,6 +405,11 @@ impl Event {
     /// Sets extension `name` to `value`, replacing an earlier value.
     pub fn set_extension(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
+        if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name.as_str()) {
+            // Cannot fail: only required context attributes refuse a value, and `name` is none.
+            let _ = self.inner.host().set_attribute(&name, Some(&value));
+            return;
+        }
         match self.extensions.iter_mut().find(|(key, _)| *key == name) {
             Some(entry) => entry.1 = value,
             None => self.extensions.push((name, value)),
@@ -98,6 +418,12 @@ impl Event {
 
     /// Removes extension `name` and returns its value.
     pub fn remove_extension(&mut self, name: &str) -> Option<String> {
+        if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name) {
+            let host = self.inner.host();
+            let value = host.attribute(name)?;
+            let _ = host.set_attribute(name, None);
+            return Some(value);
+        }
         let at = self.extensions.iter().position(|(key, _)| key == name)?;
         Some(self.extensions.remove(at).1)
     }
@@ -106,7 +432,6 @@ impl Event {
     pub fn routing_key(&self) -> Option<&str> {
         self.extension(ROUTING_KEY)
     }
-
     /// The event in CloudEvents 1.0 structured JSON form, as sinks write it: `specversion`, `id`,
     /// `source`, `type`, then `subject`, `time`, `datacontenttype` and `dataschema` when set, and
     /// each extension as a top-level string attribute. An extension named like one of those
@@ -186,7 +511,7 @@ mod tests {
     use super::*;
 
     fn event(datacontenttype: Option<&str>, data: &[u8]) -> Event {
-        Event {
+        Event::from(EventRecord {
             subject: "orders.eu.created".into(),
             context: Context {
                 id: "e-1".into(),
@@ -200,7 +525,7 @@ mod tests {
             },
             extensions: vec![("routingkey".into(), "eu".into()), ("id".into(), "spoofed".into())],
             data: data.to_vec(),
-        }
+        })
     }
 
     #[test]

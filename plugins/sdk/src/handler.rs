@@ -1,13 +1,14 @@
 //! The [`Handler`] role, its [`Outcome`], and [`export_handler!`](crate::export_handler).
 
-pub use crate::wit::handler_world::exports::eventyard::plugin::event_handler::Outcome;
+use crate::wit::handler_world::exports::eventyard::plugin::event_handler::Outcome as WitOutcome;
+use crate::wit::types::Event as HostEvent;
 use crate::{Config, Error, Event};
 
 /// A plugin that filters, transforms or fans out events.
 ///
-/// `handle` answers with an [`Outcome`]: [`Outcome::Keep`] passes the event on as it arrived,
-/// [`Outcome::DROP`] drops it, and `event.into()` or `vec![a, b].into()` send on what the handler
-/// made. An `Err` is handled by the plugin's failure policy in the router config.
+/// `handle` answers with an [`Outcome`]: [`Outcome::Keep`] passes the event on (with any changes
+/// made to it), [`Outcome::DROP`] drops it, and `event.into()` or `vec![a, b].into()` send on what
+/// the handler made. An `Err` is handled by the plugin's failure policy in the router config.
 pub trait Handler: Sized + 'static {
     /// Builds the handler from its config; an error refuses the plugin at load.
     fn init(config: Config) -> Result<Self, Error>;
@@ -21,6 +22,16 @@ pub trait Handler: Sized + 'static {
     }
 }
 
+/// What a handler does with one event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Pass the event on, with whatever was changed in it. The cheapest answer: nothing that was
+    /// not changed travels back to the host.
+    Keep,
+    /// Send these events on instead: none drops the input, one replaces it, several fan it out.
+    Emit(Vec<Event>),
+}
+
 impl Outcome {
     /// Drops the event.
     pub const DROP: Outcome = Outcome::Emit(Vec::new());
@@ -30,6 +41,17 @@ impl Outcome {
         match self {
             Outcome::Keep => vec![input],
             Outcome::Emit(events) => events,
+        }
+    }
+
+    /// The answer to the host about its lent input (`input` is its handle): sending on the input
+    /// itself, changed or not, is `keep`, so nothing of it crosses back.
+    fn into_wit(self, input: u32) -> WitOutcome {
+        match self {
+            Outcome::Keep => WitOutcome::Keep,
+            Outcome::Emit(events) if events.is_empty() => WitOutcome::Drop,
+            Outcome::Emit(events) if events.len() == 1 && events[0].is_lent(input) => WitOutcome::Keep,
+            Outcome::Emit(events) => WitOutcome::Emit(events.into_iter().map(Event::into_host).collect()),
         }
     }
 }
@@ -46,6 +68,27 @@ impl From<Vec<Event>> for Outcome {
     fn from(events: Vec<Event>) -> Self {
         Outcome::Emit(events)
     }
+}
+
+/// The export glue's `handle`: hands the lent `input` to the handler and answers the host.
+#[doc(hidden)]
+pub fn handle<H: Handler>(handler: &mut H, input: HostEvent) -> Result<WitOutcome, Error> {
+    let handle = input.handle();
+    let outcome = handler.handle(Event::lent(input));
+    let answer = outcome.map(|outcome| outcome.into_wit(handle));
+    crate::event::end_call();
+    answer
+}
+
+/// The export glue's `handle-batch`.
+#[doc(hidden)]
+pub fn handle_batch<H: Handler>(handler: &mut H, inputs: Vec<HostEvent>) -> Vec<Result<WitOutcome, Error>> {
+    let handles: Vec<u32> = inputs.iter().map(HostEvent::handle).collect();
+    let outcomes = handler.handle_batch(inputs.into_iter().map(Event::lent).collect());
+    let answers =
+        outcomes.into_iter().zip(handles).map(|(outcome, handle)| outcome.map(|o| o.into_wit(handle))).collect();
+    crate::event::end_call();
+    answers
 }
 
 /// Exports a [`Handler`] type as the plugin's `handler` world.
@@ -74,9 +117,9 @@ macro_rules! export_handler {
                     ::std::result::Result::Ok(())
                 }
 
-                fn handle(event: $crate::Event) -> ::std::result::Result<$crate::Outcome, $crate::Error> {
+                fn handle(event: $crate::wit::types::Event) -> ::std::result::Result<__wit::Outcome, $crate::Error> {
                     __STATE.with_borrow_mut(|state| match state {
-                        ::std::option::Option::Some(handler) => $crate::Handler::handle(handler, event),
+                        ::std::option::Option::Some(handler) => $crate::__private::handle(handler, event),
                         ::std::option::Option::None => {
                             ::std::result::Result::Err($crate::Error::permanent($crate::__private::NOT_INITIALISED))
                         }
@@ -84,10 +127,10 @@ macro_rules! export_handler {
                 }
 
                 fn handle_batch(
-                    events: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::vec::Vec<::std::result::Result<$crate::Outcome, $crate::Error>> {
+                    events: ::std::vec::Vec<$crate::wit::types::Event>,
+                ) -> ::std::vec::Vec<::std::result::Result<__wit::Outcome, $crate::Error>> {
                     __STATE.with_borrow_mut(|state| match state {
-                        ::std::option::Option::Some(handler) => $crate::Handler::handle_batch(handler, events),
+                        ::std::option::Option::Some(handler) => $crate::__private::handle_batch(handler, events),
                         ::std::option::Option::None => events
                             .iter()
                             .map(|_| ::std::result::Result::Err($crate::Error::permanent($crate::__private::NOT_INITIALISED)))

@@ -111,7 +111,7 @@ pub mod wit;
 
 pub use auth::{AuthPolicy, AuthRequest, Decision, Grant, Permissions, Protocol};
 pub use config::Config;
-pub use event::{Context, Event};
+pub use event::{Context, Event, EventRecord};
 pub use handler::{Handler, Outcome};
 pub use host::{clock, kafka, log, metrics, nats};
 pub use sink::{DeliveryError, EventFailure, Sink};
@@ -121,7 +121,7 @@ pub use wit::types::Error;
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The WIT package version this SDK targets.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 impl Error {
     /// A failure that will not go away by retrying the same input.
@@ -138,6 +138,7 @@ impl Error {
 /// Used by the export macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::handler::{handle, handle_batch};
     pub use crate::wit::{auth_world, handler_world, sink_world};
 
     const VERSION: &str = env!("CARGO_PKG_VERSION");

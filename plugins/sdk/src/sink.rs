@@ -48,7 +48,8 @@ macro_rules! export_sink {
                     ::std::result::Result::Ok(())
                 }
 
-                fn deliver(batch: ::std::vec::Vec<$crate::Event>) -> ::std::result::Result<(), $crate::DeliveryError> {
+                fn deliver(batch: ::std::vec::Vec<$crate::EventRecord>) -> ::std::result::Result<(), $crate::DeliveryError> {
+                    let batch = batch.into_iter().map($crate::Event::from).collect();
                     __STATE.with_borrow_mut(|state| match state {
                         ::std::option::Option::Some(sink) => $crate::Sink::deliver(sink, batch),
                         ::std::option::Option::None => ::std::result::Result::Err($crate::DeliveryError::Permanent(

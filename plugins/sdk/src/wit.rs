@@ -8,7 +8,7 @@
 pub mod handler_world {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "eventyard:plugin/handler@0.1.0",
+        world: "eventyard:plugin/handler@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_handler_world",
         default_bindings_module: "eventyard_sdk::__private::handler_world",
@@ -19,15 +19,15 @@ pub mod handler_world {
 pub mod sink_world {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "eventyard:plugin/sink@0.1.0",
+        world: "eventyard:plugin/sink@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_sink_world",
         default_bindings_module: "eventyard_sdk::__private::sink_world",
         with: {
-            "eventyard:plugin/types@0.1.0": crate::wit::types,
-            "eventyard:plugin/log@0.1.0": crate::wit::handler_world::eventyard::plugin::log,
-            "eventyard:plugin/clock@0.1.0": crate::wit::handler_world::eventyard::plugin::clock,
-            "eventyard:plugin/metrics@0.1.0": crate::wit::handler_world::eventyard::plugin::metrics,
+            "eventyard:plugin/types@0.2.0": crate::wit::types,
+            "eventyard:plugin/log@0.2.0": crate::wit::handler_world::eventyard::plugin::log,
+            "eventyard:plugin/clock@0.2.0": crate::wit::handler_world::eventyard::plugin::clock,
+            "eventyard:plugin/metrics@0.2.0": crate::wit::handler_world::eventyard::plugin::metrics,
         },
     });
 }
@@ -36,15 +36,15 @@ pub mod sink_world {
 pub mod auth_world {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "eventyard:plugin/auth-policy@0.1.0",
+        world: "eventyard:plugin/auth-policy@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_auth_world",
         default_bindings_module: "eventyard_sdk::__private::auth_world",
         with: {
-            "eventyard:plugin/types@0.1.0": crate::wit::types,
-            "eventyard:plugin/log@0.1.0": crate::wit::handler_world::eventyard::plugin::log,
-            "eventyard:plugin/clock@0.1.0": crate::wit::handler_world::eventyard::plugin::clock,
-            "eventyard:plugin/metrics@0.1.0": crate::wit::handler_world::eventyard::plugin::metrics,
+            "eventyard:plugin/types@0.2.0": crate::wit::types,
+            "eventyard:plugin/log@0.2.0": crate::wit::handler_world::eventyard::plugin::log,
+            "eventyard:plugin/clock@0.2.0": crate::wit::handler_world::eventyard::plugin::clock,
+            "eventyard:plugin/metrics@0.2.0": crate::wit::handler_world::eventyard::plugin::metrics,
         },
     });
 }
