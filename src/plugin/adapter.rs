@@ -49,9 +49,10 @@ fn v0_1_result(
     }
 }
 
-/// Collects the events a contract 0.2 answer sends on from the instance's table: the lent `input`
-/// as the guest left it for `keep`, the events the guest handed over (the input among them, maybe)
-/// for `emit`. The input leaves the table whatever the answer.
+/// Collects the events a contract 0.2 answer sends on from the instance's table: for `keep`, the
+/// event whose handle came back (the lent `input` as the guest left it, normally); for `emit`, the
+/// events the guest handed over (the input among them, maybe). The input leaves the table
+/// whatever the answer.
 fn v0_2_result(
     events: &mut EventTable,
     input: &Resource<v0_2::wit::Event>,
@@ -59,8 +60,11 @@ fn v0_2_result(
 ) -> Result<Vec<Event>, HandlerError> {
     let missing = || HandlerError::Fault(Fault::Trap("answered with an event it had already sent on".into()));
     let outputs = match result {
-        Ok(v0_2_handler::Outcome::Keep) => events.take(input).map(|event| vec![event]).ok_or_else(missing),
-        Ok(v0_2_handler::Outcome::Drop) => Ok(Vec::new()),
+        Ok(v0_2_handler::Outcome::Keep(kept)) => events.take(&kept).map(|event| vec![event]).ok_or_else(missing),
+        Ok(v0_2_handler::Outcome::Drop(dropped)) => {
+            events.take(&dropped);
+            Ok(Vec::new())
+        }
         Ok(v0_2_handler::Outcome::Emit(handles)) => {
             handles.iter().map(|handle| events.take(handle).ok_or_else(missing)).collect()
         }
@@ -117,7 +121,7 @@ impl Handler for WasmHandler {
             HandlerPool::V0_2(pool) => {
                 let mut lease = pool.checkout().await?;
                 let (bindings, store) = lease.parts();
-                let input = store.data_mut().events.lend(event);
+                let input = store.data_mut().events.lend([event]).remove(0);
                 let handle = Resource::new_own(input.rep());
                 let result =
                     pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(&mut *store, handle)).await;
@@ -154,7 +158,7 @@ impl Handler for WasmHandler {
                 async {
                     let mut lease = pool.checkout().await?;
                     let (bindings, store) = lease.parts();
-                    let inputs: Vec<_> = events.into_iter().map(|event| store.data_mut().events.lend(event)).collect();
+                    let inputs = store.data_mut().events.lend(events);
                     let handles: Vec<_> = inputs.iter().map(|input| Resource::new_own(input.rep())).collect();
                     let result = pool
                         .bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(&mut *store, &handles))

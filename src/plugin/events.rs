@@ -45,21 +45,27 @@ struct Slot {
 pub(crate) struct EventTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// The handles lent to the running call, in the order the call receives them.
+    lent: Vec<u32>,
     charged: usize,
     limit: usize,
 }
 
 impl EventTable {
     pub fn new(limit: usize) -> Self {
-        EventTable { slots: Vec::new(), free: Vec::new(), charged: 0, limit }
+        EventTable { slots: Vec::new(), free: Vec::new(), lent: Vec::new(), charged: 0, limit }
     }
 
-    /// Puts an input event in the table for a call; the guest gets a handle to it.
-    pub fn lend(&mut self, event: Event) -> Handle {
-        // An instance holds at most `limit` bytes of events it made, far fewer than 2^20 of them,
-        // and lent events are taken back after each call: there is always a slot.
-        let rep = self.insert(Entry { event, charge: 0, lent: true }).unwrap_or(u32::MAX);
-        Resource::new_own(rep)
+    /// Puts the input events of a call in the table; the guest gets a handle to each, in order.
+    pub fn lend(&mut self, events: impl IntoIterator<Item = Event>) -> Vec<Handle> {
+        self.lent.clear();
+        for event in events {
+            // An instance holds at most `limit` bytes of events it made, far fewer than 2^20 of
+            // them, and lent events are taken back after each call: there is always a slot.
+            let rep = self.insert(Entry { event, charge: 0, lent: true }).unwrap_or(u32::MAX);
+            self.lent.push(rep);
+        }
+        self.lent.iter().map(|rep| Resource::new_own(*rep)).collect()
     }
 
     /// Takes an event out: an input after its call, or one the guest handed over.
@@ -115,8 +121,26 @@ impl EventTable {
     }
 
     fn get(&self, handle: &Handle) -> wasmtime::Result<&Event> {
-        let index = self.index(handle.rep()).ok_or_else(gone)?;
-        Ok(&self.slots[index].entry.as_ref().ok_or_else(gone)?.event)
+        self.event(handle.rep()).ok_or_else(gone)
+    }
+
+    fn event(&self, rep: u32) -> Option<&Event> {
+        let index = self.index(rep)?;
+        Some(&self.slots[index].entry.as_ref()?.event)
+    }
+
+    /// The subjects of the events lent to the running call, in order; none between calls, when
+    /// they have all been taken back.
+    fn lent_subjects(&self) -> wit::Subjects {
+        let lent = || self.lent.iter().filter_map(|rep| self.event(*rep));
+        let mut text = String::with_capacity(lent().map(|event| event.subject.len()).sum());
+        let lengths = lent()
+            .map(|event| {
+                text.push_str(&event.subject);
+                event.subject.len() as u32
+            })
+            .collect();
+        wit::Subjects { text, lengths }
     }
 
     /// Changes an event as the guest asked and charges it at its new size. A changed event is no
@@ -190,7 +214,11 @@ fn set_attribute(event: &mut Event, name: String, value: Option<String>) -> Resu
     }
 }
 
-impl wit::Host for HostState {}
+impl wit::Host for HostState {
+    fn lent_subjects(&mut self) -> wasmtime::Result<wit::Subjects> {
+        Ok(self.events.lent_subjects())
+    }
+}
 
 impl wit::HostEvent for HostState {
     fn new(&mut self, parts: wit::EventRecord) -> wasmtime::Result<Handle> {
@@ -315,12 +343,12 @@ mod tests {
     #[test]
     fn inputs_are_lent_and_taken_back_and_stale_handles_find_nothing() {
         let mut table = EventTable::new(1 << 20);
-        let a = table.lend(event(b"a"));
+        let a = table.lend([event(b"a")]).remove(0);
         // The guest dropping an input's handle gives nothing up.
         table.release(&a);
         assert_eq!(table.take(&a).map(|e| e.data), Some(Bytes::from_static(b"a")));
         assert!(table.take(&a).is_none(), "taken once");
-        let b = table.lend(event(b"b"));
+        let b = table.lend([event(b"b")]).remove(0);
         assert_eq!(b.rep() & INDEX_MASK, a.rep() & INDEX_MASK, "the slot is reused");
         // A handle kept from the earlier call reaches nothing, not the event now in its slot.
         assert!(table.get(&a).is_err());
@@ -329,10 +357,21 @@ mod tests {
     }
 
     #[test]
+    fn lent_subjects_come_in_order_during_the_call_only() {
+        let mut table = EventTable::new(1 << 20);
+        let subjects = ["a.b", "orders.eu", "x"];
+        let handles = table.lend(subjects.map(|subject| Event { subject: subject.into(), ..event(b"") }));
+        let lent = table.lent_subjects();
+        assert_eq!((lent.text.as_str(), lent.lengths), ("a.borders.eux", vec![3, 9, 1]));
+        handles.iter().for_each(|handle| drop(table.take(handle)));
+        assert!(table.lent_subjects().lengths.is_empty(), "nothing is lent between calls");
+    }
+
+    #[test]
     fn what_the_guest_makes_or_grows_counts_against_its_limit() {
         let size = event(b"").size();
         let mut table = EventTable::new(size * 2 + size / 2);
-        let input = table.lend(event(b""));
+        let input = table.lend([event(b"")]).remove(0);
         let first = table.make(event(b"")).unwrap();
         table.make(event(b"")).unwrap();
         assert!(table.make(event(b"")).unwrap_err().is::<OverLimit>(), "a third one is over the limit");

@@ -84,6 +84,68 @@ pub fn polyglot_plugin(dir: &str) -> PathBuf {
     wasm
 }
 
+/// The `contract-0.1` fixture: a handler scaffolded while the plugin contract was 0.1.0, with the SDK
+/// and WIT of that release in its directory.
+pub fn contract_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/plugins/contract-0.1")
+}
+
+/// The `contract-0.1` fixture built as it is: an `eventyard:plugin@0.1.0` component made by the
+/// previous SDK release.
+pub fn contract_0_1_component() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build_component(&contract_fixture(), "contract-0.1")).clone()
+}
+
+/// The `contract-0.1` fixture's source rebuilt against this repository's SDK, as a plugin author
+/// upgrading the SDK would: an `eventyard:plugin@0.2.0` component.
+pub fn contract_0_1_rebuilt() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // A fixed directory, not a temporary one, so rebuilds are incremental.
+            let crate_dir = repo_root().join("target/fixtures/contract-0.1-rebuilt");
+            std::fs::create_dir_all(crate_dir.join("src")).expect("rebuild directory");
+            let fixture = contract_fixture();
+            let sdk = repo_root().join("plugins/sdk");
+            let manifest = std::fs::read_to_string(fixture.join("Cargo.toml")).expect("fixture manifest");
+            let manifest = manifest.replace(r#"path = "vendor/eventyard-sdk""#, &format!("path = {:?}", sdk.display()));
+            assert!(manifest.contains("plugins/sdk"), "the fixture depends on its vendored SDK by path");
+            write_if_changed(&crate_dir.join("Cargo.toml"), manifest.as_bytes());
+            let lock = std::fs::read(fixture.join("Cargo.lock")).expect("fixture lock file");
+            if !crate_dir.join("Cargo.lock").exists() {
+                write_if_changed(&crate_dir.join("Cargo.lock"), &lock);
+            }
+            let source = std::fs::read(fixture.join("src/lib.rs")).expect("fixture source");
+            write_if_changed(&crate_dir.join("src/lib.rs"), &source);
+            cargo_build_component(&crate_dir, "contract-0.1-rebuilt")
+        })
+        .clone()
+}
+
+/// Writes `bytes` to `path` unless it holds them already (so cargo sees nothing changed).
+fn write_if_changed(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).ok().as_deref() != Some(bytes) {
+        std::fs::write(path, bytes).expect("write");
+    }
+}
+
+/// Builds the plugin crate in `dir` for wasm32-wasip2 (release) into `target/fixtures/<name>`; the
+/// component it made.
+fn cargo_build_component(dir: &Path, name: &str) -> PathBuf {
+    let target_dir = repo_root().join("target/fixtures").join(name);
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {} failed", dir.display());
+    let wasm = target_dir.join("wasm32-wasip2/release/contract_v01.wasm");
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
+}
+
 /// Nanoseconds per event `handler` takes over `time`, handing it `event` one call at a time, or in
 /// calls of `batch` copies. For benchmarks.
 pub async fn ns_per_event(

@@ -9,6 +9,7 @@ mod builtin_sinks;
 mod cli;
 mod cluster;
 mod conformance;
+mod contract;
 mod durability;
 mod examples;
 mod fuzz_corpus;

@@ -41,7 +41,7 @@ function handle(event) {
   const sorted = Object.fromEntries(Object.keys(data).sort().map((key) => [key, data[key]]));
   event.setData(encoder.encode(JSON.stringify(sorted)));
   if (event.attribute('datacontenttype') === undefined) event.setAttribute('datacontenttype', 'application/json');
-  return { tag: 'keep' };
+  return { tag: 'keep', val: event };
 }
 
 export const eventHandler = {

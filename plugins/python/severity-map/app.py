@@ -55,7 +55,7 @@ class EventHandler(exports.EventHandler):
         event.set_data(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
         if event.attribute("datacontenttype") is None:
             event.set_attribute("datacontenttype", "application/json")
-        return Outcome_Keep()
+        return Outcome_Keep(event)
 
     def handle_batch(self, events):
         results = []

@@ -8,7 +8,8 @@
 //! copies the payload, and one that keeps the event unchanged sends nothing back.
 
 use std::cell::{OnceCell, RefCell};
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, Range};
+use std::rc::Rc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -31,7 +32,7 @@ const CONTEXT_ATTRIBUTES: [&str; 8] =
 /// so its parts read and change like fields; see the module docs for what each access costs.
 pub struct Event {
     /// Boxed so that its address stays put while the event moves: the running call's list of
-    /// lent events points at it (see [`end_call`]).
+    /// lent events points at it (see [`take_lent`]).
     inner: Box<Inner>,
 }
 
@@ -43,7 +44,7 @@ struct Inner {
     /// `parts` were changed here: the host's copy is behind.
     changed: bool,
     /// The subject and data, when read on their own.
-    subject: OnceCell<String>,
+    subject: OnceCell<Text>,
     data: OnceCell<Vec<u8>>,
     /// Position in the running call's lent events, while this is one of them.
     lent: Option<usize>,
@@ -64,24 +65,105 @@ impl HostHandle {
     }
 }
 
-thread_local! {
-    /// The events lent to the running call that are still alive, by [`Inner::lent`].
-    static LENT: RefCell<Vec<*mut Inner>> = const { RefCell::new(Vec::new()) };
+/// What became of each input the host lent the running call, by position.
+enum Lent {
+    /// The event is alive, in the plugin's hands.
+    Alive(*mut Inner),
+    /// The plugin dropped the event: its handle waits to go back to the host in the answer.
+    Returned(HostEvent),
+    /// The handle went back to the host already.
+    Gone,
 }
 
-/// Ends the running call for its lent events: any the plugin kept (in its state, say) read their
-/// parts now, while the host still lends them, and let go of the handle.
-pub(crate) fn end_call() {
-    let kept = LENT.with_borrow_mut(std::mem::take);
-    for inner in kept.into_iter().filter(|inner| !inner.is_null()) {
-        // SAFETY: a non-null entry points at the `Inner` of a live `Event` (its `Drop` nulls the
-        // entry). The call's handler has returned, so nothing borrows that event now, and the
-        // plugin is single-threaded.
-        let inner = unsafe { &mut *inner };
-        inner.parts();
-        inner.host = None;
-        inner.lent = None;
+thread_local! {
+    /// The running call's inputs, by position (see [`Inner::lent`]).
+    static LENT: RefCell<Vec<Lent>> = const { RefCell::new(Vec::new()) };
+    /// Their subjects, by position, once one of them was asked for.
+    static LENT_SUBJECTS: RefCell<Option<Vec<Text>>> = const { RefCell::new(None) };
+}
+
+/// A string that may be a slice of a larger one several events share: the subjects of a batch
+/// arrive as one text, and each input keeps its part without a copy of its own.
+#[derive(Clone)]
+struct Text {
+    text: Rc<str>,
+    range: Range<usize>,
+}
+
+impl Text {
+    fn new(text: String) -> Text {
+        let range = 0..text.len();
+        Text { text: text.into(), range }
     }
+
+    fn as_str(&self) -> &str {
+        &self.text[self.range.clone()]
+    }
+}
+
+/// The subject of the running call's input `at`. The first one asked for fetches those of every
+/// input, in one crossing: a handler that reads one subject of a batch reads them all, typically.
+/// A call of one input asks for its subject alone (`None` here).
+fn lent_subject(at: usize) -> Option<Text> {
+    if LENT.with_borrow(Vec::len) < 2 {
+        return None;
+    }
+    LENT_SUBJECTS.with_borrow_mut(|subjects| {
+        let subjects = subjects.get_or_insert_with(|| {
+            let lent = crate::wit::types::lent_subjects();
+            let text: Rc<str> = lent.text.into();
+            let mut start = 0;
+            let mut part = |length: u32| {
+                let end = start + length as usize;
+                let range = start..end;
+                start = end;
+                text.get(range.clone()).map(|_| Text { text: text.clone(), range })
+            };
+            lent.lengths.into_iter().map_while(&mut part).collect()
+        });
+        subjects.get(at).cloned()
+    })
+}
+
+/// Starts a call: wraps the handles the host lent it, in order.
+pub(crate) fn lend(inputs: Vec<HostEvent>) -> Vec<Event> {
+    LENT_SUBJECTS.with_borrow_mut(|subjects| *subjects = None);
+    LENT.with_borrow_mut(|all| {
+        all.clear();
+        inputs
+            .into_iter()
+            .map(|input| {
+                let mut event = Event::with(Some(HostHandle::Lent(input)), None);
+                event.inner.lent = Some(all.len());
+                all.push(Lent::Alive(&mut *event.inner));
+                event
+            })
+            .collect()
+    })
+}
+
+/// The handle of input `at`, to answer the host with. An input the plugin still holds reads its
+/// parts first and lets go of the handle, so it lives on as an event of its own.
+pub(crate) fn take_lent(at: usize) -> Option<HostEvent> {
+    let lent = LENT.with_borrow_mut(|all| all.get_mut(at).map(|lent| std::mem::replace(lent, Lent::Gone)));
+    match lent? {
+        Lent::Returned(handle) => Some(handle),
+        // SAFETY: an `Alive` entry points at the `Inner` of a live `Event`: its `Drop` replaces
+        // the entry, and `Inner` is boxed, so moving the event does not move it. The handler has
+        // returned, so nothing borrows that event now, and the plugin is single-threaded.
+        Lent::Alive(inner) => unsafe { &mut *inner }.keep_without_host(),
+        Lent::Gone => None,
+    }
+}
+
+/// Ends the running call: inputs the plugin kept (in its state, say) read their parts now, while
+/// the host still lends them, and every handle not handed back is dropped.
+pub(crate) fn end_call() {
+    for at in 0..LENT.with_borrow(Vec::len) {
+        drop(take_lent(at));
+    }
+    LENT.with_borrow_mut(Vec::clear);
+    LENT_SUBJECTS.with_borrow_mut(|subjects| *subjects = None);
 }
 
 impl Inner {
@@ -94,6 +176,15 @@ impl Inner {
 
     fn parts(&self) -> &EventRecord {
         self.parts.get_or_init(|| self.host().get())
+    }
+
+    /// Reads the parts and gives up the host's handle: the event is the plugin's own from now on.
+    fn keep_without_host(&mut self) -> Option<HostEvent> {
+        self.parts();
+        self.lent = None;
+        match self.host.take()? {
+            HostHandle::Lent(handle) | HostHandle::Owned(handle) => Some(handle),
+        }
     }
 
     fn parts_mut(&mut self) -> &mut EventRecord {
@@ -124,20 +215,9 @@ impl Event {
         Event { inner: Box::new(inner) }
     }
 
-    /// An input the host lends the running call.
-    pub(crate) fn lent(event: HostEvent) -> Event {
-        let mut lent = Event::with(Some(HostHandle::Lent(event)), None);
-        let inner: *mut Inner = &mut *lent.inner;
-        LENT.with_borrow_mut(|all| {
-            lent.inner.lent = Some(all.len());
-            all.push(inner);
-        });
-        lent
-    }
-
-    /// Whether this is the running call's input with handle `input`.
-    pub(crate) fn is_lent(&self, input: u32) -> bool {
-        matches!(&self.inner.host, Some(HostHandle::Lent(event)) if event.handle() == input)
+    /// Whether this is the running call's input at position `at`.
+    pub(crate) fn is_lent_at(&self, at: usize) -> bool {
+        self.inner.lent == Some(at)
     }
 
     /// Brings the host's copy up to date with changes made to the parts here.
@@ -166,11 +246,18 @@ impl Event {
         self.inner.parts.take().unwrap_or_else(|| unreachable!("just read"))
     }
 
-    /// The routing subject, fetching only it.
+    /// The routing subject, fetching only it (and, for the input of a batch, the other inputs'
+    /// subjects with it).
     pub fn subject(&self) -> &str {
         match self.inner.parts.get() {
             Some(parts) => &parts.subject,
-            None => self.inner.subject.get_or_init(|| self.inner.host().subject()),
+            None => self
+                .inner
+                .subject
+                .get_or_init(|| {
+                    self.inner.lent.and_then(lent_subject).unwrap_or_else(|| Text::new(self.inner.host().subject()))
+                })
+                .as_str(),
         }
     }
 
@@ -181,7 +268,7 @@ impl Event {
             Some(parts) => parts.subject = subject,
             None => {
                 self.inner.host().set_subject(&subject);
-                self.inner.subject = OnceCell::from(subject);
+                self.inner.subject = OnceCell::from(Text::new(subject));
             }
         }
     }
@@ -291,15 +378,18 @@ impl DerefMut for Event {
 
 impl Drop for Event {
     fn drop(&mut self) {
-        if let Some(at) = self.inner.lent {
-            // Changes made to a lent input are changes to the event the host passes on for `keep`.
-            self.write_back();
-            LENT.with_borrow_mut(|all| {
-                if let Some(entry) = all.get_mut(at) {
-                    *entry = std::ptr::null_mut();
-                }
-            });
-        }
+        let Some(at) = self.inner.lent else { return };
+        // Changes made to a lent input are changes to the event the host sends on for `keep`.
+        self.write_back();
+        let lent = match self.inner.host.take() {
+            Some(HostHandle::Lent(handle)) => Lent::Returned(handle),
+            _ => Lent::Gone,
+        };
+        LENT.with_borrow_mut(|all| {
+            if let Some(entry) = all.get_mut(at) {
+                *entry = lent;
+            }
+        });
     }
 }
 

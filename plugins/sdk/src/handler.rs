@@ -44,14 +44,28 @@ impl Outcome {
         }
     }
 
-    /// The answer to the host about its lent input (`input` is its handle): sending on the input
-    /// itself, changed or not, is `keep`, so nothing of it crosses back.
-    fn into_wit(self, input: u32) -> WitOutcome {
+    /// The answer to the host about its lent input at position `at`: sending on the input itself,
+    /// changed or not, is `keep` with its handle, so nothing else of it crosses back.
+    fn into_wit(self, at: usize) -> WitOutcome {
+        let lent = |answer: fn(HostEvent) -> WitOutcome| {
+            // Always there, by `answer`'s order: an input's own outcome takes its handle first.
+            crate::event::take_lent(at).map_or(WitOutcome::Emit(Vec::new()), answer)
+        };
         match self {
-            Outcome::Keep => WitOutcome::Keep,
-            Outcome::Emit(events) if events.is_empty() => WitOutcome::Drop,
-            Outcome::Emit(events) if events.len() == 1 && events[0].is_lent(input) => WitOutcome::Keep,
+            Outcome::Keep => lent(WitOutcome::Keep),
+            Outcome::Emit(events) if events.is_empty() => lent(WitOutcome::Drop),
+            Outcome::Emit(mut events) if events.len() == 1 && events[0].is_lent_at(at) => {
+                events.pop().map_or(WitOutcome::Emit(Vec::new()), |event| WitOutcome::Keep(event.into_host()))
+            }
             Outcome::Emit(events) => WitOutcome::Emit(events.into_iter().map(Event::into_host).collect()),
+        }
+    }
+
+    /// Whether the answer takes only this outcome's own input: `keep`, a drop, the input sent on.
+    fn answers_with_its_input(&self, at: usize) -> bool {
+        match self {
+            Outcome::Keep => true,
+            Outcome::Emit(events) => events.is_empty() || (events.len() == 1 && events[0].is_lent_at(at)),
         }
     }
 }
@@ -73,22 +87,40 @@ impl From<Vec<Event>> for Outcome {
 /// The export glue's `handle`: hands the lent `input` to the handler and answers the host.
 #[doc(hidden)]
 pub fn handle<H: Handler>(handler: &mut H, input: HostEvent) -> Result<WitOutcome, Error> {
-    let handle = input.handle();
-    let outcome = handler.handle(Event::lent(input));
-    let answer = outcome.map(|outcome| outcome.into_wit(handle));
-    crate::event::end_call();
-    answer
+    let answers = answer(vec![input], |events| events.into_iter().map(|event| handler.handle(event)).collect());
+    answers.into_iter().next().unwrap_or_else(|| Err(Error::permanent("the handler gave no answer")))
 }
 
 /// The export glue's `handle-batch`.
 #[doc(hidden)]
 pub fn handle_batch<H: Handler>(handler: &mut H, inputs: Vec<HostEvent>) -> Vec<Result<WitOutcome, Error>> {
-    let handles: Vec<u32> = inputs.iter().map(HostEvent::handle).collect();
-    let outcomes = handler.handle_batch(inputs.into_iter().map(Event::lent).collect());
-    let answers =
-        outcomes.into_iter().zip(handles).map(|(outcome, handle)| outcome.map(|o| o.into_wit(handle))).collect();
+    answer(inputs, |events| handler.handle_batch(events))
+}
+
+/// Lends `inputs` to `handle` and turns its outcomes into answers: first those that answer with
+/// their own input, so each takes its input's handle before a fan-out could take that input as an
+/// event of its own; then the rest.
+fn answer(
+    inputs: Vec<HostEvent>,
+    handle: impl FnOnce(Vec<Event>) -> Vec<Result<Outcome, Error>>,
+) -> Vec<Result<WitOutcome, Error>> {
+    let mut outcomes: Vec<Option<Result<Outcome, Error>>> =
+        handle(crate::event::lend(inputs)).into_iter().map(Some).collect();
+    let mut answers: Vec<Option<Result<WitOutcome, Error>>> = outcomes.iter().map(|_| None).collect();
+    for own_input_first in [true, false] {
+        for (at, slot) in outcomes.iter_mut().enumerate() {
+            let now = match slot {
+                Some(Ok(outcome)) => outcome.answers_with_its_input(at) == own_input_first,
+                Some(Err(_)) => own_input_first,
+                None => false,
+            };
+            if let (true, Some(outcome)) = (now, slot.take()) {
+                answers[at] = Some(outcome.map(|outcome| outcome.into_wit(at)));
+            }
+        }
+    }
     crate::event::end_call();
-    answers
+    answers.into_iter().flatten().collect()
 }
 
 /// Exports a [`Handler`] type as the plugin's `handler` world.

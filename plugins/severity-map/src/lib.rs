@@ -76,18 +76,24 @@ impl Handler for SeverityMap {
         Ok(SeverityMap { field, target })
     }
 
+    /// Fetches only the data (and the id for an error message) and changes the event in place:
+    /// sending on the input it was given, the host copies nothing back but the new data.
     fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
-        let id = &event.context.id;
-        let mut data = match serde_json::from_slice::<Value>(&event.data) {
-            Ok(Value::Object(data)) => data,
-            Ok(_) => return Err(Error::permanent(format!("event \"{id}\": data is not a JSON object"))),
-            Err(err) => return Err(Error::permanent(format!("event \"{id}\": data is not JSON: {err}"))),
+        let failed = |event: &Event, reason: String| {
+            Error::permanent(format!("event \"{}\": {reason}", event.attribute("id").unwrap_or_default()))
         };
-        self.map(&mut data).map_err(|reason| Error::permanent(format!("event \"{id}\": {reason}")))?;
-        event.data = serde_json::to_vec(&Value::Object(data)).map_err(|err| {
-            Error::permanent(format!("event \"{}\": cannot encode JSON data: {err}", event.context.id))
-        })?;
-        event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
+        let mut data = match serde_json::from_slice::<Value>(event.data()) {
+            Ok(Value::Object(data)) => data,
+            Ok(_) => return Err(failed(&event, "data is not a JSON object".into())),
+            Err(err) => return Err(failed(&event, format!("data is not JSON: {err}"))),
+        };
+        self.map(&mut data).map_err(|reason| failed(&event, reason))?;
+        let data = serde_json::to_vec(&Value::Object(data))
+            .map_err(|err| failed(&event, format!("cannot encode JSON data: {err}")))?;
+        event.set_data(data);
+        if event.attribute("datacontenttype").is_none() {
+            event.set_attribute("datacontenttype", Some("application/json"))?;
+        }
         Ok(event.into())
     }
 }

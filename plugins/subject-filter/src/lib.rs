@@ -9,40 +9,43 @@
 //!
 //! Every pattern is checked at `init`, so a bad one refuses the plugin at load.
 
-use eventyard_sdk::{Config, Error, Event, Handler, Outcome, subject};
+use eventyard_sdk::subject::Pattern;
+use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
 
 /// The config keys this plugin reads.
 const KEYS: [&str; 3] = ["allow", "deny", "types"];
 
 struct SubjectFilter {
-    allow: Vec<String>,
-    deny: Vec<String>,
+    allow: Vec<Pattern>,
+    deny: Vec<Pattern>,
     /// Empty means any type.
     types: Vec<String>,
 }
 
 impl SubjectFilter {
     /// True when the event may pass: an allow pattern matches, no deny pattern does, and the type
-    /// is listed (or no types are).
+    /// is listed (or no types are). Fetches the subject, and the type only when types are listed.
     fn permits(&self, event: &Event) -> bool {
-        let matches = |patterns: &[String]| patterns.iter().any(|p| subject::matches(p, &event.subject));
+        let subject = event.subject();
+        let matches = |patterns: &[Pattern]| patterns.iter().any(|p| p.matches(subject));
         matches(&self.allow)
             && !matches(&self.deny)
-            && (self.types.is_empty() || self.types.contains(&event.context.type_))
+            && (self.types.is_empty() || event.attribute("type").is_some_and(|ty| self.types.contains(&ty)))
     }
 }
 
-/// Reads the pattern list `key` (or `default` when absent) and validates every pattern.
-fn patterns(config: &Config, key: &str, default: &[&str]) -> Result<Vec<String>, Error> {
+/// Reads the pattern list `key` (or `default` when absent), checking every pattern.
+fn patterns(config: &Config, key: &str, default: &[&str]) -> Result<Vec<Pattern>, Error> {
     let patterns = match config.get(key) {
         Some(_) => config.list(key)?,
         None => default.iter().map(|p| (*p).to_owned()).collect(),
     };
-    for pattern in &patterns {
-        subject::validate_pattern(pattern)
-            .map_err(|reason| Error::permanent(format!("config: key `{key}`: {reason}")))?;
-    }
-    Ok(patterns)
+    patterns
+        .iter()
+        .map(|pattern| {
+            Pattern::new(pattern).map_err(|reason| Error::permanent(format!("config: key `{key}`: {reason}")))
+        })
+        .collect()
 }
 
 impl Handler for SubjectFilter {
