@@ -1,7 +1,9 @@
 //! Cost of the Wasm boundary: three handlers as Wasm plugins against their native twins through
 //! the same `Handler` trait — `passthrough` (keeps every event), `subject-filter` (reads the subject
 //! and keeps the event) and `severity-map` (parses the JSON data, maps a field, writes the data
-//! back) — and `severity-map` again in Python and JavaScript. Events carry 64 B, 1 KiB and 64 KiB
+//! back) — and `severity-map` again in Python and JavaScript, all on plugin contract 0.2. The
+//! same run measures contract 0.1: `passthrough` and the `contract-0.1` test fixture (which stamps
+//! an extension) built from one source against the SDKs of both contracts. Events carry 64 B, 1 KiB and 64 KiB
 //! of JSON data; one event per call and batches of 64. Variants run interleaved, several rounds,
 //! and the median is printed, since timings on a shared 2-core machine vary by tens of percent.
 //!
@@ -74,9 +76,26 @@ impl Handler for NativeSeverityMap {
     }
 }
 
-/// One handler measured: its name in the figures, the component and its native twin.
+/// The native twin of the `contract-0.1` test fixture without config: stamps the `contract`
+/// extension.
+struct NativeStamp;
+
+#[async_trait]
+impl Handler for NativeStamp {
+    async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
+        match event.extensions.iter_mut().find(|(name, _)| name == "contract") {
+            Some(entry) => entry.1 = "0.2.0".into(),
+            None => event.extensions.push(("contract".into(), "0.2.0".into())),
+        }
+        Ok(vec![event])
+    }
+}
+
+/// One handler measured: its name in the figures, the contract it speaks, the component and its
+/// native twin.
 struct Case {
     name: &'static str,
+    contract: &'static str,
     wasm: Arc<dyn Handler>,
     native: Arc<dyn Handler>,
 }
@@ -134,32 +153,43 @@ pub async fn run() {
     let filter = load(&runtime, "subject-filter", &common::plugin("subject-filter"), &allow).await;
     let severity = load(&runtime, "severity-map", &common::plugin("severity-map"), &[]).await;
     let native_map: Arc<dyn Handler> = Arc::new(NativeSeverityMap);
+    let native_filter = Arc::new(NativeSubjectFilter(Pattern::new("orders.>").expect("a pattern")));
     let mut cases = vec![
-        Case { name: "passthrough", wasm: passthrough, native: Arc::new(NativePassthrough) },
-        Case {
-            name: "subject-filter",
-            wasm: filter,
-            native: Arc::new(NativeSubjectFilter(Pattern::new("orders.>").expect("a pattern"))),
-        },
-        Case { name: "severity-map", wasm: severity, native: native_map.clone() },
+        Case { name: "passthrough", contract: "0.2", wasm: passthrough, native: Arc::new(NativePassthrough) },
+        Case { name: "subject-filter", contract: "0.2", wasm: filter, native: native_filter },
+        Case { name: "severity-map", contract: "0.2", wasm: severity, native: native_map.clone() },
     ];
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted =
         |name: &str| only.as_ref().is_none_or(|only| only.starts_with(name) || name.starts_with(only.as_str()));
+    // The same sources built against the SDK of contract 0.1.0 (the one the `contract-0.1` fixture
+    // carries), so both contracts are measured in one run: passthrough, and the fixture itself.
+    if wanted("passthrough") {
+        let source = common::repo_root().join("plugins/passthrough");
+        let built = common::build_with_sdk("passthrough-contract-0-1", &source, &common::sdk_0_1());
+        let wasm = load(&runtime, "passthrough-0.1", &built, &[]).await;
+        cases.push(Case { name: "passthrough", contract: "0.1", wasm, native: Arc::new(NativePassthrough) });
+    }
+    if wanted("contract-fixture") {
+        for (contract, built) in [("0.1", common::contract_0_1_component()), ("0.2", common::contract_0_1_rebuilt())] {
+            let wasm = load(&runtime, "contract-fixture", &built, &[]).await;
+            cases.push(Case { name: "contract-fixture", contract, wasm, native: Arc::new(NativeStamp) });
+        }
+    }
     for (name, dir) in [("severity-map-python", "python/severity-map"), ("severity-map-javascript", "js/severity-map")]
     {
         // Built with their toolchains (slow, and noise in a profile) only when measured.
         if wanted(name) {
             let wasm = load(&runtime, name, &common::polyglot_plugin(dir), &[]).await;
-            cases.push(Case { name, wasm, native: native_map.clone() });
+            cases.push(Case { name, contract: "0.2", wasm, native: native_map.clone() });
         }
     }
 
     println!("Wasm handlers against their native twins, ns per event (median of {ROUNDS} rounds)");
     println!("machine: {}", machine());
     println!(
-        "{:<24} {:>8} {:<8} {:>10} {:>10} {:>10} {:>7}",
-        "plugin", "size", "mode", "native", "wasm", "overhead", "ratio"
+        "{:<24} {:>8} {:>8} {:<8} {:>10} {:>10} {:>10} {:>7}",
+        "plugin", "contract", "size", "mode", "native", "wasm", "overhead", "ratio"
     );
     let mut lines = Vec::new();
     for case in &cases {
@@ -178,14 +208,14 @@ pub async fn run() {
                     wasm_ns.push(common::ns_per_event(case.wasm.as_ref(), &event, batch, ROUND_TIME).await);
                 }
                 let (native, wasm) = (common::median(native_ns), common::median(wasm_ns));
-                let name = case.name;
+                let (name, contract) = (case.name, case.contract);
                 println!(
-                    "{name:<24} {size:>8} {mode:<8} {native:>10.0} {wasm:>10.0} {:>10.0} {:>6.1}x",
+                    "{name:<24} {contract:>8} {size:>8} {mode:<8} {native:>10.0} {wasm:>10.0} {:>10.0} {:>6.1}x",
                     wasm - native,
                     wasm / native
                 );
                 lines.push(format!(
-                    "wasm-overhead plugin={name} size={size} mode={mode} contract=0.1 ns={:.0}",
+                    "wasm-overhead plugin={name} size={size} mode={mode} contract={contract} ns={:.0}",
                     wasm - native
                 ));
             }

@@ -121,7 +121,7 @@ impl Handler for WasmHandler {
             HandlerPool::V0_2(pool) => {
                 let mut lease = pool.checkout().await?;
                 let (bindings, store) = lease.parts();
-                let input = store.data_mut().events.lend([event]).remove(0);
+                let input = store.data_mut().events.lend_one(event);
                 let handle = Resource::new_own(input.rep());
                 let result =
                     pool.bounded(bindings.eventyard_plugin_event_handler().call_handle(&mut *store, handle)).await;

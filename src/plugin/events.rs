@@ -59,13 +59,21 @@ impl EventTable {
     /// Puts the input events of a call in the table; the guest gets a handle to each, in order.
     pub fn lend(&mut self, events: impl IntoIterator<Item = Event>) -> Vec<Handle> {
         self.lent.clear();
-        for event in events {
-            // An instance holds at most `limit` bytes of events it made, far fewer than 2^20 of
-            // them, and lent events are taken back after each call: there is always a slot.
-            let rep = self.insert(Entry { event, charge: 0, lent: true }).unwrap_or(u32::MAX);
-            self.lent.push(rep);
-        }
-        self.lent.iter().map(|rep| Resource::new_own(*rep)).collect()
+        events.into_iter().map(|event| self.lend_next(event)).collect()
+    }
+
+    /// Puts the one input of a call in the table.
+    pub fn lend_one(&mut self, event: Event) -> Handle {
+        self.lent.clear();
+        self.lend_next(event)
+    }
+
+    fn lend_next(&mut self, event: Event) -> Handle {
+        // An instance holds at most `limit` bytes of events it made, far fewer than 2^20 of them,
+        // and lent events are taken back after each call: there is always a slot.
+        let rep = self.insert(Entry { event, charge: 0, lent: true }).unwrap_or(u32::MAX);
+        self.lent.push(rep);
+        Resource::new_own(rep)
     }
 
     /// Takes an event out: an input after its call, or one the guest handed over.
@@ -129,18 +137,41 @@ impl EventTable {
         Some(&self.slots[index].entry.as_ref()?.event)
     }
 
-    /// The subjects of the events lent to the running call, in order; none between calls, when
-    /// they have all been taken back.
-    fn lent_subjects(&self) -> wit::Subjects {
-        let lent = || self.lent.iter().filter_map(|rep| self.event(*rep));
-        let mut text = String::with_capacity(lent().map(|event| event.subject.len()).sum());
-        let lengths = lent()
+    /// The events lent to the running call, in order; none between calls, when they have all been
+    /// taken back.
+    fn lent_events(&self) -> impl Iterator<Item = &Event> {
+        self.lent.iter().filter_map(|rep| self.event(*rep))
+    }
+
+    /// One string of each lent event, in order, as one text.
+    fn lent_texts(&self, read: impl Fn(&Event) -> Option<&str>) -> wit::Texts {
+        let mut text = String::new();
+        let lengths = self
+            .lent_events()
             .map(|event| {
-                text.push_str(&event.subject);
-                event.subject.len() as u32
+                let value = read(event)?;
+                text.push_str(value);
+                Some(value.len() as u32)
             })
             .collect();
-        wit::Subjects { text, lengths }
+        wit::Texts { text, lengths }
+    }
+
+    /// The lent events' payloads, unless together they are larger than `max_bytes`.
+    fn lent_payloads(&self, max_bytes: u64) -> Option<wit::Payloads> {
+        let total: usize = self.lent_events().map(|event| event.data.len()).sum();
+        if total as u64 > max_bytes {
+            return None;
+        }
+        let mut data = Vec::with_capacity(total);
+        let lengths = self
+            .lent_events()
+            .map(|event| {
+                data.extend_from_slice(&event.data);
+                event.data.len() as u32
+            })
+            .collect();
+        Some(wit::Payloads { data, lengths })
     }
 
     /// Changes an event as the guest asked and charges it at its new size. A changed event is no
@@ -171,32 +202,32 @@ fn gone() -> wasmtime::Error {
 }
 
 /// A context attribute by its CloudEvents name, else the extension of that name.
-fn attribute(event: &Event, name: &str) -> Option<String> {
+fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
     let c = &event.context;
     match name {
-        "id" => Some(c.id.clone()),
-        "source" => Some(c.source.clone()),
-        "type" => Some(c.ty.clone()),
-        "specversion" => Some(c.specversion.clone()),
-        "subject" => c.subject.clone(),
-        "time" => c.time.clone(),
-        "datacontenttype" => c.datacontenttype.clone(),
-        "dataschema" => c.dataschema.clone(),
-        _ => event.extension(name).map(str::to_owned),
+        "id" => Some(&c.id),
+        "source" => Some(&c.source),
+        "type" => Some(&c.ty),
+        "specversion" => Some(&c.specversion),
+        "subject" => c.subject.as_deref(),
+        "time" => c.time.as_deref(),
+        "datacontenttype" => c.datacontenttype.as_deref(),
+        "dataschema" => c.dataschema.as_deref(),
+        _ => event.extension(name),
     }
 }
 
 fn set_attribute(event: &mut Event, name: String, value: Option<String>) -> Result<(), wit::Error> {
     let c = &mut event.context;
-    let required = match name.as_str() {
-        "id" => &mut c.id,
-        "source" => &mut c.source,
-        "type" => &mut c.ty,
-        "specversion" => &mut c.specversion,
-        "subject" => return Ok(c.subject = value),
-        "time" => return Ok(c.time = value),
-        "datacontenttype" => return Ok(c.datacontenttype = value),
-        "dataschema" => return Ok(c.dataschema = value),
+    let slot = match name.as_str() {
+        "id" => Ok(&mut c.id),
+        "source" => Ok(&mut c.source),
+        "type" => Ok(&mut c.ty),
+        "specversion" => Ok(&mut c.specversion),
+        "subject" => Err(&mut c.subject),
+        "time" => Err(&mut c.time),
+        "datacontenttype" => Err(&mut c.datacontenttype),
+        "dataschema" => Err(&mut c.dataschema),
         _ => {
             let at = event.extensions.iter().position(|(key, _)| *key == name);
             match (at, value) {
@@ -208,15 +239,27 @@ fn set_attribute(event: &mut Event, name: String, value: Option<String>) -> Resu
             return Ok(());
         }
     };
-    match value {
-        Some(value) => Ok(*required = value),
-        None => Err(wit::Error { message: format!("`{name}` is a required attribute"), retryable: false }),
+    match (slot, value) {
+        (Ok(required), Some(value)) => *required = value,
+        (Ok(_), None) => {
+            return Err(wit::Error { message: format!("`{name}` is a required attribute"), retryable: false });
+        }
+        (Err(optional), value) => *optional = value,
     }
+    Ok(())
 }
 
 impl wit::Host for HostState {
-    fn lent_subjects(&mut self) -> wasmtime::Result<wit::Subjects> {
-        Ok(self.events.lent_subjects())
+    fn lent_subjects(&mut self) -> wasmtime::Result<wit::Texts> {
+        Ok(self.events.lent_texts(|event| Some(&event.subject)))
+    }
+
+    fn lent_attributes(&mut self, name: String) -> wasmtime::Result<wit::Texts> {
+        Ok(self.events.lent_texts(|event| attribute(event, &name)))
+    }
+
+    fn lent_payloads(&mut self, max_bytes: u64) -> wasmtime::Result<Option<wit::Payloads>> {
+        Ok(self.events.lent_payloads(max_bytes))
     }
 }
 
@@ -260,7 +303,7 @@ impl wit::HostEvent for HostState {
     }
 
     fn attribute(&mut self, event: Handle, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(attribute(self.events.get(&event)?, &name))
+        Ok(attribute(self.events.get(&event)?, &name).map(str::to_owned))
     }
 
     fn set_attribute(
@@ -328,7 +371,7 @@ mod tests {
     #[test]
     fn attributes_by_name_read_and_write_context_and_extensions() {
         let mut e = event(b"{}");
-        assert_eq!(attribute(&e, "type"), Some(e.context.ty.clone()));
+        assert_eq!(attribute(&e, "type"), Some(e.context.ty.as_str()));
         set_attribute(&mut e, "time".into(), None).unwrap();
         assert_eq!(attribute(&e, "time"), None);
         set_attribute(&mut e, "region".into(), Some("eu".into())).unwrap();
@@ -343,12 +386,12 @@ mod tests {
     #[test]
     fn inputs_are_lent_and_taken_back_and_stale_handles_find_nothing() {
         let mut table = EventTable::new(1 << 20);
-        let a = table.lend([event(b"a")]).remove(0);
+        let a = table.lend_one(event(b"a"));
         // The guest dropping an input's handle gives nothing up.
         table.release(&a);
         assert_eq!(table.take(&a).map(|e| e.data), Some(Bytes::from_static(b"a")));
         assert!(table.take(&a).is_none(), "taken once");
-        let b = table.lend([event(b"b")]).remove(0);
+        let b = table.lend_one(event(b"b"));
         assert_eq!(b.rep() & INDEX_MASK, a.rep() & INDEX_MASK, "the slot is reused");
         // A handle kept from the earlier call reaches nothing, not the event now in its slot.
         assert!(table.get(&a).is_err());
@@ -357,21 +400,29 @@ mod tests {
     }
 
     #[test]
-    fn lent_subjects_come_in_order_during_the_call_only() {
+    fn lent_parts_come_in_order_during_the_call_only() {
         let mut table = EventTable::new(1 << 20);
         let subjects = ["a.b", "orders.eu", "x"];
-        let handles = table.lend(subjects.map(|subject| Event { subject: subject.into(), ..event(b"") }));
-        let lent = table.lent_subjects();
-        assert_eq!((lent.text.as_str(), lent.lengths), ("a.borders.eux", vec![3, 9, 1]));
+        let mut events = subjects.map(|subject| Event { subject: subject.into(), ..event(b"ab") });
+        events[1].extensions.push(("region".into(), "eu".into()));
+        events[2].data = Bytes::from_static(b"c");
+        let handles = table.lend(events);
+        let lent = table.lent_texts(|event| Some(&event.subject));
+        assert_eq!((lent.text.as_str(), lent.lengths), ("a.borders.eux", vec![Some(3), Some(9), Some(1)]));
+        let lent = table.lent_texts(|event| attribute(event, "region"));
+        assert_eq!((lent.text.as_str(), lent.lengths), ("eu", vec![None, Some(2), None]));
+        let payloads = table.lent_payloads(5).expect("5 bytes fit");
+        assert_eq!((payloads.data.as_slice(), payloads.lengths), (&b"ababc"[..], vec![2, 2, 1]));
+        assert!(table.lent_payloads(4).is_none(), "more than the bound");
         handles.iter().for_each(|handle| drop(table.take(handle)));
-        assert!(table.lent_subjects().lengths.is_empty(), "nothing is lent between calls");
+        assert!(table.lent_texts(|event| Some(&event.subject)).lengths.is_empty(), "nothing is lent between calls");
     }
 
     #[test]
     fn what_the_guest_makes_or_grows_counts_against_its_limit() {
         let size = event(b"").size();
         let mut table = EventTable::new(size * 2 + size / 2);
-        let input = table.lend([event(b"")]).remove(0);
+        let input = table.lend_one(event(b""));
         let first = table.make(event(b"")).unwrap();
         table.make(event(b"")).unwrap();
         assert!(table.make(event(b"")).unwrap_err().is::<OverLimit>(), "a third one is over the limit");

@@ -90,11 +90,16 @@ pub fn contract_fixture() -> PathBuf {
     repo_root().join("tests/fixtures/plugins/contract-0.1")
 }
 
+/// The SDK of contract 0.1.0, as the `contract-0.1` fixture carries it.
+pub fn sdk_0_1() -> PathBuf {
+    contract_fixture().join("vendor/eventyard-sdk")
+}
+
 /// The `contract-0.1` fixture built as it is: an `eventyard:plugin@0.1.0` component made by the
 /// previous SDK release.
 pub fn contract_0_1_component() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| cargo_build_component(&contract_fixture(), "contract-0.1")).clone()
+    BUILT.get_or_init(|| build_with_sdk("contract-fixture", &contract_fixture(), &sdk_0_1())).clone()
 }
 
 /// The `contract-0.1` fixture's source rebuilt against this repository's SDK, as a plugin author
@@ -103,24 +108,40 @@ pub fn contract_0_1_rebuilt() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            // A fixed directory, not a temporary one, so rebuilds are incremental.
-            let crate_dir = repo_root().join("target/fixtures/contract-0.1-rebuilt");
-            std::fs::create_dir_all(crate_dir.join("src")).expect("rebuild directory");
-            let fixture = contract_fixture();
-            let sdk = repo_root().join("plugins/sdk");
-            let manifest = std::fs::read_to_string(fixture.join("Cargo.toml")).expect("fixture manifest");
-            let manifest = manifest.replace(r#"path = "vendor/eventyard-sdk""#, &format!("path = {:?}", sdk.display()));
-            assert!(manifest.contains("plugins/sdk"), "the fixture depends on its vendored SDK by path");
-            write_if_changed(&crate_dir.join("Cargo.toml"), manifest.as_bytes());
-            let lock = std::fs::read(fixture.join("Cargo.lock")).expect("fixture lock file");
-            if !crate_dir.join("Cargo.lock").exists() {
-                write_if_changed(&crate_dir.join("Cargo.lock"), &lock);
-            }
-            let source = std::fs::read(fixture.join("src/lib.rs")).expect("fixture source");
-            write_if_changed(&crate_dir.join("src/lib.rs"), &source);
-            cargo_build_component(&crate_dir, "contract-0.1-rebuilt")
+            build_with_sdk("contract-fixture-rebuilt", &contract_fixture(), &repo_root().join("plugins/sdk"))
         })
         .clone()
+}
+
+/// Builds the single-file plugin source `crate_dir/src/lib.rs` (which needs only the SDK) against the
+/// SDK crate at `sdk`, as a crate `name` of its own under `target/fixtures`, and returns the
+/// component. The crate's lock file starts from the fixture's, so the 0.1 SDK gets the versions it
+/// was released with.
+pub fn build_with_sdk(name: &str, crate_dir: &Path, sdk: &Path) -> PathBuf {
+    // A fixed directory, not a temporary one, so rebuilds are incremental.
+    let dir = repo_root().join("target/fixtures").join(name);
+    std::fs::create_dir_all(&dir).expect("build directory");
+    let manifest = format!(
+        "[package]\nname = {name:?}\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [workspace]\n\n[lib]\ncrate-type = [\"cdylib\"]\npath = {lib:?}\n\n\
+         [dependencies]\neventyard-sdk = {{ path = {sdk:?} }}\n\n\
+         [profile.release]\nlto = true\ncodegen-units = 1\n",
+        lib = crate_dir.join("src/lib.rs").display(),
+        sdk = sdk.display(),
+    );
+    write_if_changed(&dir.join("Cargo.toml"), manifest.as_bytes());
+    if !dir.join("Cargo.lock").exists() {
+        std::fs::copy(contract_fixture().join("Cargo.lock"), dir.join("Cargo.lock")).expect("lock file");
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {} against {} failed", crate_dir.display(), sdk.display());
+    let wasm = dir.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
 }
 
 /// Writes `bytes` to `path` unless it holds them already (so cargo sees nothing changed).
@@ -128,22 +149,6 @@ fn write_if_changed(path: &Path, bytes: &[u8]) {
     if std::fs::read(path).ok().as_deref() != Some(bytes) {
         std::fs::write(path, bytes).expect("write");
     }
-}
-
-/// Builds the plugin crate in `dir` for wasm32-wasip2 (release) into `target/fixtures/<name>`; the
-/// component it made.
-fn cargo_build_component(dir: &Path, name: &str) -> PathBuf {
-    let target_dir = repo_root().join("target/fixtures").join(name);
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building {} failed", dir.display());
-    let wasm = target_dir.join("wasm32-wasip2/release/contract_v01.wasm");
-    assert!(wasm.is_file(), "{} was not built", wasm.display());
-    wasm
 }
 
 /// Nanoseconds per event `handler` takes over `time`, handing it `event` one call at a time, or in

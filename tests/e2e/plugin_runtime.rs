@@ -265,6 +265,33 @@ async fn an_allocating_plugin_is_stopped_at_its_memory_limit() {
     assert_eq!(hog.handle(order("ok")).await.unwrap().len(), 1, "the plugin recovers");
 }
 
+/// A plugin that makes events in the host without bound (keeping only their handles, so its own
+/// memory stays small) is stopped at its memory limit too: the host holds no more for it.
+#[tokio::test]
+async fn a_plugin_hoarding_events_in_the_host_is_stopped_at_its_memory_limit() {
+    let runtime = runtime();
+    let mut hoarder = spec("misbehave", Role::Handler, &[]);
+    hoarder.limits.memory_limit = 32 << 20;
+    let hoarder = handler(&runtime, hoarder).await;
+    let err = hoarder.handle(order("hoard")).await.unwrap_err();
+    assert_eq!(err, HandlerError::Fault(Fault::OutOfMemory(32 << 20)));
+    assert_eq!(hoarder.handle(order("ok")).await.unwrap().len(), 1, "the plugin recovers");
+}
+
+/// An input a plugin keeps past its call (in its state) is still whole when it sends it on later.
+#[tokio::test]
+async fn an_event_kept_past_its_call_is_sent_on_whole_later() {
+    let runtime = runtime();
+    let keeper = handler(&runtime, spec("misbehave", Role::Handler, &[])).await;
+    let mut first = order("stash");
+    first.context.id = "kept".into();
+    assert!(keeper.handle(first.clone()).await.unwrap().is_empty(), "stashed, not sent on");
+    let out = keeper.handle(order("unstash")).await.unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!((&out[0].context.id, &out[0].data, &out[0].subject), (&first.context.id, &first.data, &first.subject));
+    assert_eq!(out[1].context.ty, "unstash");
+}
+
 /// An instance whose memory only grows (1 MiB kept per call) is replaced between calls once it
 /// holds three quarters of its cap, so no call fails for it.
 #[tokio::test]

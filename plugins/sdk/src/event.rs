@@ -44,8 +44,8 @@ struct Inner {
     /// `parts` were changed here: the host's copy is behind.
     changed: bool,
     /// The subject and data, when read on their own.
-    subject: OnceCell<Text>,
-    data: OnceCell<Vec<u8>>,
+    subject: OnceCell<Part<str>>,
+    data: OnceCell<Part<[u8]>>,
     /// Position in the running call's lent events, while this is one of them.
     lent: Option<usize>,
 }
@@ -78,68 +78,178 @@ enum Lent {
 thread_local! {
     /// The running call's inputs, by position (see [`Inner::lent`]).
     static LENT: RefCell<Vec<Lent>> = const { RefCell::new(Vec::new()) };
-    /// Their subjects, by position, once one of them was asked for.
-    static LENT_SUBJECTS: RefCell<Option<Vec<Text>>> = const { RefCell::new(None) };
+    /// What was read of all of them at once, by position.
+    static LENT_READS: RefCell<LentReads> = const { RefCell::new(LentReads::new()) };
 }
 
-/// A string that may be a slice of a larger one several events share: the subjects of a batch
-/// arrive as one text, and each input keeps its part without a copy of its own.
-#[derive(Clone)]
-struct Text {
-    text: Rc<str>,
+/// A string or payload that may be a part of a larger one several events share: the parts of a
+/// batch's inputs arrive as one text, and each input keeps its part without a copy of its own.
+struct Part<T: ?Sized> {
+    all: Rc<T>,
     range: Range<usize>,
 }
 
-impl Text {
-    fn new(text: String) -> Text {
-        let range = 0..text.len();
-        Text { text: text.into(), range }
-    }
-
-    fn as_str(&self) -> &str {
-        &self.text[self.range.clone()]
+impl<T: ?Sized> Clone for Part<T> {
+    fn clone(&self) -> Self {
+        Part { all: self.all.clone(), range: self.range.clone() }
     }
 }
 
-/// The subject of the running call's input `at`. The first one asked for fetches those of every
-/// input, in one crossing: a handler that reads one subject of a batch reads them all, typically.
-/// A call of one input asks for its subject alone (`None` here).
-fn lent_subject(at: usize) -> Option<Text> {
+impl Part<str> {
+    fn own(text: String) -> Self {
+        Part { range: 0..text.len(), all: text.into() }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.all[self.range.clone()]
+    }
+}
+
+impl Part<[u8]> {
+    fn own(data: Vec<u8>) -> Self {
+        Part { range: 0..data.len(), all: data.into() }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.all[self.range.clone()]
+    }
+}
+
+/// Splits `all` into parts `lengths` long (`None`: no part there). Lengths that do not fit end the
+/// list early, so the input they belong to reads its part alone.
+fn split<T: ?Sized>(
+    all: Rc<T>,
+    lengths: impl IntoIterator<Item = Option<u32>>,
+    fits: impl Fn(&T, Range<usize>) -> bool,
+) -> Vec<Option<Part<T>>> {
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for length in lengths {
+        let Some(length) = length else {
+            parts.push(None);
+            continue;
+        };
+        let range = start..start + length as usize;
+        if !fits(&all, range.clone()) {
+            break;
+        }
+        start = range.end;
+        parts.push(Some(Part { all: all.clone(), range }));
+    }
+    parts
+}
+
+/// What a call read of all its inputs at once: the first input to ask for a part fetches that part
+/// of every input in one crossing, since a handler that reads it of one event of a batch reads it
+/// of them all, typically.
+struct LentReads {
+    subjects: Option<Vec<Option<Part<str>>>>,
+    /// By attribute name.
+    attributes: Vec<(String, Vec<Option<Part<str>>>)>,
+    /// `Some(None)`: too large to read at once.
+    payloads: Option<Option<Vec<Option<Part<[u8]>>>>>,
+}
+
+impl LentReads {
+    const fn new() -> Self {
+        LentReads { subjects: None, attributes: Vec::new(), payloads: None }
+    }
+}
+
+/// Payloads of a batch larger than this together are read one by one.
+const LENT_PAYLOADS_MAX: u64 = 1 << 20;
+
+/// Runs `read` on the running call's reads, if it has several inputs (`None` for one input, which
+/// reads its parts alone).
+fn lent_reads<T>(read: impl FnOnce(&mut LentReads) -> T) -> Option<T> {
     if LENT.with_borrow(Vec::len) < 2 {
         return None;
     }
-    LENT_SUBJECTS.with_borrow_mut(|subjects| {
-        let subjects = subjects.get_or_insert_with(|| {
+    Some(LENT_READS.with_borrow_mut(read))
+}
+
+/// The subject of the running call's input `at`, read with the other inputs'.
+fn lent_subject(at: usize) -> Option<Part<str>> {
+    lent_reads(|reads| {
+        let subjects = reads.subjects.get_or_insert_with(|| {
             let lent = crate::wit::types::lent_subjects();
-            let text: Rc<str> = lent.text.into();
-            let mut start = 0;
-            let mut part = |length: u32| {
-                let end = start + length as usize;
-                let range = start..end;
-                start = end;
-                text.get(range.clone()).map(|_| Text { text: text.clone(), range })
-            };
-            lent.lengths.into_iter().map_while(&mut part).collect()
+            split(lent.text.into(), lent.lengths, |text: &str, range| text.get(range).is_some())
         });
-        subjects.get(at).cloned()
+        subjects.get(at).cloned().flatten()
     })
+    .flatten()
+}
+
+/// Attribute `name` of the running call's input `at`, read with the other inputs': `None` when it
+/// cannot be read so, `Some(None)` when the input has no such attribute.
+fn lent_attribute(at: usize, name: &str) -> Option<Option<String>> {
+    lent_reads(|reads| {
+        let known = reads.attributes.iter().position(|(known, _)| known == name);
+        let at_known = match known {
+            Some(known) => known,
+            None => {
+                let lent = crate::wit::types::lent_attributes(name);
+                let values = split(lent.text.into(), lent.lengths, |text: &str, range| text.get(range).is_some());
+                reads.attributes.push((name.to_owned(), values));
+                reads.attributes.len() - 1
+            }
+        };
+        let values = &reads.attributes[at_known].1;
+        (at < values.len()).then(|| values[at].as_ref().map(|value| value.as_str().to_owned()))
+    })
+    .flatten()
+}
+
+/// Forgets what was read of attribute `name` of input `at`, which the plugin just changed.
+fn changed_attribute(at: usize, name: &str, value: Option<&str>) {
+    LENT_READS.with_borrow_mut(|reads| {
+        if let Some((_, values)) = reads.attributes.iter_mut().find(|(known, _)| known == name)
+            && let Some(entry) = values.get_mut(at)
+        {
+            *entry = value.map(|value| Part::<str>::own(value.to_owned()));
+        }
+    });
+}
+
+/// The payload of the running call's input `at`, read with the other inputs' unless together they
+/// are large.
+fn lent_payload(at: usize) -> Option<Part<[u8]>> {
+    lent_reads(|reads| {
+        let payloads = reads.payloads.get_or_insert_with(|| {
+            let lent = crate::wit::types::lent_payloads(LENT_PAYLOADS_MAX)?;
+            let lengths = lent.lengths.into_iter().map(Some);
+            Some(split(lent.data.into(), lengths, |data: &[u8], range| data.get(range).is_some()))
+        });
+        payloads.as_ref().and_then(|payloads| payloads.get(at).cloned().flatten())
+    })
+    .flatten()
 }
 
 /// Starts a call: wraps the handles the host lent it, in order.
 pub(crate) fn lend(inputs: Vec<HostEvent>) -> Vec<Event> {
-    LENT_SUBJECTS.with_borrow_mut(|subjects| *subjects = None);
+    start_call();
+    inputs.into_iter().map(lend_next).collect()
+}
+
+/// Starts a call of one input.
+pub(crate) fn lend_one(input: HostEvent) -> Event {
+    start_call();
+    lend_next(input)
+}
+
+fn start_call() {
+    LENT_READS.with_borrow_mut(|reads| *reads = LentReads::new());
+    LENT.with_borrow_mut(Vec::clear);
+}
+
+/// Wraps the running call's next input.
+fn lend_next(input: HostEvent) -> Event {
+    let mut event = Event::with(Some(HostHandle::Lent(input)), None);
     LENT.with_borrow_mut(|all| {
-        all.clear();
-        inputs
-            .into_iter()
-            .map(|input| {
-                let mut event = Event::with(Some(HostHandle::Lent(input)), None);
-                event.inner.lent = Some(all.len());
-                all.push(Lent::Alive(&mut *event.inner));
-                event
-            })
-            .collect()
-    })
+        event.inner.lent = Some(all.len());
+        all.push(Lent::Alive(&mut *event.inner));
+    });
+    event
 }
 
 /// The handle of input `at`, to answer the host with. An input the plugin still holds reads its
@@ -162,8 +272,7 @@ pub(crate) fn end_call() {
     for at in 0..LENT.with_borrow(Vec::len) {
         drop(take_lent(at));
     }
-    LENT.with_borrow_mut(Vec::clear);
-    LENT_SUBJECTS.with_borrow_mut(|subjects| *subjects = None);
+    start_call();
 }
 
 impl Inner {
@@ -195,9 +304,7 @@ impl Inner {
 
     /// The parts, when read: changes then go to them; otherwise straight to the host.
     fn loaded(&mut self) -> Option<&mut EventRecord> {
-        if self.parts.get().is_none() {
-            return None;
-        }
+        self.parts.get()?;
         Some(self.parts_mut())
     }
 }
@@ -255,7 +362,10 @@ impl Event {
                 .inner
                 .subject
                 .get_or_init(|| {
-                    self.inner.lent.and_then(lent_subject).unwrap_or_else(|| Text::new(self.inner.host().subject()))
+                    self.inner
+                        .lent
+                        .and_then(lent_subject)
+                        .unwrap_or_else(|| Part::<str>::own(self.inner.host().subject()))
                 })
                 .as_str(),
         }
@@ -268,16 +378,25 @@ impl Event {
             Some(parts) => parts.subject = subject,
             None => {
                 self.inner.host().set_subject(&subject);
-                self.inner.subject = OnceCell::from(Text::new(subject));
+                self.inner.subject = OnceCell::from(Part::<str>::own(subject));
             }
         }
     }
 
-    /// The payload, fetching only it.
+    /// The payload, fetching only it (and, for the input of a batch, the other inputs' with it).
     pub fn data(&self) -> &[u8] {
         match self.inner.parts.get() {
             Some(parts) => &parts.data,
-            None => self.inner.data.get_or_init(|| self.inner.host().data()),
+            None => self
+                .inner
+                .data
+                .get_or_init(|| {
+                    self.inner
+                        .lent
+                        .and_then(lent_payload)
+                        .unwrap_or_else(|| Part::<[u8]>::own(self.inner.host().data()))
+                })
+                .as_bytes(),
         }
     }
 
@@ -285,7 +404,7 @@ impl Event {
     pub fn data_len(&self) -> usize {
         match (self.inner.parts.get(), self.inner.data.get()) {
             (Some(parts), _) => parts.data.len(),
-            (None, Some(data)) => data.len(),
+            (None, Some(data)) => data.range.len(),
             (None, None) => self.inner.host().data_len() as usize,
         }
     }
@@ -297,7 +416,7 @@ impl Event {
             Some(parts) => parts.data = data,
             None => {
                 self.inner.host().set_data(&data);
-                self.inner.data = OnceCell::from(data);
+                self.inner.data = OnceCell::from(Part::<[u8]>::own(data));
             }
         }
     }
@@ -306,7 +425,10 @@ impl Event {
     /// `subject`, `time`, `datacontenttype`, `dataschema`), otherwise the extension of that name;
     /// fetches only it.
     pub fn attribute(&self, name: &str) -> Option<String> {
-        let Some(parts) = self.inner.parts.get() else { return self.inner.host().attribute(name) };
+        let Some(parts) = self.inner.parts.get() else {
+            let lent = self.inner.lent.and_then(|at| lent_attribute(at, name));
+            return lent.unwrap_or_else(|| self.inner.host().attribute(name));
+        };
         let c = &parts.context;
         match name {
             "id" => Some(c.id.clone()),
@@ -325,19 +447,19 @@ impl Event {
     /// it. A required attribute (`id`, `source`, `type`, `specversion`) cannot be removed.
     pub fn set_attribute(&mut self, name: &str, value: Option<&str>) -> Result<(), Error> {
         let Some(parts) = self.inner.loaded() else {
-            return self.inner.host().set_attribute(name, value);
+            return self.write_attribute(name, value);
         };
         let value = value.map(str::to_owned);
         let c = &mut parts.context;
-        let required = match name {
-            "id" => &mut c.id,
-            "source" => &mut c.source,
-            "type" => &mut c.type_,
-            "specversion" => &mut c.specversion,
-            "subject" => return Ok(c.subject = value),
-            "time" => return Ok(c.time = value),
-            "datacontenttype" => return Ok(c.datacontenttype = value),
-            "dataschema" => return Ok(c.dataschema = value),
+        let slot = match name {
+            "id" => Ok(&mut c.id),
+            "source" => Ok(&mut c.source),
+            "type" => Ok(&mut c.type_),
+            "specversion" => Ok(&mut c.specversion),
+            "subject" => Err(&mut c.subject),
+            "time" => Err(&mut c.time),
+            "datacontenttype" => Err(&mut c.datacontenttype),
+            "dataschema" => Err(&mut c.dataschema),
             _ => {
                 let extensions = &mut parts.extensions;
                 let at = extensions.iter().position(|(key, _)| key == name);
@@ -350,10 +472,21 @@ impl Event {
                 return Ok(());
             }
         };
-        match value {
-            Some(value) => Ok(*required = value),
-            None => Err(Error::permanent(format!("`{name}` is a required attribute"))),
+        match (slot, value) {
+            (Ok(required), Some(value)) => *required = value,
+            (Ok(_), None) => return Err(Error::permanent(format!("`{name}` is a required attribute"))),
+            (Err(optional), value) => *optional = value,
         }
+        Ok(())
+    }
+
+    /// Sets attribute `name` in the host's event, and in what the call read of it.
+    fn write_attribute(&self, name: &str, value: Option<&str>) -> Result<(), Error> {
+        self.inner.host().set_attribute(name, value)?;
+        if let Some(at) = self.inner.lent {
+            changed_attribute(at, name, value);
+        }
+        Ok(())
     }
 
     /// The event's `id`, for messages (fetches only it).
@@ -497,7 +630,7 @@ impl Event {
         let (name, value) = (name.into(), value.into());
         if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name.as_str()) {
             // Cannot fail: only required context attributes refuse a value, and `name` is none.
-            let _ = self.inner.host().set_attribute(&name, Some(&value));
+            let _ = self.write_attribute(&name, Some(&value));
             return;
         }
         match self.extensions.iter_mut().find(|(key, _)| *key == name) {
@@ -509,9 +642,8 @@ impl Event {
     /// Removes extension `name` and returns its value.
     pub fn remove_extension(&mut self, name: &str) -> Option<String> {
         if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name) {
-            let host = self.inner.host();
-            let value = host.attribute(name)?;
-            let _ = host.set_attribute(name, None);
+            let value = self.attribute(name)?;
+            let _ = self.write_attribute(name, None);
             return Some(value);
         }
         let at = self.extensions.iter().position(|(key, _)| key == name)?;

@@ -87,8 +87,9 @@ impl From<Vec<Event>> for Outcome {
 /// The export glue's `handle`: hands the lent `input` to the handler and answers the host.
 #[doc(hidden)]
 pub fn handle<H: Handler>(handler: &mut H, input: HostEvent) -> Result<WitOutcome, Error> {
-    let answers = answer(vec![input], |events| events.into_iter().map(|event| handler.handle(event)).collect());
-    answers.into_iter().next().unwrap_or_else(|| Err(Error::permanent("the handler gave no answer")))
+    let answer = handler.handle(crate::event::lend_one(input)).map(|outcome| outcome.into_wit(0));
+    crate::event::end_call();
+    answer
 }
 
 /// The export glue's `handle-batch`.
