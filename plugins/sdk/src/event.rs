@@ -121,7 +121,7 @@ fn split<T: ?Sized>(
     all: Rc<T>,
     lengths: impl IntoIterator<Item = Option<u32>>,
     fits: impl Fn(&T, Range<usize>) -> bool,
-) -> Vec<Option<Part<T>>> {
+) -> Parts<T> {
     let mut start = 0;
     let mut parts = Vec::new();
     for length in lengths {
@@ -143,12 +143,15 @@ fn split<T: ?Sized>(
 /// of every input in one crossing, since a handler that reads it of one event of a batch reads it
 /// of them all, typically.
 struct LentReads {
-    subjects: Option<Vec<Option<Part<str>>>>,
+    subjects: Option<Parts<str>>,
     /// By attribute name.
-    attributes: Vec<(String, Vec<Option<Part<str>>>)>,
+    attributes: Vec<(String, Parts<str>)>,
     /// `Some(None)`: too large to read at once.
-    payloads: Option<Option<Vec<Option<Part<[u8]>>>>>,
+    payloads: Option<Option<Parts<[u8]>>>,
 }
+
+/// One part per input, by position; `None` where an input has none.
+type Parts<T> = Vec<Option<Part<T>>>;
 
 impl LentReads {
     const fn new() -> Self {
