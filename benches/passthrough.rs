@@ -25,7 +25,6 @@ use eventyard::broker::Pattern;
 use eventyard::event::Event;
 use eventyard::plugin::{Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
 use eventyard::route::{Handler, HandlerError};
-use serde_json::Value;
 
 const BATCH: usize = 64;
 const ROUNDS: usize = 7;
@@ -52,25 +51,19 @@ impl Handler for NativeSubjectFilter {
     }
 }
 
-/// The native twin of `severity-map` with its defaults: `severity` mapped in place.
-struct NativeSeverityMap;
+/// The plugin's own mapping, compiled natively.
+#[path = "../plugins/severity-map/src/mapping.rs"]
+mod severity_mapping;
+
+/// The native twin of `severity-map` with its defaults (`severity` mapped in place): the plugin's
+/// mapping code, and the same event handling around it.
+struct NativeSeverityMap(severity_mapping::SeverityMap);
 
 #[async_trait]
 impl Handler for NativeSeverityMap {
     async fn handle(&self, mut event: Event) -> Result<Vec<Event>, HandlerError> {
-        let failed = |reason: &str| HandlerError::Rejected { message: reason.to_owned(), retryable: false };
-        let Ok(Value::Object(mut data)) = serde_json::from_slice::<Value>(&event.data) else {
-            return Err(failed("data is not a JSON object"));
-        };
-        let mapped = match data.get("severity").and_then(Value::as_str) {
-            Some("Critical") => "Critical",
-            Some("Important") => "Major",
-            Some("Moderate") => "Warning",
-            Some("Low") => "Info",
-            _ => return Err(failed("no known severity")),
-        };
-        data.insert("severity".into(), Value::String(mapped.into()));
-        event.data = Bytes::from(serde_json::to_vec(&Value::Object(data)).map_err(|_| failed("cannot encode"))?);
+        let data = self.0.map(&event.data).map_err(|message| HandlerError::Rejected { message, retryable: false })?;
+        event.data = Bytes::from(data);
         event.context.datacontenttype.get_or_insert_with(|| "application/json".into());
         Ok(vec![event])
     }
@@ -152,7 +145,8 @@ pub async fn run() {
     let allow = [("allow", r#"["orders.>"]"#)];
     let filter = load(&runtime, "subject-filter", &common::plugin("subject-filter"), &allow).await;
     let severity = load(&runtime, "severity-map", &common::plugin("severity-map"), &[]).await;
-    let native_map: Arc<dyn Handler> = Arc::new(NativeSeverityMap);
+    let native_map: Arc<dyn Handler> =
+        Arc::new(NativeSeverityMap(severity_mapping::SeverityMap::new("severity", "severity")));
     let native_filter = Arc::new(NativeSubjectFilter(Pattern::new("orders.>").expect("a pattern")));
     let mut cases = vec![
         Case { name: "passthrough", contract: "0.2", wasm: passthrough, native: Arc::new(NativePassthrough) },

@@ -11,54 +11,16 @@
 //! that is not a JSON object is a permanent error naming the value and the event. Other fields are
 //! kept; output object keys come out sorted.
 
+mod mapping;
+
 use eventyard_sdk::{Config, Error, Event, Handler, Outcome};
-use serde_json::Value;
+pub use mapping::SeverityMap;
 
 /// The config keys this plugin reads.
 const KEYS: [&str; 2] = ["field", "target"];
 
 /// The field read (and written) when config names none.
 const DEFAULT_FIELD: &str = "severity";
-
-/// Risk level -> Service Log severity.
-const MAPPING: [(&str, &str); 4] =
-    [("Critical", "Critical"), ("Important", "Major"), ("Moderate", "Warning"), ("Low", "Info")];
-
-/// Risk levels by number, 1 to 4 (CCX's `total_risk`).
-const BY_NUMBER: [&str; 4] = ["Low", "Moderate", "Important", "Critical"];
-
-struct SeverityMap {
-    field: String,
-    target: String,
-}
-
-impl SeverityMap {
-    /// Maps the `field` of `data` into `target`, or says why it cannot.
-    fn map(&self, data: &mut serde_json::Map<String, Value>) -> Result<(), String> {
-        let field = &self.field;
-        let level = match data.get(field) {
-            Some(Value::String(level)) => level.as_str(),
-            Some(Value::Number(number)) => {
-                let index = number.as_f64().filter(|n| n.fract() == 0.0 && (1.0..=4.0).contains(n));
-                match index {
-                    Some(n) => BY_NUMBER[n as usize - 1],
-                    None => {
-                        return Err(format!("field \"{field}\": unknown level {number} (expected 1 to 4)"));
-                    }
-                }
-            }
-            Some(other) => return Err(format!("field \"{field}\" is {other}, not a level name or number")),
-            None => return Err(format!("field \"{field}\" is missing")),
-        };
-        let Some((_, severity)) = MAPPING.iter().find(|(from, _)| *from == level) else {
-            return Err(format!(
-                "field \"{field}\": unknown level \"{level}\" (expected Critical, Important, Moderate or Low)"
-            ));
-        };
-        data.insert(self.target.clone(), Value::String((*severity).to_owned()));
-        Ok(())
-    }
-}
 
 /// Reads a field name from `key`; it must not be empty.
 fn field_name(config: &Config, key: &str) -> Result<Option<String>, Error> {
@@ -73,23 +35,15 @@ impl Handler for SeverityMap {
         config.deny_unknown(&KEYS)?;
         let field = field_name(&config, "field")?.unwrap_or_else(|| DEFAULT_FIELD.to_owned());
         let target = field_name(&config, "target")?.unwrap_or_else(|| field.clone());
-        Ok(SeverityMap { field, target })
+        Ok(SeverityMap::new(field, target))
     }
 
     /// Fetches only the data (and the id for an error message) and changes the event in place:
     /// sending on the input it was given, the host copies nothing back but the new data.
     fn handle(&mut self, mut event: Event) -> Result<Outcome, Error> {
-        let failed = |event: &Event, reason: String| {
+        let data = self.map(event.data()).map_err(|reason| {
             Error::permanent(format!("event \"{}\": {reason}", event.attribute("id").unwrap_or_default()))
-        };
-        let mut data = match serde_json::from_slice::<Value>(event.data()) {
-            Ok(Value::Object(data)) => data,
-            Ok(_) => return Err(failed(&event, "data is not a JSON object".into())),
-            Err(err) => return Err(failed(&event, format!("data is not JSON: {err}"))),
-        };
-        self.map(&mut data).map_err(|reason| failed(&event, reason))?;
-        let data = serde_json::to_vec(&Value::Object(data))
-            .map_err(|err| failed(&event, format!("cannot encode JSON data: {err}")))?;
+        })?;
         event.set_data(data);
         if event.attribute("datacontenttype").is_none() {
             event.set_attribute("datacontenttype", Some("application/json"))?;
@@ -102,7 +56,7 @@ eventyard_sdk::export_handler!(SeverityMap);
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -123,7 +77,7 @@ mod tests {
     #[test]
     fn maps_every_level_in_place() {
         let mut h = handler(&[]);
-        for (from, to) in MAPPING {
+        for (from, to) in mapping::MAPPING {
             let out = h.handle(event(json!({"severity": from, "summary": "s"}))).unwrap().into_events(event(json!({})));
             assert_eq!(data(&out), json!({"severity": to, "summary": "s"}));
         }
@@ -143,6 +97,31 @@ mod tests {
         let mut h = handler(&[("field", "total_risk"), ("target", "severity")]);
         let out = h.handle(event(json!({"total_risk": "Important"}))).unwrap().into_events(event(json!({})));
         assert_eq!(data(&out), json!({"total_risk": "Important", "severity": "Major"}));
+    }
+
+    #[test]
+    fn output_is_the_text_a_value_round_trip_gives() {
+        let map = SeverityMap::new("severity", "severity");
+        let inputs = [
+            (
+                r#"{"severity": "Low", "b": "plain", "a": "caf\u00e9 \/ \"q\"", "n": 12, "m": -0, "f": 1.50, "e": 1e2}"#,
+                "Info",
+            ),
+            (
+                r#"{"severity": 3, "nested": {"z": 1, "a": [1, 2.0, {"y": null, "x": true}]}, "big": 18446744073709551615}"#,
+                "Major",
+            ),
+            (r#"  {"severity":"Moderate","severity":"Critical","t":"\t","k\u0065y":"v"}  "#, "Critical"),
+        ];
+        for (input, severity) in inputs {
+            let mut expected: serde_json::Map<String, Value> = serde_json::from_str(input).unwrap();
+            expected.insert("severity".into(), Value::String(severity.into()));
+            let expected = serde_json::to_vec(&Value::Object(expected)).unwrap();
+            let out = map.map(input.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap(), "{input}");
+        }
+        assert_eq!(map.map(b"{not json").unwrap_err(), "data is not JSON: key must be a string at line 1 column 2");
+        assert_eq!(map.map(b"[1, 2]").unwrap_err(), "data is not a JSON object");
     }
 
     #[test]
