@@ -261,6 +261,17 @@ impl wit::Host for HostState {
     fn lent_payloads(&mut self, max_bytes: u64) -> wasmtime::Result<Option<wit::Payloads>> {
         Ok(self.events.lent_payloads(max_bytes))
     }
+
+    fn set_lent_payloads(&mut self, payloads: Vec<(u32, Vec<u8>)>) -> wasmtime::Result<()> {
+        for (position, data) in payloads {
+            let Some(rep) = self.events.lent.get(position as usize).copied() else {
+                wasmtime::bail!("no event lent at position {position}");
+            };
+            let event = Resource::new_own(rep);
+            self.over_limit(|events| events.change(&event, |event| event.data = Bytes::from(data)))?;
+        }
+        Ok(())
+    }
 }
 
 impl wit::HostEvent for HostState {

@@ -7,7 +7,7 @@
 //! the setters change the host's event in place. So a handler that reads only the subject never
 //! copies the payload, and one that keeps the event unchanged sends nothing back.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ops::{Deref, DerefMut, Range};
 use std::rc::Rc;
 
@@ -45,7 +45,9 @@ struct Inner {
     changed: bool,
     /// The subject and data, when read on their own.
     subject: OnceCell<Part<str>>,
-    data: OnceCell<Part<[u8]>>,
+    data: OnceCell<Payload>,
+    /// `data` holds a payload the host's event does not have yet (see [`flush_payloads`]).
+    pending: Cell<bool>,
     /// Position in the running call's lent events, while this is one of them.
     lent: Option<usize>,
 }
@@ -80,6 +82,17 @@ thread_local! {
     static LENT: RefCell<Vec<Lent>> = const { RefCell::new(Vec::new()) };
     /// What was read of all of them at once, by position.
     static LENT_READS: RefCell<LentReads> = const { RefCell::new(LentReads::new()) };
+    /// Payloads the plugin gave inputs it has let go of, by position, not yet sent to the host.
+    static LENT_PAYLOADS: RefCell<Vec<(u32, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sends the payloads written to inputs the plugin has let go of, in one crossing. The call's glue
+/// does this before it answers: the host reads an input's payload only after the call.
+pub(crate) fn flush_payloads() {
+    let payloads = LENT_PAYLOADS.with_borrow_mut(std::mem::take);
+    if !payloads.is_empty() {
+        crate::wit::types::set_lent_payloads(&payloads);
+    }
 }
 
 /// A string or payload that may be a part of a larger one several events share: the parts of a
@@ -105,13 +118,18 @@ impl Part<str> {
     }
 }
 
-impl Part<[u8]> {
-    fn own(data: Vec<u8>) -> Self {
-        Part { range: 0..data.len(), all: data.into() }
-    }
+/// A payload read or written on its own: a part of a batch's payloads, or the plugin's own bytes.
+enum Payload {
+    Part(Part<[u8]>),
+    Own(Vec<u8>),
+}
 
+impl Payload {
     fn as_bytes(&self) -> &[u8] {
-        &self.all[self.range.clone()]
+        match self {
+            Payload::Part(part) => &part.all[part.range.clone()],
+            Payload::Own(data) => data,
+        }
     }
 }
 
@@ -242,6 +260,7 @@ pub(crate) fn lend_one(input: HostEvent) -> Event {
 
 fn start_call() {
     LENT_READS.with_borrow_mut(|reads| *reads = LentReads::new());
+    LENT_PAYLOADS.with_borrow_mut(Vec::clear);
     LENT.with_borrow_mut(Vec::clear);
 }
 
@@ -272,6 +291,7 @@ pub(crate) fn take_lent(at: usize) -> Option<HostEvent> {
 /// Ends the running call: inputs the plugin kept (in its state, say) read their parts now, while
 /// the host still lends them, and every handle not handed back is dropped.
 pub(crate) fn end_call() {
+    flush_payloads();
     for at in 0..LENT.with_borrow(Vec::len) {
         drop(take_lent(at));
     }
@@ -287,7 +307,19 @@ impl Inner {
     }
 
     fn parts(&self) -> &EventRecord {
-        self.parts.get_or_init(|| self.host().get())
+        self.parts.get_or_init(|| {
+            self.flush();
+            self.host().get()
+        })
+    }
+
+    /// Gives the host's event the payload written here, if it does not have it yet.
+    fn flush(&self) {
+        if self.pending.replace(false)
+            && let Some(data) = self.data.get()
+        {
+            self.host().set_data(data.as_bytes());
+        }
     }
 
     /// Reads the parts and gives up the host's handle: the event is the plugin's own from now on.
@@ -320,6 +352,7 @@ impl Event {
             changed: false,
             subject: OnceCell::new(),
             data: OnceCell::new(),
+            pending: Cell::new(false),
             lent: None,
         };
         Event { inner: Box::new(inner) }
@@ -328,6 +361,17 @@ impl Event {
     /// Whether this is the running call's input at position `at`.
     pub(crate) fn is_lent_at(&self, at: usize) -> bool {
         self.inner.lent == Some(at)
+    }
+
+    /// Queues the payload written to a lent input for the host (sent with the others' before the
+    /// call answers), or gives it to the host now for any other event.
+    fn queue_payload(&mut self) {
+        let Some(at) = self.inner.lent else { return self.inner.flush() };
+        if self.inner.pending.replace(false)
+            && let Some(Payload::Own(data)) = self.inner.data.take()
+        {
+            LENT_PAYLOADS.with_borrow_mut(|payloads| payloads.push((at as u32, data)));
+        }
     }
 
     /// Brings the host's copy up to date with changes made to the parts here.
@@ -343,6 +387,7 @@ impl Event {
     /// The event as a handle the host can take back: the one it lent or made, or a new event made
     /// of the parts.
     pub(crate) fn into_host(mut self) -> HostEvent {
+        self.queue_payload();
         self.write_back();
         match self.inner.host.take() {
             Some(HostHandle::Owned(event) | HostHandle::Lent(event)) => event,
@@ -397,7 +442,7 @@ impl Event {
                     self.inner
                         .lent
                         .and_then(lent_payload)
-                        .unwrap_or_else(|| Part::<[u8]>::own(self.inner.host().data()))
+                        .map_or_else(|| Payload::Own(self.inner.host().data()), Payload::Part)
                 })
                 .as_bytes(),
         }
@@ -407,7 +452,7 @@ impl Event {
     pub fn data_len(&self) -> usize {
         match (self.inner.parts.get(), self.inner.data.get()) {
             (Some(parts), _) => parts.data.len(),
-            (None, Some(data)) => data.range.len(),
+            (None, Some(data)) => data.as_bytes().len(),
             (None, None) => self.inner.host().data_len() as usize,
         }
     }
@@ -418,8 +463,12 @@ impl Event {
         match self.inner.loaded() {
             Some(parts) => parts.data = data,
             None => {
-                self.inner.host().set_data(&data);
-                self.inner.data = OnceCell::from(Part::<[u8]>::own(data));
+                // A lent input's payload goes to the host with the others' when the call answers.
+                match self.inner.lent {
+                    Some(_) => self.inner.pending.set(true),
+                    None => self.inner.host().set_data(&data),
+                }
+                self.inner.data = OnceCell::from(Payload::Own(data));
             }
         }
     }
@@ -517,6 +566,7 @@ impl Drop for Event {
         let Some(at) = self.inner.lent else { return };
         // Changes made to a lent input are changes to the event the host sends on for `keep`.
         self.write_back();
+        self.queue_payload();
         let lent = match self.inner.host.take() {
             Some(HostHandle::Lent(handle)) => Lent::Returned(handle),
             _ => Lent::Gone,
@@ -534,7 +584,10 @@ impl Clone for Event {
     /// sharing the payload, so nothing is fetched.
     fn clone(&self) -> Event {
         match (&self.inner.host, self.inner.changed) {
-            (Some(host), false) => Event::with(Some(HostHandle::Owned(HostEvent::clone(host.event()))), None),
+            (Some(host), false) => {
+                self.inner.flush();
+                Event::with(Some(HostHandle::Owned(HostEvent::clone(host.event()))), None)
+            }
             _ => Event::with(None, Some(self.inner.parts().clone())),
         }
     }
