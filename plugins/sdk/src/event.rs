@@ -331,16 +331,21 @@ impl Inner {
         }
     }
 
+    /// Whether the host's event is as this one: it has one, and its parts were not changed here
+    /// (changes through the setters go to both).
+    fn host_current(&self) -> bool {
+        self.host.is_some() && !self.changed
+    }
+
+    /// The parts, read already, to change alongside the host's event.
+    fn parts_mut_quietly(&mut self) -> &mut EventRecord {
+        self.parts.get_mut().unwrap_or_else(|| unreachable!("read already"))
+    }
+
     fn parts_mut(&mut self) -> &mut EventRecord {
         self.parts();
         self.changed = true;
         self.parts.get_mut().unwrap_or_else(|| unreachable!("just read"))
-    }
-
-    /// The parts, when read: changes then go to them; otherwise straight to the host.
-    fn loaded(&mut self) -> Option<&mut EventRecord> {
-        self.parts.get()?;
-        Some(self.parts_mut())
     }
 }
 
@@ -422,12 +427,13 @@ impl Event {
     /// Sets the routing subject.
     pub fn set_subject(&mut self, subject: impl Into<String>) {
         let subject = subject.into();
-        match self.inner.loaded() {
+        if !self.inner.host_current() {
+            return self.inner.parts_mut().subject = subject;
+        }
+        self.inner.host().set_subject(&subject);
+        match self.inner.parts.get_mut() {
             Some(parts) => parts.subject = subject,
-            None => {
-                self.inner.host().set_subject(&subject);
-                self.inner.subject = OnceCell::from(Part::<str>::own(subject));
-            }
+            None => self.inner.subject = OnceCell::from(Part::<str>::own(subject)),
         }
     }
 
@@ -460,17 +466,19 @@ impl Event {
     /// Replaces the payload.
     pub fn set_data(&mut self, data: impl Into<Vec<u8>>) {
         let data = data.into();
-        match self.inner.loaded() {
-            Some(parts) => parts.data = data,
-            None => {
-                // A lent input's payload goes to the host with the others' when the call answers.
-                match self.inner.lent {
-                    Some(_) => self.inner.pending.set(true),
-                    None => self.inner.host().set_data(&data),
-                }
-                self.inner.data = OnceCell::from(Payload::Own(data));
-            }
+        if !self.inner.host_current() {
+            return self.inner.parts_mut().data = data;
         }
+        if self.inner.parts.get().is_some() {
+            self.inner.host().set_data(&data);
+            return self.inner.parts_mut_quietly().data = data;
+        }
+        // A lent input's payload goes to the host with the others' when the call answers.
+        match self.inner.lent {
+            Some(_) => self.inner.pending.set(true),
+            None => self.inner.host().set_data(&data),
+        }
+        self.inner.data = OnceCell::from(Payload::Own(data));
     }
 
     /// A context attribute by its CloudEvents name (`id`, `source`, `type`, `specversion`,
@@ -498,38 +506,14 @@ impl Event {
     /// Sets the attribute or extension `name` (as [`Event::attribute`] names them); `None` removes
     /// it. A required attribute (`id`, `source`, `type`, `specversion`) cannot be removed.
     pub fn set_attribute(&mut self, name: &str, value: Option<&str>) -> Result<(), Error> {
-        let Some(parts) = self.inner.loaded() else {
-            return self.write_attribute(name, value);
-        };
-        let value = value.map(str::to_owned);
-        let c = &mut parts.context;
-        let slot = match name {
-            "id" => Ok(&mut c.id),
-            "source" => Ok(&mut c.source),
-            "type" => Ok(&mut c.type_),
-            "specversion" => Ok(&mut c.specversion),
-            "subject" => Err(&mut c.subject),
-            "time" => Err(&mut c.time),
-            "datacontenttype" => Err(&mut c.datacontenttype),
-            "dataschema" => Err(&mut c.dataschema),
-            _ => {
-                let extensions = &mut parts.extensions;
-                let at = extensions.iter().position(|(key, _)| key == name);
-                match (at, value) {
-                    (Some(at), Some(value)) => extensions[at].1 = value,
-                    (None, Some(value)) => extensions.push((name.to_owned(), value)),
-                    (Some(at), None) => drop(extensions.remove(at)),
-                    (None, None) => {}
-                }
-                return Ok(());
-            }
-        };
-        match (slot, value) {
-            (Ok(required), Some(value)) => *required = value,
-            (Ok(_), None) => return Err(Error::permanent(format!("`{name}` is a required attribute"))),
-            (Err(optional), value) => *optional = value,
+        if !self.inner.host_current() {
+            return set_in(self.inner.parts_mut(), name, value);
         }
-        Ok(())
+        self.write_attribute(name, value)?;
+        match self.inner.parts.get() {
+            Some(_) => set_in(self.inner.parts_mut_quietly(), name, value),
+            None => Ok(()),
+        }
     }
 
     /// Sets attribute `name` in the host's event, and in what the call read of it.
@@ -545,6 +529,39 @@ impl Event {
     fn id(&self) -> String {
         self.attribute("id").unwrap_or_default()
     }
+}
+
+/// Sets attribute or extension `name` of `parts` (as [`Event::set_attribute`] names them).
+fn set_in(parts: &mut EventRecord, name: &str, value: Option<&str>) -> Result<(), Error> {
+    let value = value.map(str::to_owned);
+    let c = &mut parts.context;
+    let slot = match name {
+        "id" => Ok(&mut c.id),
+        "source" => Ok(&mut c.source),
+        "type" => Ok(&mut c.type_),
+        "specversion" => Ok(&mut c.specversion),
+        "subject" => Err(&mut c.subject),
+        "time" => Err(&mut c.time),
+        "datacontenttype" => Err(&mut c.datacontenttype),
+        "dataschema" => Err(&mut c.dataschema),
+        _ => {
+            let extensions = &mut parts.extensions;
+            let at = extensions.iter().position(|(key, _)| key == name);
+            match (at, value) {
+                (Some(at), Some(value)) => extensions[at].1 = value,
+                (None, Some(value)) => extensions.push((name.to_owned(), value)),
+                (Some(at), None) => drop(extensions.remove(at)),
+                (None, None) => {}
+            }
+            return Ok(());
+        }
+    };
+    match (slot, value) {
+        (Ok(required), Some(value)) => *required = value,
+        (Ok(_), None) => return Err(Error::permanent(format!("`{name}` is a required attribute"))),
+        (Err(optional), value) => *optional = value,
+    }
+    Ok(())
 }
 
 impl Deref for Event {
@@ -684,9 +701,9 @@ impl Event {
     /// Sets extension `name` to `value`, replacing an earlier value.
     pub fn set_extension(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
-        if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name.as_str()) {
+        if !CONTEXT_ATTRIBUTES.contains(&name.as_str()) {
             // Cannot fail: only required context attributes refuse a value, and `name` is none.
-            let _ = self.write_attribute(&name, Some(&value));
+            let _ = self.set_attribute(&name, Some(&value));
             return;
         }
         match self.extensions.iter_mut().find(|(key, _)| *key == name) {
@@ -697,9 +714,9 @@ impl Event {
 
     /// Removes extension `name` and returns its value.
     pub fn remove_extension(&mut self, name: &str) -> Option<String> {
-        if self.inner.parts.get().is_none() && !CONTEXT_ATTRIBUTES.contains(&name) {
+        if !CONTEXT_ATTRIBUTES.contains(&name) {
             let value = self.attribute(name)?;
-            let _ = self.write_attribute(name, None);
+            let _ = self.set_attribute(name, None);
             return Some(value);
         }
         let at = self.extensions.iter().position(|(key, _)| key == name)?;
