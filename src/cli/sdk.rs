@@ -14,13 +14,14 @@ use super::Failure;
 pub(crate) const VENDORED: &str = "vendor/eventyard-sdk";
 
 /// The SDK's sources, by path inside the crate.
-const SOURCES: [(&str, &str); 10] = [
+const SOURCES: [(&str, &str); 11] = [
     ("src/auth.rs", include_str!("../../plugins/sdk/src/auth.rs")),
     ("src/config.rs", include_str!("../../plugins/sdk/src/config.rs")),
     ("src/event.rs", include_str!("../../plugins/sdk/src/event.rs")),
     ("src/handler.rs", include_str!("../../plugins/sdk/src/handler.rs")),
     ("src/host.rs", include_str!("../../plugins/sdk/src/host.rs")),
     ("src/http.rs", include_str!("../../plugins/sdk/src/http.rs")),
+    ("src/lend.rs", include_str!("../../plugins/sdk/src/lend.rs")),
     ("src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
     ("src/sink.rs", include_str!("../../plugins/sdk/src/sink.rs")),
     ("src/subject.rs", include_str!("../../plugins/sdk/src/subject.rs")),

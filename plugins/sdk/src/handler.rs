@@ -49,7 +49,7 @@ impl Outcome {
     fn into_wit(self, at: usize) -> WitOutcome {
         let lent = |answer: fn(HostEvent) -> WitOutcome| {
             // Always there, by `answer`'s order: an input's own outcome takes its handle first.
-            crate::event::take_lent(at).map_or(WitOutcome::Emit(Vec::new()), answer)
+            crate::lend::take_lent(at).map_or(WitOutcome::Emit(Vec::new()), answer)
         };
         match self {
             Outcome::Keep => lent(WitOutcome::Keep),
@@ -87,8 +87,8 @@ impl From<Vec<Event>> for Outcome {
 /// The export glue's `handle`: hands the lent `input` to the handler and answers the host.
 #[doc(hidden)]
 pub fn handle<H: Handler>(handler: &mut H, input: HostEvent) -> Result<WitOutcome, Error> {
-    let answer = handler.handle(crate::event::lend_one(input)).map(|outcome| outcome.into_wit(0));
-    crate::event::end_call();
+    let answer = handler.handle(crate::lend::lend_one(input)).map(|outcome| outcome.into_wit(0));
+    crate::lend::end_call();
     answer
 }
 
@@ -106,7 +106,7 @@ fn answer(
     handle: impl FnOnce(Vec<Event>) -> Vec<Result<Outcome, Error>>,
 ) -> Vec<Result<WitOutcome, Error>> {
     let mut outcomes: Vec<Option<Result<Outcome, Error>>> =
-        handle(crate::event::lend(inputs)).into_iter().map(Some).collect();
+        handle(crate::lend::lend(inputs)).into_iter().map(Some).collect();
     let mut answers: Vec<Option<Result<WitOutcome, Error>>> = outcomes.iter().map(|_| None).collect();
     for own_input_first in [true, false] {
         for (at, slot) in outcomes.iter_mut().enumerate() {
@@ -120,7 +120,7 @@ fn answer(
             }
         }
     }
-    crate::event::end_call();
+    crate::lend::end_call();
     answers.into_iter().flatten().collect()
 }
 

@@ -105,6 +105,7 @@ mod handler;
 mod host;
 #[cfg(feature = "http")]
 pub mod http;
+mod lend;
 mod sink;
 pub mod subject;
 pub mod wit;
