@@ -16,6 +16,33 @@ const STDOUT_FILE: &str = "stdout.log";
 pub const ADMIN: &str = "\n[admin]\ntokens = [\"admin-secret\"]\n";
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
+/// A router config for swapping handlers under load: plugin `stage` from the watched directory
+/// `plugins`, with `stage_config` as its config (TOML key/values, or nothing), on route `all` from
+/// subject `numbers` to file sink `files` under the router's directory; with the admin credential.
+pub fn stage_config(plugins: &Path, stage_config: &str) -> String {
+    format!(
+        r#"
+[plugins]
+dir = "{}"
+watch = true
+[plugin.stage]
+world = "handler"
+config = {{ {stage_config} }}
+[http]
+listen = "127.0.0.1:0"
+[[route]]
+name = "all"
+subject = "numbers"
+handlers = ["stage"]
+sinks = ["files"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+"#,
+        plugins.display()
+    ) + ADMIN
+}
+
 /// How long a router may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -39,27 +39,7 @@ async fn a_0_1_component_serves_and_hot_swaps_to_its_0_2_rebuild_under_load_losi
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(&old, &stage).expect("copy");
-    let config = format!(
-        r#"
-[plugins]
-dir = "{}"
-watch = true
-[plugin.stage]
-world = "handler"
-config = {{ tag = "blue" }}
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = "numbers"
-handlers = ["stage"]
-sinks = ["files"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-"#,
-        plugins.path().display()
-    ) + common::router::ADMIN;
+    let config = common::router::stage_config(plugins.path(), r#"tag = "blue""#);
     let router = RouterProcess::start(&config);
     assert_eq!(serving_version(&router).await, "0.1.0");
     let load = NumberedPublisher::start(router.url("/v1/events/numbers"));

@@ -240,26 +240,7 @@ async fn a_live_router_swaps_the_rust_handler_for_the_python_one_under_load_and_
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("severity-map"), &stage).expect("copy");
-    let config = format!(
-        r#"
-[plugins]
-dir = "{}"
-watch = true
-[plugin.stage]
-world = "handler"
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = "numbers"
-handlers = ["stage"]
-sinks = ["files"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-"#,
-        plugins.path().display()
-    ) + common::router::ADMIN;
+    let config = common::router::stage_config(plugins.path(), "");
     let router = RouterProcess::start(&config);
     let load = NumberedPublisher::start_with(router.url("/v1/events/numbers"), json!({"severity": "Moderate"}));
     let files = router.path("files");
