@@ -36,7 +36,7 @@ impl PluginMeta {
     }
 }
 
-/// The events a handler's answer sends on. `input` is the event as the host lowered it: the call
+/// The events a contract 0.1 answer sends on. `input` is the record the host lowered: the call only
 /// borrowed it, so `keep` hands it back without copying anything out of the guest.
 fn v0_1_result(
     input: v0_1::wit::Event,
