@@ -116,10 +116,11 @@ pub fn contract_0_1_rebuilt() -> PathBuf {
 /// Builds the single-file plugin source `crate_dir/src/lib.rs` (which needs only the SDK) against the
 /// SDK crate at `sdk`, as a crate `name` of its own under `target/fixtures`, and returns the
 /// component. The crate's lock file starts from the fixture's, so the 0.1 SDK gets the versions it
-/// was released with.
+/// was released with; all such crates share one target directory, so they compile those once.
 pub fn build_with_sdk(name: &str, crate_dir: &Path, sdk: &Path) -> PathBuf {
     // A fixed directory, not a temporary one, so rebuilds are incremental.
     let dir = repo_root().join("target/fixtures").join(name);
+    let target = repo_root().join("target/fixtures/target");
     std::fs::create_dir_all(&dir).expect("build directory");
     let manifest = format!(
         "[package]\nname = {name:?}\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
@@ -135,11 +136,12 @@ pub fn build_with_sdk(name: &str, crate_dir: &Path, sdk: &Path) -> PathBuf {
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building {} against {} failed", crate_dir.display(), sdk.display());
-    let wasm = dir.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm = target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
     assert!(wasm.is_file(), "{} was not built", wasm.display());
     wasm
 }
