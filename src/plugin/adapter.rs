@@ -159,9 +159,8 @@ impl Handler for WasmHandler {
                     let mut lease = pool.checkout().await?;
                     let (bindings, store) = lease.parts();
                     let inputs = store.data_mut().events.lend(events);
-                    let handles: Vec<_> = inputs.iter().map(|input| Resource::new_own(input.rep())).collect();
                     let result = pool
-                        .bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(&mut *store, &handles))
+                        .bounded(bindings.eventyard_plugin_event_handler().call_handle_batch(&mut *store, &inputs))
                         .await;
                     let table = &mut store.data_mut().events;
                     let result = result.map(|answers| {

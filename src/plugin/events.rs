@@ -174,6 +174,15 @@ impl EventTable {
         Some(wit::Payloads { data, lengths })
     }
 
+    /// Replaces the payload of the running call's input at `position`; a position past the inputs
+    /// is the guest's error.
+    fn set_lent_payload(&mut self, position: u32, data: Vec<u8>) -> wasmtime::Result<()> {
+        let Some(rep) = self.lent.get(position as usize).copied() else {
+            wasmtime::bail!("no event lent at position {position}");
+        };
+        self.change(&Resource::new_own(rep), |event| event.data = Bytes::from(data))
+    }
+
     /// Changes an event as the guest asked and charges it at its new size. A changed event is no
     /// longer the message it arrived as, so what it carried of that message goes.
     fn change<T>(&mut self, handle: &Handle, apply: impl FnOnce(&mut Event) -> T) -> wasmtime::Result<T> {
@@ -264,11 +273,7 @@ impl wit::Host for HostState {
 
     fn set_lent_payloads(&mut self, payloads: Vec<(u32, Vec<u8>)>) -> wasmtime::Result<()> {
         for (position, data) in payloads {
-            let Some(rep) = self.events.lent.get(position as usize).copied() else {
-                wasmtime::bail!("no event lent at position {position}");
-            };
-            let event = Resource::new_own(rep);
-            self.over_limit(|events| events.change(&event, |event| event.data = Bytes::from(data)))?;
+            self.over_limit(|events| events.set_lent_payload(position, data))?;
         }
         Ok(())
     }
@@ -427,6 +432,22 @@ mod tests {
         assert!(table.lent_payloads(4).is_none(), "more than the bound");
         handles.iter().for_each(|handle| drop(table.take(handle)));
         assert!(table.lent_texts(|event| Some(&event.subject)).lengths.is_empty(), "nothing is lent between calls");
+    }
+
+    #[test]
+    fn lent_payloads_are_set_by_position_within_the_inputs_and_the_limit() {
+        let size = event(b"").size();
+        let mut table = EventTable::new(size * 4);
+        let handles = table.lend([event(b"a"), event(b"b")]);
+        table.set_lent_payload(1, b"new".to_vec()).unwrap();
+        assert_eq!(table.get(&handles[1]).unwrap().data, Bytes::from_static(b"new"));
+        assert_eq!(table.get(&handles[0]).unwrap().data, Bytes::from_static(b"a"), "only the one named");
+        let err = table.set_lent_payload(2, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("no event lent at position 2"), "{err:#}");
+        let err = table.set_lent_payload(0, vec![0; size * 4]).unwrap_err();
+        assert!(err.is::<OverLimit>(), "{err:#}");
+        handles.iter().for_each(|handle| drop(table.take(handle)));
+        assert!(table.set_lent_payload(0, Vec::new()).is_err(), "nothing is lent between calls");
     }
 
     #[test]
