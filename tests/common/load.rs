@@ -79,6 +79,31 @@ pub fn by_number<'a>(events: impl IntoIterator<Item = &'a Value>) -> BTreeMap<u6
     numbered
 }
 
+/// How long the numbered-load helpers wait for events on disk.
+const ON_DISK: Duration = Duration::from_secs(60);
+
+/// Waits until `root` holds at least `count` events.
+pub async fn written(root: &std::path::Path, count: usize) {
+    super::router::eventually(&format!("{count} events under {}", root.display()), ON_DISK, || {
+        (super::router::json_lines_under(root).len() >= count).then_some(())
+    })
+    .await;
+}
+
+/// Stops `load` and returns every event it sent, in order of number, once all are under `root`;
+/// panics on one missing or written twice.
+pub async fn all_delivered(load: NumberedPublisher, root: &std::path::Path) -> Vec<Value> {
+    let sent = load.finish().await;
+    let lines = super::router::eventually("every event on disk", ON_DISK, || {
+        let lines = super::router::json_lines_under(root);
+        (lines.len() as u64 >= sent).then_some(lines)
+    })
+    .await;
+    let numbered = by_number(lines.iter().map(|(_, event)| event));
+    assert_eq!(numbered.len() as u64, sent, "no event missing");
+    numbered.into_values().collect()
+}
+
 pub const BATCH: usize = 100;
 pub const CLIENTS: usize = 8;
 pub const DURATION: Duration = Duration::from_secs(5);

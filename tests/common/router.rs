@@ -226,6 +226,17 @@ impl RouterProcess {
         request.bearer_auth(ADMIN_TOKEN).send().await.expect("the admin API answers")
     }
 
+    /// Waits until the admin API's entry for plugin `name` satisfies `serving` (a new version took
+    /// over, say); `what` names that in the timeout message.
+    pub async fn wait_for_plugin(&self, name: &str, what: &str, serving: impl Fn(&serde_json::Value) -> bool) {
+        super::eventually_async(what, Duration::from_secs(60), || async {
+            let listed: serde_json::Value = self.admin("/v1/admin/plugins").await.json().await.ok()?;
+            let plugins = listed["plugins"].as_array()?;
+            plugins.iter().find(|plugin| plugin["name"] == name).filter(|plugin| serving(plugin)).map(|_| ())
+        })
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

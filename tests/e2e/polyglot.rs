@@ -9,7 +9,7 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::load::NumberedPublisher;
+use common::load::{NumberedPublisher, all_delivered, written};
 use common::router::{RouterProcess, eventually, json_lines_under};
 use std::sync::Arc;
 
@@ -249,34 +249,12 @@ async fn a_live_router_swaps_the_rust_handler_for_the_python_one_under_load_and_
     let python = common::polyglot_plugin("python/severity-map");
     common::replace_file(&python, &stage);
     let python_size = std::fs::metadata(&python).expect("built").len();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let listed = router.admin("/v1/admin/plugins").await;
-        let listed: Value = listed.json().await.expect("JSON");
-        if listed.to_string().contains(&format!("\"size\":{python_size}")) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the Python generation never served: {listed}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    router.wait_for_plugin("stage", "the Python generation serving", |plugin| plugin["size"] == python_size).await;
     let seen = json_lines_under(&files).len();
     written(&files, seen + 100).await;
 
-    let sent = load.finish().await;
-    let lines = eventually("every event on disk", WAIT, || {
-        let lines = json_lines_under(&files);
-        (lines.len() as u64 >= sent).then_some(lines)
-    })
-    .await;
-    let numbered = common::load::by_number(lines.iter().map(|(_, event)| event));
-    assert_eq!(numbered.len() as u64, sent, "no event lost");
-    for (n, event) in &numbered {
+    // Every event exactly once (`all_delivered` panics on one missing or written twice), in order.
+    for (n, event) in all_delivered(load, &files).await.iter().enumerate() {
         assert_eq!(event["data"], json!({"n": n, "severity": "Warning"}), "event {n} was mapped");
     }
-}
-
-/// Waits until `files` holds at least `count` events.
-async fn written(files: &Path, count: usize) {
-    eventually(&format!("{count} events written"), WAIT, || (json_lines_under(files).len() >= count).then_some(()))
-        .await;
 }

@@ -7,7 +7,7 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::load::{NumberedPublisher, by_number};
+use common::load::{NumberedPublisher, all_delivered, by_number, written};
 use common::replace_file;
 use common::router::{RouterProcess, eventually, json_lines_under};
 use eventyard::reload::{ConfigReport, Outcome, PluginChange, PluginReport, ReloadReport};
@@ -91,27 +91,6 @@ fn plugin_report(report: &ReloadReport) -> &PluginReport {
 /// Names, as a report lists them.
 fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| name.to_string()).collect()
-}
-
-/// Waits until `root` holds at least `count` events.
-async fn written(root: &Path, count: usize) {
-    eventually(&format!("{count} events under {}", root.display()), WAIT, || {
-        (json_lines_under(root).len() >= count).then_some(())
-    })
-    .await;
-}
-
-/// Stops `load` and returns every event it sent, by number, once all are under `root`.
-async fn all_delivered(load: NumberedPublisher, root: &Path) -> Vec<Value> {
-    let sent = load.finish().await;
-    let lines = eventually("every event on disk", WAIT, || {
-        let lines = json_lines_under(root);
-        (lines.len() as u64 >= sent).then_some(lines)
-    })
-    .await;
-    let numbered = by_number(lines.iter().map(|(_, event)| event));
-    assert_eq!(numbered.len() as u64, sent, "no event missing");
-    numbered.into_values().collect()
 }
 
 /// The reports published on `$SYS.EVENTYARD.RELOAD` so far.
