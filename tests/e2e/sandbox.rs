@@ -1,7 +1,8 @@
 //! The plugin sandbox, tried from inside: real components (`tests/fixtures/plugins/misbehave*`)
 //! under the real runtime try to leave their preopened directory (`..`, absolute paths, symlinks
 //! to files and directories outside it), and an auth policy traps, loops and exhausts its memory —
-//! which must deny, never allow. Outbound HTTP outside the allow-list, ungranted capabilities and a
+//! which must deny, never allow. A handler that changes an event in place onto a system subject
+//! gets nothing there through a live router. Outbound HTTP outside the allow-list, ungranted capabilities and a
 //! handler's memory cap are tried in `plugin_capabilities.rs` and `plugin_runtime.rs`.
 
 use crate::common;
@@ -100,4 +101,31 @@ async fn an_auth_policy_that_traps_loops_or_exhausts_memory_denies() {
         }
         assert!(matches!(policy.authorize(&request("ok")).await, Decision::Allow(_)), "the policy recovers");
     }
+}
+
+/// A contract 0.2 handler changes the event it was lent in place, onto the router's reload subject,
+/// and keeps it: the route checks what a kept event has become as it checks an emitted one, so the
+/// forged event reaches neither the reload subject's route nor the sink, and the others pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_changed_in_place_onto_a_system_subject_goes_nowhere() {
+    let plugins = tempdir();
+    std::fs::copy(plugin("misbehave"), plugins.path().join("stage.wasm")).expect("copy");
+    let config = common::router::stage_config(plugins.path(), "")
+        + "[[route]]\nname = \"reloads\"\nsubject = \"$SYS.EVENTYARD.RELOAD\"\nsinks = [\"reload-log\"]\n\
+           [sinks.reload-log]\nkind = \"file\"\nroot = \"{dir}/reloads\"\n";
+    let router = common::router::RouterProcess::start(&config);
+    let event = |id: &str, ty: &str| json!({"specversion": "1.0", "id": id, "source": "/t", "type": ty});
+    assert_eq!(router.post_event("numbers", &event("forged", "forge")).await, 202);
+    assert_eq!(router.post_event("numbers", &event("plain", "ok")).await, 202);
+    let files = router.path("files");
+    let ids = |root: &Path| -> Vec<String> {
+        common::router::json_lines_under(root).iter().map(|(_, e)| e["id"].as_str().unwrap_or("").to_owned()).collect()
+    };
+    common::router::eventually("the plain event on disk", Duration::from_secs(30), || {
+        ids(&files).contains(&"plain".to_owned()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids(&files), ["plain"], "the forged event is not sent on");
+    assert!(!ids(&router.path("reloads")).contains(&"forged".to_owned()), "nor published on the reload subject");
 }
