@@ -354,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn the_monitoring_port_stays_on_loopback_unless_it_is_made_public() {
+        let monitoring = |listen: &str, public: bool| {
+            Config::from_toml(&format!("[service.monitoring]\nlisten = \"{listen}\"\npublic = {public}\n"))
+        };
+        let config = monitoring("127.0.0.1:8222", false).unwrap();
+        let settings = config.service.gateway.and_then(|gateway| gateway.monitoring);
+        assert_eq!(settings.map(|m| m.listen.port()), Some(8222));
+        for listen in ["0.0.0.0:8222", "10.1.2.3:8222"] {
+            let errors = monitoring(listen, false).unwrap_err();
+            assert!(errors[0].key == "service.monitoring.listen" && errors[0].reason.contains("public"), "{errors:?}");
+            assert!(monitoring(listen, true).is_ok());
+        }
+        let errors = monitoring("localhost", false).unwrap_err();
+        assert!(errors[0].reason.contains("not an address"), "{errors:?}");
+    }
+
+    #[test]
     fn plugin_sections_resolve_limits_config_and_grants() {
         let config = Config::from_toml(
             r#"

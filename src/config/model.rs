@@ -145,6 +145,21 @@ pub struct ServiceConfig {
     /// address, TLS and auth (seed 000's internal event service beside its external gateway).
     #[serde(default)]
     pub listeners: BTreeMap<String, Spanned<ListenerConfig>>,
+    /// `[service.monitoring]`: nats-server's monitoring endpoints over HTTP.
+    pub monitoring: Option<Spanned<MonitoringConfig>>,
+}
+
+/// nats-server's monitoring port: `/varz`, `/connz`, `/subsz`, `/accountz`, `/healthz`, without
+/// authentication (as nats-server's, so its tools work), naming clients, their addresses and
+/// subjects: on a loopback address unless `public` says otherwise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Address such as `127.0.0.1:8222`.
+    pub listen: Spanned<String>,
+    /// Allow an address other machines reach.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// One more NATS listener. Accounts, permissions and the limits of `[service]` are shared with
@@ -262,6 +277,7 @@ impl Default for ServiceConfig {
             auth: None,
             raw: None,
             listeners: BTreeMap::new(),
+            monitoring: None,
         }
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::model::{
-    AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, NatsGrant, OneOrMany, PluginConfig,
-    RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, TlsConfig, WorldName,
+    AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, MonitoringConfig, NatsGrant,
+    OneOrMany, PluginConfig, RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    TlsConfig, WorldName,
 };
 use super::{
     AdminPlan, Config, ConfigError, HttpAuthPlan, HttpServerSettings, HttpSettings, PluginPlan, RoutePlan,
@@ -22,7 +23,7 @@ use crate::broker::Pattern;
 use crate::broker::account::check_global;
 use crate::codec::RawAttributes;
 use crate::gateway::auth::{GLOBAL_ACCOUNT, User as GatewayUser, is_account_name};
-use crate::gateway::{GatewayAuth, GatewaySettings, ListenerSettings, MAIN_LISTENER};
+use crate::gateway::{GatewayAuth, GatewaySettings, ListenerSettings, MAIN_LISTENER, MonitoringSettings};
 use crate::ingest::http::RawRule;
 use crate::nats_client::NatsConnection;
 use crate::permission::{Entry, Permissions, Responses, Rule};
@@ -381,6 +382,7 @@ impl Checker<'_> {
             let raw = l.raw.as_ref().map(|raw| self.raw_attributes(&format!("{key}.raw"), raw.get_ref(), raw.span()));
             listeners.push(ListenerSettings { name: name.clone(), host: l.host.clone(), port: l.port, tls, raw });
         }
+        let monitoring = s.monitoring.as_ref().and_then(|monitoring| self.monitoring(monitoring.get_ref()));
         config.service = ServiceSettings {
             event_limit: *s.event_limit.get_ref(),
             queue_bytes: *queue_bytes.get_ref(),
@@ -396,10 +398,28 @@ impl Checker<'_> {
                 max_pings_out: *s.max_pings_out.get_ref() as u32,
                 max_subscriptions: *s.max_subscriptions.get_ref(),
                 max_connections_per_account: *s.max_connections_per_account.get_ref(),
+                monitoring,
             }),
             auth,
             system_account: s.auth.as_ref().and_then(|auth| auth.get_ref().system_account.clone()),
         };
+    }
+
+    /// `[service.monitoring]`, checked: unauthenticated, so on a loopback address unless `public`.
+    fn monitoring(&mut self, monitoring: &MonitoringConfig) -> Option<MonitoringSettings> {
+        let listen = &monitoring.listen;
+        let Ok(addr) = listen.get_ref().parse::<SocketAddr>() else {
+            let reason = format!("`{}` is not an address such as 127.0.0.1:8222", listen.get_ref());
+            self.error("service.monitoring.listen", listen.span(), reason);
+            return None;
+        };
+        if !addr.ip().is_loopback() && !monitoring.public {
+            let reason = "the monitoring endpoints need no credential and name clients, their addresses and \
+                          subjects: listen on a loopback address, or set `public = true`";
+            self.error("service.monitoring.listen", listen.span(), reason);
+            return None;
+        }
+        Some(MonitoringSettings { listen: addr })
     }
 
     /// A `raw` attributes section (`key`), checked.

@@ -5,12 +5,14 @@
 //! `[service.listeners.NAME]`, each with its own TLS and auth, all on one broker and one set of
 //! accounts), the connection limits, counted over every listener, and the server's INFO; [`client`] owns one connection and [`protocol`] the wire format; messages
 //! become events through the NATS binding of [`crate::codec::nats`]; [`publisher`] publishes sink
-//! plugins' messages (the `nats-publisher` capability) the same way. Never routes or queues events
-//! itself.
+//! plugins' messages (the `nats-publisher` capability) the same way; [`monitor`] describes it as
+//! nats-server's monitoring does, to the system account and on `[service.monitoring]`. Never
+//! routes or queues events itself.
 
 pub mod auth;
 mod client;
 pub mod connections;
+pub mod monitor;
 pub mod protocol;
 pub mod publisher;
 pub mod system;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{Authenticator, Authenticators, GatewayAuth};
+pub use monitor::{Monitor, MonitoringSettings};
 
 use crate::broker::Broker;
 use crate::slot::Slot;
@@ -70,6 +73,8 @@ pub struct GatewaySettings {
     /// Most connections of one account at once (0: no limit), so no account takes every one
     /// `listener_limit` allows.
     pub max_connections_per_account: usize,
+    /// nats-server's monitoring endpoints (`/varz`, `/connz`, ...) over HTTP, when set.
+    pub monitoring: Option<MonitoringSettings>,
 }
 
 /// Counters of the gateway.
@@ -130,6 +135,10 @@ pub struct Gateway {
     /// Every listener's name and address, the main one first.
     pub listeners: Vec<(String, SocketAddr)>,
     pub stats: Arc<GatewayStats>,
+    /// What nats-server's monitoring would say of the gateway.
+    pub monitor: Arc<Monitor>,
+    /// The monitoring listener's address, when `[service.monitoring]` is set.
+    pub monitoring_addr: Option<SocketAddr>,
     stop: CancellationToken,
     connections: TaskTracker,
     system: Arc<system::SystemEvents>,
@@ -159,13 +168,26 @@ impl Gateway {
         let addr = *addr;
         let stats = Arc::new(GatewayStats::default());
         let server_id = server_id();
-        let system = system::SystemEvents::new(
-            broker.clone(),
-            system_account.as_deref(),
+        let monitor = Arc::new(Monitor::new(
             server_id.clone(),
-            settings.listeners[0].host.clone(),
+            settings.clone(),
+            system_account.clone(),
+            auth.clone(),
             stats.clone(),
-        );
+        ));
+        let stop = CancellationToken::new();
+        let monitoring_addr = match &settings.monitoring {
+            Some(monitoring) => {
+                let socket = tokio::net::TcpListener::bind(monitoring.listen)
+                    .await
+                    .with_context(|| format!("binding [service.monitoring] to {}", monitoring.listen))?;
+                let addr = socket.local_addr().context("reading the monitoring address")?;
+                monitor.serve(socket, stop.clone())?;
+                Some(addr)
+            }
+            None => None,
+        };
+        let system = system::SystemEvents::new(broker.clone(), monitor.clone());
         let statsz = system.start(settings.statsz_interval);
         let shared = Arc::new(Shared {
             settings,
@@ -178,14 +200,13 @@ impl Gateway {
             system: system.clone(),
             account_connections: Default::default(),
         });
-        let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let mut listeners = Vec::new();
         for (socket, addr, listener) in bound {
             listeners.push((listener.settings.name.clone(), addr));
             connections.spawn(accept(socket, listener, shared.clone(), stop.clone(), connections.clone()));
         }
-        Ok(Gateway { addr, listeners, stats, stop, connections, system, statsz })
+        Ok(Gateway { addr, listeners, stats, monitor, monitoring_addr, stop, connections, system, statsz })
     }
 
     /// Tells the system account (`$SYS.SERVER.<id>.SHUTDOWN`), stops accepting, closes every

@@ -9,18 +9,16 @@
 //! envelopes are nats-server's, so its tools read them. Everything is published inside the system
 //! account's subject space; with no system account configured, nothing is.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::GatewayStats;
-use super::connections::{Connection, Connections, DataStats};
+use super::connections::{AccountStat, Connection, Connections};
+use super::monitor::{ConnzOptions, Monitor, SubszOptions, data_stats, now, rfc3339};
 use crate::broker::account::{GLOBAL_ACCOUNT, prefix as account_prefix};
 use crate::broker::{Accepted, Broker, Pattern, Refusal, Subscriber};
 use crate::codec;
@@ -33,110 +31,28 @@ const CONNS_HEARTBEAT: Duration = Duration::from_secs(30);
 /// The first STATSZ after start (nats-server's starting `cstatsz`).
 const FIRST_STATSZ: Duration = Duration::from_millis(250);
 
-/// How long a `CONNZ` waits for the round trips it measures.
-const RTT_WAIT: Duration = Duration::from_millis(100);
-
-/// The size of a page of `CONNZ` and `SUBSZ`, as nats-server's default.
-const PAGE: usize = 1024;
-
 /// Publishes system events for one gateway and answers its `$SYS.REQ` requests.
 pub struct SystemEvents {
     broker: Arc<dyn Broker>,
     /// `$A.<system account>.`; `None` when no system account is configured.
     prefix: Option<String>,
-    system_account: Option<String>,
-    server_id: String,
-    host: String,
-    started: OffsetDateTime,
     sequence: AtomicU64,
-    stats: Arc<GatewayStats>,
-    connections: Connections,
-    /// The process's CPU time and the moment it was read, for `cpu` in STATSZ.
-    last_cpu: Mutex<(Duration, Instant)>,
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
-
-fn now() -> String {
-    rfc3339(OffsetDateTime::now_utc())
-}
-
-fn data_stats(stats: DataStats) -> Value {
-    json!({"msgs": stats.msgs, "bytes": stats.bytes})
-}
-
-/// A duration as nats-server's monitoring writes one: `1d2h3m4s`, `5m0s`, `7s`.
-fn uptime(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let (minutes, hours, days) = (seconds / 60, seconds / 3600, seconds / 86_400);
-    let years = days / 365;
-    if years > 0 {
-        format!("{years}y{}d{}h{}m{}s", days % 365, hours % 24, minutes % 60, seconds % 60)
-    } else if days > 0 {
-        format!("{days}d{}h{}m{}s", hours % 24, minutes % 60, seconds % 60)
-    } else if hours > 0 {
-        format!("{hours}h{}m{}s", minutes % 60, seconds % 60)
-    } else if minutes > 0 {
-        format!("{minutes}m{}s", seconds % 60)
-    } else {
-        format!("{seconds}s")
-    }
-}
-
-/// A duration as Go prints one (`time.Duration.String`): `850ns`, `1.25µs`, `3.5ms`, `2.000001s`.
-fn go_duration(duration: Duration) -> String {
-    let nanos = duration.as_nanos();
-    let (value, unit) = match nanos {
-        0..1_000 => return format!("{nanos}ns"),
-        1_000..1_000_000 => (nanos as f64 / 1e3, "µs"),
-        1_000_000..1_000_000_000 => (nanos as f64 / 1e6, "ms"),
-        _ => (nanos as f64 / 1e9, "s"),
-    };
-    let text = format!("{value:.9}");
-    format!("{}{unit}", text.trim_end_matches('0').trim_end_matches('.'))
-}
-
-/// The process's CPU time and resident memory in bytes, from `/proc` (zero where it is not).
-fn process_usage() -> (Duration, u64) {
-    const TICKS_PER_SECOND: u64 = 100;
-    const PAGE_BYTES: u64 = 4096;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let resident = statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()).unwrap_or(0);
-    (Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND), resident * PAGE_BYTES)
+    /// The documents the answers carry, and the connections they describe.
+    monitor: Arc<Monitor>,
 }
 
 impl SystemEvents {
-    pub fn new(
-        broker: Arc<dyn Broker>,
-        system_account: Option<&str>,
-        server_id: String,
-        host: String,
-        stats: Arc<GatewayStats>,
-    ) -> Arc<SystemEvents> {
+    pub fn new(broker: Arc<dyn Broker>, monitor: Arc<Monitor>) -> Arc<SystemEvents> {
         Arc::new(SystemEvents {
             broker,
-            prefix: system_account.map(account_prefix),
-            system_account: system_account.map(str::to_owned),
-            server_id,
-            host,
-            started: OffsetDateTime::now_utc(),
+            prefix: monitor.system_account().map(account_prefix),
             sequence: AtomicU64::new(0),
-            stats,
-            connections: Connections::default(),
-            last_cpu: Mutex::new((process_usage().0, Instant::now())),
+            monitor,
         })
     }
 
-    /// The connections that authenticated.
-    pub fn connections(&self) -> &Connections {
-        &self.connections
+    fn connections(&self) -> &Connections {
+        self.monitor.connections()
     }
 
     /// Answers the `$SYS.REQ` requests, forwards reload reports, and sends STATSZ every
@@ -162,12 +78,12 @@ impl SystemEvents {
                 tokio::select! {
                     _ = &mut statsz => {
                         let body = this.statsz();
-                        this.publish(&format!("$SYS.SERVER.{}.STATSZ", this.server_id), &body).await;
+                        this.publish(&format!("$SYS.SERVER.{}.STATSZ", this.monitor.server_id()), &body).await;
                         wait = (wait * 2).min(interval);
                         statsz.as_mut().reset(tokio::time::Instant::now() + wait);
                     }
                     _ = conns.tick() => {
-                        for account in this.connections.active_accounts() {
+                        for account in this.connections().active_accounts() {
                             this.conns(&account).await;
                         }
                     }
@@ -178,7 +94,7 @@ impl SystemEvents {
 
     fn server(&self) -> Value {
         json!({
-            "name": self.server_id, "host": self.host, "id": self.server_id, "ver": env!("CARGO_PKG_VERSION"),
+            "name": self.monitor.server_id(), "host": self.monitor.host(), "id": self.monitor.server_id(), "ver": env!("CARGO_PKG_VERSION"),
             "seq": self.sequence.fetch_add(1, Ordering::Relaxed), "jetstream": false, "time": now(),
         })
     }
@@ -233,7 +149,7 @@ impl SystemEvents {
     /// A client authenticated: `$SYS.ACCOUNT.<account>.CONNECT` (not for the global account,
     /// as nats-server) and the account's CONNS.
     pub async fn connected(&self, connection: Arc<Connection>) {
-        self.connections.add(connection.clone());
+        self.connections().add(connection.clone());
         let account = connection.account();
         if account != GLOBAL_ACCOUNT {
             let mut advisory = self.advisory("client_connect");
@@ -246,7 +162,7 @@ impl SystemEvents {
     /// An authenticated client went away: `$SYS.ACCOUNT.<account>.DISCONNECT`, with what the
     /// client sent and received, and CONNS (neither for the global account, as nats-server).
     pub async fn disconnected(&self, connection: &Connection, reason: &str, slow_consumer: bool) {
-        if self.connections.remove(connection.id, slow_consumer).is_none() {
+        if self.connections().remove(connection.id, slow_consumer).is_none() {
             return;
         }
         let account = connection.account();
@@ -267,7 +183,8 @@ impl SystemEvents {
         let mut advisory = self.advisory("client_disconnect");
         advisory.insert("timestamp".into(), json!(stop));
         self.traffic(&mut advisory, connection, &stop, "Authentication Failure");
-        self.publish(&format!("$SYS.SERVER.{}.CLIENT.AUTH.ERR", self.server_id), &Value::Object(advisory)).await;
+        self.publish(&format!("$SYS.SERVER.{}.CLIENT.AUTH.ERR", self.monitor.server_id()), &Value::Object(advisory))
+            .await;
     }
 
     /// The client, what it sent and received (its side: what it published is `sent`) and why it
@@ -282,18 +199,18 @@ impl SystemEvents {
     /// The gateway is shutting down: `$SYS.SERVER.<id>.SHUTDOWN`, the server's info as its body.
     pub async fn shutdown(&self) {
         let server = self.server();
-        self.publish(&format!("$SYS.SERVER.{}.SHUTDOWN", self.server_id), &server).await;
+        self.publish(&format!("$SYS.SERVER.{}.SHUTDOWN", self.monitor.server_id()), &server).await;
     }
 
     /// nats-server's `AccountNumConns` for `account`.
     fn account_conns(&self, account: &str) -> Value {
-        let stat = self.connections.account(account);
+        let stat = self.connections().account(account);
         let mut body = self.advisory("account_connections");
         body.extend(self.account_stat(account, &stat).as_object().cloned().unwrap_or_default());
         Value::Object(body)
     }
 
-    fn account_stat(&self, account: &str, stat: &super::connections::AccountStat) -> Value {
+    fn account_stat(&self, account: &str, stat: &AccountStat) -> Value {
         json!({
             "acc": account, "conns": stat.conns, "leafnodes": 0, "total_conns": stat.conns,
             "sent": data_stats(stat.sent), "received": data_stats(stat.received), "slow_consumers": stat.slow_consumers,
@@ -309,107 +226,7 @@ impl SystemEvents {
 
     /// nats-server's `ServerStatsMsg`.
     fn statsz(&self) -> Value {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let s = &self.stats;
-        let (cpu_time, mem) = process_usage();
-        let cpu = {
-            let mut last = self.last_cpu.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let wall = last.1.elapsed().as_secs_f64();
-            let used = cpu_time.saturating_sub(last.0).as_secs_f64();
-            *last = (cpu_time, Instant::now());
-            if wall > 0.0 { (used / wall * 1000.0).round() / 10.0 } else { 0.0 }
-        };
-        json!({
-            "server": self.server(),
-            "statsz": {
-                "start": rfc3339(self.started), "mem": mem,
-                "cores": std::thread::available_parallelism().map_or(1, |n| n.get()), "cpu": cpu,
-                "connections": s.connections.load(Ordering::Relaxed), "total_connections": load(&s.total_connections),
-                "active_accounts": self.connections.active_accounts().len(),
-                "subscriptions": self.connections.subscriptions(),
-                "sent": {"msgs": load(&s.out_msgs), "bytes": load(&s.out_bytes)},
-                "received": {"msgs": load(&s.in_msgs), "bytes": load(&s.in_bytes)},
-                "slow_consumers": load(&s.slow_consumers),
-                "active_servers": 1,
-            },
-        })
-    }
-
-    /// Before a `CONNZ`: measures the round trip of the clients (those that name their language,
-    /// as nats-server) that have none yet, waiting up to [`RTT_WAIT`] for their PONGs.
-    async fn measure_round_trips(&self) {
-        let unmeasured: Vec<Arc<Connection>> =
-            self.connections.all().into_iter().filter(|c| c.rtt().is_none() && c.who().lang.is_some()).collect();
-        for connection in &unmeasured {
-            connection.measure_rtt();
-        }
-        let deadline = Instant::now() + RTT_WAIT;
-        while Instant::now() < deadline && unmeasured.iter().any(|c| c.rtt().is_none()) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// nats-server's `Connz`, of one account's connections or every one.
-    fn connz(&self, account: Option<&str>) -> Value {
-        let now = OffsetDateTime::now_utc();
-        let mut connections = self.connections.all();
-        connections.retain(|c| account.is_none_or(|account| c.account() == account));
-        let total = connections.len();
-        let listed: Vec<Value> = connections
-            .iter()
-            .take(PAGE)
-            .map(|c| {
-                let (who, inbound, outbound) = (c.who(), c.traffic.inbound(), c.traffic.outbound());
-                let since = |at: OffsetDateTime| Duration::try_from(now - at).unwrap_or_default();
-                let mut info = json!({
-                    "cid": c.id, "kind": "Client", "type": "nats", "ip": c.ip, "port": c.port,
-                    "start": rfc3339(c.start), "last_activity": rfc3339(c.last_activity()),
-                    "uptime": uptime(since(c.start)), "idle": uptime(since(c.last_activity())), "pending_bytes": 0,
-                    "in_msgs": inbound.msgs, "out_msgs": outbound.msgs, "in_bytes": inbound.bytes,
-                    "out_bytes": outbound.bytes, "subscriptions": c.subscriptions().len(),
-                });
-                let rtt = c.rtt().map(go_duration);
-                for (key, value) in [("rtt", rtt), ("name", who.name), ("lang", who.lang), ("version", who.version)] {
-                    if let (Some(value), Some(info)) = (value.filter(|v| !v.is_empty()), info.as_object_mut()) {
-                        info.insert(key.into(), json!(value));
-                    }
-                }
-                info
-            })
-            .collect();
-        json!({
-            "server_id": self.server_id, "now": rfc3339(now), "num_connections": listed.len(), "total": total,
-            "offset": 0, "limit": PAGE, "connections": listed,
-        })
-    }
-
-    /// nats-server's `Subsz`; for one account, with its subscriptions listed.
-    fn subsz(&self, account: Option<&str>) -> Value {
-        let connections = self.connections.all();
-        let mut subsz = json!({
-            "server_id": self.server_id, "now": now(), "num_subscriptions": self.connections.subscriptions(),
-            "num_cache": 0, "num_inserts": 0, "num_removes": 0, "num_matches": 0, "cache_hit_rate": 0.0,
-            "max_fanout": 0, "avg_fanout": 0.0, "total": 0, "offset": 0, "limit": PAGE,
-        });
-        if let Some(account) = account {
-            let mut list = Vec::new();
-            for connection in connections.iter().filter(|c| c.account() == account) {
-                for (sid, subscription) in connection.subscriptions().iter() {
-                    let mut detail = json!({
-                        "account": account, "subject": subscription.subject, "sid": sid,
-                        "msgs": subscription.delivered.load(Ordering::Relaxed), "cid": connection.id,
-                    });
-                    if let (Some(queue), Some(detail)) = (&subscription.queue, detail.as_object_mut()) {
-                        detail.insert("qgroup".into(), json!(queue));
-                    }
-                    list.push(detail);
-                }
-            }
-            subsz["total"] = json!(list.len());
-            list.truncate(PAGE);
-            subsz["subscriptions_list"] = Value::Array(list);
-        }
-        subsz
+        json!({"server": self.server(), "statsz": self.monitor.statsz()})
     }
 
     /// nats-server's `ServerAPIResponse` around `data`.
@@ -427,32 +244,31 @@ impl SystemEvents {
     fn server_request(&self, kind: &str) -> Option<Value> {
         Some(match kind {
             "STATSZ" => self.statsz(),
-            "CONNZ" => self.api(self.connz(None)),
-            "SUBSZ" => self.api(self.subsz(None)),
+            "CONNZ" => self.api(self.monitor.connz(&ConnzOptions::default())),
+            "SUBSZ" => self.api(self.monitor.subsz(&SubszOptions::default())),
             "HEALTHZ" => self.api(json!({"status": "ok"})),
-            "ACCOUNTZ" => {
-                let mut accounts = self.connections.active_accounts();
-                accounts.extend(self.system_account.clone());
-                accounts.sort();
-                accounts.dedup();
-                self.api(json!({"server_id": self.server_id, "now": now(), "system_account": self.system_account,
-                                "accounts": accounts}))
-            }
-            "VARZ" | "ROUTEZ" | "GATEWAYZ" | "LEAFZ" | "JSZ" => self.unsupported(kind),
+            "ACCOUNTZ" => self.api(self.monitor.accountz(None)),
+            "VARZ" => self.api(self.monitor.varz()),
+            "ROUTEZ" | "GATEWAYZ" | "LEAFZ" | "JSZ" => self.unsupported(kind),
             _ => return None,
         })
     }
 
     /// The answer to `$SYS.REQ.ACCOUNT.<account>.<kind>`; none where nats-server stays silent.
     fn account_request(&self, account: &str, kind: &str) -> Option<Value> {
-        let active = |account: &str| self.connections.account(account).conns > 0;
+        let active = |account: &str| self.connections().account(account).conns > 0;
         Some(match kind {
-            "CONNZ" => self.api(self.connz(Some(account))),
-            "SUBSZ" => self.api(self.subsz(Some(account))),
+            "CONNZ" => {
+                self.api(self.monitor.connz(&ConnzOptions { account: Some(account.into()), ..Default::default() }))
+            }
+            "SUBSZ" => {
+                let options = SubszOptions { subs: true, account: Some(account.into()), ..Default::default() };
+                self.api(self.monitor.subsz(&options))
+            }
             "CONNS" if active(account) => self.account_conns(account),
             "STATZ" if account != "PING" && active(account) => {
-                let stat = self.account_stat(account, &self.connections.account(account));
-                self.api(json!({"server_id": self.server_id, "now": now(), "account_statz": [stat]}))
+                let stat = self.account_stat(account, &self.connections().account(account));
+                self.api(json!({"server_id": self.monitor.server_id(), "now": now(), "account_statz": [stat]}))
             }
             "INFO" | "LEAFZ" | "JSZ" => self.unsupported(kind),
             _ => return None,
@@ -461,18 +277,18 @@ impl SystemEvents {
 
     /// `$SYS.REQ.ACCOUNT.PING.STATZ`: every active account's statistics, or silence.
     fn account_ping(&self) -> Option<Value> {
-        let accounts = self.connections.active_accounts();
+        let accounts = self.connections().active_accounts();
         let stats: Vec<Value> =
-            accounts.iter().map(|account| self.account_stat(account, &self.connections.account(account))).collect();
+            accounts.iter().map(|account| self.account_stat(account, &self.connections().account(account))).collect();
         (!stats.is_empty())
-            .then(|| self.api(json!({"server_id": self.server_id, "now": now(), "account_statz": stats})))
+            .then(|| self.api(json!({"server_id": self.monitor.server_id(), "now": now(), "account_statz": stats})))
     }
 
     /// Whether `subject` asks this server for `CONNZ`.
     fn is_connz(&self, subject: &str) -> bool {
         let tokens: Vec<&str> = subject.split('.').collect();
         match tokens[..] {
-            ["$SYS", "REQ", "SERVER", server, "CONNZ"] => server == "PING" || server == self.server_id,
+            ["$SYS", "REQ", "SERVER", server, "CONNZ"] => server == "PING" || server == self.monitor.server_id(),
             ["$SYS", "REQ", "ACCOUNT", _, "CONNZ"] => true,
             _ => false,
         }
@@ -484,7 +300,7 @@ impl SystemEvents {
         match tokens[..] {
             ["$SYS", "REQ", "SERVER", "PING"] => Some(self.statsz()),
             ["$SYS", "REQ", "SERVER", "PING", kind] => self.server_request(kind),
-            ["$SYS", "REQ", "SERVER", id, kind] if id == self.server_id => self.server_request(kind),
+            ["$SYS", "REQ", "SERVER", id, kind] if id == self.monitor.server_id() => self.server_request(kind),
             ["$SYS", "REQ", "ACCOUNT", "PING", "STATZ"] => self.account_ping(),
             ["$SYS", "REQ", "ACCOUNT", account, kind] => self.account_request(account, kind),
             _ => None,
@@ -506,7 +322,7 @@ impl Subscriber for Requests {
             // requester's publish.
             let system = self.0.clone();
             tokio::spawn(async move {
-                system.measure_round_trips().await;
+                system.monitor.measure_round_trips().await;
                 system.respond(&subject, reply.as_deref()).await;
             });
             return Ok(Accepted::Delivered);
@@ -524,7 +340,7 @@ impl SystemEvents {
             Some(reply) => self.publish(reply, &answer).await,
             // As nats-server: a STATSZ request without a reply subject is answered on the broadcast.
             None if answer.get("statsz").is_some() => {
-                self.publish(&format!("$SYS.SERVER.{}.STATSZ", self.server_id), &answer).await;
+                self.publish(&format!("$SYS.SERVER.{}.STATSZ", self.monitor.server_id()), &answer).await;
             }
             None => {}
         }
@@ -542,29 +358,5 @@ impl Subscriber for Forward {
             self.0.publish(crate::broker::account::RELOAD_SUBJECT, &report).await;
         }
         Ok(Accepted::Delivered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_nats_server_writes_them() {
-        let cases = [(0, "0s"), (59, "59s"), (61, "1m1s"), (3_600, "1h0m0s"), (90_061, "1d1h1m1s")];
-        for (seconds, text) in cases {
-            assert_eq!(uptime(Duration::from_secs(seconds)), text);
-        }
-        assert_eq!(uptime(Duration::from_secs(366 * 86_400)), "1y1d0h0m0s");
-        let go = [(850, "850ns"), (1_250, "1.25µs"), (3_500_000, "3.5ms"), (2_000_001_000, "2.000001s")];
-        for (nanos, text) in go {
-            assert_eq!(go_duration(Duration::from_nanos(nanos)), text);
-        }
-    }
-
-    #[test]
-    fn the_process_reports_its_memory_and_cpu_time() {
-        let (_, mem) = process_usage();
-        assert!(mem > 1 << 20, "{mem} bytes resident");
     }
 }

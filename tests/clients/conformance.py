@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import nats_py  # noqa: E402  (the scenarios the gateway tests also run)
@@ -90,17 +91,20 @@ USERS = [
 ]
 
 
-def accounts_nats(port):
+def accounts_nats(port, monitoring):
     accounts = {}
     for user, account, permissions in USERS:
         entry = {"user": user, "password": user}
         if permissions:
             entry["permissions"] = permissions
         accounts.setdefault(account, {"users": []})["users"].append(entry)
-    return f"port: {port}\nmax_payload: 1024\nsystem_account: SYS\naccounts: {json.dumps(accounts)}\n"
+    return (
+        f"port: {port}\nhttp_port: {monitoring}\nmax_payload: 1024\nsystem_account: SYS\n"
+        f"accounts: {json.dumps(accounts)}\n"
+    )
 
 
-def accounts_eventyard(port, workdir):
+def accounts_eventyard(port, monitoring, workdir):
     users = ""
     for user, account, permissions in USERS:
         users += f'[[service.auth.users]]\nuser = "{user}"\npassword = "{user}"\naccount = "{account}"\n'
@@ -111,6 +115,7 @@ def accounts_eventyard(port, workdir):
             users += f"permissions = {{ subscribe = {{ {rule} }}{responses} }}\n"
     return (
         f'[service]\nhost = "127.0.0.1"\nport = {port}\nmax_payload = 1024\n'
+        f'[service.monitoring]\nlisten = "127.0.0.1:{monitoring}"\n'
         f'[service.auth]\nsystem_account = "SYS"\n{users}'
         f'[http]\nlisten = "127.0.0.1:0"\n[plugins]\ndir = "{workdir}/plugins"\n'
     )
@@ -136,14 +141,17 @@ def wait_port(port, timeout=20):
 
 
 def start_servers(eventyard, workdir, accounts=False):
+    """Starts nats-server and Eventyard; returns the processes, their client ports and (with
+    `accounts`) their monitoring ports."""
     nats_port, gateway_port = free_port(), free_port()
+    monitors = {"nats-server": free_port(), "eventyard": free_port()}
     conf = os.path.join(workdir, "nats.conf")
     with open(conf, "w") as f:
-        f.write(accounts_nats(nats_port) if accounts else f"port: {nats_port}\nmax_payload: 1024\n")
+        f.write(accounts_nats(nats_port, monitors["nats-server"]) if accounts else f"port: {nats_port}\nmax_payload: 1024\n")
     toml = os.path.join(workdir, "eventyard.toml")
     with open(toml, "w") as f:
         if accounts:
-            f.write(accounts_eventyard(gateway_port, workdir))
+            f.write(accounts_eventyard(gateway_port, monitors["eventyard"], workdir))
         else:
             f.write(
                 f'[service]\nhost = "127.0.0.1"\nport = {gateway_port}\nmax_payload = 1024\n'
@@ -156,7 +164,7 @@ def start_servers(eventyard, workdir, accounts=False):
     ]
     wait_port(nats_port)
     wait_port(gateway_port)
-    return servers, {"nats-server": nats_port, "eventyard": gateway_port}
+    return servers, {"nats-server": nats_port, "eventyard": gateway_port}, monitors
 
 
 def talk(port, lines):
@@ -270,9 +278,39 @@ def key_paths(value, prefix=""):
     return paths
 
 
-async def system_view(port):
+# nats-server's monitoring endpoints, read while the user of USERS is connected and subscribed
+# (`/varz` first: its `http_req_stats` counts the requests served before it).
+MONITORING = [
+    "/varz",
+    "/connz",
+    "/connz?subs=1",
+    "/connz?subs=detail&auth=1",
+    "/connz?sort=bytes_to&limit=1&offset=1",
+    "/connz?acc=USERS&auth=true",
+    "/subsz",
+    "/subsz?subs=1",
+    "/subsz?subs=1&acc=USERS&test=orders.x",
+    "/accountz",
+    "/accountz?acc=USERS",
+    "/healthz",
+]
+
+
+def monitoring_view(port):
+    """Each of MONITORING on one server's monitoring port: {"http <path>": its JSON}."""
+    seen = {}
+    for path in MONITORING:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                seen[f"http {path}"] = json.loads(answer.read())
+        except Exception as err:  # noqa: BLE001 - no answer is a difference too
+            seen[f"http {path}"] = {"no answer": type(err).__name__}
+    return seen
+
+
+async def system_view(port, monitoring):
     """What the system account sees on one server: {document: its JSON}, subjects with the server
-    id as `{id}`, and the traffic the disconnect event counted."""
+    id as `{id}`, and the traffic the disconnect event counted; and its monitoring endpoints."""
     url = f"nats://127.0.0.1:{port}"
     seen = {}
     sys_nc = await nats_py.nats.connect(url, user="admin", password="admin")
@@ -305,6 +343,7 @@ async def system_view(port):
             seen[f"reply {subject}"] = json.loads(reply.data)
         except Exception as err:  # noqa: BLE001 - no answer is a difference too
             seen[f"reply {subject}"] = {"no answer": type(err).__name__}
+    seen.update(await asyncio.get_running_loop().run_in_executor(None, monitoring_view, monitoring))
     await user.close()
     await asyncio.sleep(0.5)
     await sys_nc.close()
@@ -315,9 +354,11 @@ def system_differences(eventyard):
     """Runs `system_view` on both servers; lists, per document, the keys only nats-server's has
     (`missing`) and only Eventyard's has (`extra`), and differences in the traffic counted."""
     with tempfile.TemporaryDirectory() as workdir:
-        servers, ports = start_servers(eventyard, workdir, True)
+        servers, ports, monitors = start_servers(eventyard, workdir, True)
         try:
-            views = {name: asyncio.run(asyncio.wait_for(system_view(port), 60)) for name, port in ports.items()}
+            views = {
+                name: asyncio.run(asyncio.wait_for(system_view(port, monitors[name]), 60)) for name, port in ports.items()
+            }
         finally:
             for server in servers:
                 server.terminate()
@@ -331,6 +372,15 @@ def system_differences(eventyard):
             continue
         if theirs != mine:
             differences.append({"document": document, "missing": sorted(theirs - mine), "extra": sorted(mine - theirs)})
+    # Beyond the keys, the counts a monitoring tool shows (nats-server's internal clients and
+    # subscriptions are in no CONNZ, and the filtered SUBSZ counts the user's alone).
+    for document in [path for path in nats_view if path.startswith("http /connz")] + [f"http {MONITORING[8]}"]:
+        counts = {
+            name: {key: view.get(document, {}).get(key) for key in ("num_connections", "total")}
+            for name, view in views.items()
+        }
+        if counts["nats-server"] != counts["eventyard"]:
+            differences.append({"document": f"{document} counts", **counts})
     disconnect = "$SYS.ACCOUNT.USERS.DISCONNECT"
     traffic = {name: {k: view.get(disconnect, {}).get(k) for k in ("sent", "received")} for name, view in views.items()}
     if traffic["nats-server"] != traffic["eventyard"]:
@@ -343,7 +393,7 @@ def compare(eventyard, accounts, scenarios):
     ((name, run) where run(port) returns what a client saw) on both, and returns the differences."""
     differences = []
     with tempfile.TemporaryDirectory() as workdir:
-        servers, ports = start_servers(eventyard, workdir, accounts)
+        servers, ports, _ = start_servers(eventyard, workdir, accounts)
         try:
             for name, run in scenarios:
                 seen = {server: run(port) for server, port in ports.items()}
