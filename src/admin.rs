@@ -1,7 +1,9 @@
 //! What the admin endpoints show and do for the running router: `/metrics` (every route, queue,
 //! sink and plugin, and reloads), `GET /v1/admin/plugins` (each plugin's generation, hash, world,
-//! limits and call statistics) and `POST /v1/admin/reload`. Reads counters; changes nothing but
-//! through [`Reloader::reload`].
+//! limits and call statistics), `GET /v1/admin/snapshot` (every figure the console and
+//! `eventyard top` show, in one document), `POST /v1/admin/reload`, and the dead letters: listed,
+//! shown and replayed. Reads counters; changes nothing but through [`Reloader::reload`] and a
+//! replay, which puts dead letters back on a sink's queue or through a route.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +12,9 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
+use crate::broker::{Accepted, Broker};
+use crate::dead_letter::{DeadLetter, DeadLetterStore, Replay, ReplayRequest, Selection};
+use crate::event::EventJson;
 use crate::gateway::GatewayStats;
 use crate::ingest::http::Admin;
 use crate::pipeline::SinkView;
@@ -19,7 +24,7 @@ use crate::reload::{ReloadReport, ReloadStats, Reloader};
 use crate::route::{Route, RouteStats};
 use crate::sink::worker::SinkStats;
 use crate::source::SourceStats;
-use crate::telemetry::metrics::MetricsText;
+use crate::telemetry::metrics::{CallTimes, MetricsText};
 use crate::unrouted::UnroutedEvents;
 
 /// What the admin endpoints read: the reloadable parts and the gateway's and sources' counters.
@@ -29,6 +34,11 @@ pub struct RouterAdmin {
     pub sources: BTreeMap<String, Arc<SourceStats>>,
     /// What the write-ahead log held at start, in durable embedded mode.
     pub wal_recovery: Option<WalRecovery>,
+    /// Where a replayed dead letter that failed neither at a sink nor at a route is published again.
+    pub broker: Arc<dyn Broker>,
+    /// The dead letters kept for the operator; none with `[dead_letters] keep_bytes = 0`.
+    pub dead_letters: Option<Arc<DeadLetterStore>>,
+    pub started: std::time::Instant,
 }
 
 /// What opening the write-ahead log found at start.
@@ -48,8 +58,94 @@ impl Admin for RouterAdmin {
     }
 
     fn plugins(&self) -> Value {
-        let plugins: Vec<Value> = self
-            .reloader
+        json!({ "plugins": self.plugin_list() })
+    }
+
+    fn snapshot(&self) -> Value {
+        self.snapshot_now()
+    }
+
+    fn dead_letters(&self, selection: &Selection, limit: usize) -> Option<Value> {
+        let store = self.dead_letters.as_ref()?;
+        let (letters, total) = store.list(selection, limit);
+        let (held, bytes, max_bytes) = store.usage();
+        Some(json!({
+            "dead_letters": letters.iter().map(dead_letter_summary).collect::<Vec<_>>(),
+            "total": total, "held": held, "bytes": bytes, "max_bytes": max_bytes,
+        }))
+    }
+
+    fn dead_letter(&self, seq: u64) -> Option<Value> {
+        let letter = self.dead_letters.as_ref()?.get(seq)?;
+        let mut detail = dead_letter_summary(&letter);
+        detail["event"] = json!(EventJson::from_event(&letter.event));
+        Some(detail)
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<Value, String> {
+        let store = self.dead_letters.as_ref().ok_or("the dead-letter store is off ([dead_letters] keep_bytes = 0)")?;
+        if let Some(route) = &request.route
+            && !self.reloader.pipeline().routes().iter().any(|r| &r.name == route)
+        {
+            return Err(format!("there is no route `{route}`"));
+        }
+        let mut replayed = Vec::new();
+        for letter in store.picked(&request)? {
+            let (target, outcome) = self.replay_one(&letter, request.route.as_deref()).await;
+            match &outcome {
+                Ok(()) => {
+                    tracing::info!(seq = letter.seq, id = %letter.event.context.id, %target, "dead letter replayed")
+                }
+                Err(why) => tracing::warn!(seq = letter.seq, %target, why, "dead letter not replayed"),
+            }
+            let replay = Replay { at: time::OffsetDateTime::now_utc(), target, outcome };
+            replayed.push(replay_json(letter.seq, &replay));
+            store.record(letter.seq, replay);
+        }
+        Ok(json!({ "replayed": replayed }))
+    }
+
+    async fn reload(&self) -> Vec<Value> {
+        self.reloader.reload().await.iter().map(ReloadReport::to_json).collect()
+    }
+}
+
+impl RouterAdmin {
+    /// Sends dead letter `letter` on as the event it was: through `route` when one is named, else
+    /// back where it failed — its sink's queue, or its route — else published on its subject
+    /// again. Returns where it went and how that went.
+    async fn replay_one(&self, letter: &DeadLetter, route: Option<&str>) -> (String, Result<(), String>) {
+        let pipeline = self.reloader.pipeline();
+        let event = letter.original();
+        let through = |name: &str| pipeline.routes().into_iter().find(|r| r.name == name);
+        let routed = |accepted| match accepted {
+            Ok(Accepted::Passed) => Err("the route let it by (its routing key or a handler)".to_owned()),
+            Ok(_) => Ok(()),
+            Err(refused) => Err(format!("refused: {refused}")),
+        };
+        if let Some(name) = route {
+            let Some(route) = through(name) else { return (format!("route:{name}"), Err("no such route".into())) };
+            return (format!("route:{name}"), routed(crate::broker::Subscriber::deliver(&*route, &event).await));
+        }
+        let from = letter.from();
+        if let Some(sink) = pipeline.sinks().into_iter().find(|sink| sink.name == from) {
+            let outcome = sink.queue.push(event).await.map_err(|refused| format!("refused: {refused}"));
+            return (format!("sink:{from}"), outcome);
+        }
+        if let Some(route) = through(from) {
+            return (format!("route:{from}"), routed(crate::broker::Subscriber::deliver(&*route, &event).await));
+        }
+        let target = format!("subject:{}", event.subject);
+        let outcome = match self.broker.publish(event).await {
+            Ok(ack) if ack.delivered > 0 || ack.elsewhere => Ok(()),
+            Ok(_) => Err("no route took it".into()),
+            Err(err) => Err(err.to_string()),
+        };
+        (target, outcome)
+    }
+
+    fn plugin_list(&self) -> Vec<Value> {
+        self.reloader
             .plugins()
             .iter()
             .map(|(name, live)| {
@@ -83,16 +179,100 @@ impl Admin for RouterAdmin {
                         "instances": load(&stats.instances),
                         "replaced": load(&stats.replaced),
                         "busy_seconds": load(&stats.busy_nanos) as f64 / 1e9,
+                        "call_micros_buckets": stats.call_times.buckets(),
+                        "p99_micros": CallTimes::quantile(&stats.call_times.buckets(), 0.99),
                     },
                 })
             })
-            .collect();
-        json!({ "plugins": plugins })
+            .collect()
     }
 
-    async fn reload(&self) -> Vec<Value> {
-        self.reloader.reload().await.iter().map(ReloadReport::to_json).collect()
+    /// Every figure the console and `eventyard top` show. Counters only: rates are the
+    /// difference between two snapshots, so nothing is kept for them when nobody watches.
+    fn snapshot_now(&self) -> Value {
+        let pipeline = self.reloader.pipeline();
+        let routes: Vec<Value> = pipeline
+            .routes()
+            .iter()
+            .map(|route| {
+                let s = &route.stats;
+                json!({
+                    "name": route.name, "subject": route.subject.as_str(),
+                    "matched": load(&s.matched), "forwarded": load(&s.forwarded), "filtered": load(&s.filtered),
+                    "handler_failures": load(&s.handler_failures), "failed_closed": load(&s.failed_closed),
+                    "dead_lettered": load(&s.dead_lettered),
+                })
+            })
+            .collect();
+        let sinks: Vec<Value> = pipeline
+            .sinks()
+            .iter()
+            .map(|sink| {
+                let (s, q) = (&sink.stats, &sink.queue);
+                let last_error = s.last_error().map(|(at, error)| json!({"at": at, "error": error}));
+                json!({
+                    "name": sink.name,
+                    "queue": {
+                        "depth": q.len(), "capacity": q.limits().map_or(0, |l| l.events), "bytes": q.held_bytes(),
+                        "dropped": load(&q.stats.dropped_oldest) + load(&q.stats.dropped_newest),
+                        "refused": load(&q.stats.refused),
+                    },
+                    "delivered": load(&s.delivered), "failed_attempts": load(&s.failed_attempts),
+                    "dead_lettered": load(&s.dead_lettered), "last_error": last_error,
+                })
+            })
+            .collect();
+        let budget = pipeline.budget();
+        let gateway = self.gateway.as_deref().map(|g| {
+            json!({
+                "connections": g.connections.load(Ordering::Relaxed), "in_msgs": load(&g.in_msgs),
+                "out_msgs": load(&g.out_msgs), "in_bytes": load(&g.in_bytes), "out_bytes": load(&g.out_bytes),
+                "slow_consumers": load(&g.slow_consumers), "refused_publishes": load(&g.refused_publishes),
+            })
+        });
+        let dead_letters = self.dead_letters.as_deref().map(|store| {
+            let (held, bytes, max_bytes) = store.usage();
+            let s = &store.stats;
+            json!({
+                "held": held, "bytes": bytes, "max_bytes": max_bytes, "kept": load(&s.kept),
+                "evicted": load(&s.evicted), "replayed": load(&s.replayed), "replay_failures": load(&s.replay_failures),
+            })
+        });
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "routes": routes,
+            "sinks": sinks,
+            "queues": {"bytes": budget.used(), "capacity_bytes": budget.limit()},
+            "plugins": self.plugin_list(),
+            "reloads": self.reloader.history(),
+            "gateway": gateway,
+            "dead_letters": dead_letters,
+            "unrouted": load(&self.reloader.unrouted.dead_letters_lost),
+        })
     }
+}
+
+/// A dead letter as listings show it.
+fn dead_letter_summary(letter: &DeadLetter) -> Value {
+    let at = letter.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    json!({
+        "seq": letter.seq, "at": at, "account": letter.account, "from": letter.from(),
+        "reason": letter.reason(), "attempts": letter.attempts(), "subject": letter.subject(),
+        "id": letter.event.context.id, "type": letter.event.context.ty, "source": letter.event.context.source,
+        "size": letter.event.data.len(),
+        "replays": letter.replays.iter().map(|replay| replay_json(letter.seq, replay)).collect::<Vec<_>>(),
+    })
+}
+
+fn replay_json(seq: u64, replay: &Replay) -> Value {
+    let at = replay.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let mut json = json!({"seq": seq, "at": at, "target": replay.target});
+    match &replay.outcome {
+        Ok(()) => json["outcome"] = json!("queued"),
+        Err(why) => json["error"] = json!(why),
+    }
+    json
 }
 
 /// The Prometheus text of every route, queue, sink and plugin, of reloads, and of the gateway,
@@ -118,6 +298,9 @@ fn render_metrics(admin: &RouterAdmin) -> String {
         wal_metrics(&mut text, recovery);
     }
     unrouted_metrics(&mut text, &reloader.unrouted);
+    if let Some(store) = admin.dead_letters.as_deref() {
+        dead_letter_metrics(&mut text, store);
+    }
     text.finish()
 }
 
@@ -132,6 +315,27 @@ fn unrouted_metrics(text: &mut MetricsText, unrouted: &UnroutedEvents) {
         "eventyard_unrouted_dead_letters_lost_total",
         "Dead letters of unrouted events that no route took either.",
         [(Vec::new(), load(&unrouted.dead_letters_lost))],
+    );
+}
+
+fn dead_letter_metrics(text: &mut MetricsText, store: &DeadLetterStore) {
+    let (held, bytes, _) = store.usage();
+    text.gauge(
+        "eventyard_dead_letters_held",
+        "Dead letters the router keeps to browse and replay.",
+        [(Vec::new(), held as u64)],
+    );
+    text.gauge("eventyard_dead_letters_held_bytes", "Bytes of the dead letters kept.", [(Vec::new(), bytes as u64)]);
+    let s = &store.stats;
+    text.counter(
+        "eventyard_dead_letters_evicted_total",
+        "Dead letters pushed out of the store by newer ones ([dead_letters] keep_bytes).",
+        [(Vec::new(), load(&s.evicted))],
+    );
+    text.counter(
+        "eventyard_dead_letters_replayed_total",
+        "Dead letter replays, by result.",
+        [(vec![("result", "queued")], load(&s.replayed)), (vec![("result", "failed")], load(&s.replay_failures))],
     );
 }
 

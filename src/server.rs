@@ -19,6 +19,7 @@ use crate::broker::cluster::BrokerMode;
 use crate::broker::{Broker, DurableBroker, EmbeddedBroker, NatsBroker, Replayed};
 use crate::capability::HostServices;
 use crate::config::Config;
+use crate::dead_letter::DeadLetterStore;
 use crate::gateway::Gateway;
 use crate::gateway::publisher::BrokerPublisher;
 use crate::ingest::http::IngestState;
@@ -91,6 +92,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config_file = config.origin.as_ref().map(|origin| origin.path.clone());
     let (routes, sinks) = (config.routes.len(), config.sinks.len());
     let source_plans = config.sources.clone();
+    let dead_letters = (config.dead_letter_bytes > 0).then(|| DeadLetterStore::new(config.dead_letter_bytes));
+    if let Some(store) = &dead_letters {
+        store.subscribe(broker.as_ref());
+    }
     let services = host_services(&config, &broker).await?;
     let reloader = Arc::new(Reloader::start(config, broker.clone(), services).await?);
     let sources = Sources::start(&source_plans, broker.clone()).await?;
@@ -107,6 +112,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         gateway: gateway.as_ref().map(|g| g.stats.clone()),
         sources: sources.stats.clone(),
         wal_recovery,
+        broker: broker.clone(),
+        dead_letters,
+        started: std::time::Instant::now(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let state = IngestState {

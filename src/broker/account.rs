@@ -36,6 +36,20 @@ pub fn prefix(account: &str) -> String {
     if account == GLOBAL_ACCOUNT { String::new() } else { format!("{INTERNAL_TOKEN}.{account}.") }
 }
 
+/// The account a subject inside the broker belongs to, and the subject as that account names it.
+pub fn split(subject: &str) -> (&str, &str) {
+    subject
+        .strip_prefix(INTERNAL_TOKEN)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split_once('.'))
+        .unwrap_or((GLOBAL_ACCOUNT, subject))
+}
+
+/// The pattern of `pattern` in every account but the global one (`$A.*.<pattern>`).
+pub fn in_every_account(pattern: &str) -> String {
+    format!("{INTERNAL_TOKEN}.*.{pattern}")
+}
+
 /// True when `account` can name an account: the global one, or one subject token not starting with
 /// `$`.
 pub fn is_account_name(account: &str) -> bool {
@@ -113,6 +127,13 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_names_its_account() {
+        assert_eq!(split("$A.TEAM.$DLQ.files"), ("TEAM", "$DLQ.files"));
+        assert_eq!(split("$DLQ.files"), (GLOBAL_ACCOUNT, "$DLQ.files"));
+        assert_eq!(split("$A"), (GLOBAL_ACCOUNT, "$A"));
+    }
 
     #[test]
     fn accounts_map_subjects_under_their_prefix() {

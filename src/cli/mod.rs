@@ -4,11 +4,14 @@
 //! Exit codes: 0 success, 1 the plugin (or the thing checked) failed, 2 bad input or usage.
 #![expect(clippy::print_stdout, reason = "the command line prints its results for people")]
 
+mod admin_api;
 mod build;
+mod dlq;
 mod golden;
 mod plugin;
 mod sdk;
 mod tap;
+mod top;
 
 use std::process::ExitCode;
 
@@ -52,6 +55,11 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Record live events matching a subject pattern into a fixture file for `plugin test`.
     Tap(tap::TapArgs),
+    /// Browse and replay the dead letters a running router keeps.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Watch a running router live: routes, sinks, queues, plugins, dead letters, reloads.
+    Top(top::TopArgs),
 }
 
 const DEFAULT_CONFIG: &str = "config/eventyard.toml";
@@ -114,6 +122,11 @@ pub fn main() -> ExitCode {
                 log(None);
                 tap::run(args).await
             }
+            Command::Dlq(command) => {
+                log(None);
+                dlq::run(command).await
+            }
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

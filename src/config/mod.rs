@@ -79,6 +79,9 @@ pub struct Config {
     pub durability: Option<DurabilitySettings>,
     /// `[unrouted] dead_letter`: events no route takes become dead letters on `$DLQ.unrouted`.
     pub unrouted_dead_letter: bool,
+    /// `[dead_letters] keep_bytes`: the most bytes of dead letters kept for the operator
+    /// (restart-only).
+    pub dead_letter_bytes: usize,
     /// The file it was read from, for reloading it.
     pub origin: Option<ConfigOrigin>,
 }
@@ -277,6 +280,7 @@ impl Config {
         keep("kafka", self.kafka == running.kafka);
         keep("broker", self.broker == running.broker);
         keep("durability", self.durability == running.durability);
+        keep("dead_letters.keep_bytes", self.dead_letter_bytes == running.dead_letter_bytes);
         let system_account = &running.service.system_account;
         keep("service.auth.system_account", &self.service.system_account == system_account);
         self.log_format = running.log_format;
@@ -298,6 +302,7 @@ impl Config {
         self.kafka = running.kafka.clone();
         self.broker = running.broker.clone();
         self.durability = running.durability.clone();
+        self.dead_letter_bytes = running.dead_letter_bytes;
         self.service.system_account = system_account.clone();
         differ
     }

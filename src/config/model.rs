@@ -49,6 +49,29 @@ pub struct ConfigFile {
     /// `[unrouted]`: what happens to events no route takes.
     #[serde(default)]
     pub unrouted: UnroutedConfig,
+    /// `[dead_letters]`: what the router keeps of dead letters for the operator.
+    #[serde(default)]
+    pub dead_letters: DeadLettersConfig,
+}
+
+/// `[dead_letters]`: the newest dead letters, kept in memory for the console and `eventyard dlq`
+/// to browse and replay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersConfig {
+    /// At most this many bytes of them, the oldest pushed out first; 0 keeps none.
+    #[serde(default = "default_dead_letter_bytes")]
+    pub keep_bytes: ByteSize,
+}
+
+impl Default for DeadLettersConfig {
+    fn default() -> Self {
+        DeadLettersConfig { keep_bytes: default_dead_letter_bytes() }
+    }
+}
+
+fn default_dead_letter_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 /// `[unrouted]`: events no route takes are always counted by subject family on `/metrics`.

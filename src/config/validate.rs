@@ -256,6 +256,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
         broker: Default::default(),
         durability: None,
         unrouted_dead_letter: file.unrouted.dead_letter,
+        dead_letter_bytes: file.dead_letters.keep_bytes.0,
         origin: None,
     };
     if let Some(broker) = &file.broker {

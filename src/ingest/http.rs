@@ -3,8 +3,10 @@
 //! A publisher's credential gives it an account (a token: the global one; an auth policy: the
 //! account it grants) and publish permissions, as a NATS user has; `$A` and `$SYS` subjects are
 //! refused, and other `$` subjects need an allow entry that names them. Also `GET /healthz`,
-//! `/readyz` and `/metrics`, and the admin endpoints `POST /v1/admin/reload` and
-//! `GET /v1/admin/plugins`, answered through the [`Admin`] trait to `[admin]` credentials only.
+//! `/readyz` and `/metrics`, and the admin endpoints (`POST /v1/admin/reload`,
+//! `GET /v1/admin/plugins`, `GET /v1/admin/snapshot`, `GET /v1/admin/dead-letters[/{seq}]`,
+//! `POST /v1/admin/dead-letters/replay`), answered through the [`Admin`] trait to `[admin]`
+//! credentials only.
 //! Status codes are decided here and nowhere else: 400 (bad event, naming the field), 401/403
 //! (auth), 408 (a body too slow), 413 (over `max_body`), 429 or 503 with `Retry-After` (a queue is
 //! full, or the router is draining). Never runs handlers or buffers events itself: it publishes to
@@ -17,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +31,7 @@ use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::broker::account::{Namespace, is_account_name};
 use crate::broker::{Broker, Pattern, PublishError, Refusal};
 use crate::codec::{self, RawAttributes};
+use crate::dead_letter::{ReplayRequest, Selection};
 use crate::permission::Rule;
 use crate::slot::Slot;
 use crate::tls::PeerCertificate;
@@ -117,6 +121,16 @@ pub trait Admin: Send + Sync {
     fn metrics(&self) -> String;
     /// `GET /v1/admin/plugins`: the loaded plugins.
     fn plugins(&self) -> serde_json::Value;
+    /// `GET /v1/admin/snapshot`: every figure of the router now.
+    fn snapshot(&self) -> serde_json::Value;
+    /// `GET /v1/admin/dead-letters`: the newest dead letters `selection` picks, at most `limit`;
+    /// none when the store is off.
+    fn dead_letters(&self, selection: &Selection, limit: usize) -> Option<serde_json::Value>;
+    /// `GET /v1/admin/dead-letters/{seq}`: one dead letter, with its event.
+    fn dead_letter(&self, seq: u64) -> Option<serde_json::Value>;
+    /// `POST /v1/admin/dead-letters/replay`: sends dead letters on again; the error is the
+    /// request's fault.
+    async fn replay(&self, request: ReplayRequest) -> Result<serde_json::Value, String>;
     /// `POST /v1/admin/reload`: reloads and returns the reports.
     async fn reload(&self) -> Vec<serde_json::Value>;
 }
@@ -130,6 +144,10 @@ pub fn app(state: IngestState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/plugins", get(plugins))
+        .route("/v1/admin/snapshot", get(snapshot))
+        .route("/v1/admin/dead-letters", get(dead_letters))
+        .route("/v1/admin/dead-letters/{seq}", get(dead_letter))
+        .route("/v1/admin/dead-letters/replay", post(replay))
         // Bodies are bounded by `max_body` as they are read, so the limit can change live.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -170,6 +188,89 @@ async fn plugins(State(state): State<IngestState>, caller: Caller, headers: Head
         return denied;
     }
     (StatusCode::OK, axum::Json(state.admin.plugins())).into_response()
+}
+
+/// Every figure of the router now: administrators only.
+async fn snapshot(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
+        return denied;
+    }
+    (StatusCode::OK, axum::Json(state.admin.snapshot())).into_response()
+}
+
+/// `?from=&reason=&account=&limit=` of a dead-letter listing.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    from: Option<String>,
+    reason: Option<String>,
+    account: Option<String>,
+    limit: Option<usize>,
+}
+
+const DEAD_LETTER_STORE_OFF: &str = "the dead-letter store is off ([dead_letters] keep_bytes = 0)";
+
+/// Lists dead letters: administrators only.
+async fn dead_letters(
+    State(state): State<IngestState>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
+        return denied;
+    }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text(), None),
+    };
+    let selection = Selection { from: query.from, reason: query.reason, account: query.account };
+    match state.admin.dead_letters(&selection, query.limit.unwrap_or(100)) {
+        Some(listing) => (StatusCode::OK, axum::Json(listing)).into_response(),
+        None => error(StatusCode::NOT_FOUND, DEAD_LETTER_STORE_OFF, None),
+    }
+}
+
+/// Shows one dead letter: administrators only.
+async fn dead_letter(
+    State(state): State<IngestState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(seq): Path<String>,
+) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
+        return denied;
+    }
+    let Ok(seq) = seq.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("`{seq}` is not a dead letter's number"), None);
+    };
+    match state.admin.dead_letter(seq) {
+        Some(letter) => (StatusCode::OK, axum::Json(letter)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no dead letter {seq} is kept"), None),
+    }
+}
+
+/// Replays dead letters: administrators only.
+async fn replay(State(state): State<IngestState>, caller: Caller, headers: HeaderMap, body: Body) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
+        return denied;
+    }
+    let body = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(body) => body,
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "a replay request is at most 1 MiB", None),
+    };
+    let request: ReplayRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("not a replay request: {err}"), None),
+    };
+    match state.admin.replay(request).await {
+        Ok(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Err(why) => error(StatusCode::BAD_REQUEST, why, None),
+    }
 }
 
 /// A JSON error answer.

@@ -103,6 +103,8 @@ pub struct CallStats {
     pub replaced: AtomicU64,
     /// Total time spent in calls, in nanoseconds.
     pub busy_nanos: AtomicU64,
+    /// How long each call took.
+    pub call_times: crate::telemetry::metrics::CallTimes,
 }
 
 /// Consecutive faults and quarantine state.
@@ -194,7 +196,9 @@ impl<W: World> InstancePool<W> {
     /// the fault if the call trapped.
     pub fn finish<T>(&self, lease: Lease<'_, W>, result: wasmtime::Result<T>) -> Result<T, Fault> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.busy_nanos.fetch_add(lease.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let elapsed = lease.started.elapsed();
+        self.stats.busy_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.stats.call_times.record(elapsed);
         match result {
             Ok(value) => {
                 self.record_success();

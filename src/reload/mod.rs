@@ -77,7 +77,12 @@ pub struct Reloader {
     /// Held for the whole of a reload: one at a time.
     applied: tokio::sync::Mutex<Applied>,
     pub stats: ReloadStats,
+    /// The latest reports, oldest first, each with when it was made.
+    history: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// How many reports [`Reloader::history`] keeps.
+const HISTORY: usize = 100;
 
 impl Reloader {
     /// Loads every plugin `config` uses, lending them `services`, and starts its pipeline on
@@ -117,12 +122,18 @@ impl Reloader {
             unrouted,
             applied: tokio::sync::Mutex::new(Applied { config, generation: 1 }),
             stats: ReloadStats::default(),
+            history: std::sync::Mutex::default(),
         })
     }
 
     /// The plugins loaded now, by name.
     pub fn plugins(&self) -> BTreeMap<String, Arc<LivePlugin>> {
         self.plugins.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The latest reload reports, newest first, as published, with `at` (RFC 3339) added.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        self.history.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().rev().cloned().collect()
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -153,6 +164,7 @@ impl Reloader {
             } else {
                 tracing::error!(report = %json, "reload failed, nothing it covers changed");
             }
+            self.remember(&json);
             self.publish(report, json).await;
         }
         reports
@@ -378,6 +390,17 @@ impl Reloader {
         }
         *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = std::mem::take(&mut step.next);
         reloaded
+    }
+
+    fn remember(&self, json: &serde_json::Value) {
+        let mut entry = json.clone();
+        let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339);
+        entry["at"] = serde_json::json!(at.unwrap_or_default());
+        let mut history = self.history.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(entry);
     }
 
     /// Publishes a report (`json`, its JSON form) on [`RELOAD_SUBJECT`]; nobody listening is fine.

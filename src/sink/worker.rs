@@ -63,6 +63,20 @@ pub struct SinkStats {
     pub abandoned: AtomicU64,
     /// Time per delivery attempt.
     pub delivery_seconds: Histogram,
+    /// The last delivery error, and when (Unix seconds).
+    pub last_error: std::sync::Mutex<Option<(i64, String)>>,
+}
+
+impl SinkStats {
+    fn failed(&self, reason: &str) {
+        let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        *self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((at, reason.to_owned()));
+    }
+
+    /// The last delivery error and when it happened (Unix seconds), if any.
+    pub fn last_error(&self) -> Option<(i64, String)> {
+        self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 }
 
 /// How a worker delivers: the sink with its batching and retry settings. A config reload replaces
@@ -158,6 +172,7 @@ impl SinkWorker {
                     err.to_string()
                 }
             };
+            self.stats.failed(&reason);
             if attempt >= delivery.retry.max_attempts || started.elapsed() >= delivery.retry.max_elapsed {
                 return self.dead_letter(pending, &reason, attempt).await;
             }
@@ -177,6 +192,7 @@ impl SinkWorker {
 
     /// Publishes each event on `$DLQ.<sink>` (see [`crate::dead_letter`]).
     async fn dead_letter(&self, events: Vec<Event>, reason: &str, attempts: u32) {
+        self.stats.failed(reason);
         for event in events {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             dead_letter::publish(

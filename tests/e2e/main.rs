@@ -15,6 +15,7 @@ mod examples;
 mod fuzz_corpus;
 mod gateway;
 mod nats_bridge;
+mod operator;
 mod plugin_capabilities;
 mod plugin_runtime;
 mod polyglot;

@@ -1,0 +1,187 @@
+//! The operator's view of a live router: `eventyard top` read off a real pseudo-terminal, and dead
+//! letters of a destination that was down listed, shown and replayed with `eventyard dlq` once it
+//! is back, each arriving once with its id; the admin credential guards all of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::http_server::HttpDestination;
+use crate::common::load::NumberedPublisher;
+use crate::common::router::{ADMIN, ADMIN_TOKEN, RouterProcess};
+use crate::common::{self, eventually_async};
+
+/// `eventyard dlq ARGS` against `router` as its administrator, off the test's runtime (the
+/// destination it replays to answers on it); (exit code, stdout, stderr).
+async fn dlq(router: &RouterProcess, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command: Vec<String> = ["dlq"].iter().chain(args).map(|a| a.to_string()).collect();
+    command.extend(["--url".into(), router.url("")]);
+    if let Some(token) = token {
+        command.extend(["--token".into(), token.into()]);
+    }
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        common::run_eventyard(&args)
+    })
+    .await
+    .expect("eventyard dlq ran")
+}
+
+/// A router with the admin API on, routing `orders.>` to sink `sink` (its settings `settings`).
+fn orders_to(sink: &str, settings: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[[route]]\nname = \"orders\"\nsubject = \"orders.>\"\n\
+         sinks = [\"{sink}\"]\n[sinks.{sink}]\n{settings}\n{ADMIN}"
+    )
+}
+
+async fn listing(router: &RouterProcess) -> Value {
+    let (code, stdout, stderr) = dlq(router, Some(ADMIN_TOKEN), &["list", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).expect("dlq list --json prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_of_a_destination_that_was_down_are_replayed_once_it_is_back() {
+    let port = common::free_port();
+    let config = orders_to(
+        "hook",
+        &format!(
+            r#"kind = "http"
+url = "http://127.0.0.1:{port}/events"
+batch_size = 1
+linger_ms = 0
+[sinks.hook.retry]
+max_attempts = 2
+initial_backoff_ms = 10
+max_backoff_ms = 20"#
+        ),
+    );
+    let router = RouterProcess::start(&config);
+    for i in 0..3 {
+        let event =
+            json!({"specversion": "1.0", "id": format!("d{i}"), "source": "/shop", "type": "order", "data": {"i": i}});
+        assert_eq!(router.post_event(&format!("orders.eu.{i}"), &event).await, 202);
+    }
+    let letters = eventually_async("three dead letters kept", Duration::from_secs(30), || async {
+        let listing = listing(&router).await;
+        (listing["total"] == 3).then_some(listing)
+    })
+    .await;
+    for letter in letters["dead_letters"].as_array().expect("a list") {
+        assert_eq!((letter["from"].as_str(), letter["attempts"].as_u64()), (Some("hook"), Some(2)), "{letter}");
+        assert!(letter["subject"].as_str().is_some_and(|s| s.starts_with("orders.eu.")), "{letter}");
+        assert!(!letter["reason"].as_str().unwrap_or_default().is_empty(), "{letter}");
+    }
+    let (code, table, _) = dlq(&router, Some(ADMIN_TOKEN), &["list", "--from", "hook"]).await;
+    assert!(code == 0 && table.contains("d0") && table.contains("3 shown of 3 picked"), "{table}");
+    let (code, shown, _) = dlq(&router, Some(ADMIN_TOKEN), &["show", "1"]).await;
+    let shown: Value = serde_json::from_str(&shown).expect("dlq show prints JSON");
+    assert_eq!((code, shown["event"]["id"].as_str()), (0, Some("d0")));
+    assert_eq!(shown["event"]["subject"], "$DLQ.hook");
+
+    // Without the admin credential, nothing: not the list, not a replay.
+    let (code, _, stderr) = dlq(&router, None, &["list"]).await;
+    assert!(code == 2 && stderr.contains("401"), "{stderr}");
+    let (code, _, stderr) = dlq(&router, Some("guess"), &["replay", "--from", "hook"]).await;
+    assert!(code == 2 && stderr.contains("403"), "{stderr}");
+    // A replay must say what to replay, and through a route that exists.
+    let (code, _, stderr) = dlq(&router, Some(ADMIN_TOKEN), &["replay"]).await;
+    assert!(code == 2 && stderr.contains("name the dead letters"), "{stderr}");
+    let (code, _, stderr) = dlq(&router, Some(ADMIN_TOKEN), &["replay", "1", "--route", "nosuch"]).await;
+    assert!(code == 2 && stderr.contains("no route `nosuch`"), "{stderr}");
+
+    // The destination is back: every dead letter goes to it again, as the event it was.
+    let destination = HttpDestination::start_on(port, Vec::new(), StatusCode::OK, Duration::ZERO).await;
+    let (code, stdout, stderr) = dlq(&router, Some(ADMIN_TOKEN), &["replay", "--from", "hook"]).await;
+    assert!(code == 0 && stdout.contains("3 replayed, 0 not"), "{stdout}{stderr}");
+    let ids = |destination: &HttpDestination| {
+        let mut ids = BTreeMap::<String, usize>::new();
+        for received in destination.received() {
+            let event: Value = serde_json::from_slice(&received.body).expect("the sink posts JSON");
+            *ids.entry(event["id"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+        ids
+    };
+    let arrived = eventually_async("the replayed events arrive", Duration::from_secs(30), || async {
+        let ids = ids(&destination);
+        (ids.values().sum::<usize>() == 3).then_some(ids)
+    })
+    .await;
+    assert_eq!(arrived, BTreeMap::from([("d0".into(), 1), ("d1".into(), 1), ("d2".into(), 1)]));
+    let received = destination.received();
+    let first: Value = serde_json::from_slice(&received[0].body).expect("JSON");
+    assert!(first.get("deadletterreason").is_none(), "a replay is the event, not the dead letter: {first}");
+
+    // Each replay is recorded; one sent through the route again arrives again, still `d1`.
+    let (code, stdout, _) = dlq(&router, Some(ADMIN_TOKEN), &["replay", "2", "--route", "orders"]).await;
+    assert!(code == 0 && stdout.contains("route:orders"), "{stdout}");
+    eventually_async("d1 through the route", Duration::from_secs(30), || async {
+        (ids(&destination).get("d1") == Some(&2)).then_some(())
+    })
+    .await;
+    let letters = listing(&router).await;
+    let replays: BTreeMap<u64, Vec<String>> = letters["dead_letters"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|l| {
+            let targets = l["replays"].as_array().expect("replays").iter().map(|r| r["target"].to_string()).collect();
+            (l["seq"].as_u64().unwrap_or_default(), targets)
+        })
+        .collect();
+    assert_eq!(replays[&1], ["\"sink:hook\""]);
+    assert_eq!(replays[&2], ["\"sink:hook\"", "\"route:orders\""]);
+    let snapshot: Value = router.admin("/v1/admin/snapshot").await.json().await.expect("a snapshot");
+    assert_eq!(
+        (snapshot["dead_letters"]["held"].as_u64(), snapshot["dead_letters"]["replayed"].as_u64()),
+        (Some(3), Some(4))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_shows_the_routers_figures_live_in_a_terminal() {
+    let config = orders_to("files", "kind = \"file\"\nroot = \"{dir}/out\"");
+    let router = RouterProcess::start(&config);
+    let load = NumberedPublisher::start(router.url("/v1/events/orders.eu"));
+    let (url, binary) = (router.url(""), env!("CARGO_BIN_EXE_eventyard"));
+    let script = common::repo_root().join("tests/clients/top_screen.py");
+    // A screen whose route line shows events matched per second, more than none.
+    let needle = r"orders\s+orders\.>\s+[1-9]";
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args([binary, &url, ADMIN_TOKEN, needle])
+            .output()
+            .expect("python3 runs the pseudo-terminal")
+    })
+    .await
+    .expect("the screen was read");
+    load.finish().await;
+    let screen: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no screen: {}", String::from_utf8_lossy(&output.stderr)));
+    let lines: Vec<&str> = screen["lines"].as_array().expect("lines").iter().filter_map(Value::as_str).collect();
+    assert!(output.status.success(), "the figures never showed:\n{}", lines.join("\n"));
+    assert_eq!(screen["exit"], 0, "q quits top cleanly");
+    // The first figure after the name: events matched, and delivered, per second.
+    let first_figure = |line: &str| -> f64 {
+        let figure = |token: &str| match token.strip_suffix('k') {
+            Some(thousands) => thousands.parse::<f64>().ok().map(|f| f * 1000.0),
+            None => token.parse::<f64>().ok(),
+        };
+        line.split_whitespace().find_map(figure).unwrap_or_else(|| panic!("no figure in {line}"))
+    };
+    let route = screen["matched"].as_str().expect("the route line");
+    assert!(first_figure(route) > 0.0, "{route}");
+    let sink = lines.iter().find(|line| line.contains("│files ")).expect("the sink's line");
+    assert!(first_figure(sink) > 0.0, "events delivered per second: {sink}");
+    let bounded = |token: &str| {
+        token
+            .split_once('/')
+            .is_some_and(|(depth, bound)| depth.parse::<u64>().is_ok() && bound.parse::<u64>().is_ok_and(|b| b > 0))
+    };
+    assert!(sink.split_whitespace().any(bounded), "the queue's depth and bound: {sink}");
+    assert!(lines.iter().any(|line| line.contains("queues:")), "{}", lines.join("\n"));
+}
