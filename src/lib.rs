@@ -61,6 +61,7 @@ pub mod server;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod tap;
 pub mod telemetry;
 pub mod tls;
 pub mod unrouted;

@@ -16,7 +16,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["completion", "event", "fault", "slot", "telemetry", "tls"]),
     ("formats and storage", &["codec", "wal", "nats_client"]),
     ("the broker", &["broker"]),
-    ("what rides on the broker", &["auth", "permission", "queue", "dead_letter", "unrouted", "capability", "kafka"]),
+    (
+        "what rides on the broker",
+        &["auth", "permission", "queue", "dead_letter", "unrouted", "tap", "capability", "kafka"],
+    ),
     ("roles", &["route", "sink"]),
     ("the plugin runtime", &["plugin"]),
     ("ways in", &["ingest", "gateway", "source"]),

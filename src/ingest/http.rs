@@ -5,8 +5,9 @@
 //! refused, and other `$` subjects need an allow entry that names them. Also `GET /healthz`,
 //! `/readyz` and `/metrics`, and the admin endpoints (`POST /v1/admin/reload`,
 //! `GET /v1/admin/plugins`, `GET /v1/admin/snapshot`, `GET /v1/admin/dead-letters[/{seq}]`,
-//! `POST /v1/admin/dead-letters/replay`), answered through the [`Admin`] trait to `[admin]`
-//! credentials only.
+//! `POST /v1/admin/dead-letters/replay`, and `GET /v1/admin/tap`, a live sample of a subject as
+//! Server-Sent Events), answered through the [`Admin`] trait to `[admin]` credentials only; and
+//! the operator console's files (`/console`), while the admin API is on.
 //! Status codes are decided here and nowhere else: 400 (bad event, naming the field), 401/403
 //! (auth), 408 (a body too slow), 413 (over `max_body`), 429 or 503 with `Retry-After` (a queue is
 //! full, or the router is draining). Never runs handlers or buffers events itself: it publishes to
@@ -23,6 +24,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -32,8 +34,10 @@ use crate::broker::account::{Namespace, is_account_name};
 use crate::broker::{Broker, Pattern, PublishError, Refusal};
 use crate::codec::{self, RawAttributes};
 use crate::dead_letter::{ReplayRequest, Selection};
+use crate::event::EventJson;
 use crate::permission::Rule;
 use crate::slot::Slot;
+use crate::tap::Tap;
 use crate::tls::PeerCertificate;
 
 /// Who may publish over HTTP (`[http.auth]`), and who may call the admin endpoints (`[admin]`).
@@ -148,6 +152,9 @@ pub fn app(state: IngestState) -> Router {
         .route("/v1/admin/dead-letters", get(dead_letters))
         .route("/v1/admin/dead-letters/{seq}", get(dead_letter))
         .route("/v1/admin/dead-letters/replay", post(replay))
+        .route("/v1/admin/tap", get(tap))
+        .route("/console", get(console))
+        .route("/console/{*file}", get(console))
         // Bodies are bounded by `max_body` as they are read, so the limit can change live.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -197,6 +204,71 @@ async fn snapshot(State(state): State<IngestState>, caller: Caller, headers: Hea
         return denied;
     }
     (StatusCode::OK, axum::Json(state.admin.snapshot())).into_response()
+}
+
+/// The console's files, while the admin API is on (404 otherwise: there is nothing to sign in to).
+async fn console(State(state): State<IngestState>, file: Option<Path<String>>) -> Response {
+    let (_, auth) = state.auth.current();
+    if auth.admin.tokens.is_empty() && auth.admin.policy.is_none() {
+        return error(StatusCode::NOT_FOUND, "the console is off: configure [admin] tokens or policy", None);
+    }
+    let file = file.map(|Path(file)| format!("/{file}")).unwrap_or_default();
+    super::console::asset(&file)
+}
+
+/// `?subject=` of a tap.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TapQuery {
+    subject: String,
+}
+
+/// A live sample of the events on a subject pattern, as Server-Sent Events (`data:` the event's
+/// JSON, with how many were skipped): administrators only. Ends its subscription when the watcher
+/// goes.
+async fn tap(
+    State(state): State<IngestState>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<TapQuery>, QueryRejection>,
+) -> Response {
+    let (_, auth) = state.auth.current();
+    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
+        return denied;
+    }
+    let subject = match query {
+        Ok(Query(query)) => query.subject,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text(), None),
+    };
+    let pattern = match Pattern::new(subject.clone()) {
+        Ok(pattern) => pattern,
+        Err(err) => {
+            return error(StatusCode::BAD_REQUEST, format!("`{subject}` is not a subject pattern: {err}"), None);
+        }
+    };
+    let tap = Tap::start(state.broker.clone(), pattern);
+    // A reload that changes who is an administrator ends the stream: the watcher signs in again.
+    let (generation, admins) = (state.auth.current().0, state.auth.clone());
+    let events = futures_util::stream::unfold(tap, move |mut tap| {
+        let admins = admins.clone();
+        async move {
+            let event = loop {
+                tokio::select! {
+                    event = tap.next() => break event?,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if admins.current().0 != generation {
+                            return None;
+                        }
+                    }
+                }
+            };
+            let message = json!({
+                "event": EventJson::from_event(&event), "skipped": tap.skipped(), "per_second": Tap::PER_SECOND,
+            });
+            Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(message.to_string())), tap))
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// `?from=&reason=&account=&limit=` of a dead-letter listing.

@@ -25,7 +25,7 @@ pub struct EventFailure {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
     /// Nothing was delivered; the whole batch may be retried.
-    #[error("delivery failed, will retry: {0}")]
+    #[error("delivery failed: {0}")]
     Retryable(String),
     /// Nothing was delivered and retrying will not help.
     #[error("delivery failed permanently: {0}")]

@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(sink.calls.load(Ordering::Relaxed), 3);
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].subject, "$DLQ.out");
-        assert_eq!(dead[0].extension("deadletterreason"), Some("delivery failed, will retry: busy"));
+        assert_eq!(dead[0].extension("deadletterreason"), Some("delivery failed: busy"));
         assert_eq!(dead[0].extension("deadletterattempts"), Some("3"));
         assert_eq!(dead[0].extension("deadlettersink"), Some("out"));
         assert_eq!(dead[0].extension("deadlettersubject"), Some("orders.x"));
