@@ -63,7 +63,7 @@ pub async fn publish_in(
         event.extensions.retain(|(n, _)| n != name);
         event.extensions.push((name.to_owned(), value));
     }
-    match broker.publish(event).await {
+    match MADE_BY_THE_ROUTER.scope((), broker.publish(event)).await {
         Ok(ack) if ack.delivered > 0 => true,
         Ok(_) => {
             lost.fetch_add(1, Ordering::Relaxed);
@@ -79,6 +79,14 @@ pub async fn publish_in(
             false
         }
     }
+}
+
+tokio::task_local! {
+    /// Set while [`publish_in`] publishes a dead letter it made: the store keeps only those, so a
+    /// client that publishes on a `$DLQ` subject (anyone may, as on any subject of its account)
+    /// can neither forge a dead letter an operator would replay into a sink, past its route's
+    /// handlers, nor push real ones out of the store.
+    static MADE_BY_THE_ROUTER: ();
 }
 
 /// The extensions a dead letter carries, in the order [`publish_in`] adds them.
@@ -200,8 +208,10 @@ struct Held {
 }
 
 /// The latest dead letters of every account, in memory, at most `max_bytes` of them (the oldest
-/// go first). A broker subscriber of every `$DLQ` subject: a dead letter it keeps is taken, so it
-/// is never counted as lost for want of a route. Keeps nothing across a restart.
+/// go first). A broker subscriber of every `$DLQ` subject that keeps what [`publish_in`] made
+/// (this router's own dead letters, not another router's of a cluster, not a client's publish): a
+/// dead letter it keeps is taken, so it is never counted as lost for want of a route. Keeps
+/// nothing across a restart.
 pub struct DeadLetterStore {
     max_bytes: usize,
     held: Mutex<Held>,
@@ -300,6 +310,9 @@ impl DeadLetterStore {
 #[async_trait]
 impl Subscriber for DeadLetterStore {
     async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
+        if MADE_BY_THE_ROUTER.try_with(|_| ()).is_err() {
+            return Ok(Accepted::Passed);
+        }
         self.keep(account::split(&event.subject).0, event.clone());
         Ok(Accepted::Delivered)
     }
@@ -358,6 +371,25 @@ mod tests {
         store.record(2, Replay { at, target: "sink:rest".into(), outcome: Ok(()) });
         assert_eq!(store.get(2).map(|l| l.replays.len()), Some(1));
         assert_eq!(store.stats.replayed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_the_routers_dead_letters_not_a_publish_on_a_dead_letter_subject() {
+        let broker = crate::broker::EmbeddedBroker::new();
+        let store = DeadLetterStore::new(1 << 20);
+        store.subscribe(&broker);
+        let forged = dead_letter("files", "forged", 10);
+        let ack = broker.publish(forged).await.expect("published");
+        assert_eq!((ack.delivered, store.usage().0), (0, 0), "a publish on $DLQ is not a dead letter");
+        let mut event = crate::event::full_event();
+        event.subject = "$A.TEAM.orders".into();
+        let lost = AtomicU64::new(0);
+        assert!(publish_in("$A.TEAM.", &broker, event, "files", "disk full", 3, &lost).await);
+        let (letters, _) = store.list(&Selection::default(), 10);
+        assert_eq!(
+            letters.iter().map(|l| (l.account.as_str(), l.from(), l.subject())).collect::<Vec<_>>(),
+            [("TEAM", "files", "$A.TEAM.orders")]
+        );
     }
 
     #[test]

@@ -264,3 +264,55 @@ max_backoff_ms = 20
     assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(2));
     assert!(sent > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_views_open_to_the_admin_alone_and_a_forged_dead_letter_is_not_kept() {
+    let port = common::free_port();
+    let gateway = "[service]\nhost = \"127.0.0.1\"\nport = 0\n";
+    let hook = format!(
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/events\"\nbatch_size = 1\nlinger_ms = 0\n\
+         [sinks.hook.retry]\nmax_attempts = 1\n{gateway}"
+    );
+    let router = RouterProcess::start(&orders_to("hook", &hook));
+    let client = reqwest::Client::new();
+    for path in ["/v1/admin/snapshot", "/v1/admin/dead-letters", "/v1/admin/tap?subject=%3E"] {
+        let anonymous = client.get(router.url(path)).send().await.expect("answered");
+        assert_eq!(anonymous.status(), 401, "{path}");
+        let guess = client.get(router.url(path)).bearer_auth("guess").send().await.expect("answered");
+        assert_eq!(guess.status(), 403, "{path}");
+    }
+    let replay = client.post(router.url("/v1/admin/dead-letters/replay")).body("{\"seqs\":[1]}").send().await;
+    assert_eq!(replay.expect("answered").status(), 401);
+    let bad_pattern = client.get(router.url("/v1/admin/tap?subject=a..b")).bearer_auth(ADMIN_TOKEN).send().await;
+    assert_eq!(bad_pattern.expect("answered").status(), 400);
+    let console = client.get(router.url("/console")).send().await.expect("answered");
+    let policy = console.headers().get("content-security-policy").cloned();
+    assert_eq!(console.status(), 200);
+    assert!(policy.is_some_and(|p| p.to_str().unwrap_or_default().contains("script-src 'self'")));
+
+    // A NATS client publishes what looks like the hook's dead letter; the router's own comes after.
+    let mut nats = crate::common::nats::RawClient::connect(router.nats.expect("the gateway")).await;
+    let headers = "NATS/1.0\r\nce-specversion: 1.0\r\nce-id: forged\r\nce-source: /x\r\nce-type: t\r\n\
+                   ce-deadlettersink: hook\r\nce-deadletterreason: down\r\nce-deadlettersubject: orders.x\r\n\r\n";
+    let payload = "{\"admin\":true}";
+    let hpub = format!(
+        "CONNECT {{\"headers\":true}}\r\nHPUB $DLQ.hook {} {}\r\n{headers}{payload}\r\nPING\r\n",
+        headers.len(),
+        headers.len() + payload.len()
+    );
+    nats.send(hpub.as_bytes()).await;
+    nats.read_until("PONG", Duration::from_secs(5)).await;
+    let event = json!({"specversion": "1.0", "id": "real", "source": "/shop", "type": "order"});
+    assert_eq!(router.post_event("orders.eu", &event).await, 202);
+    let letters = eventually_async("the real dead letter", Duration::from_secs(30), || async {
+        let listing = listing(&router).await;
+        (listing["total"] == 1).then_some(listing)
+    })
+    .await;
+    assert_eq!(letters["dead_letters"][0]["id"], "real", "the forged one is not kept: {letters}");
+
+    // Without an admin credential there is no console to sign in to.
+    let open = RouterProcess::start("[http]\nlisten = \"127.0.0.1:0\"\n");
+    let console = client.get(open.url("/console")).send().await.expect("answered");
+    assert_eq!(console.status(), 404);
+}
