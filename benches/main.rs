@@ -12,6 +12,7 @@ mod common;
 mod boundary;
 mod cluster;
 mod codec;
+mod console;
 mod destinations;
 mod durability;
 mod footprint;
@@ -40,6 +41,7 @@ const BENCHMARKS: &[(&str, fn())] = &[
     ("durability", durability::run),
     ("overload", overload::run),
     ("boundary", boundary::run),
+    ("console", console::run),
 ];
 
 fn main() {

@@ -1,12 +1,12 @@
 //! A live tap: a sample of the events on a subject pattern, for a person watching (the console).
 //! A broker subscriber that lets every event by (`Passed`: a tap never changes where an event
 //! goes or whether it counts as routed) and copies at most [`Tap::PER_SECOND`] a second into a
-//! small buffer; what it skips is counted, never queued. Ends its subscription when dropped, so
-//! a tap costs nothing once nobody watches.
+//! small buffer; what it skips is counted, never queued. An event it skips costs one atomic add.
+//! Ends its subscription when dropped, so a tap costs nothing once nobody watches.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -23,6 +23,8 @@ pub struct Tap {
     sampler: Arc<Sampler>,
     broker: Arc<dyn Broker>,
     subscription: SubscriptionId,
+    /// Opens the next second's window.
+    clock: tokio::task::JoinHandle<()>,
 }
 
 impl Tap {
@@ -32,9 +34,22 @@ impl Tap {
     /// Taps `pattern` on `broker`.
     pub fn start(broker: Arc<dyn Broker>, pattern: Pattern) -> Tap {
         let (send, events) = mpsc::channel(BUFFER);
-        let sampler = Arc::new(Sampler { send, window: Mutex::new((Instant::now(), 0)), skipped: AtomicU64::new(0) });
+        let sampler = Arc::new(Sampler { send, this_second: AtomicU64::new(0), skipped: AtomicU64::new(0) });
         let subscription = broker.subscribe(pattern, None, sampler.clone());
-        Tap { events, sampler, broker, subscription }
+        let clock = tokio::spawn({
+            let sampler = sampler.clone();
+            async move {
+                let mut seconds = tokio::time::interval(Duration::from_secs(1));
+                seconds.tick().await;
+                loop {
+                    seconds.tick().await;
+                    let seen = sampler.this_second.swap(0, Ordering::Relaxed);
+                    let over = seen.saturating_sub(u64::from(Tap::PER_SECOND));
+                    sampler.skipped.fetch_add(over, Ordering::Relaxed);
+                }
+            }
+        });
+        Tap { events, sampler, broker, subscription, clock }
     }
 
     /// The next event sampled.
@@ -44,49 +59,37 @@ impl Tap {
 
     /// Events matched but not passed on (over the rate, or the watcher behind).
     pub fn skipped(&self) -> u64 {
-        self.sampler.skipped.load(Ordering::Relaxed)
+        let over = self.sampler.this_second.load(Ordering::Relaxed).saturating_sub(u64::from(Tap::PER_SECOND));
+        self.sampler.skipped.load(Ordering::Relaxed) + over
     }
 }
 
 impl Drop for Tap {
     fn drop(&mut self) {
         self.broker.unsubscribe(self.subscription);
+        self.clock.abort();
     }
 }
 
-/// The tap's subscriber: a rate limit in one-second windows, then a bounded channel.
+/// The tap's subscriber: the first [`Tap::PER_SECOND`] events of each second go to a bounded
+/// channel; the clock counts the rest as skipped when it opens the next second.
 struct Sampler {
     send: mpsc::Sender<Event>,
-    /// The current window's start and the events passed on in it.
-    window: Mutex<(Instant, u32)>,
+    /// Events seen this second.
+    this_second: AtomicU64,
+    /// Events skipped in the seconds gone, and events the watcher was too far behind for.
     skipped: AtomicU64,
-}
-
-impl Sampler {
-    /// True when one more event fits this second.
-    fn admit(&self) -> bool {
-        let mut window = self.window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if window.0.elapsed() >= Duration::from_secs(1) {
-            *window = (Instant::now(), 0);
-        }
-        window.1 += 1;
-        window.1 <= Tap::PER_SECOND
-    }
 }
 
 #[async_trait]
 impl Subscriber for Sampler {
     async fn deliver(&self, event: &Event) -> Result<Accepted, Refusal> {
-        let mut copy = None;
-        if self.admit() {
+        if self.this_second.fetch_add(1, Ordering::Relaxed) < u64::from(Tap::PER_SECOND) {
             let mut sample = event.clone();
             sample.completion = None;
-            copy = self.send.try_send(sample).err();
-        } else {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        if copy.is_some() {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
+            if self.send.try_send(sample).is_err() {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(Accepted::Passed)
     }

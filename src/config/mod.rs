@@ -359,6 +359,16 @@ mod tests {
     }
 
     #[test]
+    fn the_dead_letter_store_is_bounded_in_bytes_and_kept_across_a_reload() {
+        assert_eq!(Config::from_toml("").unwrap().dead_letter_bytes, 64 << 20);
+        let running = Config::from_toml("[dead_letters]\nkeep_bytes = \"1MiB\"\n").unwrap();
+        assert_eq!(running.dead_letter_bytes, 1 << 20);
+        let mut next = Config::from_toml("[dead_letters]\nkeep_bytes = 0\n").unwrap();
+        assert_eq!(next.keep_restart_only(&running), ["dead_letters.keep_bytes"]);
+        assert_eq!(next.dead_letter_bytes, 1 << 20);
+    }
+
+    #[test]
     fn the_monitoring_port_stays_on_loopback_unless_it_is_made_public() {
         let monitoring = |listen: &str, public: bool| {
             Config::from_toml(&format!("[service.monitoring]\nlisten = \"{listen}\"\npublic = {public}\n"))
