@@ -160,6 +160,7 @@ impl RouterAdmin {
                     "generation": generation.number,
                     "sha256": info.sha256,
                     "size": info.size,
+                    "signed_by": info.signed_by,
                     "file": plan.file,
                     "configured": plan.configured,
                     "failure_policy": plan.failure_policy,

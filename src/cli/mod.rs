@@ -10,6 +10,7 @@ mod dlq;
 mod golden;
 mod plugin;
 mod sdk;
+mod sign;
 mod tap;
 mod top;
 

@@ -42,7 +42,21 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Print a component's world, WIT version, imports, capabilities, size and content hash.
+    /// Make an ed25519 key pair for signing plugins (the private key to OUT, the public one to
+    /// OUT.pub).
+    Keygen { out: PathBuf },
+    /// Sign a component with a key from `plugin keygen`: a detached signature to FILE.sig, or
+    /// embedded in FILE with --embed. A router with `[plugins] trusted_keys` loads only signed ones.
+    Sign {
+        file: PathBuf,
+        /// The private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Embed the signature in the component instead of writing FILE.sig.
+        #[arg(long)]
+        embed: bool,
+    },
+    /// Print a component's world, WIT version, imports, capabilities, size, content hash and signer.
     Inspect {
         file: PathBuf,
         /// Print JSON instead of text.
@@ -123,6 +137,8 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
     match command {
         PluginCommand::New { kind, name, lang, dir, sdk } => new(kind, lang, &name, &dir, sdk),
         PluginCommand::Build { dir, out } => build(&dir, out.as_deref()).await,
+        PluginCommand::Keygen { out } => super::sign::keygen(&out),
+        PluginCommand::Sign { file, key, embed } => super::sign::sign(&file, &key, embed),
         PluginCommand::Inspect { file, json } => inspect(&file, json).await,
         PluginCommand::Test {
             file,
@@ -299,6 +315,7 @@ async fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
     println!("sdk version:  {}", info.sdk_version.clone().unwrap_or_else(none));
     println!("size:         {} bytes", info.size);
     println!("sha256:       {}", info.sha256);
+    println!("signed by:    {}", info.signed_by.clone().unwrap_or_else(|| "nobody (or not validly)".into()));
     println!("capabilities: {}", if capabilities.is_empty() { none() } else { capabilities.join(", ") });
     println!("exports:");
     for export in &info.exports {

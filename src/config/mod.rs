@@ -271,6 +271,7 @@ impl Config {
         keep("plugins.cache_dir", self.runtime.cache_dir == running.runtime.cache_dir);
         keep("plugins.consume_fuel", self.runtime.consume_fuel == running.runtime.consume_fuel);
         keep("plugins.pool_instances", self.runtime.pool_instances == running.runtime.pool_instances);
+        keep("plugins.trusted_keys", self.runtime.trusted_keys == running.runtime.trusted_keys);
         keep("service (gateway address and limits)", self.service.gateway == running.service.gateway);
         keep("http.listen", self.http.listen == running.http.listen);
         keep("http (connection limits and TLS)", self.http.server == running.http.server);

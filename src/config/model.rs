@@ -626,6 +626,9 @@ pub struct PluginsConfig {
     /// Limits for every plugin, unless the plugin says otherwise.
     #[serde(default)]
     pub defaults: LimitsConfig,
+    /// Public keys (`ed25519:<base64>`): when any, only components one of them signed load.
+    #[serde(default = "no_trusted_keys")]
+    pub trusted_keys: Spanned<Vec<String>>,
 }
 
 impl Default for PluginsConfig {
@@ -638,8 +641,13 @@ impl Default for PluginsConfig {
             pool_instances: default_pool_instances(),
             failure_policy: FailurePolicy::default(),
             defaults: LimitsConfig::default(),
+            trusted_keys: no_trusted_keys(),
         }
     }
+}
+
+fn no_trusted_keys() -> Spanned<Vec<String>> {
+    unspanned(Vec::new())
 }
 
 fn default_plugin_dir() -> PathBuf {

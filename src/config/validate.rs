@@ -217,6 +217,13 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
     let plugins = &file.plugins;
     check.range("plugins.pool_instances", &plugins.pool_instances, 1, 10_000);
     let cache_dir = (!plugins.cache_dir.as_os_str().is_empty()).then(|| plugins.cache_dir.clone());
+    let mut trusted_keys = Vec::new();
+    for key in plugins.trusted_keys.get_ref() {
+        match key.parse() {
+            Ok(key) => trusted_keys.push(key),
+            Err(reason) => check.error("plugins.trusted_keys", plugins.trusted_keys.span(), reason),
+        }
+    }
     let mut config = Config {
         log_format: file.log.format,
         log_level: level.clone(),
@@ -227,6 +234,7 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<Config, Vec<ConfigError
             max_memory_limit: MAX_MEMORY_LIMIT,
             consume_fuel: plugins.consume_fuel,
             cache_dir,
+            trusted_keys,
             ..RuntimeOptions::default()
         },
         failure_policy: plugins.failure_policy,

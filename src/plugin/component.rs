@@ -81,6 +81,8 @@ pub struct ComponentInfo {
     pub sha256: String,
     /// The `eventyard-sdk` version that built it, when it was built with the SDK.
     pub sdk_version: Option<String>,
+    /// Who signed it, when it carries a valid signature (`ed25519:<key> (embedded|detached)`).
+    pub signed_by: Option<String>,
     #[serde(skip)]
     pub(crate) role: Option<Role>,
 }
@@ -148,6 +150,7 @@ pub(crate) fn describe(engine: &Engine, component: &Component, bytes: &[u8]) -> 
         size: bytes.len(),
         sha256: content_hash(bytes),
         sdk_version: sdk_version(bytes),
+        signed_by: None,
         role,
     }
 }

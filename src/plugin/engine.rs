@@ -24,6 +24,8 @@ pub struct RuntimeOptions {
     pub epoch_tick: Duration,
     /// A fixed time for the `clock` import, for reproducible tests.
     pub frozen_clock: Option<u64>,
+    /// `[plugins] trusted_keys`: when any, only components one of them signed load.
+    pub trusted_keys: Vec<super::signature::PublicKey>,
 }
 
 impl Default for RuntimeOptions {
@@ -35,6 +37,7 @@ impl Default for RuntimeOptions {
             cache_dir: None,
             epoch_tick: Duration::from_millis(5),
             frozen_clock: None,
+            trusted_keys: Vec::new(),
         }
     }
 }

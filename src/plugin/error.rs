@@ -31,4 +31,6 @@ pub enum PluginError {
     InitFault { name: String, fault: Fault },
     #[error("plugin `{name}`: {reason}")]
     Link { name: String, reason: String },
+    #[error("plugin `{name}`: {} is refused: {reason}", path.display())]
+    Signature { name: String, path: PathBuf, reason: super::signature::SignatureError },
 }

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod host;
 mod instance;
+pub mod signature;
 mod spec;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use engine::RuntimeOptions;
 pub use error::PluginError;
 pub use host::MetricValue;
 pub use instance::CallStats;
+pub use signature::{PublicKey, Signer};
 pub use spec::{GUEST_DIR, Grants, Limits, PluginSpec, Role, Subjects, Topics};
 
 use crate::capability::HostServices;
@@ -169,6 +171,7 @@ impl PluginRuntime {
             source,
         })?;
         component::check_is_component(spec, &bytes)?;
+        let signer = self.check_signature(spec, &bytes).await?;
         let engine = self.engine.engine.clone();
         let cache = self.cache.clone();
         let compiled = tokio::task::spawn_blocking(move || -> wasmtime::Result<_> {
@@ -184,10 +187,25 @@ impl PluginRuntime {
         let invalid =
             |reason: String| PluginError::Invalid { name: spec.name.clone(), path: spec.path.clone(), reason };
         match compiled {
-            Ok(Ok(done)) => Ok(done),
+            Ok(Ok((component, mut info))) => {
+                info.signed_by = signer.map(|signer| signer.to_string());
+                Ok((component, info))
+            }
             Ok(Err(err)) => Err(invalid(format!("{err:#}"))),
             Err(join) => Err(invalid(format!("compiler thread failed: {join}"))),
         }
+    }
+}
+
+impl PluginRuntime {
+    /// Who signed the component `bytes` (embedded, or in `<file>.sig` beside it); with trusted
+    /// keys configured, an error unless one of them did.
+    async fn check_signature(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Option<Signer>, PluginError> {
+        let mut detached_path = spec.path.clone().into_os_string();
+        detached_path.push(".sig");
+        let detached = tokio::fs::read_to_string(&detached_path).await.ok();
+        signature::check(bytes, detached.as_deref(), &self.engine.options.trusted_keys)
+            .map_err(|reason| PluginError::Signature { name: spec.name.clone(), path: spec.path.clone(), reason })
     }
 }
 

@@ -17,7 +17,7 @@ use super::Reloader;
 /// How long the watched files must be quiet before a reload.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// Starts watching `plugin_dir` (its `*.wasm` files) and `config_file`, either of them optional;
+/// Starts watching `plugin_dir` (its `*.wasm` files and their `*.wasm.sig` signatures) and `config_file`, either of them optional;
 /// the returned watcher must be kept alive, and the task stops on `stop`.
 pub fn watch(
     plugin_dir: Option<&Path>,
@@ -38,9 +38,11 @@ pub fn watch(
     let relevant = {
         let (plugin_dir, config_file) = (plugin_dir.clone(), config_file.clone());
         move |path: &PathBuf| {
-            let plugin = plugin_dir
-                .as_deref()
-                .is_some_and(|dir| path.parent() == Some(dir) && path.extension().is_some_and(|e| e == "wasm"));
+            // A component, or its detached signature (`<file>.wasm.sig`).
+            let name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+            let plugin = plugin_dir.as_deref().is_some_and(|dir| {
+                path.parent() == Some(dir) && (name.ends_with(".wasm") || name.ends_with(".wasm.sig"))
+            });
             plugin || config_file.as_ref() == Some(path)
         }
     };

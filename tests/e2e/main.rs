@@ -24,4 +24,5 @@ mod resources;
 mod router;
 mod sandbox;
 mod security;
+mod signed_plugins;
 mod tap;
