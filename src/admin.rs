@@ -62,7 +62,7 @@ impl Admin for RouterAdmin {
     }
 
     fn snapshot(&self) -> Value {
-        self.snapshot_now()
+        self.figures()
     }
 
     fn dead_letters(&self, selection: &Selection, limit: usize) -> Option<Value> {
@@ -83,7 +83,7 @@ impl Admin for RouterAdmin {
     }
 
     async fn replay(&self, request: ReplayRequest) -> Result<Value, String> {
-        let store = self.dead_letters.as_ref().ok_or("the dead-letter store is off ([dead_letters] keep_bytes = 0)")?;
+        let store = self.dead_letters.as_ref().ok_or(crate::dead_letter::STORE_OFF)?;
         if let Some(route) = &request.route
             && !self.reloader.pipeline().routes().iter().any(|r| &r.name == route)
         {
@@ -117,23 +117,24 @@ impl RouterAdmin {
     async fn replay_one(&self, letter: &DeadLetter, route: Option<&str>) -> (String, Result<(), String>) {
         let pipeline = self.reloader.pipeline();
         let event = letter.original();
-        let through = |name: &str| pipeline.routes().into_iter().find(|r| r.name == name);
-        let routed = |accepted| match accepted {
-            Ok(Accepted::Passed) => Err("the route let it by (its routing key or a handler)".to_owned()),
-            Ok(_) => Ok(()),
-            Err(refused) => Err(format!("refused: {refused}")),
-        };
-        if let Some(name) = route {
-            let Some(route) = through(name) else { return (format!("route:{name}"), Err("no such route".into())) };
-            return (format!("route:{name}"), routed(crate::broker::Subscriber::deliver(&*route, &event).await));
-        }
         let from = letter.from();
-        if let Some(sink) = pipeline.sinks().into_iter().find(|sink| sink.name == from) {
+        if route.is_none()
+            && let Some(sink) = pipeline.sinks().into_iter().find(|sink| sink.name == from)
+        {
             let outcome = sink.queue.push(event).await.map_err(|refused| format!("refused: {refused}"));
             return (format!("sink:{from}"), outcome);
         }
-        if let Some(route) = through(from) {
-            return (format!("route:{from}"), routed(crate::broker::Subscriber::deliver(&*route, &event).await));
+        let name = route.unwrap_or(from);
+        if let Some(through) = pipeline.routes().into_iter().find(|r| r.name == name) {
+            let outcome = match crate::broker::Subscriber::deliver(&*through, &event).await {
+                Ok(Accepted::Passed) => Err("the route let it by (its routing key or a handler)".to_owned()),
+                Ok(_) => Ok(()),
+                Err(refused) => Err(format!("refused: {refused}")),
+            };
+            return (format!("route:{name}"), outcome);
+        }
+        if route.is_some() {
+            return (format!("route:{name}"), Err("no such route".into()));
         }
         let target = format!("subject:{}", event.subject);
         let outcome = match self.broker.publish(event).await {
@@ -190,7 +191,7 @@ impl RouterAdmin {
 
     /// Every figure the console and `eventyard top` show. Counters only: rates are the
     /// difference between two snapshots, so nothing is kept for them when nobody watches.
-    fn snapshot_now(&self) -> Value {
+    fn figures(&self) -> Value {
         let pipeline = self.reloader.pipeline();
         let routes: Vec<Value> = pipeline
             .routes()
@@ -249,7 +250,7 @@ impl RouterAdmin {
             "reloads": self.reloader.history(),
             "gateway": gateway,
             "dead_letters": dead_letters,
-            "unrouted": load(&self.reloader.unrouted.dead_letters_lost),
+            "unrouted": self.reloader.unrouted.counts().iter().map(|(_, count)| count).sum::<u64>(),
         })
     }
 }

@@ -19,6 +19,9 @@ use crate::event::Event;
 /// Subject prefix of dead letters.
 pub const PREFIX: &str = "$DLQ.";
 
+/// Why there are no dead letters to show or replay.
+pub const STORE_OFF: &str = "the dead-letter store is off ([dead_letters] keep_bytes = 0)";
+
 /// Publishes `event` on `$DLQ.<from>`. Returns false (after logging and counting in `lost`) when no
 /// route took it; a dead letter that fails again is not dead-lettered twice, so it cannot loop.
 /// A dead letter the broker refused marks its event not done ([`crate::completion`]): the event

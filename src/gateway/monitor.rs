@@ -663,8 +663,8 @@ fn sub_detail(
     Value::Object(detail)
 }
 
-/// Orders connections as `CONNZ`'s `sort` asks: by id or start ascending, by anything else
-/// largest first (ties by id).
+/// Orders connections as `CONNZ`'s `sort` asks: by id or start ascending, uptime and idle longest
+/// first, anything else largest first (ties by id).
 fn sort_connections(connections: &mut [Arc<Connection>], sort: SortBy) {
     let key = |c: &Connection| -> u128 {
         let (inbound, outbound) = (c.traffic.inbound(), c.traffic.outbound());
@@ -682,9 +682,8 @@ fn sort_connections(connections: &mut [Arc<Connection>], sort: SortBy) {
         }
     };
     match sort {
-        SortBy::Cid | SortBy::Start => connections.sort_by_key(|c| (key(c), c.id)),
-        // Longest up and longest idle first: the earliest start, the earliest activity.
-        SortBy::Uptime | SortBy::Idle => connections.sort_by_key(|c| (key(c), c.id)),
+        // Uptime and idle longest first: the earliest start, the earliest activity.
+        SortBy::Cid | SortBy::Start | SortBy::Uptime | SortBy::Idle => connections.sort_by_key(|c| (key(c), c.id)),
         _ => connections.sort_by(|a, b| key(b).cmp(&key(a)).then(a.id.cmp(&b.id))),
     }
 }

@@ -180,29 +180,17 @@ async fn metrics(State(state): State<IngestState>, caller: Caller, headers: Head
 }
 
 /// Reloads the config and plugins: administrators only.
-async fn reload(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
+async fn reload(State(state): State<IngestState>, _: Administrator) -> Response {
     (StatusCode::OK, axum::Json(json!({ "reports": state.admin.reload().await }))).into_response()
 }
 
 /// Lists the loaded plugins: administrators only.
-async fn plugins(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
+async fn plugins(State(state): State<IngestState>, _: Administrator) -> Response {
     (StatusCode::OK, axum::Json(state.admin.plugins())).into_response()
 }
 
 /// Every figure of the router now: administrators only.
-async fn snapshot(State(state): State<IngestState>, caller: Caller, headers: HeaderMap) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
+async fn snapshot(State(state): State<IngestState>, _: Administrator) -> Response {
     (StatusCode::OK, axum::Json(state.admin.snapshot())).into_response()
 }
 
@@ -228,14 +216,9 @@ struct TapQuery {
 /// goes.
 async fn tap(
     State(state): State<IngestState>,
-    caller: Caller,
-    headers: HeaderMap,
+    _: Administrator,
     query: Result<Query<TapQuery>, QueryRejection>,
 ) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
     let subject = match query {
         Ok(Query(query)) => query.subject,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text(), None),
@@ -281,19 +264,12 @@ struct DeadLetterQuery {
     limit: Option<usize>,
 }
 
-const DEAD_LETTER_STORE_OFF: &str = "the dead-letter store is off ([dead_letters] keep_bytes = 0)";
-
 /// Lists dead letters: administrators only.
 async fn dead_letters(
     State(state): State<IngestState>,
-    caller: Caller,
-    headers: HeaderMap,
+    _: Administrator,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
     let Query(query) = match query {
         Ok(query) => query,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text(), None),
@@ -301,21 +277,12 @@ async fn dead_letters(
     let selection = Selection { from: query.from, reason: query.reason, account: query.account };
     match state.admin.dead_letters(&selection, query.limit.unwrap_or(100)) {
         Some(listing) => (StatusCode::OK, axum::Json(listing)).into_response(),
-        None => error(StatusCode::NOT_FOUND, DEAD_LETTER_STORE_OFF, None),
+        None => error(StatusCode::NOT_FOUND, crate::dead_letter::STORE_OFF, None),
     }
 }
 
 /// Shows one dead letter: administrators only.
-async fn dead_letter(
-    State(state): State<IngestState>,
-    caller: Caller,
-    headers: HeaderMap,
-    Path(seq): Path<String>,
-) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
+async fn dead_letter(State(state): State<IngestState>, _: Administrator, Path(seq): Path<String>) -> Response {
     let Ok(seq) = seq.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, format!("`{seq}` is not a dead letter's number"), None);
     };
@@ -326,11 +293,7 @@ async fn dead_letter(
 }
 
 /// Replays dead letters: administrators only.
-async fn replay(State(state): State<IngestState>, caller: Caller, headers: HeaderMap, body: Body) -> Response {
-    let (_, auth) = state.auth.current();
-    if let Err(denied) = authorize_admin(&auth.admin, &headers, &caller).await {
-        return denied;
-    }
+async fn replay(State(state): State<IngestState>, _: Administrator, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, 1 << 20).await {
         Ok(body) => body,
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "a replay request is at most 1 MiB", None),
@@ -438,6 +401,20 @@ fn permit(publisher: &Publisher, subject: &str) -> Result<(), String> {
         return Err(format!("not allowed to publish to \"{subject}\""));
     }
     Ok(())
+}
+
+/// A caller who is an administrator: extracting it checks the `[admin]` credential, and the
+/// rejection is the answer (401, 403).
+struct Administrator;
+
+impl FromRequestParts<IngestState> for Administrator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Response> {
+        let Ok(caller) = Caller::from_request_parts(parts, state).await;
+        let (_, auth) = state.auth.current();
+        authorize_admin(&auth.admin, &parts.headers, &caller).await.map(|()| Administrator)
+    }
 }
 
 /// Checks the caller is an administrator: a bearer token of `[admin] tokens`, or a caller the

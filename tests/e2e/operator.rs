@@ -37,6 +37,15 @@ fn orders_to(sink: &str, settings: &str) -> String {
     )
 }
 
+/// The settings of sink `hook`: HTTP to `port` of this machine, where nothing listens until a test
+/// starts a destination there; an event a delivery, `attempts` tries 10-20 ms apart.
+fn hook(port: u16, attempts: u32) -> String {
+    format!(
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/events\"\nbatch_size = 1\nlinger_ms = 0\n\
+         [sinks.hook.retry]\nmax_attempts = {attempts}\ninitial_backoff_ms = 10\nmax_backoff_ms = 20\n"
+    )
+}
+
 async fn listing(router: &RouterProcess) -> Value {
     let (code, stdout, stderr) = dlq(router, Some(ADMIN_TOKEN), &["list", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");
@@ -46,19 +55,7 @@ async fn listing(router: &RouterProcess) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_of_a_destination_that_was_down_are_replayed_once_it_is_back() {
     let port = common::free_port();
-    let config = orders_to(
-        "hook",
-        &format!(
-            r#"kind = "http"
-url = "http://127.0.0.1:{port}/events"
-batch_size = 1
-linger_ms = 0
-[sinks.hook.retry]
-max_attempts = 2
-initial_backoff_ms = 10
-max_backoff_ms = 20"#
-        ),
-    );
+    let config = orders_to("hook", &hook(port, 2));
     let router = RouterProcess::start(&config);
     for i in 0..3 {
         let event =
@@ -214,16 +211,10 @@ sinks = ["hook"]
 kind = "file"
 root = "{{dir}}/files"
 [sinks.hook]
-kind = "http"
-url = "http://127.0.0.1:{port}/events"
-batch_size = 1
-linger_ms = 0
-[sinks.hook.retry]
-max_attempts = 2
-initial_backoff_ms = 10
-max_backoff_ms = 20
+{hook}
 {ADMIN}"#,
-        plugins = plugins.path().display()
+        plugins = plugins.path().display(),
+        hook = hook(port, 2)
     );
     let router = RouterProcess::start(&config);
     let load = NumberedPublisher::start(router.url("/v1/events/orders.eu"));
@@ -269,11 +260,7 @@ max_backoff_ms = 20
 async fn the_operator_views_open_to_the_admin_alone_and_a_forged_dead_letter_is_not_kept() {
     let port = common::free_port();
     let gateway = "[service]\nhost = \"127.0.0.1\"\nport = 0\n";
-    let hook = format!(
-        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/events\"\nbatch_size = 1\nlinger_ms = 0\n\
-         [sinks.hook.retry]\nmax_attempts = 1\n{gateway}"
-    );
-    let router = RouterProcess::start(&orders_to("hook", &hook));
+    let router = RouterProcess::start(&orders_to("hook", &format!("{}{gateway}", hook(port, 1))));
     let client = reqwest::Client::new();
     for path in ["/v1/admin/snapshot", "/v1/admin/dead-letters", "/v1/admin/tap?subject=%3E"] {
         let anonymous = client.get(router.url(path)).send().await.expect("answered");
