@@ -137,16 +137,23 @@ def main():
             rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
             return next((row for row in rows if "dl-1" in row.text), None)
 
-        row = until("the dead letter is listed", dead_letter_row)
-        row.find_element(By.TAG_NAME, "button").click()
+        def in_row(css):
+            # The list refreshes every few seconds: find the row afresh for each click.
+            def click():
+                dead_letter_row().find_element(By.CSS_SELECTOR, css).click()
+                return True
+            return click
+
+        until("the dead letter is listed", dead_letter_row)
+        until("the dead letter can be inspected", in_row("button"))
         until("the dead letter's event is shown", lambda: '"id": "dl-1"' in text("#dl-detail"))
         steps.append("dead letter listed and inspected")
         shot("console-dead-letters.png", "#dl-filter")
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Destination)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        row = dead_letter_row()
-        row.find_element(By.CSS_SELECTOR, "input.dl-select").click()
+        until("the dead letter is selected", in_row("input.dl-select"))
+        time.sleep(5.5)  # one refresh of the list later, it is still selected
         driver.find_element(By.ID, "dl-replay").click()
         until("the replay is confirmed", lambda: "1 replayed" in text("#dl-result"))
         until("the destination receives the replayed event",

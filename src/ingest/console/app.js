@@ -5,7 +5,11 @@
 "use strict";
 
 const HISTORY = 60;
-const state = { token: sessionStorage.getItem("eventyard-token"), previous: null, takenAt: 0, series: {}, tap: null };
+const state = {
+  token: sessionStorage.getItem("eventyard-token"), previous: null, takenAt: 0, series: {}, tap: null,
+  // The dead letters ticked for a replay, by number: kept while the list refreshes.
+  selected: new Set(),
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -245,6 +249,10 @@ async function loadDeadLetters() {
       select.type = "checkbox";
       select.className = "dl-select";
       select.value = l.seq;
+      select.checked = state.selected.has(l.seq);
+      select.addEventListener("change", () => {
+        if (select.checked) state.selected.add(l.seq); else state.selected.delete(l.seq);
+      });
       const pick = element("td");
       pick.appendChild(select);
       const inspect = element("button", "inspect");
@@ -271,7 +279,7 @@ async function showDeadLetter(seq) {
 }
 
 async function replaySelected() {
-  const seqs = [...document.querySelectorAll(".dl-select:checked")].map((box) => Number(box.value));
+  const seqs = [...state.selected];
   if (seqs.length === 0) {
     $("dl-result").textContent = "select the dead letters to replay";
     return;
@@ -282,6 +290,7 @@ async function replaySelected() {
     const answer = await api("/v1/admin/dead-letters/replay", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
     });
+    state.selected.clear();
     const failed = answer.replayed.filter((r) => r.error);
     $("dl-result").textContent = `${answer.replayed.length - failed.length} replayed` +
       (failed.length ? `, ${failed.length} not: ${failed.map((r) => `#${r.seq} ${r.error}`).join("; ")}` : "");
