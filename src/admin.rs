@@ -153,6 +153,7 @@ impl RouterAdmin {
                 let generation = live.current();
                 let (plan, info, stats) = (&generation.plan, &generation.plugin.meta().info, generation.plugin.stats());
                 let limits = &plan.limits;
+                let call_times = stats.call_times.buckets();
                 let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 json!({
                     "name": name,
@@ -181,8 +182,8 @@ impl RouterAdmin {
                         "instances": load(&stats.instances),
                         "replaced": load(&stats.replaced),
                         "busy_seconds": load(&stats.busy_nanos) as f64 / 1e9,
-                        "call_micros_buckets": stats.call_times.buckets(),
-                        "p99_micros": CallTimes::quantile(&stats.call_times.buckets(), 0.99),
+                        "p99_micros": CallTimes::quantile(&call_times, 0.99),
+                        "call_micros_buckets": call_times,
                     },
                 })
             })

@@ -69,6 +69,13 @@ pub struct AdminAuth {
     pub protect_metrics: bool,
 }
 
+impl AdminAuth {
+    /// False when neither tokens nor a policy are configured: the admin API and the console are off.
+    pub fn is_on(&self) -> bool {
+        !self.tokens.is_empty() || self.policy.is_some()
+    }
+}
+
 /// Who is calling: the peer's address and, over TLS with client certificates, its certificate.
 pub struct Caller {
     remote: SocketAddr,
@@ -197,7 +204,7 @@ async fn snapshot(State(state): State<IngestState>, _: Administrator) -> Respons
 /// The console's files, while the admin API is on (404 otherwise: there is nothing to sign in to).
 async fn console(State(state): State<IngestState>, file: Option<Path<String>>) -> Response {
     let (_, auth) = state.auth.current();
-    if auth.admin.tokens.is_empty() && auth.admin.policy.is_none() {
+    if !auth.admin.is_on() {
         return error(StatusCode::NOT_FOUND, "the console is off: configure [admin] tokens or policy", None);
     }
     let file = file.map(|Path(file)| format!("/{file}")).unwrap_or_default();
@@ -420,7 +427,7 @@ impl FromRequestParts<IngestState> for Administrator {
 /// Checks the caller is an administrator: a bearer token of `[admin] tokens`, or a caller the
 /// `[admin]` policy grants its account. The error is the answer (403 when the API is off).
 async fn authorize_admin(admin: &AdminAuth, headers: &HeaderMap, caller: &Caller) -> Result<(), Response> {
-    if admin.tokens.is_empty() && admin.policy.is_none() {
+    if !admin.is_on() {
         return Err(error(StatusCode::FORBIDDEN, "the admin API is off: configure [admin] tokens or policy", None));
     }
     let Some(given) = bearer(headers) else {

@@ -96,10 +96,10 @@ def main():
         driver.get(f"{url}/console")
         driver.find_element(By.ID, "token").send_keys(token)
         driver.find_element(By.ID, "sign-in").click()
-        until("the console shows the route", lambda: driver.find_element(By.CSS_SELECTOR, '#routes tr[data-route="orders"]'))
+        until("the console shows the route", lambda: driver.find_element(By.CSS_SELECTOR, '#routes tr[data-route="all"]'))
 
         def matched_per_second():
-            cells = driver.find_elements(By.CSS_SELECTOR, '#routes tr[data-route="orders"] td')
+            cells = driver.find_elements(By.CSS_SELECTOR, '#routes tr[data-route="all"] td')
             value = cells[2].text
             return float(value[:-1]) * 1000 if value.endswith("k") else float(value)
 

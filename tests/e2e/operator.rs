@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::http_server::HttpDestination;
 use crate::common::load::NumberedPublisher;
-use crate::common::router::{ADMIN, ADMIN_TOKEN, RouterProcess};
+use crate::common::router::{ADMIN, ADMIN_TOKEN, RouterProcess, stage_config};
 use crate::common::{self, eventually_async};
 
 /// `eventyard dlq ARGS` against `router` as its administrator, off the test's runtime (the
@@ -189,35 +189,15 @@ async fn the_console_in_a_real_browser_follows_the_router_and_replays_a_dead_let
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("passthrough"), &stage).expect("the first version is copied");
+    // Route `all` through plugin `stage` to files (the swap tests' router), and `payments.>` to a
+    // destination that is down.
     let config = format!(
-        r#"
-[plugins]
-dir = "{plugins}"
-watch = true
-[plugin.stage]
-world = "handler"
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "orders"
-subject = "orders.>"
-handlers = ["stage"]
-sinks = ["files"]
-[[route]]
-name = "payments"
-subject = "payments.>"
-sinks = ["hook"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-[sinks.hook]
-{hook}
-{ADMIN}"#,
-        plugins = plugins.path().display(),
-        hook = hook(port, 2)
+        "{}\n[[route]]\nname = \"payments\"\nsubject = \"payments.>\"\nsinks = [\"hook\"]\n[sinks.hook]\n{}",
+        stage_config(plugins.path(), ""),
+        hook(port, 2)
     );
     let router = RouterProcess::start(&config);
-    let load = NumberedPublisher::start(router.url("/v1/events/orders.eu"));
+    let load = NumberedPublisher::start(router.url("/v1/events/numbers"));
     // The screenshots the README shows are taken by this run when EVENTYARD_SCREENSHOTS names
     // where (docs/console); otherwise they go to a scratch directory.
     let scratch = common::tempdir();
@@ -270,8 +250,28 @@ async fn the_operator_views_open_to_the_admin_alone_and_a_forged_dead_letter_is_
     }
     let replay = client.post(router.url("/v1/admin/dead-letters/replay")).body("{\"seqs\":[1]}").send().await;
     assert_eq!(replay.expect("answered").status(), 401);
-    let bad_pattern = client.get(router.url("/v1/admin/tap?subject=a..b")).bearer_auth(ADMIN_TOKEN).send().await;
-    assert_eq!(bad_pattern.expect("answered").status(), 400);
+    // Garbage, unknown fields and oversize bodies are refused with the reason, as the admin.
+    let as_admin = |path: &str| client.get(router.url(path)).bearer_auth(ADMIN_TOKEN);
+    for (path, status) in [
+        ("/v1/admin/tap?subject=a..b", 400),
+        ("/v1/admin/tap?pattern=x", 400),
+        ("/v1/admin/dead-letters?limit=many", 400),
+        ("/v1/admin/dead-letters?sink=hook", 400),
+        ("/v1/admin/dead-letters/first", 400),
+        ("/v1/admin/dead-letters/999", 404),
+    ] {
+        assert_eq!(as_admin(path).send().await.expect("answered").status(), status, "{path}");
+    }
+    let replay_body = |body: Vec<u8>| {
+        client.post(router.url("/v1/admin/dead-letters/replay")).bearer_auth(ADMIN_TOKEN).body(body).send()
+    };
+    for body in [b"not json".to_vec(), b"{\"seqs\": [1], \"sink\": \"hook\"}".to_vec(), b"{\"seqs\": \"all\"}".to_vec()]
+    {
+        let answer = replay_body(body.clone()).await.expect("answered");
+        assert_eq!(answer.status(), 400, "{}", String::from_utf8_lossy(&body));
+    }
+    let oversize = replay_body(vec![b' '; (1 << 20) + 1]).await.expect("answered");
+    assert_eq!(oversize.status(), 413);
     let console = client.get(router.url("/console")).send().await.expect("answered");
     let policy = console.headers().get("content-security-policy").cloned();
     assert_eq!(console.status(), 200);
@@ -302,4 +302,31 @@ async fn the_operator_views_open_to_the_admin_alone_and_a_forged_dead_letter_is_
     let open = RouterProcess::start("[http]\nlisten = \"127.0.0.1:0\"\n");
     let console = client.get(open.url("/console")).send().await.expect("answered");
     assert_eq!(console.status(), 404);
+}
+
+#[tokio::test]
+async fn the_monitoring_port_refuses_bad_queries_and_stays_on_loopback_unless_public() {
+    let port = common::free_port();
+    let config = format!(
+        "[service]\nhost = \"127.0.0.1\"\nport = 0\n[service.monitoring]\nlisten = \"127.0.0.1:{port}\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let _router = RouterProcess::start(&config);
+    let get = |query: &str| reqwest::get(format!("http://127.0.0.1:{port}{query}"));
+    assert_eq!(get("/varz").await.expect("answered").status(), 200);
+    for (query, says) in [
+        ("/connz?sort=size", "invalid sorting option: size"),
+        ("/connz?sort=stop", "only valid on closed connections"),
+        ("/connz?limit=all", "Error decoding int for 'limit'"),
+        ("/connz?state=gone", "Error decoding state"),
+        ("/subsz?subs=1&test=orders.*", "invalid test subject"),
+    ] {
+        let answer = get(query).await.expect("answered");
+        assert_eq!(answer.status(), 400, "{query}");
+        assert!(answer.text().await.unwrap_or_default().contains(says), "{query}");
+    }
+    // Unauthenticated as nats-server's: it names clients, so it stays on this machine unless made public.
+    let exposed = config.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{}", common::free_port()));
+    let refused = RouterProcess::start_failure(&exposed);
+    assert!(refused.contains("service.monitoring.listen") && refused.contains("public = true"), "{refused}");
 }
