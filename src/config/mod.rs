@@ -360,6 +360,17 @@ mod tests {
     }
 
     #[test]
+    fn trusted_keys_are_ed25519_keys() {
+        let key = "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let config = Config::from_toml(&format!("[plugins]\ntrusted_keys = [\"{key}\"]\n")).unwrap();
+        assert_eq!(config.runtime.trusted_keys.iter().map(ToString::to_string).collect::<Vec<_>>(), [key]);
+        for garbage in ["rsa:AAAA", "ed25519:not-base64!", "ed25519:AAAA"] {
+            let errors = Config::from_toml(&format!("[plugins]\ntrusted_keys = [\"{garbage}\"]\n")).unwrap_err();
+            assert_eq!(errors[0].key, "plugins.trusted_keys", "{garbage}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn the_dead_letter_store_is_bounded_in_bytes_and_kept_across_a_reload() {
         assert_eq!(Config::from_toml("").unwrap().dead_letter_bytes, 64 << 20);
         let running = Config::from_toml("[dead_letters]\nkeep_bytes = \"1MiB\"\n").unwrap();

@@ -56,6 +56,14 @@ async fn only_components_a_trusted_key_signed_load() {
     let (rogue, _) = keygen(keys.path(), "rogue.key");
     let (code, _, stderr) = run_eventyard(&["plugin", "keygen", path(&key)]);
     assert!(code == 2 && stderr.contains("never overwritten"), "{stderr}");
+    // Signing needs a key `keygen` wrote, and a component.
+    let garbage = keys.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key").expect("written");
+    let component = common::plugin("passthrough");
+    let (code, _, stderr) = run_eventyard(&["plugin", "sign", path(&component), "--key", path(&garbage)]);
+    assert!(code == 2 && stderr.contains("not a key written by `plugin keygen`"), "{stderr}");
+    let (code, _, stderr) = run_eventyard(&["plugin", "sign", path(&garbage), "--key", path(&key)]);
+    assert!(code == 2 && stderr.contains("not a WebAssembly component"), "{stderr}");
 
     // `plugin inspect` names the signer, embedded or detached.
     let scratch = common::tempdir();
