@@ -87,6 +87,11 @@ pub(crate) enum InitFailure {
     Fault(Fault),
 }
 
+/// The least time a new instance has to start (instantiate and run `init`): a Python or JavaScript
+/// component sets up its interpreter there, far longer than an event's call takes, and longer still
+/// on a busy machine. A guest that loops in `init` is still stopped, after this.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Call counts for one plugin version.
 #[derive(Debug, Default)]
 pub struct CallStats {
@@ -211,7 +216,7 @@ impl<W: World> InstancePool<W> {
                 Ok(value)
             }
             Err(err) => {
-                let fault = self.classify(&lease.slot.store, &err);
+                let fault = self.classify(&lease.slot.store, &err, self.limits.timeout);
                 self.record_fault(&fault, &err);
                 Err(fault)
             }
@@ -222,13 +227,22 @@ impl<W: World> InstancePool<W> {
     /// that runs too long; this stops a call that waits too long in a host import (an HTTP request,
     /// a Kafka send). Either way the call fails as a timeout and its instance is dropped.
     pub async fn bounded<T>(&self, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+        self.bounded_by(self.limits.timeout, call).await
+    }
+
+    /// [`bounded`](Self::bounded) by `timeout`.
+    async fn bounded_by<T>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
         let mut call = std::pin::pin!(call);
         // Most calls finish on their first poll, without waiting: they need no timer.
         if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
             return result;
         }
         // A little past the epoch deadline, so guest code is stopped by the epoch when it can be.
-        let limit = self.limits.timeout + self.limits.timeout / 10 + std::time::Duration::from_millis(10);
+        let limit = timeout + timeout / 10 + Duration::from_millis(10);
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
@@ -249,21 +263,27 @@ impl<W: World> InstancePool<W> {
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        self.arm(&mut store, Instant::now());
-        let bindings = match self.bounded(W::instantiate(&self.pre, &mut store)).await {
+        let startup = self.limits.timeout.max(STARTUP_TIMEOUT);
+        self.arm_for(&mut store, Instant::now(), startup);
+        let bindings = match self.bounded_by(startup, W::instantiate(&self.pre, &mut store)).await {
             Ok(bindings) => bindings,
-            Err(err) => return Err(InitFailure::Fault(self.classify(&store, &err))),
+            Err(err) => return Err(InitFailure::Fault(self.classify(&store, &err, startup))),
         };
-        match self.bounded(bindings.init(&mut store, &self.config)).await {
+        match self.bounded_by(startup, bindings.init(&mut store, &self.config)).await {
             Ok(Ok(())) => Ok(Slot { store, bindings }),
             Ok(Err(err)) => Err(InitFailure::Guest(err)),
-            Err(err) => Err(InitFailure::Fault(self.classify(&store, &err))),
+            Err(err) => Err(InitFailure::Fault(self.classify(&store, &err, startup))),
         }
     }
 
     /// Sets the deadline and fuel for a call starting at `now`.
     fn arm(&self, store: &mut Store<HostState>, now: Instant) {
-        store.data_mut().deadline = now + self.limits.timeout;
+        self.arm_for(store, now, self.limits.timeout);
+    }
+
+    /// [`arm`](Self::arm) with a deadline `timeout` from `now`.
+    fn arm_for(&self, store: &mut Store<HostState>, now: Instant, timeout: Duration) {
+        store.data_mut().deadline = now + timeout;
         // One tick ahead: the callback then checks the wall-clock deadline at every tick.
         store.set_epoch_deadline(1);
         if self.engine.options.consume_fuel {
@@ -272,12 +292,13 @@ impl<W: World> InstancePool<W> {
         }
     }
 
-    fn classify(&self, store: &Store<HostState>, err: &wasmtime::Error) -> Fault {
+    /// What fault `err` of a call bounded by `timeout` is.
+    fn classify(&self, store: &Store<HostState>, err: &wasmtime::Error, timeout: Duration) -> Fault {
         if store.data().limiter.exceeded {
             return Fault::OutOfMemory(self.limits.memory_limit);
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Fault::Timeout(self.limits.timeout),
+            Some(Trap::Interrupt) => Fault::Timeout(timeout),
             Some(Trap::OutOfFuel) => Fault::OutOfFuel(self.limits.fuel.unwrap_or(u64::MAX)),
             _ => Fault::Trap(err.root_cause().to_string()),
         }

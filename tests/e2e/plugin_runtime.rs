@@ -333,6 +333,17 @@ async fn a_failing_init_refuses_the_plugin() {
     assert!(matches!(&err, PluginError::Init { message, .. } if message.contains("on purpose")), "{err}");
 }
 
+/// A new instance has at least 5 s to start, not the call timeout (an interpreter's start-up takes
+/// longer than a call, more so on a busy machine); an `init` that never ends is still stopped.
+#[tokio::test]
+async fn an_init_that_never_ends_is_stopped_after_the_start_up_time() {
+    let started = Instant::now();
+    let err = load_err(&runtime(), spec("misbehave", Role::Handler, &[("loop_init", "true")])).await;
+    assert!(matches!(&err, PluginError::InitFault { fault: Fault::Timeout(t), .. } if t.as_secs() == 5), "{err}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(5), "stopped at the call timeout instead: {took:?}");
+}
+
 #[tokio::test]
 async fn a_plugin_of_the_wrong_world_is_refused_by_name() {
     let err = load_err(&runtime(), spec("file-sink", Role::Handler, &[])).await;
