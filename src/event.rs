@@ -142,6 +142,22 @@ impl Event {
         self.extensions.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// A context attribute by its CloudEvents name, else the extension of that name.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        let c = &self.context;
+        match name {
+            "id" => Some(&c.id),
+            "source" => Some(&c.source),
+            "type" => Some(&c.ty),
+            "specversion" => Some(&c.specversion),
+            "subject" => c.subject.as_deref(),
+            "time" => c.time.as_deref(),
+            "datacontenttype" => c.datacontenttype.as_deref(),
+            "dataschema" => c.dataschema.as_deref(),
+            _ => self.extension(name),
+        }
+    }
+
     /// The routing key (the [`ROUTING_KEY_EXTENSION`] extension), if set.
     pub fn routing_key(&self) -> Option<&str> {
         self.extension(ROUTING_KEY_EXTENSION)

@@ -210,22 +210,6 @@ fn gone() -> wasmtime::Error {
     wasmtime::format_err!("the event behind this handle is gone: an input handle works only during its call")
 }
 
-/// A context attribute by its CloudEvents name, else the extension of that name.
-fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
-    let c = &event.context;
-    match name {
-        "id" => Some(&c.id),
-        "source" => Some(&c.source),
-        "type" => Some(&c.ty),
-        "specversion" => Some(&c.specversion),
-        "subject" => c.subject.as_deref(),
-        "time" => c.time.as_deref(),
-        "datacontenttype" => c.datacontenttype.as_deref(),
-        "dataschema" => c.dataschema.as_deref(),
-        _ => event.extension(name),
-    }
-}
-
 fn set_attribute(event: &mut Event, name: String, value: Option<String>) -> Result<(), wit::Error> {
     let c = &mut event.context;
     let slot = match name.as_str() {
@@ -264,7 +248,7 @@ impl wit::Host for HostState {
     }
 
     fn lent_attributes(&mut self, name: String) -> wasmtime::Result<wit::Texts> {
-        Ok(self.events.lent_texts(|event| attribute(event, &name)))
+        Ok(self.events.lent_texts(|event| event.attribute(&name)))
     }
 
     fn lent_payloads(&mut self, max_bytes: u64) -> wasmtime::Result<Option<wit::Payloads>> {
@@ -319,7 +303,7 @@ impl wit::HostEvent for HostState {
     }
 
     fn attribute(&mut self, event: Handle, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(attribute(self.events.get(&event)?, &name).map(str::to_owned))
+        Ok(self.events.get(&event)?.attribute(&name).map(str::to_owned))
     }
 
     fn set_attribute(
@@ -387,9 +371,9 @@ mod tests {
     #[test]
     fn attributes_by_name_read_and_write_context_and_extensions() {
         let mut e = event(b"{}");
-        assert_eq!(attribute(&e, "type"), Some(e.context.ty.as_str()));
+        assert_eq!(e.attribute("type"), Some(e.context.ty.as_str()));
         set_attribute(&mut e, "time".into(), None).unwrap();
-        assert_eq!(attribute(&e, "time"), None);
+        assert_eq!(e.attribute("time"), None);
         set_attribute(&mut e, "region".into(), Some("eu".into())).unwrap();
         set_attribute(&mut e, "region".into(), Some("us".into())).unwrap();
         assert_eq!(e.extension("region"), Some("us"));
@@ -425,7 +409,7 @@ mod tests {
         let handles = table.lend(events);
         let lent = table.lent_texts(|event| Some(&event.subject));
         assert_eq!((lent.text.as_str(), lent.lengths), ("a.borders.eux", vec![Some(3), Some(9), Some(1)]));
-        let lent = table.lent_texts(|event| attribute(event, "region"));
+        let lent = table.lent_texts(|event| event.attribute("region"));
         assert_eq!((lent.text.as_str(), lent.lengths), ("eu", vec![None, Some(2), None]));
         let payloads = table.lent_payloads(5).expect("5 bytes fit");
         assert_eq!((payloads.data.as_slice(), payloads.lengths), (&b"ababc"[..], vec![2, 2, 1]));

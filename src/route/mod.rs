@@ -5,11 +5,15 @@
 //! behind it. This module decides what happens to an event; it never delivers or retries.
 
 mod chain;
+mod rollout;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 pub use chain::{ChainStep, KeyFilter, Route, RouteStats};
+pub use rollout::{
+    Difference, Rollout, RolloutFigures, RolloutMode, RolloutRules, RolloutSettings, Verdict, VersionFigures,
+};
 
 use crate::event::Event;
 use crate::fault::Fault;
