@@ -16,11 +16,11 @@ use crate::broker::{Accepted, Broker};
 use crate::dead_letter::{DeadLetter, DeadLetterStore, Replay, ReplayRequest, Selection};
 use crate::event::EventJson;
 use crate::gateway::GatewayStats;
-use crate::ingest::http::Admin;
+use crate::ingest::http::{Admin, AdminRefusal};
 use crate::pipeline::SinkView;
 use crate::plugin::{CallStats, Plugin};
 use crate::queue::MemoryBudget;
-use crate::reload::{ReloadReport, ReloadStats, Reloader};
+use crate::reload::{LivePlugin, ReloadReport, ReloadStats, Reloader, RolloutError, Trial};
 use crate::route::{Route, RouteStats};
 use crate::sink::worker::SinkStats;
 use crate::source::SourceStats;
@@ -108,6 +108,24 @@ impl Admin for RouterAdmin {
     async fn reload(&self) -> Vec<Value> {
         self.reloader.reload().await.iter().map(ReloadReport::to_json).collect()
     }
+
+    fn rollout(&self, plugin: &str) -> Result<Value, AdminRefusal> {
+        let live = self.reloader.plugins().get(plugin).cloned();
+        let live = live.ok_or_else(|| AdminRefusal::NotFound(format!("no plugin `{plugin}` is loaded")))?;
+        let trial = live.trial();
+        let trial = trial.ok_or_else(|| AdminRefusal::NotFound(format!("plugin `{plugin}` has no candidate running")))?;
+        let mut rollout = rollout_json(&live, &trial);
+        rollout["differences"] = json!(trial.rollout.differences());
+        Ok(rollout)
+    }
+
+    async fn decide_rollout(&self, plugin: &str, promote: bool) -> Result<Value, AdminRefusal> {
+        match self.reloader.decide(plugin, promote).await {
+            Ok(report) => Ok(report.to_json()),
+            Err(err @ RolloutError::NoPlugin(_)) => Err(AdminRefusal::NotFound(err.to_string())),
+            Err(err @ RolloutError::NoRollout(_)) => Err(AdminRefusal::Conflict(err.to_string())),
+        }
+    }
 }
 
 impl RouterAdmin {
@@ -174,6 +192,7 @@ impl RouterAdmin {
                         "max_instances": limits.max_instances,
                         "quarantine_after": limits.quarantine_after,
                     },
+                    "rollout": live.trial().map(|trial| rollout_json(live, &trial)),
                     "stats": {
                         "calls": load(&stats.calls),
                         "errors": load(&stats.errors),
@@ -443,15 +462,40 @@ fn plugin_metrics(text: &mut MetricsText, plugins: &[(String, Plugin)]) {
     );
 }
 
+/// A running rollout: the candidate, its settings and the figures so far.
+fn rollout_json(live: &LivePlugin, trial: &Trial) -> Value {
+    let settings = trial.rollout.settings();
+    let rules = &settings.rules;
+    json!({
+        "stable_generation": live.current().number,
+        "candidate_sha256": trial.plugin.meta().info.sha256,
+        "candidate_file": trial.plan.file,
+        "automatic": settings.automatic,
+        "rules": {
+            "min_events": rules.min_events,
+            "min_duration_ms": rules.min_duration.as_millis() as u64,
+            "max_error_rate": rules.max_error_rate,
+            "max_fault_rate": rules.max_fault_rate,
+            "max_p99_ms": rules.max_p99.map(|max| max.as_millis() as u64),
+            "max_p99_ratio": rules.max_p99_ratio,
+            "max_difference_rate": rules.max_difference_rate,
+        },
+        "figures": trial.rollout.figures(),
+    })
+}
+
 fn reload_metrics(text: &mut MetricsText, stats: &ReloadStats) {
     text.counter(
         "eventyard_reloads_total",
-        "Reloads of plugins and of the config, by result.",
+        "Reloads of plugins and of the config, by result, and rollout steps.",
         [
             (vec![("kind", "plugin"), ("result", "ok")], load(&stats.plugins_ok)),
             (vec![("kind", "plugin"), ("result", "failed")], load(&stats.plugins_failed)),
             (vec![("kind", "config"), ("result", "ok")], load(&stats.configs_ok)),
             (vec![("kind", "config"), ("result", "failed")], load(&stats.configs_failed)),
+            (vec![("kind", "rollout"), ("result", "started")], load(&stats.rollouts_started)),
+            (vec![("kind", "rollout"), ("result", "promoted")], load(&stats.rollouts_promoted)),
+            (vec![("kind", "rollout"), ("result", "rolled_back")], load(&stats.rollouts_rolled_back)),
         ],
     );
 }

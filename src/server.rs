@@ -28,6 +28,9 @@ use crate::reload::{ReloadReport, Reloader};
 use crate::source::Sources;
 use crate::wal::{DurabilitySettings, LogWriter, PendingEvents, WriteAheadLog};
 
+/// How often rollouts' rules are judged.
+const ROLLOUT_JUDGING: Duration = Duration::from_secs(1);
+
 /// A running router: what `start` built, until `shutdown`.
 pub struct Running {
     /// Where HTTP ingest listens (useful when the config asked for port 0).
@@ -134,6 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_tls = crate::ingest::serve::tls(&http_server)?;
     let http = tokio::spawn(crate::ingest::serve::serve(listener, app, http_server, http_tls, stop_http.clone()));
     let tasks = TaskTracker::new();
+    tasks.spawn(reloader.clone().judge_rollouts_every(ROLLOUT_JUDGING, stop_http.clone()));
     let watcher = if watch {
         let plugin_dir = plugin_dir.is_dir().then_some(plugin_dir.as_path());
         match crate::reload::watch::watch(

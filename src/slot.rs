@@ -35,6 +35,15 @@ impl<T: ?Sized> Slot<T> {
         }
     }
 
+    /// Puts `value` in the slot as the same generation: for a wrapper around what the generation
+    /// is (a rollout around the serving version), or to take such a wrapper out again.
+    pub fn set(&self, value: Arc<T>) {
+        match self.current.write() {
+            Ok(mut current) => current.1 = value,
+            Err(poisoned) => poisoned.into_inner().1 = value,
+        }
+    }
+
     /// Makes `value` the next generation; returns (old, new) generation numbers.
     pub fn replace(&self, value: Arc<T>) -> (u64, u64) {
         let mut current = match self.current.write() {

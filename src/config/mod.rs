@@ -21,7 +21,7 @@ use crate::ingest::serve::HttpServerSettings;
 use crate::kafka::KafkaSettings;
 use crate::plugin::{Grants, Limits, PluginSpec, Role, RuntimeOptions};
 use crate::queue::OverflowPolicy;
-use crate::route::FailurePolicy;
+use crate::route::{FailurePolicy, RolloutSettings};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, ObjectSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
@@ -204,6 +204,8 @@ pub struct PluginPlan {
     pub grants: Grants,
     /// False for a file found in the plugin directory with no `[plugin.NAME]` section.
     pub configured: bool,
+    /// How a new version rolls out; `None`: it replaces the running one at once.
+    pub rollout: Option<RolloutSettings>,
 }
 
 impl PluginPlan {
@@ -218,7 +220,14 @@ impl PluginPlan {
             config: Vec::new(),
             grants: Grants::default(),
             configured: false,
+            rollout: None,
         }
+    }
+
+    /// Whether `other` loads the same version as this plan: they differ in nothing but how a new
+    /// version rolls out.
+    pub fn same_version(&self, other: &PluginPlan) -> bool {
+        PluginPlan { rollout: None, ..self.clone() } == PluginPlan { rollout: None, ..other.clone() }
     }
 
     /// The runtime's spec for this plan.

@@ -710,6 +710,34 @@ pub struct PluginConfig {
     pub config: toml::Table,
     #[serde(default)]
     pub capabilities: CapabilitiesConfig,
+    /// Run a new version beside the serving one before it serves alone (handlers only).
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// `[plugin.NAME.rollout]`: a new version of the plugin (a new file, or new settings) becomes a
+/// candidate beside the serving version, and is promoted or rolled back by these rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    pub mode: Spanned<crate::route::RolloutMode>,
+    /// Percent of events the candidate serves (canary).
+    pub share: Option<Spanned<u8>>,
+    /// Split by this attribute or extension (canary), so each value meets one version.
+    pub key: Option<Spanned<String>>,
+    /// Decide by the rules (default), or wait for `eventyard plugin promote|abort`.
+    #[serde(default = "default_automatic")]
+    pub automatic: bool,
+    pub min_events: Option<Spanned<u64>>,
+    pub min_duration_ms: Option<Spanned<u64>>,
+    pub max_error_rate: Option<Spanned<f64>>,
+    pub max_fault_rate: Option<Spanned<f64>>,
+    pub max_p99_ms: Option<Spanned<u64>>,
+    pub max_p99_ratio: Option<Spanned<f64>>,
+    pub max_difference_rate: Option<Spanned<f64>>,
+}
+
+fn default_automatic() -> bool {
+    true
 }
 
 /// `[plugin.NAME.capabilities]`: nothing is granted unless listed.

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::model::{
     AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, MonitoringConfig, NatsGrant,
-    OneOrMany, PluginConfig, RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    OneOrMany, PluginConfig, RolloutConfig, RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
     TlsConfig, WorldName,
 };
 use super::{
@@ -28,6 +28,7 @@ use crate::ingest::http::RawRule;
 use crate::nats_client::NatsConnection;
 use crate::permission::{Entry, Permissions, Responses, Rule};
 use crate::plugin::{Grants, Limits, Role, RuntimeOptions, Subjects, Topics};
+use crate::route::{RolloutMode, RolloutRules, RolloutSettings};
 use crate::sink::builtin::{FileSinkConfig, HttpSinkConfig, NatsSinkConfig, ObjectSinkConfig, StdoutSinkConfig};
 use crate::sink::worker::RetryPolicy;
 use crate::source::SourcePlan;
@@ -195,9 +196,68 @@ impl Checker<'_> {
             config: plugin.config.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
             grants,
             configured: true,
+            rollout: plugin.rollout.as_ref().map(|rollout| self.rollout(&format!("{key}.rollout"), rollout)),
+        }
+    }
+
+    fn rollout(&mut self, key: &str, rollout: &RolloutConfig) -> RolloutSettings {
+        let mode = *rollout.mode.get_ref();
+        let share = match (&rollout.share, mode) {
+            (Some(share), RolloutMode::Canary) => {
+                self.range(&format!("{key}.share"), share, 1, 100);
+                *share.get_ref()
+            }
+            (Some(share), RolloutMode::Shadow) => {
+                self.error(format!("{key}.share"), share.span(), "a shadow sees every event: `share` is for canaries");
+                0
+            }
+            (None, RolloutMode::Canary) => DEFAULT_CANARY_SHARE,
+            (None, RolloutMode::Shadow) => 0,
+        };
+        if let Some(split) = &rollout.key {
+            if mode == RolloutMode::Shadow {
+                self.error(format!("{key}.key"), split.span(), "a shadow sees every event: `key` is for canaries");
+            } else if split.get_ref().is_empty() {
+                self.error(format!("{key}.key"), split.span(), "name an attribute or extension, such as `routingkey`");
+            }
+        }
+        let mut rules = RolloutRules::default();
+        if let Some(min) = &rollout.min_events {
+            self.range(&format!("{key}.min_events"), min, 1, u64::MAX);
+            rules.min_events = *min.get_ref();
+        }
+        if let Some(ms) = &rollout.min_duration_ms {
+            rules.min_duration = Duration::from_millis(*ms.get_ref());
+        }
+        let mut rate = |name: &str, value: &Option<Spanned<f64>>, into: &mut f64| {
+            if let Some(value) = value {
+                self.range(&format!("{key}.{name}"), value, 0.0, 1.0);
+                *into = *value.get_ref();
+            }
+        };
+        rate("max_error_rate", &rollout.max_error_rate, &mut rules.max_error_rate);
+        rate("max_fault_rate", &rollout.max_fault_rate, &mut rules.max_fault_rate);
+        rate("max_difference_rate", &rollout.max_difference_rate, &mut rules.max_difference_rate);
+        if let Some(ms) = &rollout.max_p99_ms {
+            self.range(&format!("{key}.max_p99_ms"), ms, 1, MAX_TIMEOUT_MS);
+            rules.max_p99 = Some(Duration::from_millis(*ms.get_ref()));
+        }
+        if let Some(ratio) = &rollout.max_p99_ratio {
+            self.range(&format!("{key}.max_p99_ratio"), ratio, 1.0, 1000.0);
+            rules.max_p99_ratio = Some(*ratio.get_ref());
+        }
+        RolloutSettings {
+            mode,
+            share,
+            key: rollout.key.as_ref().map(|key| key.get_ref().clone()),
+            automatic: rollout.automatic,
+            rules,
         }
     }
 }
+
+/// The share of events a canary serves unless `share` says otherwise.
+const DEFAULT_CANARY_SHARE: u8 = 5;
 
 /// A TOML value as a plugin sees it: strings as they are, anything else as JSON text.
 fn setting_text(value: &toml::Value) -> String {

@@ -144,6 +144,32 @@ pub trait Admin: Send + Sync {
     async fn replay(&self, request: ReplayRequest) -> Result<serde_json::Value, String>;
     /// `POST /v1/admin/reload`: reloads and returns the reports.
     async fn reload(&self) -> Vec<serde_json::Value>;
+    /// `GET /v1/admin/plugins/{name}/rollout`: the candidate running beside plugin `name`, its
+    /// figures and the latest differences its shadow found.
+    fn rollout(&self, plugin: &str) -> Result<serde_json::Value, AdminRefusal>;
+    /// `POST /v1/admin/plugins/{name}/promote` (`promote`) or `.../abort`: the rollout's report.
+    async fn decide_rollout(&self, plugin: &str, promote: bool) -> Result<serde_json::Value, AdminRefusal>;
+}
+
+/// Why an admin request about a named thing was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminRefusal {
+    /// There is no such thing (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// It is not in a state the request applies to (409).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            AdminRefusal::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminRefusal::Conflict(_) => StatusCode::CONFLICT,
+        };
+        error(status, self.to_string(), None)
+    }
 }
 
 /// The ingest router.
@@ -155,6 +181,9 @@ pub fn app(state: IngestState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/plugins", get(plugins))
+        .route("/v1/admin/plugins/{name}/rollout", get(rollout))
+        .route("/v1/admin/plugins/{name}/promote", post(promote))
+        .route("/v1/admin/plugins/{name}/abort", post(abort))
         .route("/v1/admin/snapshot", get(snapshot))
         .route("/v1/admin/dead-letters", get(dead_letters))
         .route("/v1/admin/dead-letters/{seq}", get(dead_letter))
@@ -296,6 +325,31 @@ async fn dead_letter(State(state): State<IngestState>, _: Administrator, Path(se
     match state.admin.dead_letter(seq) {
         Some(letter) => (StatusCode::OK, axum::Json(letter)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no dead letter {seq} is kept"), None),
+    }
+}
+
+/// A plugin's rollout: administrators only.
+async fn rollout(State(state): State<IngestState>, _: Administrator, Path(name): Path<String>) -> Response {
+    match state.admin.rollout(&name) {
+        Ok(rollout) => (StatusCode::OK, axum::Json(rollout)).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Promotes a plugin's candidate: administrators only.
+async fn promote(State(state): State<IngestState>, _: Administrator, Path(name): Path<String>) -> Response {
+    decide_rollout(&state, &name, true).await
+}
+
+/// Rolls a plugin's candidate back: administrators only.
+async fn abort(State(state): State<IngestState>, _: Administrator, Path(name): Path<String>) -> Response {
+    decide_rollout(&state, &name, false).await
+}
+
+async fn decide_rollout(state: &IngestState, name: &str, promote: bool) -> Response {
+    match state.admin.decide_rollout(name, promote).await {
+        Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -28,8 +28,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 
-pub use plugins::{Generation, LivePlugin, RoleSlot};
-pub use report::{ConfigApplied, ConfigReport, Outcome, PluginChange, PluginReport, ReloadReport};
+pub use plugins::{Generation, LivePlugin, RoleSlot, Trial};
+pub use report::{
+    ConfigApplied, ConfigReport, DecidedBy, Outcome, PluginChange, PluginReport, ReloadReport, RolloutReport,
+    RolloutStep,
+};
 
 use crate::broker::Broker;
 use crate::capability::HostServices;
@@ -38,7 +41,8 @@ use crate::event::{Context, Event};
 use crate::gateway::Authenticators;
 use crate::ingest::http::HttpAuth;
 use crate::pipeline::Pipeline;
-use crate::plugin::{Plugin, PluginRuntime, content_hash};
+use crate::plugin::{Capability, Plugin, PluginRuntime, Role, content_hash};
+use crate::route::{RolloutFigures, RolloutMode, Verdict};
 use crate::slot::Slot;
 use crate::unrouted::UnroutedEvents;
 
@@ -52,6 +56,9 @@ pub struct ReloadStats {
     pub plugins_failed: AtomicU64,
     pub configs_ok: AtomicU64,
     pub configs_failed: AtomicU64,
+    pub rollouts_started: AtomicU64,
+    pub rollouts_promoted: AtomicU64,
+    pub rollouts_rolled_back: AtomicU64,
 }
 
 /// The config in force and its generation.
@@ -150,12 +157,24 @@ impl Reloader {
     pub async fn reload(&self) -> Vec<ReloadReport> {
         let mut applied = self.applied.lock().await;
         let reports = self.reload_locked(&mut applied).await;
-        for report in &reports {
+        self.announce(&reports).await;
+        reports
+    }
+
+    /// Counts, logs, remembers and publishes each report.
+    async fn announce(&self, reports: &[ReloadReport]) {
+        for report in reports {
+            let stats = &self.stats;
             let counter = match (report, report.is_ok()) {
-                (ReloadReport::Plugin(_), true) => &self.stats.plugins_ok,
-                (ReloadReport::Plugin(_), false) => &self.stats.plugins_failed,
-                (ReloadReport::Config(_), true) => &self.stats.configs_ok,
-                (ReloadReport::Config(_), false) => &self.stats.configs_failed,
+                (ReloadReport::Plugin(_), true) => &stats.plugins_ok,
+                (ReloadReport::Plugin(_), false) => &stats.plugins_failed,
+                (ReloadReport::Config(_), true) => &stats.configs_ok,
+                (ReloadReport::Config(_), false) => &stats.configs_failed,
+                (ReloadReport::Rollout(rollout), _) => match rollout.step {
+                    RolloutStep::Started => &stats.rollouts_started,
+                    RolloutStep::Promoted => &stats.rollouts_promoted,
+                    RolloutStep::RolledBack => &stats.rollouts_rolled_back,
+                },
             };
             counter.fetch_add(1, Ordering::Relaxed);
             let json = report.to_json();
@@ -167,7 +186,62 @@ impl Reloader {
             self.remember(&json);
             self.publish(report, json).await;
         }
+    }
+
+    /// Promotes or rolls back every automatic rollout whose rules have decided; returns the
+    /// reports it published.
+    pub async fn judge_rollouts(&self) -> Vec<ReloadReport> {
+        if !self.plugins().values().any(|live| live.trial().is_some()) {
+            return Vec::new();
+        }
+        let _applied = self.applied.lock().await;
+        let mut reports = Vec::new();
+        for (name, live) in self.plugins() {
+            let Some(trial) = live.trial() else { continue };
+            let settings = trial.rollout.settings();
+            if !settings.automatic {
+                continue;
+            }
+            let figures = trial.rollout.figures();
+            let report = match figures.verdict(&settings.rules) {
+                Verdict::Wait => None,
+                Verdict::Promote(reason) => promote(&name, &live, DecidedBy::Rules, reason, figures),
+                Verdict::RollBack(reason) => roll_back(&name, &live, DecidedBy::Rules, reason),
+            };
+            reports.extend(report);
+        }
+        self.announce(&reports).await;
         reports
+    }
+
+    /// Judges the rollouts every `period` until `stop`.
+    pub async fn judge_rollouts_every(self: Arc<Self>, period: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {
+                    self.judge_rollouts().await;
+                }
+            }
+        }
+    }
+
+    /// An operator's decision on plugin `name`'s rollout: promote the candidate, or roll it back.
+    pub async fn decide(&self, name: &str, promote_it: bool) -> Result<ReloadReport, RolloutError> {
+        let _applied = self.applied.lock().await;
+        let live = self.plugins().get(name).cloned().ok_or_else(|| RolloutError::NoPlugin(name.to_owned()))?;
+        let trial = live.trial().ok_or_else(|| RolloutError::NoRollout(name.to_owned()))?;
+        let figures = trial.rollout.figures();
+        let report = if promote_it {
+            promote(name, &live, DecidedBy::Operator, "promoted by an operator".into(), figures)
+        } else {
+            roll_back(name, &live, DecidedBy::Operator, "rolled back by an operator".into())
+        };
+        let report = report.ok_or_else(|| RolloutError::NoRollout(name.to_owned()))?;
+        self.announce(std::slice::from_ref(&report)).await;
+        Ok(report)
     }
 
     /// The four steps of a reload (see the module's documentation), under the reload lock.
@@ -329,14 +403,31 @@ impl Reloader {
         let name = plan.name.clone();
         step.next.insert(name.clone(), live.clone());
         let old = live.current();
-        if old.plan == plan && old.plugin.meta().info.sha256 == sha256 {
+        if old.plan.same_version(&plan) && old.plugin.meta().info.sha256 == sha256 {
+            if old.plan != plan {
+                step.settings.push((live.clone(), plan));
+            }
+            if live.trial().is_some() {
+                step.rollbacks.push(live.clone());
+            }
+            return;
+        }
+        let rolls_out = plan.rollout.is_some() && live.role() == Role::Handler;
+        if rolls_out && (live.trial().is_some_and(|trial| trial.runs(&plan, sha256)) || live.rolled_back(&plan, sha256)) {
             return;
         }
         let error = match self.runtime.load(plan.spec()).await {
-            Ok(plugin) if plugin.role() == live.role() => {
-                step.swaps.push((live.clone(), plan, plugin));
-                return;
-            }
+            Ok(plugin) if plugin.role() == live.role() => match rolls_out.then(|| shadow_refusal(&plan, &plugin)) {
+                None => {
+                    step.swaps.push((live.clone(), plan, plugin));
+                    return;
+                }
+                Some(None) => {
+                    step.trials.push((live.clone(), plan, plugin));
+                    return;
+                }
+                Some(Some(refusal)) => refusal,
+            },
             Ok(plugin) => format!(
                 "the new file exports the {} world; plugin `{name}` is a {} plugin (rename it to change its world)",
                 plugin.role(),
@@ -358,6 +449,39 @@ impl Reloader {
     /// every change. Returns the names of the plugins reloaded.
     fn swap_plugins(&self, step: &mut PluginStep) -> Vec<String> {
         let mut reloaded = Vec::new();
+        for (live, plan) in std::mem::take(&mut step.settings) {
+            live.update_plan(plan);
+        }
+        for live in std::mem::take(&mut step.rollbacks) {
+            let reason = "the serving version's file and settings are back".to_owned();
+            step.reports.extend(roll_back(&live.current().plan.name, &live, DecidedBy::Reload, reason));
+        }
+        for (live, plan, plugin) in std::mem::take(&mut step.trials) {
+            let name = plan.name.clone();
+            let reason = "a newer version replaced the candidate".to_owned();
+            step.reports.extend(roll_back(&name, &live, DecidedBy::Reload, reason));
+            let stable = live.current();
+            let report = match live.start_trial(plan, plugin.clone()) {
+                Ok(trial) => {
+                    let settings = trial.rollout.settings();
+                    let reason = match (settings.mode, &settings.key) {
+                        (RolloutMode::Shadow, _) => "a new version answers copies of every event".to_owned(),
+                        (RolloutMode::Canary, None) => format!("a new version serves {}% of the events", settings.share),
+                        (RolloutMode::Canary, Some(key)) => {
+                            format!("a new version serves the events of {}% of the values of `{key}`", settings.share)
+                        }
+                    };
+                    rollout_report(&name, &stable, &trial, RolloutStep::Started, DecidedBy::Reload, reason, None, None)
+                }
+                Err(error) => {
+                    let (old, new) = ((stable.number, &stable.plugin.meta().info), &plugin.meta().info.sha256);
+                    let report =
+                        PluginReport::new(&name, PluginChange::Reload, Some(old), None, Some(new), Some(error));
+                    ReloadReport::Plugin(report)
+                }
+            };
+            step.reports.push(report);
+        }
         for (live, plan, plugin) in std::mem::take(&mut step.swaps) {
             let old = live.current();
             let name = plan.name.clone();
@@ -437,6 +561,12 @@ struct PluginStep {
     next: BTreeMap<String, Arc<LivePlugin>>,
     /// New versions loaded beside running ones, for step 4.
     swaps: Vec<(Arc<LivePlugin>, PluginPlan, Plugin)>,
+    /// New versions loaded to run beside running ones as candidates.
+    trials: Vec<(Arc<LivePlugin>, PluginPlan, Plugin)>,
+    /// Running versions with new rollout settings.
+    settings: Vec<(Arc<LivePlugin>, PluginPlan)>,
+    /// Rollouts to end: the serving version's file and settings are back.
+    rollbacks: Vec<Arc<LivePlugin>>,
     added: Vec<String>,
     unloaded: Vec<(String, Generation)>,
     reports: Vec<ReloadReport>,
@@ -455,6 +585,90 @@ impl PluginStep {
         self.reports.push(ReloadReport::Plugin(report));
         self.next.insert(name.to_owned(), live.clone());
     }
+}
+
+/// Why a rollout decision could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("no plugin `{0}` is loaded")]
+    NoPlugin(String),
+    #[error("plugin `{0}` has no candidate running")]
+    NoRollout(String),
+}
+
+/// Why a candidate may not run as a shadow, if it may not: its copies' calls are real, so one that
+/// can reach outside the router would act twice for every event.
+fn shadow_refusal(plan: &PluginPlan, candidate: &Plugin) -> Option<String> {
+    if plan.rollout.as_ref()?.mode != RolloutMode::Shadow {
+        return None;
+    }
+    let outside = [Capability::Http, Capability::Kafka, Capability::Nats];
+    let reaching: Vec<String> = candidate
+        .meta()
+        .info
+        .capabilities
+        .iter()
+        .filter(|capability| outside.contains(capability))
+        .map(ToString::to_string)
+        .collect();
+    (!reaching.is_empty()).then(|| {
+        format!(
+            "a shadow's calls are real and this version imports {}: it would send everything twice; roll it out with mode = \"canary\"",
+            reaching.join(", ")
+        )
+    })
+}
+
+/// Makes `live`'s candidate the serving version; the report, if a trial was running.
+fn promote(
+    name: &str,
+    live: &LivePlugin,
+    by: DecidedBy,
+    reason: String,
+    figures: RolloutFigures,
+) -> Option<ReloadReport> {
+    let stable = live.current();
+    let (trial, (_, new)) = live.promote()?;
+    Some(rollout_report(name, &stable, &trial, RolloutStep::Promoted, by, reason, Some(new), Some(figures)))
+}
+
+/// Ends `live`'s trial, the serving version taking every event again; the report, if one was running.
+fn roll_back(name: &str, live: &LivePlugin, by: DecidedBy, reason: String) -> Option<ReloadReport> {
+    let stable = live.current();
+    let trial = live.roll_back()?;
+    let figures = Some(trial.rollout.figures());
+    let reason = match by {
+        DecidedBy::Reload => reason,
+        // The file still holds the candidate, and a start loads what the files hold.
+        _ => format!("{reason}; {} still holds this version, which a restart would load", trial.plan.file.display()),
+    };
+    Some(rollout_report(name, &stable, &trial, RolloutStep::RolledBack, by, reason, None, figures))
+}
+
+#[allow(clippy::too_many_arguments, reason = "each is one field of the report")]
+fn rollout_report(
+    name: &str,
+    stable: &Generation,
+    trial: &Trial,
+    step: RolloutStep,
+    by: DecidedBy,
+    reason: String,
+    new_generation: Option<u64>,
+    figures: Option<RolloutFigures>,
+) -> ReloadReport {
+    ReloadReport::Rollout(RolloutReport {
+        plugin: name.to_owned(),
+        step,
+        result: Outcome::Ok,
+        by,
+        mode: trial.rollout.settings().mode,
+        stable_generation: stable.number,
+        new_generation,
+        stable_sha256: stable.plugin.meta().info.sha256.clone(),
+        candidate_sha256: trial.plugin.meta().info.sha256.clone(),
+        reason,
+        figures,
+    })
 }
 
 /// Step 1: the config file as it is now, if it differs from `running`; or, when it cannot be

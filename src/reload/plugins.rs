@@ -1,7 +1,7 @@
 //! The router's plugins by name: which files a config asks for ([`plugin_plans`]), loading them
 //! ([`load_plugins`]), what the config uses them for ([`references`]), and [`LivePlugin`], the
-//! slot a plugin's users call through while reloads replace what is in it. Never decides when
-//! to reload.
+//! slot a plugin's users call through while reloads replace what is in it, or a [`Trial`] of a
+//! new version runs beside it. Never decides when to reload, promote or roll back.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +13,7 @@ use crate::gateway::{Authenticator, Authenticators};
 use crate::ingest::http::{AdminAuth, Credentials, HttpAuth};
 use crate::pipeline::PluginSlots;
 use crate::plugin::{Plugin, PluginRuntime, Role};
-use crate::route::{FailurePolicy, Handler};
+use crate::route::{FailurePolicy, Handler, Rollout};
 use crate::sink::Sink;
 use crate::slot::Slot;
 
@@ -173,20 +173,61 @@ pub struct Generation {
     pub plugin: Plugin,
 }
 
+/// A new version of a handler running beside the serving one (see [`Rollout`]) until it is
+/// promoted or rolled back.
+#[derive(Clone)]
+pub struct Trial {
+    pub plan: PluginPlan,
+    pub plugin: Plugin,
+    pub rollout: Arc<Rollout>,
+}
+
+impl Trial {
+    /// Whether this trial runs the version `plan` loads from a file hashing to `sha256`.
+    pub fn runs(&self, plan: &PluginPlan, sha256: &str) -> bool {
+        self.plan.same_version(plan) && self.plugin.meta().info.sha256 == sha256
+    }
+}
+
 /// One plugin of the running router.
 pub struct LivePlugin {
     pub slot: RoleSlot,
-    current: Mutex<Generation>,
+    state: Mutex<LiveState>,
+}
+
+struct LiveState {
+    current: Generation,
+    trial: Option<Trial>,
+    /// The version last rolled back (plan and hash): it stays out until the file or settings change.
+    rolled_back: Option<(PluginPlan, String)>,
 }
 
 impl LivePlugin {
     pub fn new(plan: PluginPlan, plugin: Plugin) -> Self {
-        LivePlugin { slot: RoleSlot::new(&plugin), current: Mutex::new(Generation { number: 1, plan, plugin }) }
+        let current = Generation { number: 1, plan, plugin };
+        LivePlugin {
+            slot: RoleSlot::new(&current.plugin),
+            state: Mutex::new(LiveState { current, trial: None, rolled_back: None }),
+        }
     }
 
-    /// The generation in the slot now.
+    fn state(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The generation that serves now (beside a trial, if one runs).
     pub fn current(&self) -> Generation {
-        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.state().current.clone()
+    }
+
+    /// The candidate running beside the serving version, if any.
+    pub fn trial(&self) -> Option<Trial> {
+        self.state().trial.clone()
+    }
+
+    /// Whether `plan` with a file hashing to `sha256` is the version last rolled back.
+    pub fn rolled_back(&self, plan: &PluginPlan, sha256: &str) -> bool {
+        self.state().rolled_back.as_ref().is_some_and(|(old, sha)| old.same_version(plan) && sha == sha256)
     }
 
     pub fn role(&self) -> Role {
@@ -197,13 +238,64 @@ impl LivePlugin {
         }
     }
 
-    /// Makes `plugin`, loaded from `plan`, the next generation; returns the old and new numbers,
-    /// or `None` (changing nothing) when it has another role.
+    /// Makes `plugin`, loaded from `plan`, the next generation (ending any trial); returns the old
+    /// and new numbers, or `None` (changing nothing) when it has another role.
     pub fn replace(&self, plan: PluginPlan, plugin: Plugin) -> Option<(u64, u64)> {
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state();
         let generations = self.slot.replace(&plugin)?;
-        *current = Generation { number: generations.1, plan, plugin };
+        state.current = Generation { number: generations.1, plan, plugin };
+        state.trial = None;
+        state.rolled_back = None;
         Some(generations)
+    }
+
+    /// Keeps the serving version with `plan`, which loads the same version (only how new versions
+    /// roll out changed).
+    pub fn update_plan(&self, plan: PluginPlan) {
+        self.state().current.plan = plan;
+    }
+
+    /// Runs `plugin`, loaded from `plan`, as a candidate beside the serving version, as
+    /// `plan.rollout` says. Fails, changing nothing, unless both are handlers, `plan` has rollout
+    /// settings and no trial runs.
+    pub fn start_trial(&self, plan: PluginPlan, plugin: Plugin) -> Result<Trial, String> {
+        let mut state = self.state();
+        let (RoleSlot::Handler(slot), Plugin::Handler(stable), Plugin::Handler(candidate)) =
+            (&self.slot, &state.current.plugin, &plugin)
+        else {
+            return Err("only handlers roll out beside their running version".into());
+        };
+        let Some(settings) = plan.rollout.clone() else { return Err("no [rollout] settings".into()) };
+        if state.trial.is_some() {
+            return Err("a candidate is already running".into());
+        }
+        let rollout = Arc::new(Rollout::new(settings, stable.clone(), candidate.clone()));
+        slot.set(rollout.clone());
+        let trial = Trial { plan, plugin, rollout };
+        state.trial = Some(trial.clone());
+        Ok(trial)
+    }
+
+    /// Makes the candidate the next generation; returns the trial and the old and new numbers.
+    pub fn promote(&self) -> Option<(Trial, (u64, u64))> {
+        let mut state = self.state();
+        let trial = state.trial.take()?;
+        let generations = self.slot.replace(&trial.plugin)?;
+        state.current = Generation { number: generations.1, plan: trial.plan.clone(), plugin: trial.plugin.clone() };
+        state.rolled_back = None;
+        Some((trial, generations))
+    }
+
+    /// Ends the trial: the serving version takes every event again, and the candidate's version
+    /// stays out until its file or settings change.
+    pub fn roll_back(&self) -> Option<Trial> {
+        let mut state = self.state();
+        let trial = state.trial.take()?;
+        if let RoleSlot::Handler(slot) = &self.slot {
+            slot.set(trial.rollout.stable().clone());
+        }
+        state.rolled_back = Some((trial.plan.clone(), trial.plugin.meta().info.sha256.clone()));
+        Some(trial)
     }
 }
 

@@ -6,15 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Changes;
 use crate::plugin::ComponentInfo;
+use crate::route::{RolloutFigures, RolloutMode};
 
 /// One change a reload made, or one it could not make.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ReloadReport {
     /// The config file: applied, or refused with nothing changed.
     Config(ConfigReport),
     /// One plugin added, reloaded or unloaded, or a file that could not be.
     Plugin(PluginReport),
+    /// A new version of a plugin started beside the serving one, promoted, or rolled back.
+    Rollout(RolloutReport),
 }
 
 /// Whether a change was made.
@@ -85,6 +88,7 @@ impl ReloadReport {
         let result = match self {
             ReloadReport::Config(report) => report.result,
             ReloadReport::Plugin(report) => report.result,
+            ReloadReport::Rollout(report) => report.result,
         };
         result == Outcome::Ok
     }
@@ -94,6 +98,7 @@ impl ReloadReport {
         match self {
             ReloadReport::Config(_) => "config",
             ReloadReport::Plugin(report) => &report.plugin,
+            ReloadReport::Rollout(report) => &report.plugin,
         }
     }
 
@@ -121,6 +126,50 @@ impl ConfigReport {
             error: Some(errors.join("; ")),
         }
     }
+}
+
+/// A step of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStep {
+    /// A candidate runs beside the serving version.
+    Started,
+    /// The candidate is the serving version now.
+    Promoted,
+    /// The candidate is gone; the serving version takes every event again.
+    RolledBack,
+}
+
+/// Who took a rollout step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The rollout's rules.
+    Rules,
+    /// An operator, through the admin API.
+    Operator,
+    /// A reload: a new version arrived, or the serving one came back.
+    Reload,
+}
+
+/// A rollout's step, with the figures it was based on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    pub plugin: String,
+    pub step: RolloutStep,
+    /// Always `ok`: a candidate that cannot start is a failed plugin report.
+    pub result: Outcome,
+    pub by: DecidedBy,
+    pub mode: RolloutMode,
+    /// The serving version's generation before the step.
+    pub stable_generation: u64,
+    /// The candidate's generation once promoted.
+    pub new_generation: Option<u64>,
+    pub stable_sha256: String,
+    pub candidate_sha256: String,
+    pub reason: String,
+    /// What the rollout counted up to the step (none when it starts).
+    pub figures: Option<RolloutFigures>,
 }
 
 /// One side of a plugin change: its generation and what its file holds.
