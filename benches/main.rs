@@ -21,6 +21,7 @@ mod overload;
 mod passthrough;
 mod polyglot;
 mod reload;
+mod rollout;
 mod router;
 
 // The allocator the `eventyard` binary uses, so the figures match the router's.
@@ -42,6 +43,7 @@ const BENCHMARKS: &[(&str, fn())] = &[
     ("overload", overload::run),
     ("boundary", boundary::run),
     ("console", console::run),
+    ("rollout", rollout::run),
 ];
 
 fn main() {

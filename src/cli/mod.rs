@@ -9,6 +9,7 @@ mod build;
 mod dlq;
 mod golden;
 mod plugin;
+mod rollout;
 mod sdk;
 mod sign;
 mod tap;

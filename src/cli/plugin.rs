@@ -1,4 +1,5 @@
-//! `eventyard plugin ...`: scaffold (`new`), build, inspect and test plugins.
+//! `eventyard plugin ...`: scaffold (`new`), build, sign, inspect and test plugins, and steer a
+//! running router's rollout of a new version (`diff`, `promote`, `abort`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use super::Failure;
+use super::admin_api::AdminArgs;
 use crate::auth::{AuthPolicy, AuthRequest, Decision, Protocol};
 use crate::event::{Event, EventJson};
 use crate::plugin::{Grants, Plugin, PluginRuntime, PluginSpec, Role, RuntimeOptions};
@@ -55,6 +57,28 @@ pub(crate) enum PluginCommand {
         /// Embed the signature in the component instead of writing FILE.sig.
         #[arg(long)]
         embed: bool,
+    },
+    /// Show a running router's rollout of a new version of plugin NAME: both versions' figures,
+    /// then the latest differences a shadow found.
+    Diff {
+        name: String,
+        /// Print the router's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the candidate of plugin NAME the version that serves, now.
+    Promote {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Roll the candidate of plugin NAME back, now: the serving version takes every event again.
+    Abort {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Print a component's world, WIT version, imports, capabilities, size, content hash and signer.
     Inspect {
@@ -140,6 +164,9 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
         PluginCommand::Keygen { out } => super::sign::keygen(&out),
         PluginCommand::Sign { file, key, embed } => super::sign::sign(&file, &key, embed),
         PluginCommand::Inspect { file, json } => inspect(&file, json).await,
+        PluginCommand::Diff { name, json, admin } => super::rollout::diff(&name, json, &admin).await,
+        PluginCommand::Promote { name, admin } => super::rollout::decide(&name, true, &admin).await,
+        PluginCommand::Abort { name, admin } => super::rollout::decide(&name, false, &admin).await,
         PluginCommand::Test {
             file,
             event,

@@ -29,6 +29,12 @@ impl NumberedPublisher {
 
     /// Starts publishing to `url` events whose data holds `fields` besides `n`.
     pub fn start_with(url: String, fields: Value) -> NumberedPublisher {
+        NumberedPublisher::start_shaped(url, fields, |_, _| {})
+    }
+
+    /// Starts publishing to `url` events whose data holds `fields` besides `n`, each event made
+    /// over by `shape(n, event)` (an extension, another type) before it is sent.
+    pub fn start_shaped(url: String, fields: Value, shape: fn(u64, &mut Value)) -> NumberedPublisher {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
@@ -39,7 +45,9 @@ impl NumberedPublisher {
                 while !stop.load(Ordering::Relaxed) {
                     let n = sent.load(Ordering::Relaxed);
                     data["n"] = json!(n);
-                    let event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": data});
+                    let mut event =
+                        json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": data});
+                    shape(n, &mut event);
                     let response = client
                         .post(&url)
                         .header("content-type", "application/cloudevents+json")

@@ -35,6 +35,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "kafka-probe",
     "http-probe",
     "future-wit",
+    "versioned",
 ];
 
 pub fn repo_root() -> &'static Path {

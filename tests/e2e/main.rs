@@ -21,6 +21,7 @@ mod plugin_runtime;
 mod polyglot;
 mod reload;
 mod resources;
+mod rollout;
 mod router;
 mod sandbox;
 mod security;
