@@ -113,7 +113,8 @@ impl Admin for RouterAdmin {
         let live = self.reloader.plugins().get(plugin).cloned();
         let live = live.ok_or_else(|| AdminRefusal::NotFound(format!("no plugin `{plugin}` is loaded")))?;
         let trial = live.trial();
-        let trial = trial.ok_or_else(|| AdminRefusal::NotFound(format!("plugin `{plugin}` has no candidate running")))?;
+        let trial =
+            trial.ok_or_else(|| AdminRefusal::NotFound(format!("plugin `{plugin}` has no candidate running")))?;
         let mut rollout = rollout_json(&live, &trial);
         rollout["differences"] = json!(trial.rollout.differences());
         Ok(rollout)

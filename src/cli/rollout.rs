@@ -27,7 +27,10 @@ pub(crate) async fn diff(name: &str, json: bool, admin: &AdminArgs) -> Result<()
             _ => String::new(),
         },
     );
-    println!("{:<10} {:>10} {:>8} {:>8} {:>11} {:>11} {:>10}", "", "EVENTS", "ERRORS", "FAULTS", "ERROR RATE", "FAULT RATE", "P99 µs");
+    println!(
+        "{:<10} {:>10} {:>8} {:>8} {:>11} {:>11} {:>10}",
+        "", "EVENTS", "ERRORS", "FAULTS", "ERROR RATE", "FAULT RATE", "P99 µs"
+    );
     for version in ["stable", "candidate"] {
         let v = &figures[version];
         println!(

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::model::{
     AllowResponsesConfig, ConfigFile, GatewayAuthConfig, KafkaGrant, LimitsConfig, MonitoringConfig, NatsGrant,
-    OneOrMany, PluginConfig, RolloutConfig, RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig, SourceKind,
-    TlsConfig, WorldName,
+    OneOrMany, PluginConfig, RolloutConfig, RouteConfig, RuleConfig, ServiceConfig, SinkConfig, SinkKind, SourceConfig,
+    SourceKind, TlsConfig, WorldName,
 };
 use super::{
     AdminPlan, Config, ConfigError, HttpAuthPlan, HttpServerSettings, HttpSettings, PluginPlan, RoutePlan,

@@ -413,7 +413,8 @@ impl Reloader {
             return;
         }
         let rolls_out = plan.rollout.is_some() && live.role() == Role::Handler;
-        if rolls_out && (live.trial().is_some_and(|trial| trial.runs(&plan, sha256)) || live.rolled_back(&plan, sha256)) {
+        if rolls_out && (live.trial().is_some_and(|trial| trial.runs(&plan, sha256)) || live.rolled_back(&plan, sha256))
+        {
             return;
         }
         let error = match self.runtime.load(plan.spec()).await {
@@ -466,7 +467,9 @@ impl Reloader {
                     let settings = trial.rollout.settings();
                     let reason = match (settings.mode, &settings.key) {
                         (RolloutMode::Shadow, _) => "a new version answers copies of every event".to_owned(),
-                        (RolloutMode::Canary, None) => format!("a new version serves {}% of the events", settings.share),
+                        (RolloutMode::Canary, None) => {
+                            format!("a new version serves {}% of the events", settings.share)
+                        }
                         (RolloutMode::Canary, Some(key)) => {
                             format!("a new version serves the events of {}% of the values of `{key}`", settings.share)
                         }

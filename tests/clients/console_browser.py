@@ -2,7 +2,8 @@
 selenium) against a live router under load, and does what an operator would:
 
 1. signs in with the admin token and waits for the route's figures to move;
-2. swaps a plugin's file and waits for the reload to appear in the history;
+2. replaces a plugin's file, which starts a shadow rollout (the router's config says so), waits
+   for the candidate's figures in the rollouts table and promotes it from there;
 3. taps a subject and waits for an event published on it to appear;
 4. waits for the dead letter of an event whose destination is down, starts the destination,
    replays the dead letter from the console, and waits for the destination to receive it.
@@ -111,12 +112,23 @@ def main():
         aside = swap_target + ".new"
         shutil.copyfile(swap_source, aside)
         os.rename(aside, swap_target)
-        until("the swap appears in the reload history",
-              lambda: "plugin stage reload ok" in text("#reloads"))
-        steps.append("hot-swap in the reload history")
+        until("the candidate starts in the reload history",
+              lambda: "rollout stage started by reload (shadow" in text("#reloads"))
+
+        def candidate_events():
+            cells = driver.find_elements(By.CSS_SELECTOR, '#rollouts tr[data-rollout="stage:candidate"] td')
+            return int(cells[3].text) > 0
+
+        until("the candidate's figures move in the rollouts table", candidate_events)
+        steps.append("rollout figures shown")
         if os.environ.get("EVENTYARD_SCREENSHOTS"):
             time.sleep(20)  # for the pictures the README shows: a chart with some history
         shot("console-overview.png")
+        driver.find_element(By.CSS_SELECTOR, 'button[data-rollout="stage/promote"]').click()
+        until("the promotion appears in the reload history",
+              lambda: "rollout stage promoted by operator" in text("#reloads"))
+        until("the rollouts table empties", lambda: not driver.find_element(By.ID, "rollouts-none").get_attribute("hidden"))
+        steps.append("candidate promoted from the console")
 
         driver.find_element(By.ID, "tap-pattern").clear()
         driver.find_element(By.ID, "tap-pattern").send_keys("audit.>")

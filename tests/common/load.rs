@@ -45,8 +45,7 @@ impl NumberedPublisher {
                 while !stop.load(Ordering::Relaxed) {
                     let n = sent.load(Ordering::Relaxed);
                     data["n"] = json!(n);
-                    let mut event =
-                        json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": data});
+                    let mut event = json!({"specversion": "1.0", "id": n.to_string(), "source": "/load", "type": "n", "data": data});
                     shape(n, &mut event);
                     let response = client
                         .post(&url)

@@ -189,10 +189,11 @@ async fn the_console_in_a_real_browser_follows_the_router_and_replays_a_dead_let
     let plugins = common::tempdir();
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("passthrough"), &stage).expect("the first version is copied");
-    // Route `all` through plugin `stage` to files (the swap tests' router), and `payments.>` to a
-    // destination that is down.
+    // Route `all` through plugin `stage` to files (the swap tests' router), whose new versions run
+    // as a shadow until an operator decides, and `payments.>` to a destination that is down.
     let config = format!(
-        "{}\n[[route]]\nname = \"payments\"\nsubject = \"payments.>\"\nsinks = [\"hook\"]\n[sinks.hook]\n{}",
+        "{}\n[[route]]\nname = \"payments\"\nsubject = \"payments.>\"\nsinks = [\"hook\"]\n[sinks.hook]\n{}\n\
+         [plugin.stage.rollout]\nmode = \"shadow\"\nautomatic = false\n",
         stage_config(plugins.path(), ""),
         hook(port, 2)
     );
@@ -225,7 +226,8 @@ async fn the_console_in_a_real_browser_follows_the_router_and_replays_a_dead_let
         report["steps"],
         json!([
             "figures move",
-            "hot-swap in the reload history",
+            "rollout figures shown",
+            "candidate promoted from the console",
             "tap shows a published event",
             "dead letter listed and inspected",
             "dead letter replayed and delivered"

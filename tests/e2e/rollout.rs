@@ -114,9 +114,9 @@ fn versions(delivered: &[Value]) -> BTreeMap<u64, String> {
 /// Where a value falls, 0..100, as the router splits keys and the fixture picks its failures
 /// (FNV-1a, as the plugin guide documents).
 fn bucket(value: &str) -> u64 {
-    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = value
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
     hash % 100
 }
 
@@ -132,7 +132,10 @@ async fn a_canary_failing_5_percent_is_rolled_back_with_nothing_lost_and_each_ev
     let candidate = "version = \"2\", error_percent = \"5\"";
     let reports = reconfigure(&router, &config(plugins.path(), candidate, canary)).await;
     let started = reports.iter().find_map(rollout_report).unwrap_or_else(|| panic!("no rollout: {reports:?}"));
-    assert_eq!((started.step, started.by, started.mode), (RolloutStep::Started, DecidedBy::Reload, RolloutMode::Canary));
+    assert_eq!(
+        (started.step, started.by, started.mode),
+        (RolloutStep::Started, DecidedBy::Reload, RolloutMode::Canary)
+    );
     assert_eq!(started.stable_generation, 1);
 
     let rolled_back = published(&router, RolloutStep::RolledBack).await;
@@ -166,15 +169,15 @@ async fn a_canary_failing_5_percent_is_rolled_back_with_nothing_lost_and_each_ev
     assert!(reload(&router).await.is_empty());
     let (status, _) = admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 404);
-    let (status, answer) = admin(&router, reqwest::Method::POST, "/v1/admin/plugins/stage/promote", Some(ADMIN_TOKEN)).await;
+    let (status, answer) =
+        admin(&router, reqwest::Method::POST, "/v1/admin/plugins/stage/promote", Some(ADMIN_TOKEN)).await;
     assert_eq!((status, answer["error"].as_str()), (409, Some("plugin `stage` has no candidate running")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_good_canary_split_by_routing_key_is_promoted_and_each_key_meets_one_version() {
     let plugins = plugin_dir();
-    let canary =
-        "mode = \"canary\"\nshare = 50\nkey = \"routingkey\"\nmin_events = 400\nmin_duration_ms = 1000\nmax_fault_rate = 0.0";
+    let canary = "mode = \"canary\"\nshare = 50\nkey = \"routingkey\"\nmin_events = 400\nmin_duration_ms = 1000\nmax_fault_rate = 0.0";
     let router = RouterProcess::start(&config(plugins.path(), "version = \"1\"", canary));
     let keyed = |n: u64, event: &mut Value| event["routingkey"] = json!(format!("key-{}", n % 16));
     let load = NumberedPublisher::start_shaped(router.url("/v1/events/numbers"), json!({}), keyed);
@@ -183,7 +186,8 @@ async fn a_good_canary_split_by_routing_key_is_promoted_and_each_key_meets_one_v
 
     let reports = reconfigure(&router, &config(plugins.path(), "version = \"2\"", canary)).await;
     assert!(reports.iter().filter_map(rollout_report).any(|r| r.step == RolloutStep::Started), "{reports:?}");
-    let (status, rollout) = admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
+    let (status, rollout) =
+        admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
     assert_eq!((status, rollout["figures"]["key"].as_str()), (200, Some("routingkey")), "{rollout}");
 
     let promoted = published(&router, RolloutStep::Promoted).await;
@@ -239,7 +243,8 @@ async fn a_shadow_that_drops_one_event_type_is_caught_and_changes_no_event() {
     let started = reports.iter().find_map(rollout_report).unwrap_or_else(|| panic!("no rollout: {reports:?}"));
     assert_eq!((started.step, started.mode), (RolloutStep::Started, RolloutMode::Shadow));
     let rollout = common::eventually_async("300 events compared", Duration::from_secs(60), || async {
-        let (_, rollout) = admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
+        let (_, rollout) =
+            admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
         (rollout["figures"]["compared"].as_u64() >= Some(300)).then_some(rollout)
     })
     .await;
@@ -266,7 +271,10 @@ async fn a_shadow_that_drops_one_event_type_is_caught_and_changes_no_event() {
     let operator = ["--url", url.as_str(), "--token", ADMIN_TOKEN];
     let (code, stdout, stderr) = run_eventyard(&[&["plugin", "diff", "stage"][..], &operator].concat());
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("(shadow) beside generation 1") && stdout.contains("the candidate dropped the event"), "{stdout}");
+    assert!(
+        stdout.contains("(shadow) beside generation 1") && stdout.contains("the candidate dropped the event"),
+        "{stdout}"
+    );
     assert!(stdout.contains("type audit"), "{stdout}");
     let (code, stdout, stderr) = run_eventyard(&[&["plugin", "abort", "stage"][..], &operator].concat());
     assert!(code == 0 && stdout.contains("plugin stage: rolled back, generation 1 serves"), "{stdout}{stderr}");

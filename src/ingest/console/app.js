@@ -144,8 +144,14 @@ function render(snapshot, seconds) {
     return tr;
   }));
 
+  drawRollouts(snapshot.plugins.filter((p) => p.rollout));
+
   const reloads = $("reloads");
   reloads.replaceChildren(...snapshot.reloads.map((r) => {
+    if (r.kind === "rollout") {
+      const generation = r.new_generation ? `generation ${r.stable_generation} → ${r.new_generation}` : `generation ${r.stable_generation} serves`;
+      return element("li", `${r.at} rollout ${r.plugin} ${r.step.replace("_", " ")} by ${r.by} (${r.mode}, ${generation}): ${r.reason}`, r.step === "rolled_back" ? "failed" : "");
+    }
     const what = r.kind === "plugin" ? `plugin ${r.plugin} ${r.change}` : "config";
     const generations = `${r.old_generation ?? "–"} → ${r.new_generation ?? "–"}`;
     const added = (r.capabilities_added || []).length ? ` +[${r.capabilities_added.join(", ")}]` : "";
@@ -166,6 +172,68 @@ function render(snapshot, seconds) {
   routeChoice.value = chosen;
   const dl = snapshot.dead_letters;
   $("dl-summary").textContent = dl ? `${dl.held} kept (${bytes(dl.bytes)} of ${bytes(dl.max_bytes)}), ${dl.replayed} replayed, ${dl.evicted} pushed out by newer ones` : "the dead-letter store is off";
+}
+
+// Each running rollout: the stable version's figures above the candidate's, the rules'
+// progress, buttons to decide now; then the differences the shadows kept.
+function drawRollouts(running) {
+  $("rollouts-none").hidden = running.length > 0;
+  $("rollouts").hidden = running.length === 0;
+  const rows = [];
+  for (const p of running) {
+    const r = p.rollout, f = r.figures;
+    const mode = f.mode === "canary" ? `canary ${f.share}%${f.key ? ` by ${f.key}` : ""}` : "shadow";
+    const differences = f.mode === "shadow" ? `${f.differences} of ${f.compared}` : `${f.fallbacks} fallbacks`;
+    const decides = r.automatic ? `rules, at ${r.rules.min_events} events` : "an operator";
+    for (const [version, v] of [["stable", f.stable], ["candidate", f.candidate]]) {
+      const label = version === "stable" ? `generation ${r.stable_generation}` : `candidate ${r.candidate_sha256.slice(0, 12)}`;
+      const cells = [version === "stable" ? p.name : "", version === "stable" ? mode : "", label, v.events, v.errors, v.faults,
+        v.error_rate.toFixed(4), v.p99_micros ? `≤ ${v.p99_micros} µs` : "–", version === "stable" ? "" : differences,
+        version === "stable" ? "" : decides];
+      const actions = element("td");
+      if (version === "candidate") {
+        for (const verb of ["promote", "abort"]) {
+          const button = element("button", verb);
+          button.type = "button";
+          button.dataset.rollout = `${p.name}/${verb}`;
+          button.addEventListener("click", () => decide(p.name, verb));
+          actions.appendChild(button);
+        }
+      }
+      const tr = row([...cells, actions], [3, 4, 5, 6]);
+      tr.dataset.rollout = `${p.name}:${version}`;
+      rows.push(tr);
+    }
+  }
+  $("rollouts").tBodies[0].replaceChildren(...rows);
+  loadDifferences(running.filter((p) => p.rollout.figures.mode === "shadow"));
+}
+
+async function loadDifferences(shadows) {
+  const items = [];
+  for (const p of shadows) {
+    try {
+      const rollout = await api(`/v1/admin/plugins/${encodeURIComponent(p.name)}/rollout`);
+      for (const d of rollout.differences.slice().reverse()) {
+        const item = element("li", `${d.at} ${p.name}: event ${d.input.id} (${d.input.subject}, type ${d.input.type}): ${d.what}`);
+        item.appendChild(element("pre", `stable:    ${JSON.stringify(d.stable)}\ncandidate: ${JSON.stringify(d.candidate)}`));
+        items.push(item);
+      }
+    } catch (error) {
+      // The rollout ended between the snapshot and this call: nothing to show.
+    }
+  }
+  $("rollout-differences").replaceChildren(...items);
+}
+
+async function decide(plugin, verb) {
+  try {
+    const report = await api(`/v1/admin/plugins/${encodeURIComponent(plugin)}/${verb}`, { method: "POST" });
+    $("rollout-result").textContent = `${plugin}: ${report.step.replace("_", " ")} (${report.reason})`;
+  } catch (error) {
+    $("rollout-result").textContent = `${plugin}: ${error.message}`;
+  }
+  refresh();
 }
 
 async function refresh() {
