@@ -323,6 +323,7 @@ mod tests {
     use super::*;
     use crate::kafka::{Acks, Compression};
     use crate::plugin::Topics;
+    use crate::route::RolloutMode;
 
     #[test]
     fn an_empty_file_gives_the_defaults() {
@@ -376,6 +377,43 @@ mod tests {
         for garbage in ["rsa:AAAA", "ed25519:not-base64!", "ed25519:AAAA"] {
             let errors = Config::from_toml(&format!("[plugins]\ntrusted_keys = [\"{garbage}\"]\n")).unwrap_err();
             assert_eq!(errors[0].key, "plugins.trusted_keys", "{garbage}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn rollout_settings_are_checked_and_fill_in_their_defaults() {
+        let rollout = |section: &str| Config::from_toml(&format!("[plugin.p.rollout]\n{section}\n"));
+        let config = rollout("mode = \"canary\"\nkey = \"routingkey\"\nmax_p99_ms = 20").unwrap();
+        let settings = config.plugins["p"].rollout.clone().unwrap();
+        assert_eq!(
+            (settings.mode, settings.share, settings.key.as_deref()),
+            (RolloutMode::Canary, 5, Some("routingkey"))
+        );
+        assert_eq!(settings.rules.max_p99, Some(Duration::from_millis(20)));
+        assert_eq!(settings.rules.min_events, 1000);
+        assert!(settings.automatic);
+        let shadow = rollout("mode = \"shadow\"\nautomatic = false\nmax_difference_rate = 0.001").unwrap();
+        let settings = shadow.plugins["p"].rollout.clone().unwrap();
+        assert_eq!((settings.share, settings.automatic, settings.rules.max_difference_rate), (0, false, 0.001));
+        // Same version, other rollout settings: not a new version.
+        let (a, b) = (&config.plugins["p"], &shadow.plugins["p"]);
+        assert!(a.same_version(b) && a != b);
+        for (section, key, reason) in [
+            ("mode = \"blue-green\"", "", "unknown variant `blue-green`"),
+            ("share = 5", "", "missing field `mode`"),
+            ("mode = \"canary\"\nshare = 0", "plugin.p.rollout.share", "between 1 and 100"),
+            ("mode = \"canary\"\nshare = 101", "plugin.p.rollout.share", "between 1 and 100"),
+            ("mode = \"shadow\"\nshare = 5", "plugin.p.rollout.share", "for canaries"),
+            ("mode = \"shadow\"\nkey = \"routingkey\"", "plugin.p.rollout.key", "for canaries"),
+            ("mode = \"canary\"\nkey = \"\"", "plugin.p.rollout.key", "name an attribute"),
+            ("mode = \"canary\"\nmax_error_rate = 1.5", "plugin.p.rollout.max_error_rate", "between 0 and 1"),
+            ("mode = \"canary\"\nmax_fault_rate = -0.1", "plugin.p.rollout.max_fault_rate", "between 0 and 1"),
+            ("mode = \"canary\"\nmin_events = 0", "plugin.p.rollout.min_events", "between 1"),
+            ("mode = \"canary\"\nmax_p99_ratio = 0.5", "plugin.p.rollout.max_p99_ratio", "between 1 and 1000"),
+            ("mode = \"canary\"\nstep = 2", "", "unknown field `step`"),
+        ] {
+            let errors = rollout(section).unwrap_err();
+            assert!(errors[0].key == key && errors[0].reason.contains(reason), "{section}: {errors:?}");
         }
     }
 

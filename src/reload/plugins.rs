@@ -125,7 +125,7 @@ pub fn references(config: &Config) -> Vec<Reference> {
 /// Checks every plugin the config uses against `role_of` (the role of each loaded plugin): each
 /// must be there and have the right role. Returns every problem.
 pub fn check_references(config: &Config, role_of: impl Fn(&str) -> Option<Role>) -> Vec<String> {
-    references(config)
+    let mut problems: Vec<String> = references(config)
         .into_iter()
         .filter_map(|Reference { user, plugin, role }| match role_of(&plugin) {
             None => Some(format!("{user}: no plugin `{plugin}` is loaded")),
@@ -134,7 +134,17 @@ pub fn check_references(config: &Config, role_of: impl Fn(&str) -> Option<Role>)
             }
             Some(_) => None,
         })
-        .collect()
+        .collect();
+    for (name, plan) in &config.plugins {
+        if let (Some(_), Some(role)) = (&plan.rollout, role_of(name))
+            && role != Role::Handler
+        {
+            problems.push(format!(
+                "[plugin.{name}.rollout]: only handlers roll out, and `{name}` exports the {role} world"
+            ));
+        }
+    }
+    problems
 }
 
 /// The slot a plugin's users call through, by role.

@@ -340,13 +340,17 @@ fn check_validates_the_config_and_loads_every_plugin() {
         dir.path(),
         "dangling.toml",
         &format!(
-            "[plugins]\ndir = {:?}\ncache_dir = \"\"\n[plugin.gate]\nconfig = {{ tokens = [{{ token = \"t\" }}] }}\n[http.auth]\npolicy = \"passthrough\"\n[[route]]\nname = \"r\"\nsubject = \">\"\nhandlers = [\"nope\", \"gate\"]\nsinks = [\"out\"]\n[sinks.out]\nkind = \"stdout\"\n",
+            "[plugins]\ndir = {:?}\ncache_dir = \"\"\n[plugin.gate]\nconfig = {{ tokens = [{{ token = \"t\" }}] }}\n[plugin.gate.rollout]\nmode = \"canary\"\n[http.auth]\npolicy = \"passthrough\"\n[[route]]\nname = \"r\"\nsubject = \">\"\nhandlers = [\"nope\", \"gate\"]\nsinks = [\"out\"]\n[sinks.out]\nkind = \"stdout\"\n",
             plugins.display().to_string()
         ),
     );
     let (code, _, err) = run_eventyard(&["check", "--config", &dangling]);
     assert_eq!(code, 1);
-    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(err.contains("4 problem(s)"), "{err}");
+    assert!(
+        err.contains("[plugin.gate.rollout]: only handlers roll out, and `gate` exports the auth-policy world"),
+        "{err}"
+    );
     assert!(err.contains("route `r`: no plugin `nope` is loaded"), "{err}");
     assert!(err.contains("route `r`: plugin `gate` exports the auth-policy world, not the handler world"), "{err}");
     assert!(

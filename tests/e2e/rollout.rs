@@ -172,6 +172,11 @@ async fn a_canary_failing_5_percent_is_rolled_back_with_nothing_lost_and_each_ev
     let (status, answer) =
         admin(&router, reqwest::Method::POST, "/v1/admin/plugins/stage/promote", Some(ADMIN_TOKEN)).await;
     assert_eq!((status, answer["error"].as_str()), (409, Some("plugin `stage` has no candidate running")));
+    let url = router.url("");
+    let (code, _, stderr) = run_eventyard(&["plugin", "diff", "stage", "--url", &url, "--token", ADMIN_TOKEN]);
+    assert!(code == 1 && stderr.contains("404") && stderr.contains("no candidate running"), "{stderr}");
+    let (code, _, stderr) = run_eventyard(&["plugin", "promote", "stage", "--url", &url, "--token", "wrong"]);
+    assert!(code == 2 && stderr.contains("403"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +235,7 @@ async fn a_shadow_that_drops_one_event_type_is_caught_and_changes_no_event() {
     let manual = "mode = \"shadow\"\nautomatic = false";
     let router = RouterProcess::start(&config(plugins.path(), "version = \"1\"", manual));
     let typed = |n: u64, event: &mut Value| {
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             event["type"] = json!("audit");
         }
     };
