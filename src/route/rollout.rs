@@ -86,6 +86,9 @@ impl Default for RolloutRules {
 /// Bytes of events a shadow may hold in copies at once; beyond it, events go uncompared (counted).
 const SHADOW_BYTES: usize = 16 << 20;
 
+/// Copies a shadow's candidate answers in one call at most.
+const SHADOW_BATCH: usize = 64;
+
 /// Differences kept for inspection, newest last.
 const SAMPLES: usize = 20;
 
@@ -110,13 +113,17 @@ impl VersionCounts {
         let began = Instant::now();
         let result = call.await;
         self.times.record(began.elapsed());
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Result<Vec<Event>, HandlerError>) {
         self.events.fetch_add(1, Ordering::Relaxed);
-        match &result {
+        match result {
             Err(HandlerError::Rejected { .. }) => self.errors.fetch_add(1, Ordering::Relaxed),
             Err(HandlerError::Fault(_)) => self.faults.fetch_add(1, Ordering::Relaxed),
             Ok(_) => 0,
         };
-        result
     }
 
     fn figures(&self) -> VersionFigures {
@@ -152,12 +159,22 @@ struct Candidate {
     shadow: ShadowCounts,
 }
 
+/// An event for the shadow's candidate, with the stable version's answer to it.
+struct ShadowCopy {
+    input: Event,
+    stable: Result<Vec<Event>, HandlerError>,
+    /// Bytes counted against [`SHADOW_BYTES`] until it is compared.
+    reserved: usize,
+}
+
 /// A candidate beside the stable version of one handler.
 pub struct Rollout {
     settings: RolloutSettings,
     stable: Arc<dyn Handler>,
     stable_counts: VersionCounts,
     candidate: Arc<Candidate>,
+    /// Shadow: where copies wait for the candidate (the task answering them ends with the rollout).
+    copies: Option<tokio::sync::mpsc::UnboundedSender<ShadowCopy>>,
     /// Canary events split by turns so far.
     turns: AtomicU64,
     /// Canary events the candidate failed that the stable version then answered.
@@ -166,16 +183,24 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A rollout of `candidate` beside `stable`; a shadow's task starts on the current runtime.
     pub fn new(settings: RolloutSettings, stable: Arc<dyn Handler>, candidate: Arc<dyn Handler>) -> Self {
+        let candidate = Arc::new(Candidate {
+            handler: candidate,
+            counts: VersionCounts::default(),
+            shadow: ShadowCounts::default(),
+        });
+        let copies = (settings.mode == RolloutMode::Shadow).then(|| {
+            let (copies, waiting) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(candidate.clone().answer_copies(waiting));
+            copies
+        });
         Rollout {
             settings,
             stable,
             stable_counts: VersionCounts::default(),
-            candidate: Arc::new(Candidate {
-                handler: candidate,
-                counts: VersionCounts::default(),
-                shadow: ShadowCounts::default(),
-            }),
+            candidate,
+            copies,
             turns: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             started: Instant::now(),
@@ -247,13 +272,11 @@ impl Rollout {
     async fn shadow(&self, event: Event) -> Result<Vec<Event>, HandlerError> {
         let copy = self.candidate.copy_within_budget(&event);
         let result = self.stable_counts.timed(self.stable.handle(event)).await;
-        if let Some((input, reserved)) = copy {
+        if let (Some((input, reserved)), Some(copies)) = (copy, &self.copies) {
             let stable = result.as_ref().map(|outputs| outputs.iter().map(detached).collect()).map_err(Clone::clone);
-            let candidate = self.candidate.clone();
-            tokio::spawn(async move {
-                candidate.compare_with(input, stable).await;
-                candidate.shadow.in_flight_bytes.fetch_sub(reserved, Ordering::Relaxed);
-            });
+            if copies.send(ShadowCopy { input, stable, reserved }).is_err() {
+                self.candidate.shadow.in_flight_bytes.fetch_sub(reserved, Ordering::Relaxed);
+            }
         }
         result
     }
@@ -275,21 +298,44 @@ impl Candidate {
         Some((detached(event), reserved))
     }
 
-    /// Runs the candidate on `input` and compares its answer with the stable version's.
-    async fn compare_with(&self, input: Event, stable: Result<Vec<Event>, HandlerError>) {
-        let candidate = self.counts.timed(self.handler.handle(input.clone())).await;
+    /// The shadow's task: hands the copies waiting to the candidate, up to [`SHADOW_BATCH`] in
+    /// one call, and compares each answer with the stable version's. Each copy's call time is
+    /// its batch's time shared out. Ends when the rollout is dropped.
+    async fn answer_copies(self: Arc<Self>, mut waiting: tokio::sync::mpsc::UnboundedReceiver<ShadowCopy>) {
+        let mut batch = Vec::with_capacity(SHADOW_BATCH);
+        while waiting.recv_many(&mut batch, SHADOW_BATCH).await > 0 {
+            let inputs = batch.iter().map(|copy| copy.input.clone()).collect();
+            let began = Instant::now();
+            let answers = self.handler.handle_batch(inputs).await;
+            let each = began.elapsed() / batch.len().max(1) as u32;
+            for (copy, answer) in batch.drain(..).zip(answers) {
+                self.counts.times.record(each);
+                self.counts.count(&answer);
+                self.compare(&copy.input, &copy.stable, &answer);
+                self.shadow.in_flight_bytes.fetch_sub(copy.reserved, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts one compared answer, keeping it when it differs from the stable version's.
+    fn compare(
+        &self,
+        input: &Event,
+        stable: &Result<Vec<Event>, HandlerError>,
+        candidate: &Result<Vec<Event>, HandlerError>,
+    ) {
         let shadow = &self.shadow;
         shadow.compared.fetch_add(1, Ordering::Relaxed);
-        let Some(what) = difference(&input, &stable, &candidate) else { return };
+        let Some(what) = difference(input, stable, candidate) else { return };
         shadow.differences.fetch_add(1, Ordering::Relaxed);
         let sample = Difference {
             at: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             what,
-            input: sample_event(&input),
-            stable: sample_answer(&stable),
-            candidate: sample_answer(&candidate),
+            input: sample_event(input),
+            stable: sample_answer(stable),
+            candidate: sample_answer(candidate),
         };
         let mut samples = shadow.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if samples.len() == SAMPLES {
@@ -370,31 +416,34 @@ pub fn difference(
 
 /// The first part in which two answered events differ.
 fn event_difference(input: &Event, stable: &Event, candidate: &Event) -> Option<String> {
-    let made = |value: &str, kept: &str| if value == kept { value.to_owned() } else { "(a new one)".to_owned() };
     let (sc, cc) = (&stable.context, &candidate.context);
-    let (input_time, none) = (input.context.time.as_deref().unwrap_or_default(), String::new());
-    let parts: [(&str, String, String); 10] = [
-        ("subject", stable.subject.clone(), candidate.subject.clone()),
-        ("id", made(&sc.id, &input.context.id), made(&cc.id, &input.context.id)),
-        ("source", sc.source.clone(), cc.source.clone()),
-        ("type", sc.ty.clone(), cc.ty.clone()),
-        ("specversion", sc.specversion.clone(), cc.specversion.clone()),
-        ("CloudEvents subject", sc.subject.clone().unwrap_or_default(), cc.subject.clone().unwrap_or_default()),
-        (
-            "time",
-            sc.time.as_deref().map_or(none.clone(), |t| made(t, input_time)),
-            cc.time.as_deref().map_or(none.clone(), |t| made(t, input_time)),
-        ),
-        (
-            "datacontenttype",
-            sc.datacontenttype.clone().unwrap_or_default(),
-            cc.datacontenttype.clone().unwrap_or_default(),
-        ),
-        ("dataschema", sc.dataschema.clone().unwrap_or_default(), cc.dataschema.clone().unwrap_or_default()),
-        ("extensions", sorted(&stable.extensions), sorted(&candidate.extensions)),
+    // An id or time a version made (not the input's) shows as "(a new one)".
+    fn made<'a>(value: Option<&'a str>, kept: Option<&str>) -> Option<&'a str> {
+        match value {
+            Some(value) if Some(value) != kept => Some("(a new one)"),
+            other => other,
+        }
+    }
+    let (id, time) = (Some(input.context.id.as_str()), input.context.time.as_deref());
+    let parts: [(&str, Option<&str>, Option<&str>); 9] = [
+        ("subject", Some(&stable.subject), Some(&candidate.subject)),
+        ("id", made(Some(&sc.id), id), made(Some(&cc.id), id)),
+        ("source", Some(&sc.source), Some(&cc.source)),
+        ("type", Some(&sc.ty), Some(&cc.ty)),
+        ("specversion", Some(&sc.specversion), Some(&cc.specversion)),
+        ("CloudEvents subject", sc.subject.as_deref(), cc.subject.as_deref()),
+        ("time", made(sc.time.as_deref(), time), made(cc.time.as_deref(), time)),
+        ("datacontenttype", sc.datacontenttype.as_deref(), cc.datacontenttype.as_deref()),
+        ("dataschema", sc.dataschema.as_deref(), cc.dataschema.as_deref()),
     ];
     if let Some((name, s, c)) = parts.into_iter().find(|(_, s, c)| s != c) {
-        return Some(format!("{name} {s:?} became {c:?}"));
+        let shown = |value: Option<&str>| value.unwrap_or("(none)").to_owned();
+        return Some(format!("{name} {:?} became {:?}", shown(s), shown(c)));
+    }
+    let same_extensions = stable.extensions.len() == candidate.extensions.len()
+        && stable.extensions.iter().all(|(name, value)| candidate.extension(name) == Some(value.as_str()));
+    if !same_extensions {
+        return Some(format!("extensions {:?} became {:?}", sorted(&stable.extensions), sorted(&candidate.extensions)));
     }
     (stable.data != candidate.data)
         .then(|| format!("the payload differs ({} bytes, then {} bytes)", stable.data.len(), candidate.data.len()))
