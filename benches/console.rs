@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use eventyard::config::Config;
 
-use common::bench_row as row;
+use crate::turns;
 use common::load::{Over, load_config, load_on};
 use common::router::{ADMIN, ADMIN_TOKEN};
 
@@ -84,27 +84,10 @@ async fn round(watching: Watching) -> (f64, f64) {
 
 pub fn run() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let conditions = [Watching::ConsoleOff, Watching::Nobody, Watching::OneBrowser];
-        let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); conditions.len()];
-        for _ in 0..ROUNDS {
-            for (at, watching) in conditions.iter().enumerate() {
-                let (acknowledged, delivered) = round(*watching).await;
-                figures[at].0.push(acknowledged);
-                figures[at].1.push(delivered);
-            }
-        }
-        let medians: Vec<(f64, f64)> =
-            figures.into_iter().map(|(a, d)| (common::median(a), common::median(d))).collect();
-        let (peer_ack, peer_delivered) = medians[0];
-        let names = ["console off (peer)", "console on, nobody watching", "one browser watching + tap"];
-        for (name, (acknowledged, delivered)) in names.iter().zip(&medians) {
-            let note = format!(
-                "delivered {delivered:.0}/s; {:.3}x and {:.3}x the peer's (median of {ROUNDS})",
-                acknowledged / peer_ack,
-                delivered / peer_delivered
-            );
-            row(&format!("console: {name}"), *acknowledged, "events/s", &note);
-        }
-    });
+    let conditions = [
+        (Watching::ConsoleOff, "console off (peer)"),
+        (Watching::Nobody, "console on, nobody watching"),
+        (Watching::OneBrowser, "one browser watching + tap"),
+    ];
+    runtime.block_on(turns::compare("console", &conditions, ROUNDS, round));
 }

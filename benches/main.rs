@@ -23,6 +23,7 @@ mod polyglot;
 mod reload;
 mod rollout;
 mod router;
+mod turns;
 
 // The allocator the `eventyard` binary uses, so the figures match the router's.
 #[global_allocator]

@@ -13,7 +13,7 @@ use crate::common;
 use eventyard::config::Config;
 use eventyard::reload::{ReloadReport, RolloutStep};
 
-use common::bench_row as row;
+use crate::turns;
 use common::load::{Over, load_config, load_on};
 
 const ROUNDS: usize = 3;
@@ -64,27 +64,10 @@ async fn round(candidate: Candidate) -> (f64, f64) {
 
 pub fn run() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let conditions = [Candidate::None, Candidate::Canary, Candidate::Shadow];
-        let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); conditions.len()];
-        for _ in 0..ROUNDS {
-            for (at, candidate) in conditions.iter().enumerate() {
-                let (acknowledged, delivered) = round(*candidate).await;
-                figures[at].0.push(acknowledged);
-                figures[at].1.push(delivered);
-            }
-        }
-        let medians: Vec<(f64, f64)> =
-            figures.into_iter().map(|(a, d)| (common::median(a), common::median(d))).collect();
-        let (peer_ack, peer_delivered) = medians[0];
-        let names = ["Wasm handler alone (peer)", "canary on 5 % of events", "shadow on every event"];
-        for (name, (acknowledged, delivered)) in names.iter().zip(&medians) {
-            let note = format!(
-                "delivered {delivered:.0}/s; {:.3}x and {:.3}x the peer's (median of {ROUNDS})",
-                acknowledged / peer_ack,
-                delivered / peer_delivered
-            );
-            row(&format!("rollout: {name}"), *acknowledged, "events/s", &note);
-        }
-    });
+    let conditions = [
+        (Candidate::None, "Wasm handler alone (peer)"),
+        (Candidate::Canary, "canary on 5 % of events"),
+        (Candidate::Shadow, "shadow on every event"),
+    ];
+    runtime.block_on(turns::compare("rollout", &conditions, ROUNDS, round));
 }

@@ -86,6 +86,9 @@ impl Default for RolloutRules {
 /// Bytes of events a shadow may hold in copies at once; beyond it, events go uncompared (counted).
 const SHADOW_BYTES: usize = 16 << 20;
 
+/// Copies that may wait for a shadow's candidate, whatever their bytes.
+const SHADOW_WAITING: usize = 8192;
+
 /// Copies a shadow's candidate answers in one call at most.
 const SHADOW_BATCH: usize = 64;
 
@@ -146,7 +149,7 @@ impl VersionCounts {
 struct ShadowCounts {
     compared: AtomicU64,
     differences: AtomicU64,
-    /// Events not copied: the copies in flight held [`SHADOW_BYTES`].
+    /// Events not compared: the copies waiting held [`SHADOW_BYTES`] or numbered [`SHADOW_WAITING`].
     skipped: AtomicU64,
     in_flight_bytes: AtomicUsize,
     samples: Mutex<VecDeque<Difference>>,
@@ -174,7 +177,7 @@ pub struct Rollout {
     stable_counts: VersionCounts,
     candidate: Arc<Candidate>,
     /// Shadow: where copies wait for the candidate (the task answering them ends with the rollout).
-    copies: Option<tokio::sync::mpsc::UnboundedSender<ShadowCopy>>,
+    copies: Option<tokio::sync::mpsc::Sender<ShadowCopy>>,
     /// Canary events split by turns so far.
     turns: AtomicU64,
     /// Canary events the candidate failed that the stable version then answered.
@@ -191,7 +194,7 @@ impl Rollout {
             shadow: ShadowCounts::default(),
         });
         let copies = (settings.mode == RolloutMode::Shadow).then(|| {
-            let (copies, waiting) = tokio::sync::mpsc::unbounded_channel();
+            let (copies, waiting) = tokio::sync::mpsc::channel(SHADOW_WAITING);
             tokio::spawn(candidate.clone().answer_copies(waiting));
             copies
         });
@@ -274,8 +277,10 @@ impl Rollout {
         let result = self.stable_counts.timed(self.stable.handle(event)).await;
         if let (Some((input, reserved)), Some(copies)) = (copy, &self.copies) {
             let stable = result.as_ref().map(|outputs| outputs.iter().map(detached).collect()).map_err(Clone::clone);
-            if copies.send(ShadowCopy { input, stable, reserved }).is_err() {
-                self.candidate.shadow.in_flight_bytes.fetch_sub(reserved, Ordering::Relaxed);
+            if copies.try_send(ShadowCopy { input, stable, reserved }).is_err() {
+                let shadow = &self.candidate.shadow;
+                shadow.in_flight_bytes.fetch_sub(reserved, Ordering::Relaxed);
+                shadow.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
         result
@@ -301,7 +306,7 @@ impl Candidate {
     /// The shadow's task: hands the copies waiting to the candidate, up to [`SHADOW_BATCH`] in
     /// one call, and compares each answer with the stable version's. Each copy's call time is
     /// its batch's time shared out. Ends when the rollout is dropped.
-    async fn answer_copies(self: Arc<Self>, mut waiting: tokio::sync::mpsc::UnboundedReceiver<ShadowCopy>) {
+    async fn answer_copies(self: Arc<Self>, mut waiting: tokio::sync::mpsc::Receiver<ShadowCopy>) {
         let mut batch = Vec::with_capacity(SHADOW_BATCH);
         while waiting.recv_many(&mut batch, SHADOW_BATCH).await > 0 {
             let inputs = batch.iter().map(|copy| copy.input.clone()).collect();
