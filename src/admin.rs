@@ -110,11 +110,7 @@ impl Admin for RouterAdmin {
     }
 
     fn rollout(&self, plugin: &str) -> Result<Value, AdminRefusal> {
-        let live = self.reloader.plugins().get(plugin).cloned();
-        let live = live.ok_or_else(|| AdminRefusal::NotFound(format!("no plugin `{plugin}` is loaded")))?;
-        let trial = live.trial();
-        let trial =
-            trial.ok_or_else(|| AdminRefusal::NotFound(format!("plugin `{plugin}` has no candidate running")))?;
+        let (live, trial) = self.reloader.trial(plugin).map_err(|err| AdminRefusal::NotFound(err.to_string()))?;
         let mut rollout = rollout_json(&live, &trial);
         rollout["differences"] = json!(trial.rollout.differences());
         Ok(rollout)

@@ -13,6 +13,10 @@
 //! running value and are reported. Every change and failure is logged, counted, and published on
 //! `$SYS.EVENTYARD.RELOAD`.
 //!
+//! A handler with `[plugin.NAME.rollout]` settings gets a new version as a candidate beside the
+//! serving one instead (a [`Trial`]); [`Reloader::judge_rollouts`] (every second) or an operator
+//! ([`Reloader::decide`]) promotes or rolls it back, under the same lock, each step a report.
+//!
 //! Triggers: changes in the plugin directory or the config file ([`watch`]), SIGHUP, and
 //! `POST /v1/admin/reload`.
 
@@ -228,11 +232,17 @@ impl Reloader {
         }
     }
 
+    /// Plugin `name` and the trial running beside it.
+    pub fn trial(&self, name: &str) -> Result<(Arc<LivePlugin>, Trial), RolloutError> {
+        let live = self.plugins().get(name).cloned().ok_or_else(|| RolloutError::NoPlugin(name.to_owned()))?;
+        let trial = live.trial().ok_or_else(|| RolloutError::NoRollout(name.to_owned()))?;
+        Ok((live, trial))
+    }
+
     /// An operator's decision on plugin `name`'s rollout: promote the candidate, or roll it back.
     pub async fn decide(&self, name: &str, promote_it: bool) -> Result<ReloadReport, RolloutError> {
         let _applied = self.applied.lock().await;
-        let live = self.plugins().get(name).cloned().ok_or_else(|| RolloutError::NoPlugin(name.to_owned()))?;
-        let trial = live.trial().ok_or_else(|| RolloutError::NoRollout(name.to_owned()))?;
+        let (live, trial) = self.trial(name)?;
         let figures = trial.rollout.figures();
         let report = if promote_it {
             promote(name, &live, DecidedBy::Operator, "promoted by an operator".into(), figures)
@@ -474,7 +484,14 @@ impl Reloader {
                             format!("a new version serves the events of {}% of the values of `{key}`", settings.share)
                         }
                     };
-                    rollout_report(&name, &stable, &trial, RolloutStep::Started, DecidedBy::Reload, reason, None, None)
+                    ReloadReport::Rollout(rollout_report(
+                        &name,
+                        &stable,
+                        &trial,
+                        RolloutStep::Started,
+                        DecidedBy::Reload,
+                        reason,
+                    ))
                 }
                 Err(error) => {
                     let (old, new) = ((stable.number, &stable.plugin.meta().info), &plugin.meta().info.sha256);
@@ -632,23 +649,24 @@ fn promote(
 ) -> Option<ReloadReport> {
     let stable = live.current();
     let (trial, (_, new)) = live.promote()?;
-    Some(rollout_report(name, &stable, &trial, RolloutStep::Promoted, by, reason, Some(new), Some(figures)))
+    let report = rollout_report(name, &stable, &trial, RolloutStep::Promoted, by, reason);
+    Some(ReloadReport::Rollout(RolloutReport { new_generation: Some(new), figures: Some(figures), ..report }))
 }
 
 /// Ends `live`'s trial, the serving version taking every event again; the report, if one was running.
 fn roll_back(name: &str, live: &LivePlugin, by: DecidedBy, reason: String) -> Option<ReloadReport> {
     let stable = live.current();
     let trial = live.roll_back()?;
-    let figures = Some(trial.rollout.figures());
     let reason = match by {
         DecidedBy::Reload => reason,
         // The file still holds the candidate, and a start loads what the files hold.
         _ => format!("{reason}; {} still holds this version, which a restart would load", trial.plan.file.display()),
     };
-    Some(rollout_report(name, &stable, &trial, RolloutStep::RolledBack, by, reason, None, figures))
+    let report = rollout_report(name, &stable, &trial, RolloutStep::RolledBack, by, reason);
+    Some(ReloadReport::Rollout(RolloutReport { figures: Some(trial.rollout.figures()), ..report }))
 }
 
-#[allow(clippy::too_many_arguments, reason = "each is one field of the report")]
+/// The report of `step` of `trial` beside `stable` (before the step), without figures.
 fn rollout_report(
     name: &str,
     stable: &Generation,
@@ -656,22 +674,20 @@ fn rollout_report(
     step: RolloutStep,
     by: DecidedBy,
     reason: String,
-    new_generation: Option<u64>,
-    figures: Option<RolloutFigures>,
-) -> ReloadReport {
-    ReloadReport::Rollout(RolloutReport {
+) -> RolloutReport {
+    RolloutReport {
         plugin: name.to_owned(),
         step,
         result: Outcome::Ok,
         by,
         mode: trial.rollout.settings().mode,
         stable_generation: stable.number,
-        new_generation,
+        new_generation: None,
         stable_sha256: stable.plugin.meta().info.sha256.clone(),
         candidate_sha256: trial.plugin.meta().info.sha256.clone(),
         reason,
-        figures,
-    })
+        figures: None,
+    }
 }
 
 /// Step 1: the config file as it is now, if it differs from `running`; or, when it cannot be

@@ -242,6 +242,26 @@ mod tests {
         for report in [failed, applied] {
             assert_eq!(serde_json::from_value::<ReloadReport>(report.to_json()).unwrap(), report);
         }
+        let rolled_back = ReloadReport::Rollout(RolloutReport {
+            plugin: "p".into(),
+            step: RolloutStep::RolledBack,
+            result: Outcome::Ok,
+            by: DecidedBy::Rules,
+            mode: RolloutMode::Canary,
+            stable_generation: 2,
+            new_generation: None,
+            stable_sha256: "a".into(),
+            candidate_sha256: "b".into(),
+            reason: "error rate".into(),
+            figures: None,
+        });
+        let json = rolled_back.to_json();
+        assert_eq!(
+            (json["kind"].as_str(), json["step"].as_str(), json["by"].as_str(), json["mode"].as_str()),
+            (Some("rollout"), Some("rolled_back"), Some("rules"), Some("canary"))
+        );
+        assert_eq!((rolled_back.about(), rolled_back.is_ok()), ("p", true));
+        assert_eq!(serde_json::from_value::<ReloadReport>(json).unwrap(), rolled_back);
         let unload = ReloadReport::Plugin(PluginReport::new("p", PluginChange::Unload, None, None, None, None));
         assert_eq!((unload.to_json()["change"].as_str(), unload.about(), unload.is_ok()), (Some("unload"), "p", true));
     }

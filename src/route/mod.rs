@@ -1,5 +1,6 @@
-//! Routes: the [`Handler`] role, what a route does when a handler fails ([`FailurePolicy`]), and the
-//! running [`Route`] that ties a subject to a handler chain and sink queues.
+//! Routes: the [`Handler`] role, what a route does when a handler fails ([`FailurePolicy`]), the
+//! running [`Route`] that ties a subject to a handler chain and sink queues, and the [`Rollout`]
+//! of a new handler version beside the serving one.
 //!
 //! A route holds `Arc<dyn Handler>` and never knows whether a native type or a Wasm plugin is
 //! behind it. This module decides what happens to an event; it never delivers or retries.
