@@ -428,17 +428,19 @@ impl Reloader {
             return;
         }
         let error = match self.runtime.load(plan.spec()).await {
-            Ok(plugin) if plugin.role() == live.role() => match rolls_out.then(|| shadow_refusal(&plan, &plugin)) {
-                None => {
-                    step.swaps.push((live.clone(), plan, plugin));
-                    return;
+            Ok(plugin) if plugin.role() == live.role() => {
+                match rolls_out.then(|| shadow_refusal(&plan, &plugin.meta().info.capabilities)) {
+                    None => {
+                        step.swaps.push((live.clone(), plan, plugin));
+                        return;
+                    }
+                    Some(None) => {
+                        step.trials.push((live.clone(), plan, plugin));
+                        return;
+                    }
+                    Some(Some(refusal)) => refusal,
                 }
-                Some(None) => {
-                    step.trials.push((live.clone(), plan, plugin));
-                    return;
-                }
-                Some(Some(refusal)) => refusal,
-            },
+            }
             Ok(plugin) => format!(
                 "the new file exports the {} world; plugin `{name}` is a {} plugin (rename it to change its world)",
                 plugin.role(),
@@ -618,19 +620,13 @@ pub enum RolloutError {
 
 /// Why a candidate may not run as a shadow, if it may not: its copies' calls are real, so one that
 /// can reach outside the router would act twice for every event.
-fn shadow_refusal(plan: &PluginPlan, candidate: &Plugin) -> Option<String> {
+fn shadow_refusal(plan: &PluginPlan, capabilities: &[Capability]) -> Option<String> {
     if plan.rollout.as_ref()?.mode != RolloutMode::Shadow {
         return None;
     }
     let outside = [Capability::Http, Capability::Kafka, Capability::Nats];
-    let reaching: Vec<String> = candidate
-        .meta()
-        .info
-        .capabilities
-        .iter()
-        .filter(|capability| outside.contains(capability))
-        .map(ToString::to_string)
-        .collect();
+    let reaching: Vec<String> =
+        capabilities.iter().filter(|capability| outside.contains(capability)).map(ToString::to_string).collect();
     (!reaching.is_empty()).then(|| {
         format!(
             "a shadow's calls are real and this version imports {}: it would send everything twice; roll it out with mode = \"canary\"",
@@ -709,5 +705,23 @@ async fn read_config(running: &Config) -> Result<Option<Config>, (Option<String>
             Ok(Some(config))
         }
         Err(errors) => Err((Some(sha256), errors.iter().map(ToString::to_string).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_that_reaches_outside_is_never_a_shadow() {
+        let plan = |mode: &str| {
+            let config = Config::from_toml(&format!("[plugin.p.rollout]\nmode = \"{mode}\"\n")).unwrap();
+            config.plugins["p"].clone()
+        };
+        let (shadow, canary) = (plan("shadow"), plan("canary"));
+        assert_eq!(shadow_refusal(&shadow, &[Capability::Filesystem]), None);
+        assert_eq!(shadow_refusal(&canary, &[Capability::Http, Capability::Nats]), None);
+        let refusal = shadow_refusal(&shadow, &[Capability::Filesystem, Capability::Http, Capability::Kafka]).unwrap();
+        assert!(refusal.contains("imports http, kafka") && refusal.contains("mode = \"canary\""), "{refusal}");
     }
 }
