@@ -1,5 +1,6 @@
 //! The admin API as the command line reaches it: the router's address and an `[admin]` token, and
-//! JSON in and out. Shared by `eventyard dlq` and `eventyard top`; knows no command.
+//! JSON in and out. Shared by `eventyard dlq`, `top` and `plugin diff|promote|abort`; knows no
+//! command.
 
 use clap::Args;
 use serde_json::Value;
@@ -65,4 +66,9 @@ impl AdminApi {
             _ => Failure::input(format!("{status}: {why}")),
         })
     }
+}
+
+/// A JSON value of an answer as text: a string as it is, anything else as JSON.
+pub(crate) fn text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }

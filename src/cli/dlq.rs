@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::Failure;
-use super::admin_api::{AdminApi, AdminArgs};
+use super::admin_api::{AdminApi, AdminArgs, text};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCommand {
@@ -98,10 +98,6 @@ pub(crate) async fn run(command: DlqCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn text(value: &Value) -> String {
-    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
 
 fn print_listing(listing: &Value) {

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::Failure;
-use super::admin_api::{AdminApi, AdminArgs};
+use super::admin_api::{AdminApi, AdminArgs, text};
 
 /// Prints the candidate's figures beside the stable version's, then the latest differences its
 /// shadow found (JSON with `json`).
@@ -81,10 +81,6 @@ pub(crate) async fn decide(name: &str, promote: bool, admin: &AdminArgs) -> Resu
     };
     println!("plugin {name}: {}{generation} ({})", text(&report["step"]).replace('_', " "), text(&report["reason"]));
     Ok(())
-}
-
-fn text(value: &Value) -> String {
-    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
 
 fn short(sha256: &Value) -> String {

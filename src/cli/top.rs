@@ -19,7 +19,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use serde_json::Value;
 
 use super::Failure;
-use super::admin_api::{AdminApi, AdminArgs};
+use super::admin_api::{AdminApi, AdminArgs, text};
 use crate::telemetry::metrics::CallTimes;
 
 #[derive(Debug, Args)]
@@ -149,10 +149,6 @@ fn bytes(value: &Value) -> String {
         n if n >= 1024.0 => format!("{:.1}KiB", n / 1024.0),
         n => format!("{n}B"),
     }
-}
-
-fn text(value: &Value) -> String {
-    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
 
 /// What one frame shows: the snapshot's figures as table rows.

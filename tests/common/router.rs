@@ -43,6 +43,41 @@ root = "{{dir}}/files"
     ) + ADMIN
 }
 
+/// A router config for reload tests: handler plugin `stage` from `plugins` (watched when
+/// `watch`) with `stage_config` as its config, on route `all` from subject `numbers` to file sink
+/// `files`; reload reports go to file sink `reload-log`, where
+/// [`RouterProcess::published_reports`] reads them; with the admin credential; `extra` appended.
+pub fn reporting_config(plugins: &Path, watch: bool, stage_config: &str, extra: &str) -> String {
+    format!(
+        r#"{ADMIN}
+[plugins]
+dir = "{plugins}"
+watch = {watch}
+[plugin.stage]
+world = "handler"
+config = {{ {stage_config} }}
+[http]
+listen = "127.0.0.1:0"
+[[route]]
+name = "all"
+subject = "numbers"
+handlers = ["stage"]
+sinks = ["files"]
+[[route]]
+name = "reloads"
+subject = "$SYS.EVENTYARD.RELOAD"
+sinks = ["reload-log"]
+[sinks.files]
+kind = "file"
+root = "{{dir}}/files"
+[sinks.reload-log]
+kind = "file"
+root = "{{dir}}/reloads"
+{extra}"#,
+        plugins = plugins.display(),
+    )
+}
+
 /// How long a router may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -235,6 +270,28 @@ impl RouterProcess {
             plugins.iter().find(|plugin| plugin["name"] == name).filter(|plugin| serving(plugin)).map(|_| ())
         })
         .await;
+    }
+
+    /// Rewrites the router's config file (`{dir}` in `config` is its temp dir).
+    pub fn rewrite_config(&self, config: &str) {
+        let config = config.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(self.path("eventyard.toml"), config).expect("config is written");
+    }
+
+    /// Reloads through the admin API; the reports it answers, read as the typed reports they are.
+    pub async fn reload(&self) -> Vec<eventyard::reload::ReloadReport> {
+        let response = self.admin("/v1/admin/reload").await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("reload answers JSON");
+        serde_json::from_value(body["reports"].clone()).expect("reload reports")
+    }
+
+    /// The reports published on `$SYS.EVENTYARD.RELOAD` so far, with a [`reporting_config`].
+    pub fn published_reports(&self) -> Vec<eventyard::reload::ReloadReport> {
+        json_lines_under(&self.path("reloads"))
+            .into_iter()
+            .map(|(_, event)| serde_json::from_value(event["data"].clone()).expect("a reload report"))
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

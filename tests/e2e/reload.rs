@@ -9,45 +9,15 @@ use std::time::Duration;
 
 use common::load::{NumberedPublisher, all_delivered, by_number, written};
 use common::replace_file;
-use common::router::{RouterProcess, eventually, json_lines_under};
+use common::router::{RouterProcess, eventually, json_lines_under, reporting_config};
 use eventyard::reload::{ConfigReport, Outcome, PluginChange, PluginReport, ReloadReport};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The config of these tests: handler plugin `stage` (from `plugins`) on route `all`, from
-/// subject `numbers` to file sink `files`; reload reports go to file sink `reload-log`. `extra`
-/// is appended.
+/// The config of these tests: [`reporting_config`] with `stage` told to `set = { stage = "b" }`.
 fn config(plugins: &Path, watch: bool, extra: &str) -> String {
-    format!(
-        r#"{admin}
-[plugins]
-dir = "{plugins}"
-watch = {watch}
-[plugin.stage]
-world = "handler"
-config = {{ set = {{ stage = "b" }} }}
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = "numbers"
-handlers = ["stage"]
-sinks = ["files"]
-[[route]]
-name = "reloads"
-subject = "$SYS.EVENTYARD.RELOAD"
-sinks = ["reload-log"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-[sinks.reload-log]
-kind = "file"
-root = "{{dir}}/reloads"
-{extra}"#,
-        plugins = plugins.display(),
-        admin = common::router::ADMIN,
-    )
+    reporting_config(plugins, watch, "set = { stage = \"b\" }", extra)
 }
 
 /// A plugin directory holding `passthrough` as `stage.wasm`.
@@ -56,20 +26,6 @@ fn plugin_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let stage = plugins.path().join("stage.wasm");
     std::fs::copy(common::plugin("passthrough"), &stage).expect("copy");
     (plugins, stage)
-}
-
-/// Rewrites the router's config file (`{dir}` is its temp dir).
-fn rewrite_config(router: &RouterProcess, config: &str) {
-    let config = config.replace("{dir}", &router.dir.path().display().to_string());
-    std::fs::write(router.path("eventyard.toml"), config).expect("config is written");
-}
-
-/// Reloads through the admin API; the reports it answers, read as the typed reports they are.
-async fn reload(router: &RouterProcess) -> Vec<ReloadReport> {
-    let response = router.admin("/v1/admin/reload").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("reload answers JSON");
-    serde_json::from_value(body["reports"].clone()).expect("reload reports")
 }
 
 /// `report` as a config report.
@@ -93,15 +49,6 @@ fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| name.to_string()).collect()
 }
 
-/// The reports published on `$SYS.EVENTYARD.RELOAD` so far.
-fn published_reports(router: &RouterProcess) -> Vec<ReloadReport> {
-    let events = json_lines_under(&router.path("reloads"));
-    events
-        .into_iter()
-        .map(|(_, event)| serde_json::from_value(event["data"].clone()).expect("a reload report"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output_from_one_event_to_the_next() {
     let (plugins, stage) = plugin_dir();
@@ -119,7 +66,7 @@ async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output
     ];
     for (file, reason) in &refusals {
         replace_file(file, &stage);
-        let reports = reload(&router).await;
+        let reports = router.reload().await;
         assert_eq!(reports.len(), 1, "{reports:?}");
         let report = plugin_report(&reports[0]);
         assert_eq!(report.result, Outcome::Failed, "{reports:?}");
@@ -129,7 +76,7 @@ async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output
     }
 
     replace_file(&common::plugin("json-transform"), &stage);
-    let reports = reload(&router).await;
+    let reports = router.reload().await;
     let report = plugin_report(&reports[0]);
     assert_eq!(report.result, Outcome::Ok, "{reports:?}");
     assert_eq!((report.old_generation, report.new_generation), (Some(1), Some(2)));
@@ -142,7 +89,7 @@ async fn failed_plugin_reloads_change_nothing_and_a_good_swap_changes_the_output
     assert!(first_new > 0, "the old generation handled the first events");
     assert!(new[first_new..].iter().all(|new| *new), "once swapped, every later event went to the new generation");
 
-    let results: Vec<bool> = published_reports(&router).iter().map(ReloadReport::is_ok).collect();
+    let results: Vec<bool> = router.published_reports().iter().map(ReloadReport::is_ok).collect();
     assert_eq!(results, [false, false, false, true]);
 }
 
@@ -164,8 +111,8 @@ async fn an_invalid_config_changes_nothing_and_publishes_why() {
         (good.replace("handlers = [\"stage\"]", "handlers = [\"missing\"]"), "missing"),
     ];
     for (text, reason) in &invalid {
-        rewrite_config(&router, text);
-        let reports = reload(&router).await;
+        router.rewrite_config(text);
+        let reports = router.reload().await;
         let report = reports.iter().find_map(|r| matches!(r, ReloadReport::Config(_)).then(|| config_report(r)));
         let report = report.expect("a config report");
         assert_eq!(report.result, Outcome::Failed, "{reports:?}");
@@ -175,7 +122,7 @@ async fn an_invalid_config_changes_nothing_and_publishes_why() {
     }
     let events = all_delivered(load, &files).await;
     assert!(events.iter().all(|event| event["data"]["stage"] == "b"), "the first generation handled every event");
-    let published = published_reports(&router);
+    let published = router.published_reports();
     assert_eq!(published.len(), invalid.len());
     assert!(published.iter().all(|r| config_report(r).result == Outcome::Failed), "{published:?}");
 }
@@ -207,8 +154,8 @@ linger_ms = 2000
     let files = router.path("files");
     written(&files, 50).await;
 
-    rewrite_config(&router, &with_copy);
-    let reports = reload(&router).await;
+    router.rewrite_config(&with_copy);
+    let reports = router.reload().await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     let report = config_report(&reports[0]);
     assert_eq!(report.result, Outcome::Ok, "{reports:?}");
@@ -221,9 +168,9 @@ linger_ms = 2000
     let copy = router.path("copy");
     written(&copy, 1).await;
 
-    rewrite_config(&router, &base);
+    router.rewrite_config(&base);
     let copy_until = load.sent();
-    let reports = reload(&router).await;
+    let reports = router.reload().await;
     let changes = &config_report(&reports[0]).applied.as_ref().expect("what the config changed").changes;
     assert_eq!(changes.sinks_removed, names(&["copy"]), "{reports:?}");
     assert_eq!(changes.routes_removed, names(&["copying"]), "{reports:?}");
@@ -257,7 +204,7 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
 
     let extra = plugins.path().join("extra.wasm");
     std::fs::copy(common::plugin("subject-filter"), &extra).unwrap();
-    let reports = reload(&router).await;
+    let reports = router.reload().await;
     let report = plugin_report(&reports[0]);
     assert_eq!((report.plugin.as_str(), report.change, report.result), ("extra", PluginChange::Add, Outcome::Ok));
 
@@ -273,7 +220,7 @@ async fn a_deleted_plugin_unloads_only_when_unused_and_the_admin_api_lists_the_p
 
     std::fs::remove_file(&extra).unwrap();
     std::fs::remove_file(&stage).unwrap();
-    let mut reports = reload(&router).await;
+    let mut reports = router.reload().await;
     reports.sort_by_key(|r| plugin_report(r).plugin.clone());
     let (extra, stage) = (plugin_report(&reports[0]), plugin_report(&reports[1]));
     assert_eq!((extra.change, extra.result), (PluginChange::Unload, Outcome::Ok));
@@ -308,9 +255,9 @@ async fn an_edited_config_applies_new_tokens_live_and_reports_what_needs_a_resta
     assert_eq!(publish("first").await, 202);
 
     // The watcher sees the edit; no reload call.
-    rewrite_config(&router, &with_token("second", "127.0.0.1:1"));
+    router.rewrite_config(&with_token("second", "127.0.0.1:1"));
     let report = eventually("the config reload report", WAIT, || {
-        published_reports(&router).into_iter().find(|r| matches!(r, ReloadReport::Config(_)))
+        router.published_reports().into_iter().find(|r| matches!(r, ReloadReport::Config(_)))
     })
     .await;
     let report = config_report(&report);

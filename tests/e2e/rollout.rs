@@ -13,43 +13,13 @@ use eventyard::route::RolloutMode;
 use serde_json::{Value, json};
 
 use crate::common::load::{NumberedPublisher, all_delivered, written};
-use crate::common::router::{ADMIN, ADMIN_TOKEN, RouterProcess, eventually, json_lines_under};
+use crate::common::router::{ADMIN_TOKEN, RouterProcess, eventually, json_lines_under, reporting_config};
 use crate::common::{self, run_eventyard};
 
 /// Plugin `stage` (the `versioned` fixture) with `stage` as its config and `rollout` as its
-/// `[plugin.stage.rollout]`, on route `all` from `numbers` to file sink `files`; reload reports go
-/// to file sink `reload-log`.
+/// `[plugin.stage.rollout]`, unwatched, in a [`reporting_config`].
 fn config(plugins: &Path, stage: &str, rollout: &str) -> String {
-    format!(
-        r#"
-[plugins]
-dir = "{plugins}"
-watch = false
-[plugin.stage]
-world = "handler"
-config = {{ {stage} }}
-[plugin.stage.rollout]
-{rollout}
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = "numbers"
-handlers = ["stage"]
-sinks = ["files"]
-[[route]]
-name = "reloads"
-subject = "$SYS.EVENTYARD.RELOAD"
-sinks = ["reload-log"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-[sinks.reload-log]
-kind = "file"
-root = "{{dir}}/reloads"
-"#,
-        plugins = plugins.display(),
-    ) + ADMIN
+    reporting_config(plugins, false, stage, &format!("[plugin.stage.rollout]\n{rollout}\n"))
 }
 
 /// A plugin directory holding the `versioned` fixture as `stage.wasm`.
@@ -61,14 +31,8 @@ fn plugin_dir() -> tempfile::TempDir {
 
 /// Writes `config` as the router's config file and reloads; the reports the reload answered.
 async fn reconfigure(router: &RouterProcess, config: &str) -> Vec<ReloadReport> {
-    let config = config.replace("{dir}", &router.dir.path().display().to_string());
-    std::fs::write(router.path("eventyard.toml"), config).expect("config is written");
-    reload(router).await
-}
-
-async fn reload(router: &RouterProcess) -> Vec<ReloadReport> {
-    let body: Value = router.admin("/v1/admin/reload").await.json().await.expect("reload answers JSON");
-    serde_json::from_value(body["reports"].clone()).expect("reload reports")
+    router.rewrite_config(config);
+    router.reload().await
 }
 
 fn rollout_report(report: &ReloadReport) -> Option<&RolloutReport> {
@@ -78,13 +42,10 @@ fn rollout_report(report: &ReloadReport) -> Option<&RolloutReport> {
     }
 }
 
-/// Waits for the rollout report of `step` published on `$SYS.EVENTYARD.RELOAD`.
-async fn published(router: &RouterProcess, step: RolloutStep) -> RolloutReport {
-    eventually(&format!("a {step:?} rollout report"), Duration::from_secs(90), || {
-        json_lines_under(&router.path("reloads")).into_iter().find_map(|(_, event)| {
-            let report: ReloadReport = serde_json::from_value(event["data"].clone()).expect("a reload report");
-            rollout_report(&report).filter(|report| report.step == step).cloned()
-        })
+/// Waits for the first rollout report published on `$SYS.EVENTYARD.RELOAD` that `wanted` picks.
+async fn published(router: &RouterProcess, what: &str, wanted: impl Fn(&RolloutReport) -> bool) -> RolloutReport {
+    eventually(what, Duration::from_secs(90), || {
+        router.published_reports().iter().filter_map(rollout_report).find(|report| wanted(report)).cloned()
     })
     .await
 }
@@ -138,7 +99,7 @@ async fn a_canary_failing_5_percent_is_rolled_back_with_nothing_lost_and_each_ev
     );
     assert_eq!(started.stable_generation, 1);
 
-    let rolled_back = published(&router, RolloutStep::RolledBack).await;
+    let rolled_back = published(&router, "a rollback", |r| r.step == RolloutStep::RolledBack).await;
     assert_eq!(rolled_back.by, DecidedBy::Rules, "{rolled_back:?}");
     assert!(rolled_back.reason.contains("error rate"), "{}", rolled_back.reason);
     let figures = rolled_back.figures.expect("the figures it was based on");
@@ -166,7 +127,7 @@ async fn a_canary_failing_5_percent_is_rolled_back_with_nothing_lost_and_each_ev
     assert_eq!(versions[last], "1", "the stable version serves alone again");
 
     // The rolled-back version stays out until something changes; no rollout is running.
-    assert!(reload(&router).await.is_empty());
+    assert!(router.reload().await.is_empty());
     let (status, _) = admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 404);
     let (status, answer) =
@@ -195,7 +156,7 @@ async fn a_good_canary_split_by_routing_key_is_promoted_and_each_key_meets_one_v
         admin(&router, reqwest::Method::GET, "/v1/admin/plugins/stage/rollout", Some(ADMIN_TOKEN)).await;
     assert_eq!((status, rollout["figures"]["key"].as_str()), (200, Some("routingkey")), "{rollout}");
 
-    let promoted = published(&router, RolloutStep::Promoted).await;
+    let promoted = published(&router, "a promotion", |r| r.step == RolloutStep::Promoted).await;
     assert_eq!((promoted.by, promoted.new_generation), (DecidedBy::Rules, Some(2)), "{promoted:?}");
     let figures = promoted.figures.expect("figures");
     assert!(figures.candidate.events >= 400 && figures.stable.events > 0, "both versions served: {figures:?}");
@@ -283,7 +244,7 @@ async fn a_shadow_that_drops_one_event_type_is_caught_and_changes_no_event() {
     assert!(stdout.contains("type audit"), "{stdout}");
     let (code, stdout, stderr) = run_eventyard(&[&["plugin", "abort", "stage"][..], &operator].concat());
     assert!(code == 0 && stdout.contains("plugin stage: rolled back, generation 1 serves"), "{stdout}{stderr}");
-    let aborted = published(&router, RolloutStep::RolledBack).await;
+    let aborted = published(&router, "a rollback", |r| r.step == RolloutStep::RolledBack).await;
     assert_eq!(aborted.by, DecidedBy::Operator);
     assert!(aborted.figures.expect("figures").differences >= differences);
 
@@ -292,13 +253,7 @@ async fn a_shadow_that_drops_one_event_type_is_caught_and_changes_no_event() {
     let next = "version = \"1\", drop_type = \"audit\", build = \"2\"";
     let reports = reconfigure(&router, &config(plugins.path(), next, automatic)).await;
     assert!(reports.iter().filter_map(rollout_report).any(|r| r.step == RolloutStep::Started), "{reports:?}");
-    let judged = eventually("the rules' decision", Duration::from_secs(60), || {
-        json_lines_under(&router.path("reloads")).into_iter().find_map(|(_, event)| {
-            let report: ReloadReport = serde_json::from_value(event["data"].clone()).expect("a reload report");
-            rollout_report(&report).filter(|report| report.by == DecidedBy::Rules).cloned()
-        })
-    })
-    .await;
+    let judged = published(&router, "the rules' decision", |r| r.by == DecidedBy::Rules).await;
     assert_eq!(judged.step, RolloutStep::RolledBack);
     assert!(judged.reason.contains("compared answers differed"), "{}", judged.reason);
 
