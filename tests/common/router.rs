@@ -43,38 +43,14 @@ root = "{{dir}}/files"
     ) + ADMIN
 }
 
-/// A router config for reload tests: handler plugin `stage` from `plugins` (watched when
-/// `watch`) with `stage_config` as its config, on route `all` from subject `numbers` to file sink
-/// `files`; reload reports go to file sink `reload-log`, where
-/// [`RouterProcess::published_reports`] reads them; with the admin credential; `extra` appended.
+/// [`stage_config`], the plugin directory watched only when `watch`, with reload reports going to
+/// file sink `reload-log` (where [`RouterProcess::published_reports`] reads them) and `extra`
+/// appended.
 pub fn reporting_config(plugins: &Path, watch: bool, stage_config: &str, extra: &str) -> String {
+    let watched = self::stage_config(plugins, stage_config).replacen("watch = true", &format!("watch = {watch}"), 1);
     format!(
-        r#"{ADMIN}
-[plugins]
-dir = "{plugins}"
-watch = {watch}
-[plugin.stage]
-world = "handler"
-config = {{ {stage_config} }}
-[http]
-listen = "127.0.0.1:0"
-[[route]]
-name = "all"
-subject = "numbers"
-handlers = ["stage"]
-sinks = ["files"]
-[[route]]
-name = "reloads"
-subject = "$SYS.EVENTYARD.RELOAD"
-sinks = ["reload-log"]
-[sinks.files]
-kind = "file"
-root = "{{dir}}/files"
-[sinks.reload-log]
-kind = "file"
-root = "{{dir}}/reloads"
-{extra}"#,
-        plugins = plugins.display(),
+        "{watched}\n[[route]]\nname = \"reloads\"\nsubject = \"$SYS.EVENTYARD.RELOAD\"\nsinks = [\"reload-log\"]\n\
+         [sinks.reload-log]\nkind = \"file\"\nroot = \"{{dir}}/reloads\"\n{extra}"
     )
 }
 
